@@ -1,0 +1,195 @@
+//! Wire types shared by the kernel half (`tracer-ebpf`) and the collector (`tracer-user`).
+//!
+//! Everything here is plain old data with a fixed `#[repr(C)]` layout: the kernel writes these
+//! bytes into maps and the ring buffer, userspace reads them back. Changing a field changes both
+//! halves at once, which is why they live in one crate.
+#![no_std]
+
+/// Names of the maps and globals, so that both halves agree on them.
+pub mod names {
+    pub const PENDING_WAITS: &str = "PENDING_WAITS";
+    pub const WATCHED_ADDRS: &str = "WATCHED_ADDRS";
+    pub const STACKS: &str = "STACKS";
+    pub const EVENTS: &str = "EVENTS";
+    pub const COUNTERS: &str = "COUNTERS";
+    pub const WAIT_HISTOGRAM: &str = "WAIT_HISTOGRAM";
+    pub const TARGET_TGID: &str = "TARGET_TGID";
+    pub const LONG_WAIT_NS: &str = "LONG_WAIT_NS";
+}
+
+/// Capacity of the pending-wait map: one entry per thread currently inside a futex wait.
+pub const MAX_PENDING_WAITS: u32 = 65_536;
+/// Capacity of the map of futex addresses whose wakes userspace asked the kernel to count.
+pub const MAX_WATCHED_ADDRS: u32 = 16_384;
+/// Capacity of the stack-trace map (user and kernel stacks of long waits and first wakers).
+pub const MAX_STACKS: u32 = 16_384;
+/// Ring buffer size in bytes (a power of two, a multiple of the page size).
+pub const EVENTS_BYTES: u32 = 16 << 20;
+/// log2 buckets of the in-kernel histogram of every completed wait: bucket i holds waits with
+/// duration in [2^i, 2^(i+1)) ns; bucket 0 also takes 0 ns.
+pub const WAIT_HISTOGRAM_BUCKETS: u32 = 40;
+
+/// The futex entry point a thread was in.
+pub mod syscall {
+    pub const FUTEX: u32 = 0;
+    pub const FUTEX_WAIT: u32 = 1;
+    pub const FUTEX_WAITV: u32 = 2;
+}
+
+/// `PendingWait::flags` bits.
+pub mod wait_flags {
+    /// The wait has a timeout (it ends by itself).
+    pub const HAS_TIMEOUT: u32 = 1;
+    /// The timeout is an absolute deadline rather than a relative duration.
+    pub const ABSOLUTE_TIMEOUT: u32 = 2;
+}
+
+/// Indices into the per-CPU `COUNTERS` array. Each is summed over CPUs by userspace and shown in
+/// every report: nothing is dropped without being counted.
+pub mod counter {
+    /// Futex waits that entered in the target.
+    pub const WAITS_STARTED: u32 = 0;
+    /// Futex waits that returned in the target (and were seen entering).
+    pub const WAITS_FINISHED: u32 = 1;
+    /// Wake calls on a watched address.
+    pub const WATCHED_WAKES: u32 = 2;
+    /// Events sent on the ring buffer.
+    pub const EVENTS_SENT: u32 = 3;
+    /// Events lost because the ring buffer was full.
+    pub const EVENTS_LOST: u32 = 4;
+    /// Waits not tracked because the pending map was full.
+    pub const PENDING_MAP_FULL: u32 = 5;
+    /// Stack captures that failed (stack map full or collision, or unreadable stack).
+    pub const STACK_ERRORS: u32 = 6;
+    pub const COUNT: u32 = 8;
+}
+
+/// Event kinds (the first `u32` of every ring buffer record).
+pub mod event_kind {
+    pub const WAIT_DONE: u32 = 1;
+}
+
+/// A thread inside a futex wait, keyed by tid in `PENDING_WAITS`. Removed when the wait returns,
+/// so whatever is left at report time is still blocked.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PendingWait {
+    /// `bpf_ktime_get_ns` (CLOCK_MONOTONIC) at entry.
+    pub start_ns: u64,
+    /// The futex word waited on (for `futex_waitv`, the first of the vector).
+    pub uaddr: u64,
+    /// Timeout in ns when `HAS_TIMEOUT` is set (relative or absolute, see the flags).
+    pub timeout_ns: u64,
+    /// The thread group (process) id.
+    pub tgid: u32,
+    /// The futex command (`op & FUTEX_CMD_MASK`) for `futex`; 0 (WAIT) for `futex_wait(v)`.
+    pub op: u32,
+    /// One of [`syscall`].
+    pub syscall: u32,
+    /// [`wait_flags`] bits.
+    pub flags: u32,
+}
+
+/// Key of `WATCHED_ADDRS`: a futex word in one process.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FutexKey {
+    pub uaddr: u64,
+    pub tgid: u32,
+    pub _pad: u32,
+}
+
+/// Wakes seen on a watched futex word since userspace started watching it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WakeStats {
+    pub wakes: u64,
+    pub last_wake_ns: u64,
+    /// The first waker seen: its tid and user stack id (-1: none taken).
+    pub first_waker_tid: u32,
+    pub first_waker_stack_id: i32,
+}
+
+/// Ring buffer record: a futex wait in the target returned.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WaitDone {
+    /// [`event_kind::WAIT_DONE`].
+    pub kind: u32,
+    pub tid: u32,
+    pub wait: PendingWait,
+    pub duration_ns: u64,
+    /// The syscall's return value (0 woken, -ETIMEDOUT, -EAGAIN value changed, -EINTR ...).
+    pub ret: i64,
+    /// Stack ids in `STACKS`, taken only for waits of at least `LONG_WAIT_NS`; negative: none.
+    pub user_stack_id: i32,
+    pub kernel_stack_id: i32,
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all of these are repr(C) structs of integers with explicit padding fields, so every
+    // bit pattern is valid and there is no uninitialised padding.
+    unsafe impl aya::Pod for super::PendingWait {}
+    unsafe impl aya::Pod for super::FutexKey {}
+    unsafe impl aya::Pod for super::WakeStats {}
+    unsafe impl aya::Pod for super::WaitDone {}
+}
+
+/// Futex commands (`op & FUTEX_CMD_MASK`), from linux/futex.h.
+pub mod futex_op {
+    pub const WAIT: u32 = 0;
+    pub const WAKE: u32 = 1;
+    pub const REQUEUE: u32 = 3;
+    pub const CMP_REQUEUE: u32 = 4;
+    pub const WAKE_OP: u32 = 5;
+    pub const LOCK_PI: u32 = 6;
+    pub const UNLOCK_PI: u32 = 7;
+    pub const WAIT_BITSET: u32 = 9;
+    pub const WAKE_BITSET: u32 = 10;
+    pub const WAIT_REQUEUE_PI: u32 = 11;
+    pub const CMP_REQUEUE_PI: u32 = 12;
+    pub const LOCK_PI2: u32 = 13;
+    pub const PRIVATE_FLAG: u32 = 128;
+    pub const CLOCK_REALTIME: u32 = 256;
+    pub const CMD_MASK: u32 = !(PRIVATE_FLAG | CLOCK_REALTIME);
+
+    /// Commands that can put the caller to sleep on `uaddr`.
+    pub const fn is_wait(cmd: u32) -> bool {
+        matches!(
+            cmd,
+            WAIT | LOCK_PI | WAIT_BITSET | WAIT_REQUEUE_PI | LOCK_PI2
+        )
+    }
+
+    /// Commands that wake (or hand over) waiters of `uaddr`.
+    pub const fn is_wake(cmd: u32) -> bool {
+        matches!(
+            cmd,
+            WAKE | REQUEUE | CMP_REQUEUE | WAKE_OP | UNLOCK_PI | WAKE_BITSET | CMP_REQUEUE_PI
+        )
+    }
+
+    /// The timeout of these commands is an absolute deadline; FUTEX_WAIT's is relative.
+    pub const fn has_absolute_timeout(cmd: u32) -> bool {
+        matches!(cmd, WAIT_BITSET | LOCK_PI | LOCK_PI2 | WAIT_REQUEUE_PI)
+    }
+
+    pub const fn name(cmd: u32) -> &'static str {
+        match cmd {
+            WAIT => "FUTEX_WAIT",
+            WAKE => "FUTEX_WAKE",
+            REQUEUE => "FUTEX_REQUEUE",
+            CMP_REQUEUE => "FUTEX_CMP_REQUEUE",
+            WAKE_OP => "FUTEX_WAKE_OP",
+            LOCK_PI => "FUTEX_LOCK_PI",
+            UNLOCK_PI => "FUTEX_UNLOCK_PI",
+            WAIT_BITSET => "FUTEX_WAIT_BITSET",
+            WAKE_BITSET => "FUTEX_WAKE_BITSET",
+            WAIT_REQUEUE_PI => "FUTEX_WAIT_REQUEUE_PI",
+            CMP_REQUEUE_PI => "FUTEX_CMP_REQUEUE_PI",
+            LOCK_PI2 => "FUTEX_LOCK_PI2",
+            _ => "FUTEX_?",
+        }
+    }
+}

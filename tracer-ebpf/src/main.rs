@@ -1,0 +1,68 @@
+//! The kernel half of leaktrace: eBPF programs attached to syscall tracepoints.
+//!
+//! Every program first checks that the current thread belongs to the traced process and returns
+//! at once otherwise: these tracepoints fire for every process on the machine.
+#![no_std]
+#![no_main]
+
+mod futex;
+
+use aya_ebpf::{
+    macros::map,
+    maps::{PerCpuArray, RingBuf, StackTrace},
+};
+use tracer_common::{counter, EVENTS_BYTES, MAX_STACKS};
+
+/// The traced process (tgid). Set by userspace before load; read-only, so the verifier and JIT
+/// can treat it as a constant and the filter costs a compare.
+#[unsafe(no_mangle)]
+static TARGET_TGID: u32 = 0;
+
+/// Completed waits at least this long get their user and kernel stacks captured (a stack costs
+/// more than a futex call, so short waits never pay for one).
+#[unsafe(no_mangle)]
+static LONG_WAIT_NS: u64 = 1_000_000;
+
+#[map(name = "EVENTS")]
+static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
+
+#[map(name = "STACKS")]
+static STACKS: StackTrace = StackTrace::with_max_entries(MAX_STACKS, 0);
+
+#[map(name = "COUNTERS")]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+/// The current thread's (tgid, tid) when it belongs to the traced process.
+#[inline(always)]
+fn target_thread() -> Option<(u32, u32)> {
+    let pid_tgid = aya_ebpf::helpers::bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    // SAFETY: a plain read of a global that the loader initialised; volatile so that the
+    // compiler does not fold the default value in.
+    let target = unsafe { core::ptr::read_volatile(&TARGET_TGID) };
+    (tgid == target).then_some((tgid, pid_tgid as u32))
+}
+
+#[inline(always)]
+fn long_wait_ns() -> u64 {
+    // SAFETY: as for TARGET_TGID.
+    unsafe { core::ptr::read_volatile(&LONG_WAIT_NS) }
+}
+
+#[inline(always)]
+fn count(index: u32) {
+    if let Some(slot) = COUNTERS.get_ptr_mut(index) {
+        // SAFETY: per-CPU slot, and tracepoint programs are not preempted on their CPU.
+        unsafe { *slot += 1 };
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 4] = *b"GPL\0";

@@ -1,0 +1,223 @@
+//! Loading the embedded eBPF object, attaching its tracepoints, and typed access to its maps.
+//!
+//! Dropping [`Probes`] detaches every program (aya owns the links), so every way out of
+//! leaktrace — normal end, Ctrl-C, error, panic unwinding — leaves no probe behind.
+use std::path::Path;
+
+use anyhow::{bail, Context as _, Result};
+use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf, StackTraceMap};
+use aya::programs::TracePoint;
+use aya::{Ebpf, EbpfLoader};
+use tracer_common::{counter, names, FutexKey, PendingWait, WakeStats};
+
+use crate::model::KernelCounters;
+
+/// The programs and the tracepoints they attach to. The first two are required: without them
+/// nothing can be seen. The others exist only on newer kernels (futex2, 6.7+).
+const TRACEPOINTS: &[(&str, &str, bool)] = &[
+    ("sys_enter_futex", "sys_enter_futex", true),
+    ("sys_exit_futex", "sys_exit_futex", true),
+    ("sys_enter_futex_wait", "sys_enter_futex_wait", false),
+    ("sys_exit_futex_wait", "sys_exit_futex_wait", false),
+    ("sys_enter_futex_waitv", "sys_enter_futex_waitv", false),
+    ("sys_exit_futex_waitv", "sys_exit_futex_waitv", false),
+    ("sys_enter_futex_wake", "sys_enter_futex_wake", false),
+    ("sys_enter_futex_requeue", "sys_enter_futex_requeue", false),
+];
+
+const TRACEFS: &str = "/sys/kernel/tracing";
+
+pub struct Probes {
+    pending: HashMap<MapData, u32, PendingWait>,
+    watched: HashMap<MapData, FutexKey, WakeStats>,
+    stacks: StackTraceMap<MapData>,
+    events: RingBuf<MapData>,
+    counters: PerCpuArray<MapData, u64>,
+    /// Owns the programs and their links; dropped last.
+    _ebpf: Ebpf,
+    pub attached: Vec<String>,
+    pub notes: Vec<String>,
+}
+
+/// Fails with what to do when this process may not load eBPF programs.
+pub fn check_privileges() -> Result<()> {
+    const CAP_SYS_ADMIN: u32 = 21;
+    const CAP_PERFMON: u32 = 38;
+    const CAP_BPF: u32 = 39;
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let effective = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .unwrap_or(0);
+    let has = |cap: u32| effective & (1 << cap) != 0;
+    if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
+        return Ok(());
+    }
+    bail!(
+        "not root: leaktrace loads eBPF programs and reads other processes' memory; run it with \
+         sudo, or grant CAP_BPF, CAP_PERFMON and CAP_SYS_PTRACE"
+    )
+}
+
+/// aya finds tracepoint ids in tracefs; some machines boot without it mounted.
+fn ensure_tracefs(notes: &mut Vec<String>) -> Result<()> {
+    for dir in [TRACEFS, "/sys/kernel/debug/tracing"] {
+        if Path::new(dir).join("events").is_dir() {
+            return Ok(());
+        }
+    }
+    let rc = {
+        let source = c"tracefs";
+        let target = c"/sys/kernel/tracing";
+        // SAFETY: mounting tracefs (a pseudo filesystem) with valid C strings.
+        unsafe {
+            libc::mount(
+                source.as_ptr(),
+                target.as_ptr(),
+                source.as_ptr(),
+                0,
+                std::ptr::null(),
+            )
+        }
+    };
+    if rc != 0 {
+        bail!(
+            "tracefs is not mounted and mounting it at {TRACEFS} failed ({}); mount it with \
+             `mount -t tracefs nodev {TRACEFS}`",
+            std::io::Error::last_os_error()
+        );
+    }
+    notes.push(format!("mounted tracefs at {TRACEFS} (it was not mounted)"));
+    Ok(())
+}
+
+impl Probes {
+    pub fn load(target_tgid: u32, long_wait_ns: u64) -> Result<Self> {
+        let mut notes = Vec::new();
+        // Not needed on kernels that account BPF memory to cgroups (5.11+), where it fails
+        // without CAP_SYS_RESOURCE; only worth trying for older kernels.
+        let limit = libc::rlimit {
+            rlim_cur: libc::RLIM_INFINITY,
+            rlim_max: libc::RLIM_INFINITY,
+        };
+        // SAFETY: setrlimit with a valid struct.
+        let _ = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &limit) };
+        if !Path::new("/sys/kernel/btf/vmlinux").exists() {
+            notes.push(
+                "kernel has no BTF (/sys/kernel/btf/vmlinux); the futex probes do not need it"
+                    .into(),
+            );
+        }
+        ensure_tracefs(&mut notes)?;
+
+        let object = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer-ebpf"));
+        let mut ebpf = EbpfLoader::new()
+            .override_global(names::TARGET_TGID, &target_tgid, true)
+            .override_global(names::LONG_WAIT_NS, &long_wait_ns, true)
+            .load(object)
+            .context("loading the eBPF programs into the kernel failed")?;
+
+        let mut attached = Vec::new();
+        for &(program, tracepoint, required) in TRACEPOINTS {
+            let available = Path::new(TRACEFS)
+                .join("events/syscalls")
+                .join(tracepoint)
+                .exists()
+                || Path::new("/sys/kernel/debug/tracing/events/syscalls")
+                    .join(tracepoint)
+                    .exists();
+            if !available {
+                if required {
+                    bail!("this kernel has no syscalls:{tracepoint} tracepoint (CONFIG_FTRACE_SYSCALLS off?)");
+                }
+                notes.push(format!(
+                    "syscalls:{tracepoint} does not exist on this kernel; not traced"
+                ));
+                continue;
+            }
+            let prog: &mut TracePoint = ebpf
+                .program_mut(program)
+                .with_context(|| format!("program {program} missing from the eBPF object"))?
+                .try_into()?;
+            prog.load()
+                .with_context(|| format!("the kernel rejected program {program}"))?;
+            prog.attach("syscalls", tracepoint)
+                .with_context(|| format!("attaching to syscalls:{tracepoint} failed"))?;
+            attached.push(format!("syscalls:{tracepoint}"));
+        }
+
+        let mut take = |name: &str| {
+            ebpf.take_map(name)
+                .with_context(|| format!("map {name} missing from the eBPF object"))
+        };
+        Ok(Probes {
+            pending: HashMap::try_from(take(names::PENDING_WAITS)?)?,
+            watched: HashMap::try_from(take(names::WATCHED_ADDRS)?)?,
+            stacks: StackTraceMap::try_from(take(names::STACKS)?)?,
+            events: RingBuf::try_from(take(names::EVENTS)?)?,
+            counters: PerCpuArray::try_from(take(names::COUNTERS)?)?,
+            _ebpf: ebpf,
+            attached,
+            notes,
+        })
+    }
+
+    /// Threads of the target inside a futex wait that began after attach, by tid.
+    pub fn pending_waits(&self) -> Vec<(u32, PendingWait)> {
+        self.pending.iter().filter_map(|entry| entry.ok()).collect()
+    }
+
+    /// Starts counting wakes on a futex word (idempotent).
+    pub fn watch(&mut self, key: FutexKey) -> Result<()> {
+        if self.watched.get(&key, 0).is_ok() {
+            return Ok(());
+        }
+        self.watched
+            .insert(
+                key,
+                WakeStats {
+                    first_waker_stack_id: -1,
+                    ..Default::default()
+                },
+                0,
+            )
+            .context("watching a futex word failed (watched-address map full?)")
+    }
+
+    pub fn watched(&self) -> Vec<(FutexKey, WakeStats)> {
+        self.watched.iter().filter_map(|entry| entry.ok()).collect()
+    }
+
+    /// The instruction pointers of a captured stack, innermost first.
+    pub fn stack(&self, id: i32) -> Option<Vec<u64>> {
+        let id = u32::try_from(id).ok()?;
+        let trace = self.stacks.get(&id, 0).ok()?;
+        Some(trace.frames().iter().map(|f| f.ip).collect())
+    }
+
+    /// Hands every record waiting in the ring buffer to `handle`.
+    pub fn drain(&mut self, mut handle: impl FnMut(&[u8])) {
+        while let Some(item) = self.events.next() {
+            handle(&item);
+        }
+    }
+
+    pub fn counters(&self) -> KernelCounters {
+        let sum = |index: u32| -> u64 {
+            self.counters
+                .get(&index, 0)
+                .map(|values| values.iter().sum())
+                .unwrap_or(0)
+        };
+        KernelCounters {
+            waits_started: sum(counter::WAITS_STARTED),
+            waits_finished: sum(counter::WAITS_FINISHED),
+            watched_wakes: sum(counter::WATCHED_WAKES),
+            events_sent: sum(counter::EVENTS_SENT),
+            events_lost: sum(counter::EVENTS_LOST),
+            pending_map_full: sum(counter::PENDING_MAP_FULL),
+            stack_errors: sum(counter::STACK_ERRORS),
+        }
+    }
+}

@@ -1,0 +1,360 @@
+//! The tracing loop: turns what the kernel and /proc show into model events, while the target
+//! runs, until the duration ends, the user interrupts, or the target exits.
+use std::collections::HashMap;
+use std::io::{IsTerminal as _, Write as _};
+use std::time::Duration;
+
+use anyhow::Result;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::time::{interval, sleep_until, Instant, MissedTickBehavior};
+use tracer_common::{event_kind, FutexKey, WaitDone};
+
+use crate::attach::Probes;
+use crate::model::{BlockedSince, BlockedThread, Event, Frame, Model};
+use crate::procfs::{self, FutexWaitState, ProcessMemory};
+use crate::report::human_ns;
+use crate::symbolize::Symbolizer;
+use crate::target::Target;
+use crate::unwind::RemoteUnwinder;
+
+pub struct Settings {
+    pub duration: Option<Duration>,
+    pub min_blocked_ns: u64,
+    pub max_frames: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EndReason {
+    Duration,
+    Interrupted,
+    TargetExited,
+}
+
+pub struct Outcome {
+    pub model: Model,
+    pub end: EndReason,
+    pub started_ns: u64,
+    pub ended_ns: u64,
+}
+
+/// How often the ring buffer is drained (the kernel does not wake us per record).
+const DRAIN_EVERY: Duration = Duration::from_millis(100);
+/// Every this many drains: watch long waits, snapshot blocked threads, read counters.
+const SCAN_EVERY_TICKS: u32 = 5;
+/// A wait this old gets its futex word watched for wakes (or half the threshold, if less).
+const WATCH_AFTER_NS: u64 = 100_000_000;
+
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the struct; CLOCK_MONOTONIC is what bpf_ktime_get_ns uses.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// One wait of one thread: (tid, since when, futex word).
+type WaitIdentity = (u32, BlockedSince, u64);
+/// User frames and kernel functions.
+type WaitStacks = (Vec<Frame>, Vec<String>);
+
+struct Collector<'a> {
+    pid: u32,
+    probes: &'a mut Probes,
+    settings: &'a Settings,
+    symbolizer: Symbolizer,
+    unwinder: Option<RemoteUnwinder>,
+    memory: Option<ProcessMemory>,
+    /// Futex waits threads were already in when tracing started.
+    blocked_before: HashMap<u32, FutexWaitState>,
+    /// A wait's stacks cannot change while it lasts: taken once per wait.
+    stacks: HashMap<WaitIdentity, WaitStacks>,
+    model: Model,
+    notes: Vec<String>,
+}
+
+pub async fn trace(
+    probes: &mut Probes,
+    target: &mut Target,
+    settings: &Settings,
+) -> Result<(Outcome, Vec<String>)> {
+    let pid = target.pid;
+    let started_ns = monotonic_ns();
+    let mut collector = Collector {
+        pid,
+        probes,
+        settings,
+        symbolizer: Symbolizer::new(pid),
+        unwinder: None,
+        memory: None,
+        blocked_before: HashMap::new(),
+        stacks: HashMap::new(),
+        model: Model::new(),
+        notes: Vec::new(),
+    };
+    collector
+        .model
+        .apply(&Event::TraceStarted { at_ns: started_ns });
+    collector.open_process();
+    // The probes are attached: whatever is blocked now began before them.
+    collector.find_blocked_before();
+
+    let mut ticker = interval(DRAIN_EVERY);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let deadline = settings.duration.map(|d| Instant::now() + d);
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let status = std::io::stderr().is_terminal();
+    let mut ticks: u32 = 0;
+
+    let end = loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = sigint.recv() => break EndReason::Interrupted,
+            _ = sigterm.recv() => break EndReason::Interrupted,
+            _ = async { sleep_until(deadline.expect("guarded")).await }, if deadline.is_some() => break EndReason::Duration,
+        }
+        collector.drain();
+        if target.has_exited() {
+            break EndReason::TargetExited;
+        }
+        ticks += 1;
+        if ticks.is_multiple_of(SCAN_EVERY_TICKS) {
+            collector.scan(false);
+            if status {
+                collector.status_line(started_ns);
+            }
+        }
+    };
+
+    collector.drain();
+    let ended_ns = monotonic_ns();
+    if end == EndReason::TargetExited {
+        collector
+            .model
+            .apply(&Event::TargetExited { at_ns: ended_ns });
+        collector.notes.push(
+            "the target exited during the trace; blocked threads are reported as last seen".into(),
+        );
+    } else {
+        collector.scan(true);
+    }
+    collector.read_counters();
+    if status {
+        eprint!("\r\x1b[K");
+    }
+    let Collector { model, notes, .. } = collector;
+    Ok((
+        Outcome {
+            model,
+            end,
+            started_ns,
+            ended_ns,
+        },
+        notes,
+    ))
+}
+
+impl Collector<'_> {
+    fn open_process(&mut self) {
+        match RemoteUnwinder::new(self.pid) {
+            Ok(unwinder) => self.unwinder = Some(unwinder),
+            Err(err) => self
+                .notes
+                .push(format!("cannot unwind stacks of blocked threads: {err:#}")),
+        }
+        match ProcessMemory::open(self.pid) {
+            Ok(memory) => self.memory = Some(memory),
+            Err(err) => self.notes.push(format!("cannot read lock owners: {err:#}")),
+        }
+    }
+
+    fn find_blocked_before(&mut self) {
+        for tid in procfs::threads(self.pid) {
+            if let Some(wait) = procfs::futex_wait_state(self.pid, tid, self.memory.as_ref()) {
+                self.watch(wait.futex_addr);
+                self.blocked_before.insert(tid, wait);
+            }
+        }
+    }
+
+    fn watch(&mut self, futex_addr: u64) {
+        let key = FutexKey {
+            uaddr: futex_addr,
+            tgid: self.pid,
+            _pad: 0,
+        };
+        if let Err(err) = self.probes.watch(key) {
+            let note = format!("{err:#}: wakes on some futex words are not counted");
+            if !self.notes.contains(&note) {
+                self.notes.push(note);
+            }
+        }
+    }
+
+    fn drain(&mut self) {
+        let mut done = Vec::new();
+        self.probes.drain(|bytes| {
+            if bytes.len() >= std::mem::size_of::<WaitDone>()
+                && bytes[..4] == event_kind::WAIT_DONE.to_ne_bytes()
+            {
+                // SAFETY: the record is at least a WaitDone, a repr(C) POD written by the kernel
+                // half; read_unaligned makes no alignment assumption.
+                done.push(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<WaitDone>()) });
+            }
+        });
+        for wait in done {
+            let user_stack = self
+                .probes
+                .stack(wait.user_stack_id)
+                .map(|ips| self.symbolizer.user_stack(&ips));
+            let kernel_stack = self
+                .probes
+                .stack(wait.kernel_stack_id)
+                .map(|ips| self.symbolizer.kernel_stack(&ips));
+            self.model.apply(&Event::WaitDone {
+                tid: wait.tid,
+                futex_addr: wait.wait.uaddr,
+                op: wait.wait.op,
+                start_ns: wait.wait.start_ns,
+                duration_ns: wait.duration_ns,
+                ret: wait.ret,
+                user_stack,
+                kernel_stack,
+            });
+        }
+    }
+
+    /// Watches long waits, snapshots the threads blocked long enough to matter, and reads wake
+    /// counts and kernel counters. `last` takes everything blocked at all, for the report.
+    fn scan(&mut self, last: bool) {
+        let now = monotonic_ns();
+        let watch_after = WATCH_AFTER_NS.min(self.settings.min_blocked_ns / 2);
+        let snapshot_after = if last {
+            0
+        } else {
+            self.settings.min_blocked_ns / 2
+        };
+        let pending: HashMap<u32, _> = self.probes.pending_waits().into_iter().collect();
+        for wait in pending.values() {
+            if now.saturating_sub(wait.start_ns) >= watch_after {
+                self.watch(wait.uaddr);
+            }
+        }
+
+        let threads = procfs::threads(self.pid);
+        let mut blocked = Vec::new();
+        for &tid in &threads {
+            let Some(state) = procfs::futex_wait_state(self.pid, tid, self.memory.as_ref()) else {
+                continue;
+            };
+            let since = match pending.get(&tid) {
+                Some(wait) if wait.uaddr == state.futex_addr => {
+                    if now.saturating_sub(wait.start_ns) < snapshot_after {
+                        continue;
+                    }
+                    BlockedSince::Exact(wait.start_ns)
+                }
+                Some(_) => continue,
+                None => match self.blocked_before.get(&tid) {
+                    Some(before)
+                        if before.futex_addr == state.futex_addr && before.op == state.op =>
+                    {
+                        BlockedSince::BeforeTrace
+                    }
+                    // In a wait the probes did not see begin (it raced the attach): its start is
+                    // unknown, so it is not reported rather than guessed.
+                    _ => continue,
+                },
+            };
+            blocked.push(self.blocked_thread(tid, since, &state, &threads));
+        }
+        self.model.apply(&Event::Blocked {
+            at_ns: now,
+            threads: blocked,
+        });
+
+        for (key, stats) in self.probes.watched() {
+            self.model.apply(&Event::Wakes {
+                futex_addr: key.uaddr,
+                wakes: stats.wakes,
+                first_waker_tid: (stats.wakes > 0).then_some(stats.first_waker_tid),
+            });
+        }
+        self.read_counters();
+    }
+
+    fn blocked_thread(
+        &mut self,
+        tid: u32,
+        since: BlockedSince,
+        state: &FutexWaitState,
+        threads: &[u32],
+    ) -> BlockedThread {
+        let key = (tid, since, state.futex_addr);
+        if !self.stacks.contains_key(&key) {
+            let ips = self
+                .unwinder
+                .as_mut()
+                .map(|u| u.unwind_blocked(state.regs.pc, state.regs.sp, self.settings.max_frames))
+                .unwrap_or_default();
+            let user = self.symbolizer.user_stack(&ips);
+            let kernel = procfs::kernel_stack(self.pid, tid);
+            self.stacks.insert(key, (user, kernel));
+        }
+        let (user_stack, kernel_stack) = self.stacks[&key].clone();
+        let waits_on = self
+            .memory
+            .as_ref()
+            .map(|memory| {
+                procfs::waits_on(
+                    memory,
+                    tid,
+                    state.futex_addr,
+                    state.op,
+                    &user_stack,
+                    threads,
+                )
+            })
+            .unwrap_or_default();
+        BlockedThread {
+            tid,
+            name: procfs::thread_name(self.pid, tid),
+            futex_addr: state.futex_addr,
+            op: state.op,
+            since,
+            has_timeout: state.has_timeout,
+            owner_tid: waits_on.lock_owner,
+            joining_tid: waits_on.joined,
+            user_stack,
+            kernel_stack,
+        }
+    }
+
+    fn read_counters(&mut self) {
+        self.model
+            .apply(&Event::KernelCounters(self.probes.counters()));
+    }
+
+    fn status_line(&self, started_ns: u64) {
+        let counters = self.model.counters;
+        let stuck = self
+            .model
+            .blocked
+            .iter()
+            .filter(|t| self.model.blocked_for(t, monotonic_ns()).0 >= self.settings.min_blocked_ns)
+            .count();
+        eprint!(
+            "\r\x1b[Kleaktrace: pid {} · {} probes · {} waits · {} lost · {} thread(s) blocked ≥ {} · {}",
+            self.pid,
+            self.probes.attached.len(),
+            counters.waits_finished,
+            counters.events_lost + counters.pending_map_full,
+            stuck,
+            human_ns(self.settings.min_blocked_ns),
+            human_ns(monotonic_ns().saturating_sub(started_ns)),
+        );
+        let _ = std::io::stderr().flush();
+    }
+}

@@ -1,0 +1,384 @@
+//! The trace as pure state: fed with [`Event`]s, never touches the system.
+//!
+//! Everything the edges (collect, procfs, symbolize) learn about the target reaches the model as
+//! an event with stacks already symbolized, so the model and the analysis can be tested with
+//! synthetic streams and a recorded stream can be analysed again later.
+use std::collections::BTreeMap;
+
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+/// One symbolized stack frame. `addr` is the address as the process sees it; for frames below
+/// the innermost it is a return address.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Frame {
+    pub function: Option<String>,
+    pub file: Option<String>,
+    pub line: Option<u32>,
+    pub module: Option<String>,
+    #[serde(with = "hex_addr")]
+    pub addr: u64,
+    /// True when this function was inlined into the next frame (same address).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub inlined: bool,
+}
+
+impl Frame {
+    pub fn unknown(addr: u64) -> Self {
+        Frame {
+            function: None,
+            file: None,
+            line: None,
+            module: None,
+            addr,
+            inlined: false,
+        }
+    }
+
+    pub fn function_contains(&self, needle: &str) -> bool {
+        self.function.as_deref().is_some_and(|f| f.contains(needle))
+    }
+}
+
+/// Addresses serialize as "0x..." strings: JSON numbers lose precision above 2^53.
+pub mod hex_addr {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(addr: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{addr:#x}"))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        let text = String::deserialize(d)?;
+        u64::from_str_radix(text.trim_start_matches("0x"), 16).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Since when a thread has been blocked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum BlockedSince {
+    /// Seen entering the wait at this time (CLOCK_MONOTONIC ns).
+    Exact(u64),
+    /// Already blocked when tracing started: the true start is unknown and earlier.
+    BeforeTrace,
+}
+
+/// A thread found inside a futex wait.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockedThread {
+    pub tid: u32,
+    pub name: String,
+    pub futex_addr: u64,
+    /// The futex command (`tracer_common::futex_op`).
+    pub op: u32,
+    pub since: BlockedSince,
+    pub has_timeout: bool,
+    /// The thread holding the lock this one waits for, where the lock records it (glibc
+    /// mutexes, PI futexes).
+    pub owner_tid: Option<u32>,
+    /// The thread whose exit this one waits for (pthread_join).
+    pub joining_tid: Option<u32>,
+    pub user_stack: Vec<Frame>,
+    /// Kernel functions, innermost first.
+    pub kernel_stack: Vec<String>,
+}
+
+/// What the edges observed, in time order.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Event {
+    /// Tracing started (probes attached) at this time.
+    TraceStarted { at_ns: u64 },
+    /// A futex wait returned.
+    WaitDone {
+        tid: u32,
+        futex_addr: u64,
+        op: u32,
+        start_ns: u64,
+        duration_ns: u64,
+        ret: i64,
+        /// Present for waits long enough to have their stacks taken.
+        user_stack: Option<Vec<Frame>>,
+        kernel_stack: Option<Vec<String>>,
+    },
+    /// The threads blocked in futex at `at_ns` (replaces the previous snapshot).
+    Blocked {
+        at_ns: u64,
+        threads: Vec<BlockedThread>,
+    },
+    /// Cumulative wakes seen on a futex word since it was watched.
+    Wakes {
+        futex_addr: u64,
+        wakes: u64,
+        first_waker_tid: Option<u32>,
+    },
+    /// The target process exited.
+    TargetExited { at_ns: u64 },
+    /// Counters kept by the kernel side (cumulative).
+    KernelCounters(KernelCounters),
+}
+
+/// Cumulative kernel-side counters: what was seen and what was lost.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KernelCounters {
+    pub waits_started: u64,
+    pub waits_finished: u64,
+    pub watched_wakes: u64,
+    pub events_sent: u64,
+    pub events_lost: u64,
+    pub pending_map_full: u64,
+    pub stack_errors: u64,
+}
+
+/// Completed waits on one futex word.
+#[derive(Clone, Debug)]
+pub struct WaitSite {
+    pub futex_addr: u64,
+    pub op: u32,
+    pub waits: u64,
+    pub total_ns: u64,
+    pub max_ns: u64,
+    pub timeouts: u64,
+    pub durations: Histogram<u64>,
+    /// The longest wait that had its stacks taken: duration, user and kernel stack.
+    pub longest_stack: Option<(u64, Vec<Frame>, Vec<String>)>,
+}
+
+/// Beyond this many distinct futex words, completed waits are folded into one "other" site so
+/// that a process churning through addresses cannot grow the collector without bound (each
+/// site's histogram is a few tens of KiB at most).
+pub const MAX_WAIT_SITES: usize = 1024;
+/// Significant figures of the per-site histograms: 1% resolution is plenty for a profile and
+/// keeps each histogram small.
+const SITE_PRECISION: u8 = 2;
+
+/// A histogram that grows to whatever range it is fed.
+pub fn new_histogram(significant_figures: u8) -> Histogram<u64> {
+    Histogram::new(significant_figures).expect("1 to 5 significant figures is a valid precision")
+}
+
+/// Records into an auto-resizing histogram. `saturating_record` would clamp at the current
+/// range instead of growing it.
+pub fn record(histogram: &mut Histogram<u64>, value: u64) {
+    if histogram.record(value).is_err() {
+        // Only values beyond what any histogram can hold (> 2^63) fail; clamp those.
+        histogram.saturating_record(value);
+    }
+}
+/// The futex address used for the folded site.
+pub const OTHER_SITE: u64 = u64::MAX;
+
+#[derive(Clone, Debug, Default)]
+pub struct Model {
+    pub started_ns: Option<u64>,
+    pub last_seen_ns: u64,
+    pub exited_ns: Option<u64>,
+    pub blocked: Vec<BlockedThread>,
+    pub blocked_at_ns: u64,
+    pub wakes: BTreeMap<u64, u64>,
+    pub wait_sites: BTreeMap<u64, WaitSite>,
+    pub waits_seen: u64,
+    pub counters: KernelCounters,
+}
+
+impl Model {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn apply(&mut self, event: &Event) {
+        match event {
+            Event::TraceStarted { at_ns } => {
+                self.started_ns = Some(*at_ns);
+                self.note_time(*at_ns);
+            }
+            Event::WaitDone {
+                futex_addr,
+                op,
+                start_ns,
+                duration_ns,
+                ret,
+                user_stack,
+                kernel_stack,
+                ..
+            } => {
+                self.waits_seen += 1;
+                self.note_time(start_ns + duration_ns);
+                let site = self.site_for(*futex_addr, *op);
+                site.waits += 1;
+                site.total_ns = site.total_ns.saturating_add(*duration_ns);
+                site.max_ns = site.max_ns.max(*duration_ns);
+                if *ret == -(libc::ETIMEDOUT as i64) {
+                    site.timeouts += 1;
+                }
+                record(&mut site.durations, *duration_ns);
+                if let Some(stack) = user_stack {
+                    let longer = site
+                        .longest_stack
+                        .as_ref()
+                        .is_none_or(|(longest, _, _)| duration_ns > longest);
+                    if longer {
+                        let kernel = kernel_stack.clone().unwrap_or_default();
+                        site.longest_stack = Some((*duration_ns, stack.clone(), kernel));
+                    }
+                }
+            }
+            Event::Blocked { at_ns, threads } => {
+                self.note_time(*at_ns);
+                self.blocked_at_ns = *at_ns;
+                self.blocked = threads.clone();
+            }
+            Event::Wakes {
+                futex_addr, wakes, ..
+            } => {
+                self.wakes.insert(*futex_addr, *wakes);
+            }
+            Event::TargetExited { at_ns } => {
+                self.note_time(*at_ns);
+                self.exited_ns = Some(*at_ns);
+            }
+            Event::KernelCounters(counters) => self.counters = *counters,
+        }
+    }
+
+    fn note_time(&mut self, ns: u64) {
+        self.last_seen_ns = self.last_seen_ns.max(ns);
+    }
+
+    fn site_for(&mut self, futex_addr: u64, op: u32) -> &mut WaitSite {
+        let key = if self.wait_sites.contains_key(&futex_addr)
+            || self.wait_sites.len() < MAX_WAIT_SITES
+        {
+            futex_addr
+        } else {
+            OTHER_SITE
+        };
+        self.wait_sites.entry(key).or_insert_with(|| WaitSite {
+            futex_addr: key,
+            op,
+            waits: 0,
+            total_ns: 0,
+            max_ns: 0,
+            timeouts: 0,
+            durations: new_histogram(SITE_PRECISION),
+            longest_stack: None,
+        })
+    }
+
+    /// How long the thread has been blocked as of `now_ns`, and whether that is a lower bound.
+    pub fn blocked_for(&self, thread: &BlockedThread, now_ns: u64) -> (u64, bool) {
+        match thread.since {
+            BlockedSince::Exact(start) => (now_ns.saturating_sub(start), false),
+            BlockedSince::BeforeTrace => {
+                let start = self.started_ns.unwrap_or(now_ns);
+                (now_ns.saturating_sub(start), true)
+            }
+        }
+    }
+
+    /// The end of the observation: the target's exit, or `now_ns` while it runs.
+    pub fn end_ns(&self, now_ns: u64) -> u64 {
+        self.exited_ns.unwrap_or(now_ns)
+    }
+}
+
+#[cfg(test)]
+pub mod tests {
+    use super::*;
+
+    pub fn frame(function: &str) -> Frame {
+        Frame {
+            function: Some(function.to_string()),
+            file: Some("fixture.c".to_string()),
+            line: Some(1),
+            module: None,
+            addr: function.len() as u64,
+            inlined: false,
+        }
+    }
+
+    pub fn blocked(
+        tid: u32,
+        futex_addr: u64,
+        since: BlockedSince,
+        stack: &[&str],
+    ) -> BlockedThread {
+        BlockedThread {
+            tid,
+            name: format!("t{tid}"),
+            futex_addr,
+            op: 0,
+            since,
+            has_timeout: false,
+            owner_tid: None,
+            joining_tid: None,
+            user_stack: stack.iter().map(|f| frame(f)).collect(),
+            kernel_stack: vec![],
+        }
+    }
+
+    #[test]
+    fn completed_waits_build_per_address_histograms() {
+        let mut model = Model::new();
+        model.apply(&Event::TraceStarted { at_ns: 0 });
+        for (i, d) in [10u64, 20, 30, 5_000_000].iter().enumerate() {
+            model.apply(&Event::WaitDone {
+                tid: 7,
+                futex_addr: 0x1000,
+                op: 0,
+                start_ns: i as u64 * 100,
+                duration_ns: *d,
+                ret: if i == 3 { -(libc::ETIMEDOUT as i64) } else { 0 },
+                user_stack: (i == 3).then(|| vec![frame("worker")]),
+                kernel_stack: None,
+            });
+        }
+        let site = &model.wait_sites[&0x1000];
+        assert_eq!(site.waits, 4);
+        assert_eq!(site.timeouts, 1);
+        assert_eq!(site.total_ns, 5_000_060);
+        assert_eq!(site.max_ns, 5_000_000);
+        assert_eq!(site.longest_stack.as_ref().unwrap().0, 5_000_000);
+        assert_eq!(model.waits_seen, 4);
+    }
+
+    #[test]
+    fn wait_sites_are_bounded() {
+        let mut model = Model::new();
+        for addr in 0..(MAX_WAIT_SITES as u64 + 10) {
+            model.apply(&Event::WaitDone {
+                tid: 1,
+                futex_addr: addr,
+                op: 0,
+                start_ns: 0,
+                duration_ns: 1,
+                ret: 0,
+                user_stack: None,
+                kernel_stack: None,
+            });
+        }
+        assert_eq!(model.wait_sites.len(), MAX_WAIT_SITES + 1);
+        assert_eq!(model.wait_sites[&OTHER_SITE].waits, 10);
+    }
+
+    #[test]
+    fn a_snapshot_replaces_the_previous_one_and_exit_freezes_time() {
+        let mut model = Model::new();
+        model.apply(&Event::TraceStarted { at_ns: 1_000 });
+        model.apply(&Event::Blocked {
+            at_ns: 2_000,
+            threads: vec![blocked(1, 0x10, BlockedSince::BeforeTrace, &["a"])],
+        });
+        model.apply(&Event::Blocked {
+            at_ns: 3_000,
+            threads: vec![blocked(2, 0x20, BlockedSince::Exact(2_500), &["b"])],
+        });
+        assert_eq!(model.blocked.len(), 1);
+        assert_eq!(model.blocked[0].tid, 2);
+        model.apply(&Event::TargetExited { at_ns: 4_000 });
+        let end = model.end_ns(9_999);
+        assert_eq!(end, 4_000);
+        assert_eq!(model.blocked_for(&model.blocked[0], end), (1_500, false));
+        let before = blocked(3, 0x30, BlockedSince::BeforeTrace, &[]);
+        assert_eq!(model.blocked_for(&before, end), (3_000, true));
+    }
+}

@@ -1,0 +1,358 @@
+//! Renders an analysis as text for people or JSON for machines. Nothing here reads the system.
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use crate::analyze::{Analysis, Candidate, CandidateKind};
+use crate::model::{Frame, KernelCounters, Model};
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct TargetInfo {
+    pub pid: u32,
+    pub comm: String,
+    pub exe: String,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct TracerInfo {
+    /// Peak resident memory of the tracer itself.
+    pub max_rss_kb: u64,
+    /// Tracepoints attached.
+    pub probes: Vec<String>,
+    /// Anything the user should know about how complete this trace is.
+    pub notes: Vec<String>,
+}
+
+/// The whole report. Later versions add fields; they never remove or rename these.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub target: TargetInfo,
+    pub duration_ns: u64,
+    /// Events the kernel could not deliver or track (ring buffer full, pending-wait map full).
+    pub lost_events: u64,
+    pub target_exited: bool,
+    pub min_blocked_ns: u64,
+    pub waits_seen: u64,
+    pub counters: KernelCounters,
+    pub tracer: TracerInfo,
+    pub candidates: Vec<Candidate>,
+    pub wait_sites: Vec<crate::analyze::WaitSiteSummary>,
+    /// Threads blocked past the threshold that are not candidates, with the reason.
+    pub blocked_but_healthy: Vec<crate::analyze::BlockedButHealthy>,
+}
+
+impl Report {
+    pub fn new(
+        target: TargetInfo,
+        tracer: TracerInfo,
+        analysis: Analysis,
+        model: &Model,
+        duration_ns: u64,
+        target_exited: bool,
+        min_blocked_ns: u64,
+    ) -> Self {
+        let counters = model.counters;
+        Report {
+            target,
+            duration_ns,
+            lost_events: counters.events_lost + counters.pending_map_full,
+            target_exited,
+            min_blocked_ns,
+            waits_seen: model.waits_seen,
+            counters,
+            tracer,
+            candidates: analysis.candidates,
+            wait_sites: analysis.wait_sites,
+            blocked_but_healthy: analysis.blocked_but_healthy,
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        // Serializing plain data structures cannot fail.
+        serde_json::to_string_pretty(self).expect("report serializes") + "\n"
+    }
+
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        let t = &self.target;
+        let _ = writeln!(
+            out,
+            "leaktrace report for pid {} ({}) {}",
+            t.pid, t.comm, t.exe
+        );
+        let _ = writeln!(
+            out,
+            "traced {}{}; {} futex waits completed; {} events lost; stuck threshold {}",
+            human_ns(self.duration_ns),
+            if self.target_exited {
+                " until the target exited"
+            } else {
+                ""
+            },
+            self.waits_seen,
+            self.lost_events,
+            human_ns(self.min_blocked_ns),
+        );
+        for note in &self.tracer.notes {
+            let _ = writeln!(out, "note: {note}");
+        }
+        let _ = writeln!(out);
+        if self.candidates.is_empty() {
+            let _ = writeln!(
+                out,
+                "No leak candidates: no thread stayed blocked for {} or more.",
+                human_ns(self.min_blocked_ns)
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "{} leak candidate(s), worst first:",
+                self.candidates.len()
+            );
+        }
+        for (i, candidate) in self.candidates.iter().enumerate() {
+            let _ = writeln!(out);
+            write_candidate(&mut out, i + 1, candidate);
+        }
+        if !self.blocked_but_healthy.is_empty() {
+            let _ = writeln!(out);
+            let _ = writeln!(out, "Blocked past the threshold but not leaks:");
+            for thread in &self.blocked_but_healthy {
+                let _ = writeln!(
+                    out,
+                    "  thread {} \"{}\" blocked {}: {}",
+                    thread.tid,
+                    thread.name,
+                    human_ns(thread.blocked_ns),
+                    thread.why
+                );
+            }
+        }
+        if !self.wait_sites.is_empty() {
+            let _ = writeln!(out);
+            let _ = writeln!(
+                out,
+                "Futex waits that completed (healthy activity), by total time waited:"
+            );
+            for site in self.wait_sites.iter().take(5) {
+                let _ = writeln!(
+                    out,
+                    "  {} {}: {} waits, p50 {} p99 {} max {}{}",
+                    site.futex_addr,
+                    site.futex_op,
+                    site.waits,
+                    human_ns(site.wait_ns.p50),
+                    human_ns(site.wait_ns.p99),
+                    human_ns(site.wait_ns.max),
+                    site.longest_wait_stack
+                        .as_deref()
+                        .map(|s| format!(
+                            " (longest in {})",
+                            crate::analyze::innermost_own_function(s)
+                        ))
+                        .unwrap_or_default(),
+                );
+            }
+        }
+        let c = &self.counters;
+        let _ = writeln!(out);
+        let _ = writeln!(
+            out,
+            "kernel: {} waits started, {} finished, {} wakes on watched words, {} events sent, {} lost (ring buffer full), {} untracked (pending map full), {} stack capture errors",
+            c.waits_started, c.waits_finished, c.watched_wakes, c.events_sent, c.events_lost, c.pending_map_full, c.stack_errors
+        );
+        out
+    }
+}
+
+fn write_candidate(out: &mut String, rank: usize, c: &Candidate) {
+    let kind = match c.kind {
+        CandidateKind::Deadlock => "DEADLOCK",
+        CandidateKind::FutexWait => "STUCK",
+    };
+    let _ = writeln!(out, "#{rank} {kind}: {} (score {:.0})", c.summary, c.score);
+    let at_least = if c.blocked_ns.at_least {
+        " (at least: blocked before tracing started)"
+    } else {
+        ""
+    };
+    let _ = writeln!(
+        out,
+        "   blocked: p50 {}  p90 {}  p99 {}  max {}{at_least}",
+        human_ns(c.blocked_ns.p50),
+        human_ns(c.blocked_ns.p90),
+        human_ns(c.blocked_ns.p99),
+        human_ns(c.blocked_ns.max),
+    );
+    for reason in &c.reasons {
+        let _ = writeln!(out, "   - {reason}");
+    }
+    let shared_stack = c.kind == CandidateKind::FutexWait;
+    for thread in &c.threads {
+        let owner = match (thread.owner_tid, thread.joining_tid) {
+            (Some(owner), _) => format!(", held by thread {owner}"),
+            (None, Some(joined)) => format!(", joining thread {joined}"),
+            (None, None) => String::new(),
+        };
+        let _ = writeln!(
+            out,
+            "   thread {} \"{}\": {} on {:#x}{owner}, blocked {}{}",
+            thread.tid,
+            thread.name,
+            thread.futex_op,
+            thread.futex_addr,
+            human_ns(thread.blocked_ns),
+            if thread.blocked_at_least { "+" } else { "" },
+        );
+        if !shared_stack {
+            write_stack(out, &thread.blocking_stack, "      ");
+        }
+    }
+    if shared_stack {
+        let _ = writeln!(out, "   blocking stack:");
+        write_stack(out, &c.blocking_stack, "      ");
+    }
+}
+
+/// Frames a person reads, innermost first; the JSON keeps all of them.
+const TEXT_FRAMES: usize = 16;
+
+fn write_stack(out: &mut String, stack: &[Frame], indent: &str) {
+    if stack.is_empty() {
+        let _ = writeln!(out, "{indent}(stack unavailable)");
+        return;
+    }
+    for frame in stack.iter().take(TEXT_FRAMES) {
+        let _ = writeln!(out, "{indent}{}", frame_text(frame));
+    }
+    if stack.len() > TEXT_FRAMES {
+        let _ = writeln!(
+            out,
+            "{indent}... {} more frames in the JSON report",
+            stack.len() - TEXT_FRAMES
+        );
+    }
+}
+
+pub fn frame_text(frame: &Frame) -> String {
+    let function = frame.function.as_deref().unwrap_or("??");
+    let location = match (&frame.file, frame.line) {
+        (Some(file), Some(line)) => format!(" ({}:{line})", short_path(file)),
+        (Some(file), None) => format!(" ({})", short_path(file)),
+        _ => String::new(),
+    };
+    let module = frame
+        .module
+        .as_deref()
+        .filter(|_| frame.file.is_none())
+        .map(|m| format!(" [{}]", short_path(m)))
+        .unwrap_or_default();
+    let inlined = if frame.inlined { " (inlined)" } else { "" };
+    format!("{function}{location}{module}{inlined} {:#x}", frame.addr)
+}
+
+fn short_path(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+/// Durations as a person reads them: 950ns, 12.3us, 4.5ms, 2.00s, 3m05s.
+pub fn human_ns(ns: u64) -> String {
+    match ns {
+        0..1_000 => format!("{ns}ns"),
+        1_000..1_000_000 => format!("{:.1}us", ns as f64 / 1e3),
+        1_000_000..1_000_000_000 => format!("{:.1}ms", ns as f64 / 1e6),
+        1_000_000_000..60_000_000_000 => format!("{:.2}s", ns as f64 / 1e9),
+        _ => {
+            let secs = ns / 1_000_000_000;
+            format!("{}m{:02}s", secs / 60, secs % 60)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analyze::analyze;
+    use crate::model::tests::blocked;
+    use crate::model::{BlockedSince, Event, Model};
+
+    fn report() -> Report {
+        let mut model = Model::new();
+        model.apply(&Event::TraceStarted { at_ns: 0 });
+        let mut a = blocked(
+            11,
+            0xa0,
+            BlockedSince::BeforeTrace,
+            &["lock_a_then_b", "worker_one"],
+        );
+        a.owner_tid = Some(12);
+        let mut b = blocked(
+            12,
+            0xb0,
+            BlockedSince::BeforeTrace,
+            &["lock_b_then_a", "worker_two"],
+        );
+        b.owner_tid = Some(11);
+        model.apply(&Event::Blocked {
+            at_ns: 2_000_000_000,
+            threads: vec![a, b],
+        });
+        let analysis = analyze(&model, 2_000_000_000, 500_000_000, 5);
+        Report::new(
+            TargetInfo {
+                pid: 10,
+                comm: "abba".into(),
+                exe: "/tmp/abba".into(),
+            },
+            TracerInfo::default(),
+            analysis,
+            &model,
+            2_000_000_000,
+            false,
+            500_000_000,
+        )
+    }
+
+    #[test]
+    fn json_keeps_the_contract_fields() {
+        let json: serde_json::Value = serde_json::from_str(&report().to_json()).unwrap();
+        for key in [
+            "target",
+            "duration_ns",
+            "lost_events",
+            "candidates",
+            "wait_sites",
+        ] {
+            assert!(json.get(key).is_some(), "missing {key}");
+        }
+        let candidate = &json["candidates"][0];
+        assert_eq!(candidate["kind"], "deadlock");
+        assert_eq!(candidate["count"], 2);
+        for key in ["p50", "p90", "p99", "max"] {
+            assert!(candidate["blocked_ns"][key].is_u64(), "blocked_ns.{key}");
+        }
+        let frame = &candidate["blocking_stack"][0];
+        for key in ["function", "file", "line", "module", "addr"] {
+            assert!(frame.get(key).is_some(), "frame.{key}");
+        }
+        assert!(frame["addr"].as_str().unwrap().starts_with("0x"));
+        assert_eq!(candidate["cycle"][0]["waits_for"], "0xa0");
+    }
+
+    #[test]
+    fn text_names_the_deadlock_threads_and_their_functions() {
+        let text = report().to_text();
+        assert!(text.contains("#1 DEADLOCK"), "{text}");
+        assert!(text.contains("thread 11 \"t11\""), "{text}");
+        assert!(text.contains("held by thread 12"), "{text}");
+        assert!(text.contains("lock_b_then_a (fixture.c:1)"), "{text}");
+    }
+
+    #[test]
+    fn durations_read_naturally() {
+        assert_eq!(human_ns(950), "950ns");
+        assert_eq!(human_ns(12_300), "12.3us");
+        assert_eq!(human_ns(2_000_000_000), "2.00s");
+        assert_eq!(human_ns(185_000_000_000), "3m05s");
+    }
+}

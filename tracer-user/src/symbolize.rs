@@ -1,0 +1,128 @@
+//! Addresses to `function (file:line)` with blazesym: ELF symbols and DWARF for C, C++ and Rust,
+//! Go's symbol table, PIE and shared libraries through /proc/PID/maps, and kernel addresses
+//! through kallsyms.
+//!
+//! Symbolization must happen while the target is alive (it reads the target's mappings), so the
+//! collector symbolizes as it observes, and caches by address.
+use std::collections::HashMap;
+
+use blazesym::symbolize::{
+    source::{Kernel, Process, Source},
+    Input, Sym, Symbolized, Symbolizer as Blazesym,
+};
+use blazesym::Pid;
+
+use crate::model::Frame;
+
+pub struct Symbolizer {
+    blazesym: Blazesym,
+    pid: u32,
+    user: HashMap<u64, Vec<Frame>>,
+    kernel: HashMap<u64, String>,
+}
+
+impl Symbolizer {
+    pub fn new(pid: u32) -> Self {
+        Symbolizer {
+            blazesym: Blazesym::new(),
+            pid,
+            user: HashMap::new(),
+            kernel: HashMap::new(),
+        }
+    }
+
+    /// Symbolizes a user stack, innermost first. `addrs[0]` is the exact instruction; the others
+    /// are return addresses, looked up one byte earlier so that a call at the end of a function
+    /// is attributed to the caller's call line, not to whatever follows it.
+    pub fn user_stack(&mut self, addrs: &[u64]) -> Vec<Frame> {
+        let lookups: Vec<u64> = addrs
+            .iter()
+            .enumerate()
+            .map(|(i, &addr)| if i == 0 { addr } else { addr.saturating_sub(1) })
+            .collect();
+        let missing: Vec<u64> = lookups
+            .iter()
+            .copied()
+            .filter(|a| !self.user.contains_key(a))
+            .collect();
+        if !missing.is_empty() {
+            let source = Source::Process(Process::new(Pid::from(self.pid)));
+            let resolved = self
+                .blazesym
+                .symbolize(&source, Input::AbsAddr(&missing))
+                .unwrap_or_default();
+            for (i, &lookup) in missing.iter().enumerate() {
+                let frames = match resolved.get(i) {
+                    Some(Symbolized::Sym(sym)) => frames_of(sym, lookup),
+                    _ => vec![Frame::unknown(lookup)],
+                };
+                self.user.insert(lookup, frames);
+            }
+        }
+        lookups
+            .iter()
+            .zip(addrs)
+            .flat_map(|(lookup, &addr)| {
+                self.user[lookup].iter().cloned().map(move |mut frame| {
+                    frame.addr = addr;
+                    frame
+                })
+            })
+            .collect()
+    }
+
+    /// Kernel function names (with offsets) for kernel addresses, innermost first.
+    pub fn kernel_stack(&mut self, addrs: &[u64]) -> Vec<String> {
+        let missing: Vec<u64> = addrs
+            .iter()
+            .copied()
+            .filter(|a| !self.kernel.contains_key(a))
+            .collect();
+        if !missing.is_empty() {
+            let source = Source::Kernel(Kernel::default());
+            let resolved = self
+                .blazesym
+                .symbolize(&source, Input::AbsAddr(&missing))
+                .unwrap_or_default();
+            for (i, &addr) in missing.iter().enumerate() {
+                let name = match resolved.get(i) {
+                    Some(Symbolized::Sym(sym)) => format!("{}+{:#x}", sym.name, sym.offset),
+                    _ => format!("{addr:#x}"),
+                };
+                self.kernel.insert(addr, name);
+            }
+        }
+        addrs.iter().map(|a| self.kernel[a].clone()).collect()
+    }
+}
+
+/// One address can stand for several frames when functions were inlined into each other:
+/// blazesym lists them outermost first, each with its own location; a stack lists innermost first.
+fn frames_of(sym: &Sym<'_>, addr: u64) -> Vec<Frame> {
+    let module = sym
+        .module
+        .as_ref()
+        .map(|m| m.to_string_lossy().into_owned());
+    let location = |info: Option<&blazesym::symbolize::CodeInfo<'_>>| {
+        info.map(|info| (info.to_path().to_string_lossy().into_owned(), info.line))
+    };
+    let frame = |name: &str, loc: Option<(String, Option<u32>)>, inlined: bool| {
+        let (file, line) = loc.map_or((None, None), |(f, l)| (Some(f), l));
+        Frame {
+            function: Some(name.to_string()),
+            file,
+            line,
+            module: module.clone(),
+            addr,
+            inlined,
+        }
+    };
+    let mut frames: Vec<Frame> = sym
+        .inlined
+        .iter()
+        .rev()
+        .map(|inl| frame(&inl.name, location(inl.code_info.as_ref()), true))
+        .collect();
+    frames.push(frame(&sym.name, location(sym.code_info.as_deref()), false));
+    frames
+}
