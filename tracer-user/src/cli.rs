@@ -65,7 +65,8 @@ pub struct Cli {
 
     /// Start this command and trace it from its first instruction (it is held before exec
     /// until the probes are attached). When the trace ends, the command is sent SIGTERM, then
-    /// SIGKILL after 2 s if it is still running.
+    /// SIGKILL after 2 s if it is still running. The command shares leaktrace's stdout and
+    /// stderr: use -o to keep the report apart from its output.
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
 }

@@ -43,10 +43,16 @@ fn main() -> Result<()> {
         }
         Task::Bench => {
             setup(&root)?;
-            run(Command::new("cargo").args(["build", "--release", "--package", "tracer-user"]).current_dir(&root))?;
+            run(Command::new("cargo")
+                .args(["build", "--release", "--package", "tracer-user"])
+                .current_dir(&root))?;
             let work = root.join("target/bench");
             std::fs::create_dir_all(&work)?;
-            bench::run(&root.join("target/release/leaktrace"), &work)
+            bench::run(
+                &root.join("target/release/leaktrace"),
+                &root.join("tracer-user/tests/fixtures"),
+                &work,
+            )
         }
     }
 }
@@ -59,7 +65,9 @@ fn workspace_root() -> PathBuf {
 }
 
 fn run(cmd: &mut Command) -> Result<()> {
-    let status = cmd.status().with_context(|| format!("cannot run {cmd:?}"))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot run {cmd:?}"))?;
     if !status.success() {
         bail!("{cmd:?} failed: {status}");
     }
@@ -80,13 +88,22 @@ fn require_root(task: &str) -> Result<()> {
 
 fn test(root: &Path) -> Result<()> {
     require_root("test")?;
-    run(Command::new("cargo").args(["fmt", "--all", "--", "--check"]).current_dir(root))?;
+    run(Command::new("cargo")
+        .args(["fmt", "--all", "--", "--check"])
+        .current_dir(root))?;
     run(Command::new("cargo")
         .args(["clippy", "--all-targets", "--", "-D", "warnings"])
         .current_dir(root))?;
     // The eBPF crate only builds for the BPF target, with nightly.
     run(Command::new("cargo")
-        .args(["+nightly", "clippy", "--package", "tracer-ebpf", "--target", "bpfel-unknown-none"])
+        .args([
+            "+nightly",
+            "clippy",
+            "--package",
+            "tracer-ebpf",
+            "--target",
+            "bpfel-unknown-none",
+        ])
         .args(["-Z", "build-std=core", "--", "-D", "warnings"])
         .current_dir(root))?;
     run(Command::new("cargo").args(["test"]).current_dir(root))
@@ -95,7 +112,9 @@ fn test(root: &Path) -> Result<()> {
 /// The demo: an ABBA deadlock, plus a condition variable nobody signals, traced for a few seconds.
 fn demo(root: &Path) -> Result<()> {
     require_root("demo")?;
-    run(Command::new("cargo").args(["build", "--release", "--package", "tracer-user"]).current_dir(root))?;
+    run(Command::new("cargo")
+        .args(["build", "--release", "--package", "tracer-user"])
+        .current_dir(root))?;
     let work = root.join("target/demo");
     std::fs::create_dir_all(&work)?;
     let demo = work.join("abba_deadlock");
@@ -111,9 +130,16 @@ fn demo(root: &Path) -> Result<()> {
     );
     // Let it reach the deadlock before attaching: this is the "attach to a stuck service" case.
     std::thread::sleep(Duration::from_millis(500));
-    println!("demo: tracing the deadlocked demo process (pid {}) for 3 s\n", child.0.id());
-    run(Command::new(root.join("target/release/leaktrace"))
-        .args(["--pid", &child.0.id().to_string(), "--duration", "3s"]))?;
+    println!(
+        "demo: tracing the deadlocked demo process (pid {}) for 3 s\n",
+        child.0.id()
+    );
+    run(Command::new(root.join("target/release/leaktrace")).args([
+        "--pid",
+        &child.0.id().to_string(),
+        "--duration",
+        "3s",
+    ]))?;
     let _ = child.0.kill();
     Ok(())
 }

@@ -1,0 +1,162 @@
+//! `cargo xtask bench`: what tracing costs the target. Each workload is run untraced and traced
+//! (started by leaktrace, `-- CMD`), alternating, several times in the same run; the workload
+//! times its own loop, so attaching and reporting are not counted. Results are medians and the
+//! traced/untraced ratio: machines here are noisy, so only the ratio in one run means anything.
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context as _, Result};
+
+/// Runs of each variant; the median is reported.
+const REPETITIONS: usize = 7;
+
+struct Workload {
+    name: &'static str,
+    fixture: &'static str,
+    args: &'static [&'static str],
+    /// What one unit of work is, to report a per-operation cost.
+    ops: u64,
+    op_name: &'static str,
+}
+
+const WORKLOADS: &[Workload] = &[
+    Workload {
+        name: "futex loop (FUTEX_WAIT returning EAGAIN + FUTEX_WAKE, no sleeping)",
+        fixture: "futex_loop",
+        args: &["2000000"],
+        ops: 2_000_000,
+        op_name: "futex call",
+    },
+    Workload {
+        name: "mutex/condvar ping-pong between two threads",
+        fixture: "pingpong_healthy",
+        args: &["200000"],
+        ops: 200_000,
+        op_name: "round trip",
+    },
+];
+
+struct Run {
+    elapsed_ns: u64,
+    /// From the traced run's report.
+    events_sent: u64,
+    lost: u64,
+    rss_kb: u64,
+}
+
+pub fn run(leaktrace: &Path, fixtures: &Path, work: &Path) -> Result<()> {
+    println!(
+        "leaktrace bench: {REPETITIONS} untraced and {REPETITIONS} traced runs of each workload, alternating; medians\n"
+    );
+    for workload in WORKLOADS {
+        let binary = compile(fixtures, work, workload.fixture)?;
+        let mut untraced = Vec::new();
+        let mut traced = Vec::new();
+        for i in 0..REPETITIONS {
+            // Alternate which goes first so that warm-up and drift hit both alike.
+            if i % 2 == 0 {
+                untraced.push(run_untraced(&binary, workload, work)?);
+                traced.push(run_traced(leaktrace, &binary, workload, work)?);
+            } else {
+                traced.push(run_traced(leaktrace, &binary, workload, work)?);
+                untraced.push(run_untraced(&binary, workload, work)?);
+            }
+        }
+        let base = median(untraced.iter().map(|r| r.elapsed_ns));
+        let with = median(traced.iter().map(|r| r.elapsed_ns));
+        let events: u64 = median(traced.iter().map(|r| r.events_sent));
+        let lost: u64 = traced.iter().map(|r| r.lost).sum();
+        let rss = traced.iter().map(|r| r.rss_kb).max().unwrap_or(0);
+        let per_op = (with as f64 - base as f64) / workload.ops as f64;
+        println!("{}", workload.name);
+        println!(
+            "  untraced {:>8.1} ms   traced {:>8.1} ms   ratio {:.3} ({:+.1}%)",
+            base as f64 / 1e6,
+            with as f64 / 1e6,
+            with as f64 / base as f64,
+            (with as f64 / base as f64 - 1.0) * 100.0
+        );
+        println!(
+            "  added cost {:.0} ns per {}; {} events handled per traced run ({:.0}/s of workload time); {} lost in all runs; tracer peak RSS {} MiB\n",
+            per_op,
+            workload.op_name,
+            events,
+            events as f64 / (with as f64 / 1e9),
+            lost,
+            rss / 1024
+        );
+    }
+    Ok(())
+}
+
+fn compile(fixtures: &Path, work: &Path, name: &str) -> Result<PathBuf> {
+    let binary = work.join(name);
+    let status = Command::new("gcc")
+        .args(["-O2", "-g", "-fno-omit-frame-pointer", "-pthread", "-o"])
+        .arg(&binary)
+        .arg(fixtures.join(format!("{name}.c")))
+        .status()
+        .context("cannot run gcc")?;
+    if !status.success() {
+        bail!("compiling {name} failed");
+    }
+    Ok(binary)
+}
+
+fn read_elapsed(path: &Path) -> Result<u64> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("the workload wrote no result to {}", path.display()))?;
+    text.trim()
+        .parse()
+        .with_context(|| format!("bad result {text:?}"))
+}
+
+fn run_untraced(binary: &Path, workload: &Workload, work: &Path) -> Result<Run> {
+    let result = work.join("result-untraced");
+    let status = Command::new(binary)
+        .args(workload.args)
+        .arg(&result)
+        .status()?;
+    if !status.success() {
+        bail!("{} failed: {status}", binary.display());
+    }
+    Ok(Run {
+        elapsed_ns: read_elapsed(&result)?,
+        events_sent: 0,
+        lost: 0,
+        rss_kb: 0,
+    })
+}
+
+fn run_traced(leaktrace: &Path, binary: &Path, workload: &Workload, work: &Path) -> Result<Run> {
+    let result = work.join("result-traced");
+    let report_path = work.join("report.json");
+    let output = Command::new(leaktrace)
+        .args(["--format", "json", "-o"])
+        .arg(&report_path)
+        .arg("--")
+        .arg(binary)
+        .args(workload.args)
+        .arg(&result)
+        .output()?;
+    if !output.status.success() {
+        bail!(
+            "leaktrace failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report_path)?)
+        .context("leaktrace wrote no JSON report")?;
+    Ok(Run {
+        elapsed_ns: read_elapsed(&result)?,
+        events_sent: report["counters"]["events_sent"].as_u64().unwrap_or(0),
+        lost: report["lost_events"].as_u64().unwrap_or(0),
+        rss_kb: report["tracer"]["max_rss_kb"].as_u64().unwrap_or(0),
+    })
+}
+
+fn median(values: impl Iterator<Item = u64>) -> u64 {
+    let mut values: Vec<u64> = values.collect();
+    values.sort_unstable();
+    values.get(values.len() / 2).copied().unwrap_or(0)
+}
