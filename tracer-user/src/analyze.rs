@@ -3,6 +3,8 @@
 //! A candidate is a group of threads stuck at the same place (or in one wait-for cycle) for at
 //! least the threshold. Healthy activity (waits that completed) never becomes a candidate; it is
 //! summarised per futex word instead.
+pub mod goroutines;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use hdrhistogram::Histogram;
@@ -17,6 +19,8 @@ pub enum CandidateKind {
     Deadlock,
     /// Threads blocked in a futex wait for at least the threshold.
     FutexWait,
+    /// Goroutines of a Go program that stay parked (or loop) and pile up.
+    GoroutineLeak,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -32,7 +36,7 @@ pub struct Percentiles {
 impl Percentiles {
     /// hdrhistogram answers with bucket upper edges; `max` is the exact largest value, and no
     /// percentile is shown above it.
-    fn of(histogram: &Histogram<u64>, max: u64, at_least: bool) -> Self {
+    pub fn of(histogram: &Histogram<u64>, max: u64, at_least: bool) -> Self {
         let at = |q: f64| histogram.value_at_quantile(q).min(max);
         Percentiles {
             p50: at(0.50),
@@ -86,6 +90,15 @@ pub struct Candidate {
     pub threads: Vec<StuckThread>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub cycle: Vec<CycleEdge>,
+    /// For goroutines: the wait reason, as the Go runtime names it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wait_reason: Option<String>,
+    /// Whether the group grew during the trace (where growth is tracked).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grew: Option<bool>,
+    /// For goroutines: the group's sizes, ages and members.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub goroutines: Option<goroutines::GoroutineGroup>,
 }
 
 /// Completed waits on one futex word: healthy activity, for context.
@@ -117,6 +130,8 @@ pub struct Analysis {
     pub candidates: Vec<Candidate>,
     pub wait_sites: Vec<WaitSiteSummary>,
     pub blocked_but_healthy: Vec<BlockedButHealthy>,
+    /// Go targets: the goroutine count over the trace and the groups that are not candidates.
+    pub goroutines: Option<goroutines::GoroutineOverview>,
 }
 
 impl StuckThread {
@@ -177,6 +192,12 @@ pub fn analyze(model: &Model, now_ns: u64, min_blocked_ns: u64, max_sites: usize
             .into_values()
             .map(|threads| wait_candidate(model, threads, end_ns, min_blocked_ns)),
     );
+    let (goroutine_candidates, goroutines) = goroutines::analyze(
+        &model.goroutines,
+        model.started_ns.unwrap_or(end_ns),
+        min_blocked_ns,
+    );
+    candidates.extend(goroutine_candidates);
     candidates.sort_by(|a, b| {
         b.score
             .total_cmp(&a.score)
@@ -187,6 +208,7 @@ pub fn analyze(model: &Model, now_ns: u64, min_blocked_ns: u64, max_sites: usize
         candidates,
         wait_sites: wait_sites(model, max_sites),
         blocked_but_healthy,
+        goroutines,
     }
 }
 
@@ -311,6 +333,9 @@ fn deadlock_candidate(model: &Model, stuck: &[StuckThread], cycle: Vec<CycleEdge
         wakes_during_trace: wakes_on(model, threads.iter().map(|t| t.futex_addr)),
         threads,
         cycle,
+        wait_reason: None,
+        grew: None,
+        goroutines: None,
     }
 }
 
@@ -381,6 +406,9 @@ fn wait_candidate(
         wakes_during_trace: wakes,
         threads,
         cycle: Vec::new(),
+        wait_reason: None,
+        grew: None,
+        goroutines: None,
     }
 }
 

@@ -3,6 +3,8 @@
 //! Everything the edges (collect, procfs, symbolize) learn about the target reaches the model as
 //! an event with stacks already symbolized, so the model and the analysis can be tested with
 //! synthetic streams and a recorded stream can be analysed again later.
+pub mod goroutines;
+
 use std::collections::BTreeMap;
 
 use hdrhistogram::Histogram;
@@ -113,6 +115,15 @@ pub enum Event {
     },
     /// The target process exited.
     TargetExited { at_ns: u64 },
+    /// The target is a Go program of this version.
+    GoRuntime { version: String },
+    /// All live goroutines of a Go target at `at_ns` (replaces the previous snapshot).
+    Goroutines {
+        at_ns: u64,
+        goroutines: Vec<goroutines::Goroutine>,
+        /// Goroutines that could not be read consistently (the target changed them meanwhile).
+        unreadable: usize,
+    },
     /// Counters kept by the kernel side (cumulative).
     KernelCounters(KernelCounters),
 }
@@ -178,6 +189,7 @@ pub struct Model {
     pub wait_sites: BTreeMap<u64, WaitSite>,
     pub waits_seen: u64,
     pub counters: KernelCounters,
+    pub goroutines: goroutines::GoroutineModel,
 }
 
 impl Model {
@@ -237,6 +249,17 @@ impl Model {
                 self.exited_ns = Some(*at_ns);
             }
             Event::KernelCounters(counters) => self.counters = *counters,
+            Event::GoRuntime { version } => self.goroutines.go_version = Some(version.clone()),
+            Event::Goroutines {
+                at_ns,
+                goroutines,
+                unreadable,
+            } => {
+                self.note_time(*at_ns);
+                let started = self.started_ns.unwrap_or(*at_ns);
+                self.goroutines
+                    .apply_snapshot(*at_ns, goroutines, *unreadable, started);
+            }
         }
     }
 

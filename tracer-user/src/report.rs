@@ -3,7 +3,9 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use crate::analyze::goroutines::{GoroutineGroup, GoroutineOverview};
 use crate::analyze::{Analysis, Candidate, CandidateKind};
+use crate::model::goroutines::is_runtime_frame;
 use crate::model::{Frame, KernelCounters, Model};
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -39,6 +41,9 @@ pub struct Report {
     pub wait_sites: Vec<crate::analyze::WaitSiteSummary>,
     /// Threads blocked past the threshold that are not candidates, with the reason.
     pub blocked_but_healthy: Vec<crate::analyze::BlockedButHealthy>,
+    /// Go targets only: goroutine counts over the trace, and the groups that are not candidates.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub goroutines: Option<crate::analyze::goroutines::GoroutineOverview>,
 }
 
 impl Report {
@@ -64,6 +69,7 @@ impl Report {
             candidates: analysis.candidates,
             wait_sites: analysis.wait_sites,
             blocked_but_healthy: analysis.blocked_but_healthy,
+            goroutines: analysis.goroutines,
         }
     }
 
@@ -128,6 +134,9 @@ impl Report {
                 );
             }
         }
+        if let Some(go) = &self.goroutines {
+            write_goroutine_overview(&mut out, go);
+        }
         if !self.wait_sites.is_empty() {
             let _ = writeln!(out);
             let _ = writeln!(
@@ -169,6 +178,7 @@ fn write_candidate(out: &mut String, rank: usize, c: &Candidate) {
     let kind = match c.kind {
         CandidateKind::Deadlock => "DEADLOCK",
         CandidateKind::FutexWait => "STUCK",
+        CandidateKind::GoroutineLeak => "GOROUTINE LEAK",
     };
     let _ = writeln!(out, "#{rank} {kind}: {} (score {:.0})", c.summary, c.score);
     let at_least = if c.blocked_ns.at_least {
@@ -186,6 +196,10 @@ fn write_candidate(out: &mut String, rank: usize, c: &Candidate) {
     );
     for reason in &c.reasons {
         let _ = writeln!(out, "   - {reason}");
+    }
+    if let Some(group) = &c.goroutines {
+        write_goroutine_group(out, c, group);
+        return;
     }
     let shared_stack = c.kind == CandidateKind::FutexWait;
     for thread in &c.threads {
@@ -211,6 +225,104 @@ fn write_candidate(out: &mut String, rank: usize, c: &Candidate) {
     if shared_stack {
         let _ = writeln!(out, "   blocking stack:");
         write_stack(out, &c.blocking_stack, "      ");
+    }
+}
+
+fn write_goroutine_group(out: &mut String, c: &Candidate, group: &GoroutineGroup) {
+    let _ = writeln!(
+        out,
+        "   count: {} now, {} at the start, {} at most; age p50 {} max {}{}",
+        group.count,
+        group.count_at_start,
+        group.count_max,
+        human_ns(group.age_ns.p50),
+        human_ns(group.age_ns.max),
+        if group.age_ns.at_least {
+            " (or more)"
+        } else {
+            ""
+        },
+    );
+    let _ = writeln!(
+        out,
+        "   goroutine ids: {}{}",
+        group
+            .sample_goids
+            .iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+        if group.count > group.sample_goids.len() {
+            ", ..."
+        } else {
+            ""
+        }
+    );
+    if let Some(creation) = &c.creation_stack {
+        let _ = writeln!(out, "   created by:");
+        write_stack(out, creation, "      ");
+    }
+    let _ = writeln!(out, "   sits at:");
+    write_go_stack(out, &c.blocking_stack, "      ");
+}
+
+/// A goroutine stack without its leading runtime frames (gopark, chanrecv, ...), which say
+/// nothing the wait reason does not; the JSON keeps them.
+fn write_go_stack(out: &mut String, stack: &[Frame], indent: &str) {
+    let runtime = stack.iter().take_while(|f| is_runtime_frame(f)).count();
+    if runtime > 0 && runtime < stack.len() {
+        let _ = writeln!(
+            out,
+            "{indent}({runtime} runtime frame(s): {} ... {})",
+            stack[0].function.as_deref().unwrap_or("??"),
+            stack[runtime - 1].function.as_deref().unwrap_or("??"),
+        );
+        write_stack(out, &stack[runtime..], indent);
+    } else {
+        write_stack(out, stack, indent);
+    }
+}
+
+fn write_goroutine_overview(out: &mut String, go: &GoroutineOverview) {
+    let _ = writeln!(out);
+    let _ = writeln!(
+        out,
+        "Goroutines (Go {}): {} now, {} at the start, {} at most, over {} snapshot(s){}",
+        go.go_version.as_deref().unwrap_or("?"),
+        go.count,
+        go.count_at_start,
+        go.count_max,
+        go.snapshots,
+        if go.unreadable > 0 {
+            format!(
+                "; {} read(s) skipped because the goroutine changed while read",
+                go.unreadable
+            )
+        } else {
+            String::new()
+        }
+    );
+    let shown = 8;
+    if !go.other_groups.is_empty() {
+        let _ = writeln!(out, "  groups that are not leak candidates, largest first:");
+    }
+    for group in go.other_groups.iter().take(shown) {
+        let _ = writeln!(
+            out,
+            "  {:>6} {} at {}, created at {}: {}",
+            group.count,
+            group.state,
+            group.sits_at,
+            group.created_at,
+            group.not_a_candidate.as_deref().unwrap_or("")
+        );
+    }
+    if go.other_groups.len() > shown {
+        let _ = writeln!(
+            out,
+            "  ... {} more group(s) in the JSON report",
+            go.other_groups.len() - shown
+        );
     }
 }
 

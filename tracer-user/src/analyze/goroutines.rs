@@ -1,0 +1,485 @@
+//! Goroutine leak candidates from the goroutine model: pure and explained.
+//!
+//! Goroutines are grouped by the `go` statement that created them, the place in the program's
+//! own code where they sit and their wait reason. A group becomes a candidate on evidence, each
+//! piece named in the reasons: it grew during the trace; it can never be woken (`select {}`, a
+//! nil channel); it is large; its members were created over time (their ids are spread out)
+//! rather than together as a pool. A quiet pool of workers parked on a channel, created at
+//! start-up, is not a leak and is listed among the other groups, with why.
+use std::collections::BTreeSet;
+
+use serde::Serialize;
+
+use crate::analyze::{Candidate, CandidateKind, Percentiles};
+use crate::model::goroutines::{CountAt, Goroutine, GoroutineModel, GroupKey};
+use crate::model::{new_histogram, record, Frame};
+use crate::report::human_ns;
+
+/// Wait reasons that nothing can ever end.
+const NEVER_WAKES: &[&str] = &[
+    "select (no cases)",
+    "chan receive (nil chan)",
+    "chan send (nil chan)",
+];
+
+/// Wait reasons of goroutines the runtime owns for itself.
+const RUNTIME_REASONS: &[&str] = &[
+    "GC worker (idle)",
+    "GC worker (active)",
+    "force gc (idle)",
+    "finalizer wait",
+    "GC sweep wait",
+    "GC scavenge wait",
+    "cleanup wait",
+    "trace reader (blocked)",
+    "wait for GC cycle",
+    "GC assist wait",
+    "debug call",
+];
+
+const SCORE_LONG_LIVED: f64 = 40.0;
+const SCORE_GREW: f64 = 40.0;
+const SCORE_NEVER_WAKES: f64 = 40.0;
+const SCORE_MANY: f64 = 10.0;
+const SCORE_VERY_MANY: f64 = 20.0;
+const SCORE_SPREAD: f64 = 20.0;
+/// A group is a candidate from this score on: long-lived members plus at least one more piece
+/// of evidence that is not just "there are a few of them".
+const CANDIDATE_SCORE: f64 = 60.0;
+const MANY: usize = 10;
+const VERY_MANY: usize = 100;
+/// Members' ids spread over this many times their count: created over time, not as one batch.
+const SPREAD_FACTOR: u64 = 4;
+/// Goroutine ids listed per group.
+const SAMPLE_GOIDS: usize = 10;
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct GoroutineGroup {
+    /// `function (file:line)` of the `go` statement.
+    pub created_at: String,
+    /// Where they sit in the program's own code.
+    pub sits_at: String,
+    /// Wait reason, or `running` / `syscall` for goroutines not parked.
+    pub state: String,
+    pub count: usize,
+    /// Size at the first snapshot of the trace, and largest seen.
+    pub count_at_start: usize,
+    pub count_max: usize,
+    /// Members created during the trace (ids above every id of the first snapshot).
+    pub created_during_trace: usize,
+    pub growth_per_s: f64,
+    /// How long they have existed: lower bounds for those older than the trace.
+    pub age_ns: Percentiles,
+    pub sample_goids: Vec<u64>,
+    /// Group size over the trace.
+    pub history: Vec<CountAt>,
+    /// Why this group is not a candidate (for groups listed outside the candidates).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_a_candidate: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct GoroutineOverview {
+    pub go_version: Option<String>,
+    pub snapshots: u64,
+    /// Live goroutines at the last snapshot, and over the trace.
+    pub count: usize,
+    pub count_at_start: usize,
+    pub count_max: usize,
+    pub history: Vec<CountAt>,
+    /// Goroutines skipped because the target changed them while they were read.
+    pub unreadable: u64,
+    /// The other groups (runtime-owned, idle pools, busy ones), largest first.
+    pub other_groups: Vec<GoroutineGroup>,
+}
+
+pub fn analyze(
+    model: &GoroutineModel,
+    trace_started_ns: u64,
+    min_blocked_ns: u64,
+) -> (Vec<Candidate>, Option<GoroutineOverview>) {
+    if model.snapshots == 0 {
+        return (Vec::new(), None);
+    }
+    let now = model.last_snapshot_ns;
+    let trace_s = (now.saturating_sub(trace_started_ns) as f64 / 1e9).max(1e-3);
+    let mut candidates = Vec::new();
+    let mut others = Vec::new();
+    for (key, history) in &model.groups {
+        let members: Vec<&Goroutine> = model
+            .latest
+            .iter()
+            .filter(|g| model.seen.get(&g.goid).is_some_and(|s| &s.key == key))
+            .collect();
+        if members.is_empty() {
+            continue;
+        }
+        let (group, evidence) = describe(model, key, history, &members, now, trace_s);
+        if let Some(why) = runtime_owned(key) {
+            others.push(GoroutineGroup {
+                not_a_candidate: Some(why),
+                ..group
+            });
+            continue;
+        }
+        let long_lived = group.age_ns.p50 >= min_blocked_ns;
+        let score = if long_lived { evidence.score } else { 0.0 };
+        if score >= CANDIDATE_SCORE {
+            candidates.push(candidate(model, key, group, &members, evidence, now));
+        } else {
+            let why = if long_lived {
+                format!(
+                    "no evidence of a leak: {} (score {score:.0} < {CANDIDATE_SCORE:.0})",
+                    evidence.missing.join("; ")
+                )
+            } else {
+                format!(
+                    "short-lived: half of them are younger than {}",
+                    human_ns(min_blocked_ns)
+                )
+            };
+            others.push(GoroutineGroup {
+                not_a_candidate: Some(why),
+                ..group
+            });
+        }
+    }
+    others.sort_by(|a, b| b.count.cmp(&a.count).then(a.created_at.cmp(&b.created_at)));
+    let counts = || model.total.iter().map(|c| c.count);
+    let overview = GoroutineOverview {
+        go_version: model.go_version.clone(),
+        snapshots: model.snapshots,
+        count: model.latest.len(),
+        count_at_start: model.total.first().map_or(0, |c| c.count),
+        count_max: counts().max().unwrap_or(0),
+        history: model.total.clone(),
+        unreadable: model.unreadable,
+        other_groups: others,
+    };
+    (candidates, Some(overview))
+}
+
+struct Evidence {
+    score: f64,
+    reasons: Vec<String>,
+    /// What a candidate would need and this group lacks (for groups that are not candidates).
+    missing: Vec<String>,
+    grew: bool,
+}
+
+fn describe(
+    model: &GoroutineModel,
+    key: &GroupKey,
+    history: &[CountAt],
+    members: &[&Goroutine],
+    now: u64,
+    trace_s: f64,
+) -> (GoroutineGroup, Evidence) {
+    let count = members.len();
+    // The history starts when the group first appeared: before that it had none.
+    let count_at_start = match history.first() {
+        Some(first) if Some(first.at_ns) == model.first_snapshot_ns => first.count,
+        _ => 0,
+    };
+    let count_max = history.iter().map(|c| c.count).max().unwrap_or(count);
+    let created_during_trace = members
+        .iter()
+        .filter(|g| g.goid > model.max_goid_at_start)
+        .count();
+    let mut ages = new_histogram(2);
+    let mut max_age = 0;
+    let mut at_least = false;
+    for goroutine in members {
+        let seen = &model.seen[&goroutine.goid];
+        let age = now.saturating_sub(seen.first_seen_ns);
+        record(&mut ages, age);
+        max_age = max_age.max(age);
+        at_least |= seen.before_trace;
+    }
+    let mut goids: Vec<u64> = members.iter().map(|g| g.goid).collect();
+    goids.sort_unstable();
+    let growth = count as f64 - count_at_start as f64;
+    let group = GoroutineGroup {
+        created_at: key.created_at.clone(),
+        sits_at: key.sits_at.clone(),
+        state: key.state.clone(),
+        count,
+        count_at_start,
+        count_max,
+        created_during_trace,
+        growth_per_s: growth / trace_s,
+        age_ns: Percentiles::of(&ages, max_age, at_least),
+        sample_goids: goids.iter().copied().take(SAMPLE_GOIDS).collect(),
+        history: history.to_vec(),
+        not_a_candidate: None,
+    };
+
+    let mut evidence = Evidence {
+        score: SCORE_LONG_LIVED,
+        reasons: vec![format!(
+            "{count} goroutine(s) created at {} alive for {}{} (p50), {} at {}",
+            key.created_at,
+            human_ns(group.age_ns.p50),
+            if at_least { " or more" } else { "" },
+            key.state,
+            key.sits_at
+        )],
+        missing: Vec::new(),
+        grew: false,
+    };
+    // Growth: more now than at the start, through goroutines created while we watched (a group
+    // that only lost members and regained them is churn, not growth).
+    if count > count_at_start && created_during_trace >= 2 {
+        evidence.grew = true;
+        evidence.score += SCORE_GREW;
+        evidence.reasons.push(format!(
+            "grew from {count_at_start} to {count} during the trace (+{:.1}/s), {created_during_trace} created while tracing and still there",
+            group.growth_per_s
+        ));
+    } else {
+        evidence
+            .missing
+            .push("did not grow during the trace".into());
+    }
+    if NEVER_WAKES.contains(&key.state.as_str()) {
+        evidence.score += SCORE_NEVER_WAKES;
+        evidence
+            .reasons
+            .push(format!("{}: nothing can ever wake them", key.state));
+    }
+    if count >= VERY_MANY {
+        evidence.score += SCORE_VERY_MANY;
+        evidence
+            .reasons
+            .push(format!("{count} goroutines at the same place"));
+    } else if count >= MANY {
+        evidence.score += SCORE_MANY;
+        evidence
+            .reasons
+            .push(format!("{count} goroutines at the same place"));
+    } else {
+        evidence.missing.push(format!("only {count}"));
+    }
+    if let (Some(&lowest), Some(&highest)) = (goids.first(), goids.last()) {
+        let span = highest - lowest + 1;
+        if count >= MANY && span >= SPREAD_FACTOR * count as u64 {
+            evidence.score += SCORE_SPREAD;
+            evidence.reasons.push(format!(
+                "created over time, not as one pool: their ids span {lowest}..{highest}"
+            ));
+        } else if count >= MANY {
+            evidence.missing.push(format!(
+                "created together (ids {lowest}..{highest}), like a pool"
+            ));
+        }
+    }
+    (group, evidence)
+}
+
+fn runtime_owned(key: &GroupKey) -> Option<String> {
+    if RUNTIME_REASONS.contains(&key.state.as_str()) {
+        return Some(format!("owned by the Go runtime ({})", key.state));
+    }
+    if key.created_at.starts_with("runtime.") || key.created_at.starts_with("??") {
+        return Some("created by the Go runtime itself".into());
+    }
+    None
+}
+
+fn candidate(
+    model: &GoroutineModel,
+    key: &GroupKey,
+    group: GoroutineGroup,
+    members: &[&Goroutine],
+    evidence: Evidence,
+    now: u64,
+) -> Candidate {
+    // How long each has sat where it is now.
+    let mut blocked = new_histogram(2);
+    let mut max = 0;
+    let mut at_least = false;
+    for goroutine in members {
+        let seen = &model.seen[&goroutine.goid];
+        let at_place = now.saturating_sub(seen.at_key_since_ns);
+        record(&mut blocked, at_place);
+        max = max.max(at_place);
+        at_least |= seen.before_trace && seen.at_key_since_ns == seen.first_seen_ns;
+    }
+    // The stack of the oldest member stands for the group (they share the place).
+    let representative = members
+        .iter()
+        .min_by_key(|g| g.goid)
+        .expect("a group has members");
+    let creators: BTreeSet<u64> = members.iter().filter_map(|g| g.parent_goid).collect();
+    // The `go` statement; the creator's own stack is added once creation is traced.
+    let creation_stack: Vec<Frame> = vec![representative.go_statement.clone()];
+    let wait_reason = representative.wait_reason.clone();
+    let mut reasons = evidence.reasons;
+    if !creators.is_empty() && creators.len() <= 3 {
+        reasons.push(format!(
+            "created by goroutine(s) {}",
+            creators
+                .iter()
+                .map(u64::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    Candidate {
+        kind: CandidateKind::GoroutineLeak,
+        count: group.count,
+        summary: format!(
+            "{} goroutine(s) {} at {}, created at {}",
+            group.count, key.state, key.sits_at, key.created_at
+        ),
+        score: evidence.score,
+        reasons,
+        blocking_stack: representative.stack.clone(),
+        creation_stack: Some(creation_stack),
+        blocked_ns: Percentiles::of(&blocked, max, at_least),
+        wakes_during_trace: 0,
+        threads: Vec::new(),
+        cycle: Vec::new(),
+        wait_reason,
+        grew: Some(evidence.grew),
+        goroutines: Some(group),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::goroutines::tests::goroutine;
+
+    const S: u64 = 1_000_000_000;
+
+    fn traced(snapshots: &[Vec<Goroutine>]) -> GoroutineModel {
+        let mut model = GoroutineModel::default();
+        for (i, snapshot) in snapshots.iter().enumerate() {
+            model.apply_snapshot((i as u64 + 1) * S, snapshot, 0, S);
+        }
+        model
+    }
+
+    fn parked(
+        ids: impl Iterator<Item = u64>,
+        created_by: &str,
+        at: &str,
+        why: &str,
+    ) -> Vec<Goroutine> {
+        ids.map(|id| goroutine(id, created_by, &["runtime.gopark", at], why))
+            .collect()
+    }
+
+    #[test]
+    fn a_growing_group_is_a_candidate_and_says_why() {
+        let first = parked(1..=5, "main.handle", "main.handle.func1", "chan receive");
+        let mut second = first.clone();
+        second.extend(parked(
+            [20, 30, 40].into_iter(),
+            "main.handle",
+            "main.handle.func1",
+            "chan receive",
+        ));
+        let model = traced(&[first, second.clone(), second]);
+        let (candidates, overview) = analyze(&model, S, S);
+        assert_eq!(candidates.len(), 1);
+        let leak = &candidates[0];
+        assert_eq!(leak.kind, CandidateKind::GoroutineLeak);
+        assert_eq!(leak.count, 8);
+        assert_eq!(leak.grew, Some(true));
+        assert_eq!(leak.wait_reason.as_deref(), Some("chan receive"));
+        assert!(leak.reasons.iter().any(|r| r.contains("grew from 5 to 8")));
+        let group = leak.goroutines.as_ref().unwrap();
+        assert_eq!(group.created_during_trace, 3);
+        assert_eq!(group.count_at_start, 5);
+        assert_eq!(
+            leak.creation_stack.as_ref().unwrap()[0].function.as_deref(),
+            Some("main.handle")
+        );
+        assert_eq!(overview.unwrap().count_max, 8);
+    }
+
+    #[test]
+    fn an_idle_pool_from_start_up_is_not_a_candidate() {
+        let pool = parked(10..=25, "main.main", "main.worker", "chan receive");
+        let model = traced(&[pool.clone(), pool.clone(), pool]);
+        let (candidates, overview) = analyze(&model, S, S);
+        assert!(candidates.is_empty(), "{candidates:?}");
+        let group = &overview.unwrap().other_groups[0];
+        assert_eq!(group.count, 16);
+        let why = group.not_a_candidate.as_deref().unwrap();
+        assert!(
+            why.contains("did not grow") && why.contains("like a pool"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn many_goroutines_created_over_time_are_a_candidate_even_without_growth() {
+        // Attached long after the leak: 50 goroutines, ids spread out over thousands.
+        let leaked = parked(
+            (1..=50).map(|i| i * 97),
+            "main.serve",
+            "main.serve.func2",
+            "chan send",
+        );
+        let model = traced(&[leaked.clone(), leaked]);
+        let (candidates, _) = analyze(&model, S, S);
+        assert_eq!(candidates.len(), 1);
+        assert_eq!(candidates[0].grew, Some(false));
+        assert!(candidates[0].blocked_ns.at_least);
+        assert!(candidates[0]
+            .reasons
+            .iter()
+            .any(|r| r.contains("created over time")));
+    }
+
+    #[test]
+    fn select_with_no_cases_never_wakes() {
+        let stuck = parked(
+            [3].into_iter(),
+            "main.start",
+            "main.start.func1",
+            "select (no cases)",
+        );
+        let model = traced(&[stuck.clone(), stuck]);
+        let (candidates, _) = analyze(&model, S, S);
+        assert_eq!(candidates.len(), 1);
+        assert!(candidates[0]
+            .reasons
+            .iter()
+            .any(|r| r.contains("nothing can ever wake")));
+    }
+
+    #[test]
+    fn runtime_goroutines_and_short_lived_ones_are_not_candidates() {
+        let gc = parked(
+            1..=2,
+            "runtime.gcBgMarkStartWorkers",
+            "runtime.gcBgMarkWorker",
+            "GC worker (idle)",
+        );
+        let model = traced(&[gc.clone(), gc]);
+        let (candidates, overview) = analyze(&model, S, S);
+        assert!(candidates.is_empty());
+        assert!(overview.unwrap().other_groups[0]
+            .not_a_candidate
+            .as_deref()
+            .unwrap()
+            .contains("Go runtime"));
+        // New goroutines every snapshot that do not stay: churn.
+        let snapshots: Vec<Vec<Goroutine>> = (0..4)
+            .map(|i| {
+                parked(
+                    (i * 100 + 1)..=(i * 100 + 20),
+                    "main.handle",
+                    "main.work",
+                    "chan receive",
+                )
+            })
+            .collect();
+        let (candidates, _) = analyze(&traced(&snapshots), S, S);
+        assert!(candidates.is_empty(), "{candidates:?}");
+    }
+}

@@ -1,0 +1,301 @@
+//! Goroutines over the trace: pure state fed with snapshots of the Go runtime's goroutines.
+//!
+//! A leaked goroutine costs no kernel wait, so the edges read the runtime's goroutine table from
+//! the target's memory every few hundred milliseconds and hand the model a symbolized snapshot.
+//! The model keeps the latest snapshot, when each goroutine was first seen and since when it has
+//! sat at its current place, and the size of each group over time (for growth).
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::Frame;
+
+/// A goroutine's scheduling state, as the runtime names it (`_Gwaiting` is `waiting`, ...).
+pub type GoStatus = String;
+
+/// One goroutine in a snapshot, with its stack symbolized.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Goroutine {
+    pub goid: u64,
+    /// `waiting`, `runnable`, `running`, `syscall`, ...
+    pub status: GoStatus,
+    /// Why it is parked, in the runtime's words ("chan receive", "select", "sleep", ...).
+    pub wait_reason: Option<String>,
+    /// The `go` statement that created it (the runtime records its PC in every goroutine).
+    pub go_statement: Frame,
+    /// The function the goroutine runs.
+    pub start_function: Option<String>,
+    /// The goroutine that ran the `go` statement (Go 1.21+).
+    pub parent_goid: Option<u64>,
+    /// Where it is now, innermost first (empty for a goroutine on a CPU: its saved registers
+    /// are stale while it runs).
+    pub stack: Vec<Frame>,
+}
+
+/// What makes goroutines "the same" for the report: created by the same `go` statement, parked
+/// at the same place for the same reason.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct GroupKey {
+    /// `function (file:line)` of the `go` statement.
+    pub created_at: String,
+    /// `function (file:line)` of the innermost frame of the program's own code (not the
+    /// runtime's) where it sits now; for a goroutine on a CPU, its function.
+    pub sits_at: String,
+    /// The wait reason, or the status when it is not waiting.
+    pub state: String,
+}
+
+/// Where a goroutine sits: its own-code frame, the reason, and since when we have seen it there.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Seen {
+    pub first_seen_ns: u64,
+    /// Whether it already existed when tracing started (its age is a lower bound).
+    pub before_trace: bool,
+    pub key: GroupKey,
+    /// Since when it has been in `key` without leaving it between snapshots.
+    pub at_key_since_ns: u64,
+}
+
+/// How many goroutines a group had at one snapshot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct CountAt {
+    pub at_ns: u64,
+    pub count: usize,
+}
+
+/// At most this many points of a count's history are kept; older points are thinned to every
+/// other one, so a long trace keeps its shape in bounded memory.
+const MAX_HISTORY: usize = 512;
+
+fn push_history(history: &mut Vec<CountAt>, point: CountAt) {
+    if history.len() >= MAX_HISTORY {
+        let mut keep = false;
+        // Keep the first point, then every other one.
+        history.retain(|_| {
+            keep = !keep;
+            keep
+        });
+    }
+    history.push(point);
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct GoroutineModel {
+    /// The Go version of the target, once recognised.
+    pub go_version: Option<String>,
+    pub snapshots: u64,
+    pub first_snapshot_ns: Option<u64>,
+    pub last_snapshot_ns: u64,
+    /// The highest goroutine id of the first snapshot: goroutine ids only grow, so any higher id
+    /// was created during the trace.
+    pub max_goid_at_start: u64,
+    pub latest: Vec<Goroutine>,
+    pub seen: HashMap<u64, Seen>,
+    /// Total live goroutines per snapshot.
+    pub total: Vec<CountAt>,
+    /// Group sizes per snapshot (a group absent from a snapshot had 0).
+    pub groups: BTreeMap<GroupKey, Vec<CountAt>>,
+    /// Goroutines the reader skipped (torn reads while the target ran), summed over snapshots.
+    pub unreadable: u64,
+}
+
+impl GoroutineModel {
+    pub fn apply_snapshot(
+        &mut self,
+        at_ns: u64,
+        goroutines: &[Goroutine],
+        unreadable: usize,
+        trace_started_ns: u64,
+    ) {
+        let first = self.first_snapshot_ns.is_none();
+        if first {
+            self.first_snapshot_ns = Some(at_ns);
+            self.max_goid_at_start = goroutines.iter().map(|g| g.goid).max().unwrap_or(0);
+        }
+        self.snapshots += 1;
+        self.last_snapshot_ns = at_ns;
+        self.unreadable += unreadable as u64;
+
+        let mut counts: BTreeMap<GroupKey, usize> = BTreeMap::new();
+        let mut seen = HashMap::with_capacity(goroutines.len());
+        for goroutine in goroutines {
+            let key = group_key(goroutine);
+            *counts.entry(key.clone()).or_default() += 1;
+            let entry = match self.seen.remove(&goroutine.goid) {
+                Some(mut previous) => {
+                    if previous.key != key {
+                        previous.key = key;
+                        previous.at_key_since_ns = at_ns;
+                    }
+                    previous
+                }
+                None => {
+                    // In the first snapshot, or an id from before the trace that we had not
+                    // seen (it was dead-and-reused or unreadable): it existed before tracing.
+                    let before_trace = first || goroutine.goid <= self.max_goid_at_start;
+                    let since = if before_trace {
+                        trace_started_ns.min(at_ns)
+                    } else {
+                        at_ns
+                    };
+                    Seen {
+                        first_seen_ns: since,
+                        before_trace,
+                        key,
+                        at_key_since_ns: since,
+                    }
+                }
+            };
+            seen.insert(goroutine.goid, entry);
+        }
+        // Goroutines that exited are forgotten: the report is about what is alive.
+        self.seen = seen;
+        self.latest = goroutines.to_vec();
+
+        push_history(
+            &mut self.total,
+            CountAt {
+                at_ns,
+                count: goroutines.len(),
+            },
+        );
+        for (key, history) in self.groups.iter_mut() {
+            if !counts.contains_key(key) {
+                push_history(history, CountAt { at_ns, count: 0 });
+            }
+        }
+        for (key, count) in counts {
+            let history = self.groups.entry(key).or_default();
+            push_history(history, CountAt { at_ns, count });
+        }
+    }
+}
+
+/// Frames of the runtime and of the standard library's blocking primitives: a goroutine parked
+/// in a channel receive is "in" the user function that received, not in `runtime.gopark`.
+pub fn is_runtime_frame(frame: &Frame) -> bool {
+    const PREFIXES: &[&str] = &[
+        "runtime.",
+        "runtime/internal/",
+        "internal/",
+        "sync.",
+        "sync/atomic.",
+        "time.Sleep",
+        "context.",
+    ];
+    frame
+        .function
+        .as_deref()
+        .is_none_or(|f| PREFIXES.iter().any(|p| f.starts_with(p)))
+}
+
+/// The innermost frame of the program's own code, or the innermost named frame.
+pub fn own_frame(stack: &[Frame]) -> Option<&Frame> {
+    stack
+        .iter()
+        .find(|f| !is_runtime_frame(f))
+        .or_else(|| stack.iter().find(|f| f.function.is_some()))
+}
+
+pub fn place(frame: &Frame) -> String {
+    let function = frame.function.as_deref().unwrap_or("??");
+    match (&frame.file, frame.line) {
+        (Some(file), Some(line)) => {
+            format!(
+                "{function} ({}:{line})",
+                file.rsplit('/').next().unwrap_or(file)
+            )
+        }
+        _ => function.to_string(),
+    }
+}
+
+pub fn group_key(goroutine: &Goroutine) -> GroupKey {
+    let sits_at = own_frame(&goroutine.stack)
+        .map(place)
+        .or_else(|| goroutine.start_function.clone())
+        .unwrap_or_else(|| "unknown".to_string());
+    GroupKey {
+        created_at: place(&goroutine.go_statement),
+        sits_at,
+        state: goroutine
+            .wait_reason
+            .clone()
+            .unwrap_or_else(|| goroutine.status.clone()),
+    }
+}
+
+#[cfg(test)]
+pub mod tests {
+    use super::*;
+    use crate::model::tests::frame;
+
+    pub fn goroutine(goid: u64, created_by: &str, stack: &[&str], reason: &str) -> Goroutine {
+        Goroutine {
+            goid,
+            status: "waiting".into(),
+            wait_reason: Some(reason.into()),
+            go_statement: frame(created_by),
+            start_function: None,
+            parent_goid: None,
+            stack: stack.iter().map(|f| frame(f)).collect(),
+        }
+    }
+
+    #[test]
+    fn groups_by_go_statement_own_frame_and_reason() {
+        let g = goroutine(
+            7,
+            "main.handle",
+            &["runtime.gopark", "runtime.chanrecv1", "main.handle.func1"],
+            "chan receive",
+        );
+        let key = group_key(&g);
+        assert_eq!(key.created_at, "main.handle (fixture.c:1)");
+        assert_eq!(key.sits_at, "main.handle.func1 (fixture.c:1)");
+        assert_eq!(key.state, "chan receive");
+    }
+
+    #[test]
+    fn counts_grow_and_ages_follow_goroutine_ids() {
+        let s = 1_000_000_000;
+        let mut model = GoroutineModel::default();
+        let stack = ["runtime.gopark", "main.worker"];
+        let mut snapshot: Vec<Goroutine> = (1..=3)
+            .map(|id| goroutine(id, "main.serve", &stack, "chan receive"))
+            .collect();
+        model.apply_snapshot(2 * s, &snapshot, 0, s);
+        snapshot.push(goroutine(10, "main.serve", &stack, "chan receive"));
+        model.apply_snapshot(3 * s, &snapshot, 1, s);
+        let key = group_key(&snapshot[0]);
+        let history = &model.groups[&key];
+        assert_eq!(
+            history.iter().map(|c| c.count).collect::<Vec<_>>(),
+            vec![3, 4]
+        );
+        assert!(model.seen[&1].before_trace);
+        assert_eq!(model.seen[&1].first_seen_ns, s);
+        assert!(!model.seen[&10].before_trace);
+        assert_eq!(model.seen[&10].first_seen_ns, 3 * s);
+        assert_eq!(model.unreadable, 1);
+        // A goroutine that moves resets its time at the place; one that exits is forgotten.
+        snapshot[1] = goroutine(2, "main.serve", &["main.other"], "select");
+        snapshot.remove(0);
+        model.apply_snapshot(4 * s, &snapshot, 0, s);
+        assert_eq!(model.seen[&2].at_key_since_ns, 4 * s);
+        assert_eq!(model.seen[&3].at_key_since_ns, s);
+        assert!(!model.seen.contains_key(&1));
+        assert_eq!(model.groups[&key].last().unwrap().count, 2);
+    }
+
+    #[test]
+    fn history_stays_bounded() {
+        let mut history = Vec::new();
+        for i in 0..10_000 {
+            push_history(&mut history, CountAt { at_ns: i, count: 1 });
+        }
+        assert!(history.len() <= MAX_HISTORY);
+        assert_eq!(history[0].at_ns, 0);
+        assert_eq!(history.last().unwrap().at_ns, 9_999);
+    }
+}
