@@ -34,3 +34,6 @@ if ! command -v bpf-linker >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/bpf-linke
         cargo install bpf-linker --locked --no-default-features --features "llvm-${LLVM_MAJOR},no-llvm-linking"
 fi
 log "toolchain ready"
+
+# Go toolchains for the Go test fixtures (tests/goruntime.rs).
+bash "$(dirname "${BASH_SOURCE[0]}")/setup-go.sh"

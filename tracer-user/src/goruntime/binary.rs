@@ -1,0 +1,362 @@
+//! What a Go executable file tells: its Go version (build info), where the runtime's variables
+//! are (symbol table, or for stripped binaries the function table `.gopclntab` plus a look at the
+//! code of `runtime.forEachG`), and the layout of `runtime.g` (DWARF).
+//!
+//! Addresses here are link-time addresses (as in the file); the caller adds the load bias.
+use std::collections::HashMap;
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use gimli::{EndianSlice, LittleEndian};
+use object::{Object as _, ObjectSection as _, ObjectSymbol as _};
+
+use super::offsets::GOffsets;
+use super::GoVersion;
+
+/// The start of the `.go.buildinfo` section (debug/buildinfo).
+const BUILDINFO_MAGIC: &[u8] = b"\xff Go buildinf:";
+
+/// Symbols the reader needs from the symbol table when there is one.
+const WANTED_SYMBOLS: &[&str] = &[
+    "runtime.allglen",
+    "runtime.allgptr",
+    "runtime.allgs",
+    "runtime.waitReasonStrings",
+    "runtime.buildVersion",
+];
+
+/// Everything read from the executable file.
+pub(crate) struct GoBinary {
+    pub version: GoVersion,
+    /// The raw version string ("go1.21.13", possibly with " X:..." experiments).
+    pub version_string: String,
+    pub pie: bool,
+    /// `(address, size)` by symbol name, for [`WANTED_SYMBOLS`] found in `.symtab`.
+    pub symbols: HashMap<&'static str, (u64, u64)>,
+    /// Field offsets of runtime.g from DWARF, when the binary has DWARF.
+    pub dwarf_offsets: Option<Result<GOffsets>>,
+    /// runtime.allgs found through .gopclntab and the code of runtime.forEachG (link address).
+    pub allgs_from_code: Result<u64>,
+    /// `(address, size)` of the sections where runtime variables live (.data, .noptrdata, .bss,
+    /// .noptrbss), to check addresses found by heuristics and to search .data.
+    pub data_sections: Vec<(String, u64, u64)>,
+    /// The lowest PT_LOAD's address rounded down to a page, to compute the load bias.
+    pub first_load_address: u64,
+}
+
+/// Ok(None) when the file is no Go program.
+pub(crate) fn read(path: &std::path::Path) -> Result<Option<GoBinary>> {
+    let data = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let elf = object::File::parse(&*data)
+        .with_context(|| format!("{} is not an ELF executable", path.display()))?;
+    let is_go = elf.section_by_name(".go.buildinfo").is_some()
+        || elf.section_by_name(".gopclntab").is_some()
+        || elf.section_by_name(".note.go.buildid").is_some();
+    if !is_go {
+        return Ok(None);
+    }
+    let mut symbols = HashMap::new();
+    for symbol in elf.symbols() {
+        if let Ok(name) = symbol.name() {
+            if let Some(&wanted) = WANTED_SYMBOLS.iter().find(|&&w| w == name) {
+                symbols.insert(wanted, (symbol.address(), symbol.size()));
+            }
+        }
+    }
+    let version_string = buildinfo_version(&elf)
+        .or_else(|| symbol_string(&elf, symbols.get("runtime.buildVersion").copied()))
+        .ok_or_else(|| {
+            anyhow!(
+                "{} is a Go program but its Go version is unreadable (no .go.buildinfo with an \
+                 inline version: Go older than 1.18?); leaktrace supports Go {}",
+                path.display(),
+                super::SUPPORTED
+            )
+        })?;
+    let version = GoVersion::parse(&version_string).ok_or_else(|| {
+        anyhow!(
+            "{} was built by Go {version_string:?}, which leaktrace cannot parse; it supports Go {}",
+            path.display(),
+            super::SUPPORTED
+        )
+    })?;
+    let has_dwarf = elf.section_by_name(".debug_info").is_some()
+        || elf.section_by_name(".zdebug_info").is_some();
+    let dwarf_offsets = has_dwarf.then(|| g_offsets_from_dwarf(&elf));
+    let data_sections = [".data", ".noptrdata", ".bss", ".noptrbss"]
+        .iter()
+        .filter_map(|name| {
+            let s = elf.section_by_name(name)?;
+            Some((name.to_string(), s.address(), s.size()))
+        })
+        .collect();
+    let first_load_address = elf
+        .segments()
+        .map(|s| object::ObjectSegment::address(&s))
+        .min()
+        .unwrap_or(0)
+        & !0xfff;
+    let allgs_from_code = allgs_from_for_each_g(&elf);
+    Ok(Some(GoBinary {
+        version,
+        version_string,
+        pie: elf.kind() == object::ObjectKind::Dynamic,
+        symbols,
+        dwarf_offsets,
+        allgs_from_code,
+        data_sections,
+        first_load_address,
+    }))
+}
+
+/// The version string stored inline in `.go.buildinfo` (Go 1.18 and later): after the 32-byte
+/// header, a uvarint length and the bytes.
+fn buildinfo_version(elf: &object::File<'_>) -> Option<String> {
+    let data = elf.section_by_name(".go.buildinfo")?.data().ok()?;
+    if !data.starts_with(BUILDINFO_MAGIC) || data.len() < 33 {
+        return None;
+    }
+    let flags = data[15];
+    if flags & 2 == 0 {
+        // Pre-1.18 layout: pointers to string headers.
+        return None;
+    }
+    let (len, used) = uvarint(&data[32..])?;
+    let start = 32 + used;
+    let bytes = data.get(start..start.checked_add(usize::try_from(len).ok()?)?)?;
+    String::from_utf8(bytes.to_vec()).ok()
+}
+
+fn uvarint(bytes: &[u8]) -> Option<(u64, usize)> {
+    let mut value = 0u64;
+    for (i, &b) in bytes.iter().enumerate().take(10) {
+        value |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Some((value, i + 1));
+        }
+    }
+    None
+}
+
+/// A Go string variable (pointer, length) read from the file's own data.
+fn symbol_string(elf: &object::File<'_>, symbol: Option<(u64, u64)>) -> Option<String> {
+    let (addr, _) = symbol?;
+    let header = read_file_bytes(elf, addr, 16)?;
+    let ptr = u64::from_le_bytes(header[0..8].try_into().ok()?);
+    let len = u64::from_le_bytes(header[8..16].try_into().ok()?);
+    let bytes = read_file_bytes(elf, ptr, usize::try_from(len).ok()?.min(256))?;
+    String::from_utf8(bytes).ok()
+}
+
+/// `len` bytes at link address `addr`, from whichever section holds them in the file.
+fn read_file_bytes(elf: &object::File<'_>, addr: u64, len: usize) -> Option<Vec<u8>> {
+    elf.sections().find_map(|s| {
+        let start = addr.checked_sub(s.address())?;
+        if start.checked_add(len as u64)? > s.size() {
+            return None;
+        }
+        let data = s.data().ok()?;
+        let start = usize::try_from(start).ok()?;
+        data.get(start..start + len).map(<[u8]>::to_vec)
+    })
+}
+
+/// Field offsets of runtime.g (and its gobuf and stack) from the DWARF of the binary.
+pub(crate) fn g_offsets_from_dwarf(elf: &object::File<'_>) -> Result<GOffsets> {
+    let load = |id: gimli::SectionId| -> Result<std::borrow::Cow<'_, [u8]>, gimli::Error> {
+        Ok(match elf.section_by_name(id.name()) {
+            Some(section) => section
+                .uncompressed_data()
+                .unwrap_or(std::borrow::Cow::Borrowed(&[])),
+            None => std::borrow::Cow::Borrowed(&[]),
+        })
+    };
+    let sections = gimli::DwarfSections::load(load)?;
+    let dwarf = sections.borrow(|section| EndianSlice::new(section, LittleEndian));
+    // type name -> member name -> offset
+    let wanted = ["runtime.g", "runtime.gobuf", "runtime.stack"];
+    let mut found: HashMap<String, HashMap<String, u64>> = HashMap::new();
+    let mut units = dwarf.units();
+    'units: while let Some(header) = units.next()? {
+        let unit = dwarf.unit(header)?;
+        let mut entries = unit.entries();
+        let mut current: Option<(String, isize)> = None;
+        let mut depth: isize = 0;
+        while let Some((delta, entry)) = entries.next_dfs()? {
+            depth += delta;
+            if let Some((_, struct_depth)) = &current {
+                if depth <= *struct_depth {
+                    current = None;
+                }
+            }
+            match entry.tag() {
+                gimli::DW_TAG_structure_type => {
+                    let Some(name) = entry.attr_value(gimli::DW_AT_name)? else {
+                        continue;
+                    };
+                    let name = dwarf
+                        .attr_string(&unit, name)?
+                        .to_string_lossy()
+                        .into_owned();
+                    if wanted.contains(&name.as_str()) && !found.contains_key(&name) {
+                        found.insert(name.clone(), HashMap::new());
+                        current = Some((name, depth));
+                    }
+                }
+                gimli::DW_TAG_member => {
+                    let Some((struct_name, _)) = &current else {
+                        continue;
+                    };
+                    let (Some(name), Some(location)) = (
+                        entry.attr_value(gimli::DW_AT_name)?,
+                        entry.attr_value(gimli::DW_AT_data_member_location)?,
+                    ) else {
+                        continue;
+                    };
+                    let name = dwarf
+                        .attr_string(&unit, name)?
+                        .to_string_lossy()
+                        .into_owned();
+                    if let Some(offset) = location.udata_value() {
+                        found
+                            .get_mut(struct_name)
+                            .expect("inserted with current")
+                            .insert(name, offset);
+                    }
+                }
+                _ => {}
+            }
+            if wanted.iter().all(|w| found.contains_key(*w)) && current.is_none() {
+                break 'units;
+            }
+        }
+    }
+    let field = |ty: &str, member: &str| -> Result<u64> {
+        found
+            .get(ty)
+            .and_then(|members| members.get(member))
+            .copied()
+            .ok_or_else(|| anyhow!("no {ty}.{member} in the binary's DWARF"))
+    };
+    let sched = field("runtime.g", "sched")?;
+    let stack = field("runtime.g", "stack")?;
+    Ok(GOffsets {
+        stack_lo: stack + field("runtime.stack", "lo")?,
+        stack_hi: stack + field("runtime.stack", "hi")?,
+        sched_sp: sched + field("runtime.gobuf", "sp")?,
+        sched_pc: sched + field("runtime.gobuf", "pc")?,
+        sched_bp: sched + field("runtime.gobuf", "bp")?,
+        atomicstatus: field("runtime.g", "atomicstatus")?,
+        goid: field("runtime.g", "goid")?,
+        waitsince: field("runtime.g", "waitsince")?,
+        waitreason: field("runtime.g", "waitreason")?,
+        parent_goid: field("runtime.g", "parentGoid").ok(),
+        gopc: field("runtime.g", "gopc")?,
+        startpc: field("runtime.g", "startpc")?,
+    })
+}
+
+/// A function's link address range from `.gopclntab` (Go 1.18+ layout), found by name: works on
+/// stripped binaries, which keep this table (the runtime needs it).
+pub(crate) fn pclntab_function(elf: &object::File<'_>, wanted: &str) -> Result<(u64, u64)> {
+    let tab = elf
+        .section_by_name(".gopclntab")
+        .ok_or_else(|| anyhow!("no .gopclntab section"))?
+        .data()?;
+    let word = |at: usize| -> Option<u64> {
+        Some(u64::from_le_bytes(tab.get(at..at + 8)?.try_into().ok()?))
+    };
+    let u32_at = |at: usize| -> Option<u32> {
+        Some(u32::from_le_bytes(tab.get(at..at + 4)?.try_into().ok()?))
+    };
+    let magic = u32_at(0).ok_or_else(|| anyhow!("truncated .gopclntab"))?;
+    if !matches!(magic, 0xffff_fff0 | 0xffff_fff1) || tab.get(7) != Some(&8) {
+        bail!(".gopclntab has magic {magic:#x}: not the Go 1.18+ amd64 layout");
+    }
+    let bad = || anyhow!("truncated .gopclntab header");
+    let nfunc = usize::try_from(word(8).ok_or_else(bad)?)?;
+    let mut text_start = word(24).ok_or_else(bad)?;
+    if text_start == 0 {
+        text_start = elf
+            .section_by_name(".text")
+            .map(|s| s.address())
+            .unwrap_or(0);
+    }
+    let funcname = usize::try_from(word(32).ok_or_else(bad)?)?;
+    let pcln = usize::try_from(word(64).ok_or_else(bad)?)?;
+    for i in 0..nfunc {
+        let entry = pcln + 8 * i;
+        let (Some(entry_off), Some(func_off), Some(next_off)) =
+            (u32_at(entry), u32_at(entry + 4), u32_at(entry + 8))
+        else {
+            break;
+        };
+        let func = pcln + func_off as usize;
+        let Some(name_off) = u32_at(func + 4) else {
+            continue;
+        };
+        let name_start = funcname + name_off as usize;
+        let Some(rest) = tab.get(name_start..) else {
+            continue;
+        };
+        let name = rest.split(|&b| b == 0).next().unwrap_or_default();
+        if name == wanted.as_bytes() {
+            return Ok((
+                text_start + u64::from(entry_off),
+                u64::from(next_off.saturating_sub(entry_off)),
+            ));
+        }
+    }
+    bail!("no {wanted} in .gopclntab")
+}
+
+/// Finds `runtime.allgs` without symbols: `runtime.forEachG` ranges over it, so its code loads
+/// the slice's pointer and length with two RIP-relative 8-byte moves from addresses 8 apart.
+fn allgs_from_for_each_g(elf: &object::File<'_>) -> Result<u64> {
+    let (start, size) = pclntab_function(elf, "runtime.forEachG")?;
+    let code = read_file_bytes(elf, start, usize::try_from(size)?)
+        .ok_or_else(|| anyhow!("runtime.forEachG's code is not in the file"))?;
+    let targets = rip_relative_loads(&code, start);
+    targets
+        .iter()
+        .copied()
+        .find(|t| targets.contains(&(t + 8)))
+        .ok_or_else(|| anyhow!("runtime.forEachG does not load a slice header as expected"))
+}
+
+/// Targets of `mov r64, [rip+disp32]` (REX.W 8B /r with mod=00 rm=101) in `code` at `addr`.
+pub(crate) fn rip_relative_loads(code: &[u8], addr: u64) -> Vec<u64> {
+    let mut targets = Vec::new();
+    for i in 0..code.len().saturating_sub(6) {
+        let (rex, op, modrm) = (code[i], code[i + 1], code[i + 2]);
+        if (rex == 0x48 || rex == 0x4c) && op == 0x8b && modrm & 0xc7 == 0x05 {
+            let disp = i32::from_le_bytes(code[i + 3..i + 7].try_into().expect("4 bytes"));
+            let next = addr + i as u64 + 7;
+            targets.push(next.wrapping_add_signed(i64::from(disp)));
+        }
+    }
+    targets
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_rip_relative_loads() {
+        // mov rcx, [rip+0x12da44]; mov rdx, [rip+0x12da40] at 0x448645 (from go1.27 forEachG)
+        let code = [
+            0x48, 0x8b, 0x0d, 0x44, 0xda, 0x12, 0x00, 0x48, 0x89, 0x4c, 0x24, 0x18, 0x48, 0x8b,
+            0x15, 0x40, 0xda, 0x12, 0x00,
+        ];
+        // Here the second move is 12 bytes after the first: it ends at 0x448658.
+        let targets = rip_relative_loads(&code, 0x448645);
+        assert_eq!(targets, vec![0x576090, 0x576098]);
+    }
+
+    #[test]
+    fn reads_uvarints() {
+        assert_eq!(uvarint(&[0x08]), Some((8, 1)));
+        assert_eq!(uvarint(&[0x96, 0x01]), Some((150, 2)));
+        assert_eq!(uvarint(&[0x80]), None);
+    }
+}

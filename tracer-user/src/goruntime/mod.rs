@@ -1,0 +1,694 @@
+//! Goroutines of a running Go program, read from the outside: the Go runtime's own state in
+//! process memory (`runtime.allgs` and each `runtime.g`), never written to, the process never
+//! stopped. No eBPF here: this is the edge the Go leak analysis is fed from.
+//!
+//! ```no_run
+//! # fn main() -> anyhow::Result<()> {
+//! if let Some(go) = tracer_user::goruntime::inspect(4242)? {
+//!     let snapshot = go.snapshot()?;
+//!     for g in &snapshot.goroutines {
+//!         println!("goroutine {} {:?} {:?} created at {:#x}", g.goid, g.status, g.wait_reason, g.gopc);
+//!     }
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! How it finds things:
+//! - Go and its version: `.go.buildinfo` (falls back to `runtime.buildVersion`). Go 1.19 through
+//!   1.27 on amd64 are supported.
+//! - `runtime.allglen`/`runtime.allgptr` (or `runtime.allgs`) from the symbol table; in stripped
+//!   binaries, `runtime.allgs` from the code of `runtime.forEachG`, found through `.gopclntab`.
+//! - `runtime.g` field offsets from DWARF; for binaries without DWARF, a per-version table
+//!   ([`offsets::table`]).
+//! - Wait reason names from the process's own `runtime.waitReasonStrings` (by symbol, or found
+//!   in `.data` by its first entries "" and "GC assist marking"), so they match the runtime.
+//! - Stacks: a frame-pointer walk from each goroutine's saved `sched.pc/sp/bp` (Go keeps frame
+//!   pointers on amd64) inside its own stack bounds.
+mod binary;
+mod memory;
+pub mod offsets;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use serde::{Deserialize, Serialize};
+
+use self::binary::GoBinary;
+use self::memory::{u32_at, u64_at, Memory};
+pub use self::offsets::GOffsets;
+
+/// Versions this module reads, for error messages.
+pub const SUPPORTED: &str = "1.19 through 1.27 (amd64)";
+const MIN_MINOR: u32 = 19;
+const MAX_MINOR: u32 = 27;
+
+/// The most frames kept per goroutine unless [`GoProcess::set_max_frames`] says otherwise.
+pub const DEFAULT_MAX_FRAMES: usize = 64;
+/// Bytes of each goroutine's stack read in bulk from its saved sp; frames beyond are read one
+/// by one.
+const STACK_READ_BYTES: u64 = 4096;
+/// More goroutines than this in allgs means we read garbage.
+const MAX_GOROUTINES: u64 = 50_000_000;
+/// A goroutine stack can grow to 1 GB (runtime.maxstacksize on 64-bit).
+const MAX_STACK_BYTES: u64 = 1 << 30;
+
+/// `_Gscan`: set while the GC (or a stack scan) holds the goroutine; the rest is the status.
+const G_SCAN: u32 = 0x1000;
+
+/// A Go version, from the binary's build info ("go1.21.13").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct GoVersion {
+    pub major: u32,
+    pub minor: u32,
+    pub patch: u32,
+}
+
+impl GoVersion {
+    /// Parses "go1.21.13", "go1.22", "go1.27.3 X:nocoverageredesign"; None for "devel ..." and
+    /// anything else.
+    pub fn parse(text: &str) -> Option<GoVersion> {
+        let text = text.split_whitespace().next()?.strip_prefix("go")?;
+        // Release candidates: "go1.22rc1" is 1.22.0.
+        let text = text.split(['r', 'b']).next()?;
+        let mut parts = text.split('.');
+        let major = parts.next()?.parse().ok()?;
+        let minor = parts.next()?.parse().ok()?;
+        let patch = parts.next().map_or(Some(0), |p| p.parse().ok())?;
+        Some(GoVersion {
+            major,
+            minor,
+            patch,
+        })
+    }
+
+    pub fn is_supported(&self) -> bool {
+        self.major == 1 && (MIN_MINOR..=MAX_MINOR).contains(&self.minor)
+    }
+}
+
+impl std::fmt::Display for GoVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}.{}", self.major, self.minor, self.patch)
+    }
+}
+
+/// A goroutine's status (`runtime._G*`), without the `_Gscan` bit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GStatus {
+    Idle,
+    Runnable,
+    Running,
+    Syscall,
+    Waiting,
+    Dead,
+    CopyStack,
+    Preempted,
+    /// Go 1.26+: found leaked by the runtime's own goroutine leak detector.
+    Leaked,
+    /// Go 1.26+: a dead goroutine kept for an extra M (`_Gdeadextra`).
+    DeadExtra,
+    /// A value this module does not know (a newer runtime, or a torn read).
+    Other(u32),
+}
+
+impl GStatus {
+    pub fn from_raw(raw: u32) -> GStatus {
+        match raw & !G_SCAN {
+            0 => GStatus::Idle,
+            1 => GStatus::Runnable,
+            2 => GStatus::Running,
+            3 => GStatus::Syscall,
+            4 => GStatus::Waiting,
+            6 => GStatus::Dead,
+            8 => GStatus::CopyStack,
+            9 => GStatus::Preempted,
+            10 => GStatus::Leaked,
+            11 => GStatus::DeadExtra,
+            other => GStatus::Other(other),
+        }
+    }
+
+    /// Its saved registers (`sched`) describe where it stopped: it is not on a CPU.
+    fn is_parked(self) -> bool {
+        matches!(
+            self,
+            GStatus::Runnable | GStatus::Waiting | GStatus::Preempted | GStatus::Leaked
+        )
+    }
+}
+
+/// One goroutine as read from the target's memory. Plain data: addresses are as the process
+/// sees them (load bias included), to symbolize with the process's maps.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GoroutineState {
+    /// Address of its `runtime.g` (stable while it lives; reused after it dies).
+    pub g_addr: u64,
+    pub goid: u64,
+    pub status: GStatus,
+    /// The `_Gscan` bit was set: the GC was scanning its stack at that moment.
+    pub scanning: bool,
+    /// Why it is parked, in the target runtime's own words ("chan receive", "select",
+    /// "sync.WaitGroup.Wait", "sleep", "IO wait", ...). Only for waiting (and leaked) goroutines;
+    /// `waitReason(N)` when the name table could not be read.
+    pub wait_reason: Option<String>,
+    /// The raw `g.waitreason` code.
+    pub wait_reason_code: u8,
+    /// PC of the `go` statement that created it: a return address (the instruction after the
+    /// call to `runtime.newproc`), so look it up one byte earlier for the statement's line.
+    pub gopc: u64,
+    /// Entry of the goroutine's function.
+    pub startpc: u64,
+    /// Saved registers of a parked goroutine (stale for running ones).
+    pub sched_pc: u64,
+    pub sched_sp: u64,
+    pub sched_bp: u64,
+    /// `g.waitsince`: `nanotime()` (CLOCK_MONOTONIC ns) when it blocked, or 0. The runtime only
+    /// fills it in lazily (during GC), so it is often 0 or later than the true start.
+    pub waitsince_ns: i64,
+    /// Goroutine that created it (Go 1.21+; None before).
+    pub parent_goid: Option<u64>,
+    pub stack_lo: u64,
+    pub stack_hi: u64,
+    /// User stack, innermost first: `sched_pc` then return addresses (not adjusted by -1), from
+    /// a frame-pointer walk. Empty for running goroutines and those in syscalls, whose saved
+    /// registers are stale.
+    pub stack: Vec<u64>,
+}
+
+/// All live goroutines at one moment (the reading takes a few ms; each goroutine is read
+/// consistently with itself, not with the others).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Live goroutines (not `_Gdead`/`_Gidle`), in allgs order.
+    pub goroutines: Vec<GoroutineState>,
+    /// Goroutines skipped because what was read did not hold together (the target changed it
+    /// while we read: a torn read), or could not be read.
+    pub torn: usize,
+    /// Dead and idle gs in allgs (kept by the runtime for reuse).
+    pub dead: usize,
+    /// CLOCK_MONOTONIC ns when the snapshot started (comparable with `waitsince_ns`).
+    pub taken_at_ns: u64,
+    /// How long reading took.
+    pub elapsed: Duration,
+}
+
+/// Where the runtime.g layout came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OffsetsSource {
+    Dwarf,
+    VersionTable,
+}
+
+/// Where the list of all goroutines was found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AllgsSource {
+    /// `runtime.allglen` + `runtime.allgptr` symbols.
+    AllglenSymbols { allglen: u64, allgptr: u64 },
+    /// `runtime.allgs` symbol (slice header).
+    AllgsSymbol(u64),
+    /// `runtime.allgs` found in the code of `runtime.forEachG` (stripped binaries).
+    ForEachGCode(u64),
+}
+
+/// A Go process ready to be read. Holds /proc/PID/mem open.
+pub struct GoProcess {
+    pid: u32,
+    exe: PathBuf,
+    version: GoVersion,
+    version_string: String,
+    pie: bool,
+    bias: u64,
+    offsets: GOffsets,
+    offsets_source: OffsetsSource,
+    allgs: AllgsSource,
+    wait_reasons: Vec<String>,
+    memory: Memory,
+    max_frames: usize,
+}
+
+/// Recognises a Go program: Ok(None) when PID runs something else; an error when it is Go but
+/// cannot be read (unsupported version, stripped without a known layout, no access).
+pub fn inspect(pid: u32) -> Result<Option<GoProcess>> {
+    let exe = PathBuf::from(format!("/proc/{pid}/exe"));
+    let real_exe = std::fs::read_link(&exe)
+        .with_context(|| format!("PID {pid} does not exist or its executable is unreadable"))?;
+    let Some(binary) = binary::read(&exe)? else {
+        return Ok(None);
+    };
+    let described = format!(
+        "{} (PID {pid}, Go {})",
+        real_exe.display(),
+        binary.version_string
+    );
+    if !binary.version.is_supported() {
+        bail!(
+            "{described}: Go {} is not supported; leaktrace reads goroutines of Go {SUPPORTED}",
+            binary.version
+        );
+    }
+    let (offsets, offsets_source) = choose_offsets(&binary, &described)?;
+    let allgs = choose_allgs(&binary, &described)?;
+    let bias = load_bias(pid, &binary)?;
+    let memory = Memory::open(pid)?;
+    let mut process = GoProcess {
+        pid,
+        exe: real_exe,
+        version: binary.version,
+        version_string: binary.version_string.clone(),
+        pie: binary.pie,
+        bias,
+        offsets,
+        offsets_source,
+        allgs,
+        wait_reasons: Vec::new(),
+        memory,
+        max_frames: DEFAULT_MAX_FRAMES,
+    };
+    process.wait_reasons = process.read_wait_reasons(&binary).unwrap_or_default();
+    Ok(Some(process))
+}
+
+fn choose_offsets(binary: &GoBinary, described: &str) -> Result<(GOffsets, OffsetsSource)> {
+    let from_table = offsets::table(binary.version.minor);
+    match (&binary.dwarf_offsets, from_table) {
+        (Some(Ok(offsets)), _) => Ok((*offsets, OffsetsSource::Dwarf)),
+        (_, Some(offsets)) => Ok((offsets, OffsetsSource::VersionTable)),
+        (dwarf, None) => {
+            let known: Vec<String> = offsets::table_versions()
+                .map(|m| format!("1.{m}"))
+                .collect();
+            let why = match dwarf {
+                Some(Err(e)) => format!("its DWARF does not describe runtime.g ({e:#})"),
+                _ => "it has no DWARF (built with -ldflags=-w or stripped)".to_string(),
+            };
+            bail!(
+                "{described}: {why}, and leaktrace has no built-in runtime.g layout for Go 1.{}; \
+                 built-in layouts: Go {}. Rebuild without -w/-s, or use one of those versions",
+                binary.version.minor,
+                known.join(", ")
+            )
+        }
+    }
+}
+
+fn choose_allgs(binary: &GoBinary, described: &str) -> Result<AllgsSource> {
+    let symbol = |name: &str| binary.symbols.get(name).map(|&(addr, _)| addr);
+    if let (Some(allglen), Some(allgptr)) = (symbol("runtime.allglen"), symbol("runtime.allgptr")) {
+        return Ok(AllgsSource::AllglenSymbols { allglen, allgptr });
+    }
+    if let Some(allgs) = symbol("runtime.allgs") {
+        return Ok(AllgsSource::AllgsSymbol(allgs));
+    }
+    match &binary.allgs_from_code {
+        Ok(addr) if binary.in_data(*addr) => Ok(AllgsSource::ForEachGCode(*addr)),
+        Ok(addr) => bail!(
+            "{described}: stripped binary, and the runtime.allgs found in runtime.forEachG \
+             ({addr:#x}) is outside the data sections: cannot list goroutines"
+        ),
+        Err(e) => bail!(
+            "{described}: stripped binary (no symbol table), and runtime.allgs could not be \
+             found another way ({e:#}): cannot list goroutines; rebuild without -ldflags=-s"
+        ),
+    }
+}
+
+/// Where the executable is loaded relative to its link addresses (0 unless PIE).
+fn load_bias(pid: u32, binary: &GoBinary) -> Result<u64> {
+    if !binary.pie {
+        return Ok(0);
+    }
+    let process = ::procfs::process::Process::new(pid as i32)
+        .with_context(|| format!("PID {pid} does not exist"))?;
+    let exe_meta = std::fs::metadata(format!("/proc/{pid}/exe"))
+        .with_context(|| format!("cannot stat /proc/{pid}/exe"))?;
+    let maps = process
+        .maps()
+        .with_context(|| format!("cannot read /proc/{pid}/maps"))?;
+    use std::os::unix::fs::MetadataExt as _;
+    let start = maps
+        .iter()
+        .filter(|m| m.inode == exe_meta.ino() && m.offset == 0)
+        .map(|m| m.address.0)
+        .min()
+        .ok_or_else(|| anyhow!("PID {pid}: its executable is not in /proc/{pid}/maps"))?;
+    Ok(start.wrapping_sub(binary.first_load_address))
+}
+
+impl GoBinary {
+    fn in_data(&self, addr: u64) -> bool {
+        self.data_sections
+            .iter()
+            .any(|(_, start, size)| (*start..start + size).contains(&addr))
+    }
+}
+
+impl GoProcess {
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// The executable's path as /proc/PID/exe names it.
+    pub fn exe(&self) -> &std::path::Path {
+        &self.exe
+    }
+
+    pub fn version(&self) -> GoVersion {
+        self.version
+    }
+
+    /// As the build info says ("go1.21.13").
+    pub fn version_string(&self) -> &str {
+        &self.version_string
+    }
+
+    pub fn is_pie(&self) -> bool {
+        self.pie
+    }
+
+    /// Process address minus link address of the executable.
+    pub fn load_bias(&self) -> u64 {
+        self.bias
+    }
+
+    pub fn offsets(&self) -> (GOffsets, OffsetsSource) {
+        (self.offsets, self.offsets_source)
+    }
+
+    pub fn allgs_source(&self) -> AllgsSource {
+        self.allgs
+    }
+
+    /// The runtime's wait reason names, by code (empty when they could not be read).
+    pub fn wait_reasons(&self) -> &[String] {
+        &self.wait_reasons
+    }
+
+    pub fn set_max_frames(&mut self, max_frames: usize) {
+        self.max_frames = max_frames;
+    }
+
+    /// Reads every live goroutine. Fails only when the list of goroutines itself cannot be
+    /// read (the process is gone); a goroutine that changes while it is read is skipped and
+    /// counted in `torn`.
+    pub fn snapshot(&self) -> Result<Snapshot> {
+        let started = Instant::now();
+        let taken_at_ns = monotonic_ns();
+        let gs = self.all_g_pointers()?;
+        let o = &self.offsets;
+        let g_len = o.read_len();
+        let ranges: Vec<(u64, usize)> = gs.iter().map(|&g| (g, g_len)).collect();
+        let (g_buf, g_at) = self.memory.read_ranges(&ranges);
+        let mut torn = 0;
+        let mut dead = 0;
+        let mut live = Vec::with_capacity(gs.len());
+        for (&g_addr, at) in gs.iter().zip(g_at) {
+            let Some(at) = at else {
+                torn += 1;
+                continue;
+            };
+            match self.decode_g(g_addr, &g_buf[at..at + g_len]) {
+                Decoded::Live(state) => live.push(state),
+                Decoded::Dead => dead += 1,
+                Decoded::Torn => torn += 1,
+            }
+        }
+        // The used part of each parked goroutine's stack, in one batch.
+        let stack_ranges: Vec<(u64, usize)> = live
+            .iter()
+            .map(|g| {
+                if g.status.is_parked() {
+                    let len = (g.stack_hi - g.sched_sp).min(STACK_READ_BYTES);
+                    (g.sched_sp, len as usize)
+                } else {
+                    (0, 0)
+                }
+            })
+            .collect();
+        let (stack_buf, stack_at) = self.memory.read_ranges(&stack_ranges);
+        let mut goroutines = Vec::with_capacity(live.len());
+        for ((mut g, at), &(base, len)) in live.into_iter().zip(stack_at).zip(&stack_ranges) {
+            if len > 0 {
+                let Some(at) = at else {
+                    // Its stack moved or was freed under us.
+                    torn += 1;
+                    continue;
+                };
+                g.stack = self.walk(&g, base, &stack_buf[at..at + len]);
+            }
+            goroutines.push(g);
+        }
+        Ok(Snapshot {
+            goroutines,
+            torn,
+            dead,
+            taken_at_ns,
+            elapsed: started.elapsed(),
+        })
+    }
+
+    /// The addresses of all gs (runtime.allgs), dead ones included.
+    fn all_g_pointers(&self) -> Result<Vec<u64>> {
+        let read = |addr: u64| {
+            self.memory
+                .read_u64(addr.wrapping_add(self.bias))
+                .with_context(|| {
+                    format!(
+                        "cannot read the Go runtime's goroutine list of PID {} (has it exited?)",
+                        self.pid
+                    )
+                })
+        };
+        // The runtime publishes allgptr before allglen: read the length first.
+        let (len, ptr) = match self.allgs {
+            AllgsSource::AllglenSymbols { allglen, allgptr } => {
+                let len = read(allglen)?;
+                (len, read(allgptr)?)
+            }
+            AllgsSource::AllgsSymbol(allgs) | AllgsSource::ForEachGCode(allgs) => {
+                let len = read(allgs + 8)?;
+                (len, read(allgs)?)
+            }
+        };
+        if len > MAX_GOROUTINES || (len > 0 && ptr == 0) {
+            bail!(
+                "PID {}: the goroutine list reads as {len} entries at {ptr:#x}: not a Go \
+                 runtime leaktrace understands",
+                self.pid
+            );
+        }
+        let bytes = self
+            .memory
+            .read_vec(ptr, len as usize * 8)
+            .with_context(|| format!("cannot read runtime.allgs of PID {}", self.pid))?;
+        Ok(bytes
+            .chunks_exact(8)
+            .map(|w| u64::from_le_bytes(w.try_into().expect("8 bytes")))
+            .filter(|&g| g != 0 && g % 8 == 0)
+            .collect())
+    }
+
+    fn decode_g(&self, g_addr: u64, buf: &[u8]) -> Decoded {
+        let o = &self.offsets;
+        let word = |offset: u64| u64_at(buf, offset as usize);
+        let (Some(raw_status), Some(goid), Some(lo), Some(hi), Some(sp), Some(pc), Some(bp)) = (
+            u32_at(buf, o.atomicstatus as usize),
+            word(o.goid),
+            word(o.stack_lo),
+            word(o.stack_hi),
+            word(o.sched_sp),
+            word(o.sched_pc),
+            word(o.sched_bp),
+        ) else {
+            return Decoded::Torn;
+        };
+        let status = GStatus::from_raw(raw_status);
+        if raw_status & !(G_SCAN | 0xf) != 0 || matches!(status, GStatus::Other(_)) {
+            return Decoded::Torn;
+        }
+        if matches!(status, GStatus::Dead | GStatus::DeadExtra | GStatus::Idle) {
+            return Decoded::Dead;
+        }
+        if status.is_parked()
+            && !(lo < hi && hi - lo <= MAX_STACK_BYTES && (lo..=hi).contains(&sp) && pc != 0)
+        {
+            return Decoded::Torn;
+        }
+        let wait_reason_code = buf.get(o.waitreason as usize).copied().unwrap_or(0);
+        let wait_reason = matches!(status, GStatus::Waiting | GStatus::Leaked).then(|| {
+            self.wait_reasons
+                .get(usize::from(wait_reason_code))
+                .cloned()
+                .unwrap_or_else(|| format!("waitReason({wait_reason_code})"))
+        });
+        Decoded::Live(GoroutineState {
+            g_addr,
+            goid,
+            status,
+            scanning: raw_status & G_SCAN != 0,
+            wait_reason,
+            wait_reason_code,
+            gopc: word(o.gopc).unwrap_or(0),
+            startpc: word(o.startpc).unwrap_or(0),
+            sched_pc: pc,
+            sched_sp: sp,
+            sched_bp: bp,
+            waitsince_ns: word(o.waitsince).unwrap_or(0) as i64,
+            parent_goid: o.parent_goid.and_then(word),
+            stack_lo: lo,
+            stack_hi: hi,
+            stack: Vec::new(),
+        })
+    }
+
+    /// Frame-pointer walk of a parked goroutine: gobuf.bp is the frame base of the function
+    /// that parked (runtime.gopark/mcall's caller); each frame holds (saved bp, return address)
+    /// at its base. `buf` holds the stack from `base` on.
+    fn walk(&self, g: &GoroutineState, base: u64, buf: &[u8]) -> Vec<u64> {
+        let mut frames = Vec::with_capacity(16);
+        if self.max_frames == 0 {
+            return frames;
+        }
+        frames.push(g.sched_pc);
+        let word = |addr: u64| -> Option<u64> {
+            match addr.checked_sub(base) {
+                Some(off) if off + 8 <= buf.len() as u64 => u64_at(buf, off as usize),
+                _ => self.memory.read_u64(addr).ok(),
+            }
+        };
+        let mut bp = g.sched_bp;
+        let mut floor = g.sched_sp;
+        while frames.len() < self.max_frames {
+            // A frame base is on this goroutine's stack, above the previous one.
+            if bp == 0 || bp % 8 != 0 || bp < floor || bp.saturating_add(16) > g.stack_hi {
+                break;
+            }
+            let (Some(saved_bp), Some(ret)) = (word(bp), word(bp + 8)) else {
+                break;
+            };
+            if ret == 0 {
+                break;
+            }
+            frames.push(ret);
+            floor = bp + 16;
+            bp = saved_bp;
+        }
+        frames
+    }
+
+    /// The runtime's `waitReasonStrings`, read from the process (so relocations are applied).
+    fn read_wait_reasons(&self, binary: &GoBinary) -> Result<Vec<String>> {
+        let (addr, count) = match binary.symbols.get("runtime.waitReasonStrings") {
+            Some(&(addr, size)) => (addr.wrapping_add(self.bias), (size / 16) as usize),
+            None => self.find_wait_reasons(binary)?,
+        };
+        let table = self.memory.read_vec(addr, count * 16)?;
+        let headers: Vec<(u64, usize)> = table
+            .chunks_exact(16)
+            .map(|e| {
+                let ptr = u64_at(e, 0).unwrap_or(0);
+                let len = u64_at(e, 8).unwrap_or(0).min(256) as usize;
+                (ptr, len)
+            })
+            .collect();
+        let (buf, at) = self.memory.read_ranges(&headers);
+        Ok(headers
+            .iter()
+            .zip(at)
+            .enumerate()
+            .map(|(code, (&(_, len), at))| match at {
+                Some(at) => String::from_utf8_lossy(&buf[at..at + len]).into_owned(),
+                None => format!("waitReason({code})"),
+            })
+            .collect())
+    }
+
+    /// Without symbols: `waitReasonStrings` is an array of (ptr, len) in .data that starts with
+    /// "" and "GC assist marking" in every supported version; it ends where the entries stop
+    /// looking like short strings.
+    fn find_wait_reasons(&self, binary: &GoBinary) -> Result<(u64, usize)> {
+        const SECOND: &[u8] = b"GC assist marking";
+        for (name, start, size) in &binary.data_sections {
+            if name != ".data" {
+                continue;
+            }
+            let start = start.wrapping_add(self.bias);
+            let data = self.memory.read_vec(start, *size as usize)?;
+            let entry = |i: usize| Some((u64_at(&data, i)?, u64_at(&data, i + 8)?));
+            for i in (0..data.len().saturating_sub(32)).step_by(8) {
+                if entry(i).map(|e| e.1) != Some(0) {
+                    continue;
+                }
+                let Some((ptr, 17)) = entry(i + 16) else {
+                    continue;
+                };
+                let mut text = [0u8; 17];
+                if self.memory.read(ptr, &mut text).is_err() || text != SECOND {
+                    continue;
+                }
+                let mut count = 2;
+                while let Some((ptr, len)) = entry(i + 16 * count) {
+                    if ptr == 0 || len == 0 || len > 64 {
+                        break;
+                    }
+                    count += 1;
+                }
+                return Ok((start + i as u64, count));
+            }
+        }
+        Err(anyhow!("runtime.waitReasonStrings not found in .data"))
+    }
+}
+
+enum Decoded {
+    Live(GoroutineState),
+    Dead,
+    Torn,
+}
+
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime fills the struct.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_go_versions() {
+        let v = |major, minor, patch| GoVersion {
+            major,
+            minor,
+            patch,
+        };
+        assert_eq!(GoVersion::parse("go1.21.13"), Some(v(1, 21, 13)));
+        assert_eq!(GoVersion::parse("go1.22"), Some(v(1, 22, 0)));
+        assert_eq!(GoVersion::parse("go1.27.3 X:nodwarf5"), Some(v(1, 27, 3)));
+        assert_eq!(GoVersion::parse("go1.23rc2"), Some(v(1, 23, 0)));
+        assert_eq!(GoVersion::parse("devel +abc"), None);
+        assert!(v(1, 19, 8).is_supported());
+        assert!(!v(1, 18, 0).is_supported());
+        assert!(!v(1, 28, 0).is_supported());
+    }
+
+    #[test]
+    fn decodes_statuses_with_the_scan_bit() {
+        assert_eq!(GStatus::from_raw(4), GStatus::Waiting);
+        assert_eq!(GStatus::from_raw(0x1004), GStatus::Waiting);
+        assert_eq!(GStatus::from_raw(6), GStatus::Dead);
+        assert_eq!(GStatus::from_raw(5), GStatus::Other(5));
+    }
+
+    #[test]
+    fn a_non_go_process_is_none() {
+        // The test binary itself is Rust.
+        assert!(inspect(std::process::id()).unwrap().is_none());
+    }
+}
