@@ -184,6 +184,17 @@ pub fn analyze(model: &Model, now_ns: u64, min_blocked_ns: u64, max_sites: usize
             });
             continue;
         }
+        if is_go_scheduler_thread(&thread.blocking_stack) {
+            blocked_but_healthy.push(BlockedButHealthy {
+                tid: thread.tid,
+                name: thread.name,
+                blocked_ns: thread.blocked_ns,
+                why: "a Go runtime thread parked by the scheduler while it has no work \
+                      (goroutines are analysed on their own)"
+                    .to_string(),
+            });
+            continue;
+        }
         let key = thread.blocking_stack.iter().map(|f| f.addr).collect();
         groups.entry(key).or_default().push(thread);
     }
@@ -412,6 +423,17 @@ fn wait_candidate(
     }
 }
 
+/// A thread of the Go runtime with nothing to run: every named frame of its stack is the
+/// runtime's own (an idle M sleeps in `runtime.futexsleep` on its note). Goroutine leaks do not
+/// show here: a parked goroutine holds no thread.
+fn is_go_scheduler_thread(stack: &[Frame]) -> bool {
+    let mut named = stack
+        .iter()
+        .filter_map(|f| f.function.as_deref())
+        .peekable();
+    named.peek().is_some() && named.all(|f| f.starts_with("runtime."))
+}
+
 /// The first frame that is not in the C library or a runtime: where the program's own code
 /// decided to wait. Falls back to the innermost named frame.
 pub fn innermost_own_function(stack: &[Frame]) -> String {
@@ -621,6 +643,33 @@ mod tests {
         model.apply(&Event::TargetExited { at_ns: 12 * S });
         let analysis = analyze(&model, 100 * S, S, 10);
         assert_eq!(analysis.candidates[0].blocked_ns.max, 2 * S);
+    }
+
+    #[test]
+    fn idle_go_runtime_threads_are_healthy() {
+        let idle = blocked(
+            5,
+            0x80,
+            BlockedSince::BeforeTrace,
+            &[
+                "runtime.futex",
+                "runtime.futexsleep",
+                "runtime.notesleep",
+                "runtime.stopm",
+            ],
+        );
+        let stuck_in_cgo = blocked(
+            6,
+            0x90,
+            BlockedSince::BeforeTrace,
+            &["runtime.futex", "C.lock_it"],
+        );
+        let analysis = analyze(&model_with(vec![idle, stuck_in_cgo]), 13 * S, S, 10);
+        assert_eq!(analysis.candidates.len(), 1);
+        assert_eq!(analysis.candidates[0].threads[0].tid, 6);
+        assert!(analysis.blocked_but_healthy[0]
+            .why
+            .contains("Go runtime thread"));
     }
 
     #[test]

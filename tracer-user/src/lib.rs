@@ -1,3 +1,18 @@
-//! The parts of leaktrace that integration tests (and later the binary) use as a library.
-//! `main.rs` keeps its own modules for now; the lead moves them here when wiring them up.
+//! leaktrace: finds what is stuck in a live process (deadlocked and leaked threads, leaked
+//! goroutines) with eBPF probes and by reading the process from /proc, without stopping it.
+//!
+//! Only the edges touch the system: `attach` (eBPF), `collect` (the tracing loop), `procfs`,
+//! `unwind`, `goruntime` and `symbolize`. `model` and `analyze` are pure functions of events,
+//! and `report` renders. The binary (`main.rs`) parses the command line and calls [`app::run`].
+pub mod analyze;
+pub mod app;
+pub mod attach;
+pub mod cli;
+pub mod collect;
 pub mod goruntime;
+pub mod model;
+pub mod procfs;
+pub mod report;
+pub mod symbolize;
+pub mod target;
+pub mod unwind;

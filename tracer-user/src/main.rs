@@ -1,134 +1,15 @@
 //! leaktrace: finds what is stuck in a live process with eBPF.
-mod analyze;
-mod attach;
-mod cli;
-mod collect;
-mod model;
-mod procfs;
-mod report;
-mod symbolize;
-mod target;
-mod unwind;
-
-use std::fs::File;
-use std::io::Write as _;
 use std::process::ExitCode;
 
-use anyhow::{Context as _, Result};
 use clap::Parser as _;
-
-use crate::cli::{Cli, Format};
-use crate::collect::{EndReason, Settings};
-use crate::report::{Report, TargetInfo, TracerInfo};
-use crate::target::Target;
-
-/// Wait sites listed in a report (the busiest by total time waited).
-const REPORTED_WAIT_SITES: usize = 20;
+use tracer_user::cli::Cli;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    match run(cli) {
+    match tracer_user::app::run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("leaktrace: error: {err:#}");
             ExitCode::FAILURE
         }
     }
-}
-
-fn run(cli: Cli) -> Result<()> {
-    // Fail on an unwritable output before spending a whole trace on it.
-    let output = cli
-        .output
-        .as_ref()
-        .map(|path| {
-            File::create(path)
-                .with_context(|| format!("cannot write the report to {}", path.display()))
-        })
-        .transpose()?;
-    attach::check_privileges()?;
-
-    let mut target = match cli.pid {
-        Some(pid) => Target::existing(pid)?,
-        None => Target::start(&cli.command)?,
-    };
-    let mut probes = attach::Probes::load(target.pid, cli.stack_after.as_nanos() as u64)?;
-    target.release()?;
-    let info = TargetInfo {
-        pid: target.pid,
-        comm: procfs::comm(target.pid),
-        exe: procfs::exe(target.pid),
-    };
-    eprintln!(
-        "leaktrace: tracing pid {} ({}) with {} probes: {}; {}",
-        info.pid,
-        info.comm,
-        probes.attached.len(),
-        probes.attached.join(", "),
-        match cli.duration {
-            Some(d) => format!("for {}", humantime::format_duration(d)),
-            None => "Ctrl-C to stop and report".to_string(),
-        }
-    );
-
-    let settings = Settings {
-        duration: cli.duration,
-        min_blocked_ns: cli.min_blocked.as_nanos() as u64,
-        max_frames: cli.max_frames as usize,
-    };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    let (outcome, trace_notes) =
-        runtime.block_on(collect::trace(&mut probes, &mut target, &settings))?;
-    let mut notes = std::mem::take(&mut probes.notes);
-    notes.extend(trace_notes);
-    let attached = std::mem::take(&mut probes.attached);
-    // Detach before anything else can go wrong.
-    drop(probes);
-    if outcome.end == EndReason::Interrupted {
-        notes.push("interrupted: reporting what was seen until then".into());
-    }
-    target.stop_started_command();
-
-    let analysis = analyze::analyze(
-        &outcome.model,
-        outcome.ended_ns,
-        settings.min_blocked_ns,
-        REPORTED_WAIT_SITES,
-    );
-    let report = Report::new(
-        info,
-        TracerInfo {
-            max_rss_kb: max_rss_kb(),
-            probes: attached,
-            notes,
-        },
-        analysis,
-        &outcome.model,
-        outcome.ended_ns.saturating_sub(outcome.started_ns),
-        outcome.end == EndReason::TargetExited,
-        settings.min_blocked_ns,
-    );
-    let rendered = match cli.format {
-        Format::Text => report.to_text(),
-        Format::Json => report.to_json(),
-    };
-    match (output, &cli.output) {
-        (Some(mut file), Some(path)) => file
-            .write_all(rendered.as_bytes())
-            .with_context(|| format!("cannot write the report to {}", path.display()))?,
-        _ => std::io::stdout()
-            .write_all(rendered.as_bytes())
-            .context("cannot write the report to stdout")?,
-    }
-    Ok(())
-}
-
-fn max_rss_kb() -> u64 {
-    // SAFETY: getrusage fills the struct.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
-    usage.ru_maxrss as u64
 }

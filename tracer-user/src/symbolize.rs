@@ -40,25 +40,7 @@ impl Symbolizer {
             .enumerate()
             .map(|(i, &addr)| if i == 0 { addr } else { addr.saturating_sub(1) })
             .collect();
-        let missing: Vec<u64> = lookups
-            .iter()
-            .copied()
-            .filter(|a| !self.user.contains_key(a))
-            .collect();
-        if !missing.is_empty() {
-            let source = Source::Process(Process::new(Pid::from(self.pid)));
-            let resolved = self
-                .blazesym
-                .symbolize(&source, Input::AbsAddr(&missing))
-                .unwrap_or_default();
-            for (i, &lookup) in missing.iter().enumerate() {
-                let frames = match resolved.get(i) {
-                    Some(Symbolized::Sym(sym)) => frames_of(sym, lookup),
-                    _ => vec![Frame::unknown(lookup)],
-                };
-                self.user.insert(lookup, frames);
-            }
-        }
+        self.resolve(&lookups);
         lookups
             .iter()
             .zip(addrs)
@@ -69,6 +51,48 @@ impl Symbolizer {
                 })
             })
             .collect()
+    }
+
+    /// The statement that made a call, from the call's return address (e.g. a `go` statement
+    /// from the PC the Go runtime records): the innermost frame at the call instruction.
+    pub fn call_site(&mut self, return_address: u64) -> Frame {
+        let lookup = return_address.saturating_sub(1);
+        self.resolve(&[lookup]);
+        let mut frame = self.user[&lookup][0].clone();
+        frame.addr = return_address;
+        frame
+    }
+
+    /// The name of the function at `addr` (outermost, not an inlined callee).
+    pub fn function_at(&mut self, addr: u64) -> Option<String> {
+        self.resolve(&[addr]);
+        self.user[&addr].last().and_then(|f| f.function.clone())
+    }
+
+    /// Looks up what the cache does not have yet.
+    fn resolve(&mut self, lookups: &[u64]) {
+        let mut missing: Vec<u64> = lookups
+            .iter()
+            .copied()
+            .filter(|a| !self.user.contains_key(a))
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
+        missing.sort_unstable();
+        missing.dedup();
+        let source = Source::Process(Process::new(Pid::from(self.pid)));
+        let resolved = self
+            .blazesym
+            .symbolize(&source, Input::AbsAddr(&missing))
+            .unwrap_or_default();
+        for (i, &lookup) in missing.iter().enumerate() {
+            let frames = match resolved.get(i) {
+                Some(Symbolized::Sym(sym)) => frames_of(sym, lookup),
+                _ => vec![Frame::unknown(lookup)],
+            };
+            self.user.insert(lookup, frames);
+        }
     }
 
     /// Kernel function names (with offsets) for kernel addresses, innermost first.
