@@ -7,7 +7,7 @@ use anyhow::{Context as _, Result};
 
 use crate::cli::{Cli, Format};
 use crate::collect::{EndReason, Settings};
-use crate::report::{Report, TargetInfo, TracerInfo};
+use crate::report::{GoroutineRead, Report, TargetInfo, TracerInfo};
 use crate::target::Target;
 use crate::{analyze, attach, collect, procfs};
 
@@ -83,6 +83,12 @@ pub fn run(cli: Cli) -> Result<()> {
             max_rss_kb: max_rss_kb(),
             probes: attached,
             notes,
+            slowest_goroutine_read: outcome.slowest_goroutine_read.map(|(elapsed, goroutines)| {
+                GoroutineRead {
+                    elapsed_ns: elapsed.as_nanos() as u64,
+                    goroutines,
+                }
+            }),
         },
         analysis,
         &outcome.model,

@@ -34,6 +34,8 @@ pub enum EndReason {
 
 pub struct Outcome {
     pub model: Model,
+    /// The slowest read of all goroutines: how long it took and how many there were.
+    pub slowest_goroutine_read: Option<(Duration, usize)>,
     pub end: EndReason,
     pub started_ns: u64,
     pub ended_ns: u64,
@@ -164,10 +166,16 @@ pub async fn trace(
     if status {
         eprint!("\r\x1b[K");
     }
-    let Collector { model, notes, .. } = collector;
+    let Collector {
+        model,
+        notes,
+        slowest_snapshot,
+        ..
+    } = collector;
     Ok((
         Outcome {
             model,
+            slowest_goroutine_read: slowest_snapshot,
             end,
             started_ns,
             ended_ns,

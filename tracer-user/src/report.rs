@@ -23,6 +23,15 @@ pub struct TracerInfo {
     pub probes: Vec<String>,
     /// Anything the user should know about how complete this trace is.
     pub notes: Vec<String>,
+    /// Go targets: the slowest read of all goroutines (the target is never paused for it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slowest_goroutine_read: Option<GoroutineRead>,
+}
+
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct GoroutineRead {
+    pub elapsed_ns: u64,
+    pub goroutines: usize,
 }
 
 /// The whole report. Later versions add fields; they never remove or rename these.

@@ -2,17 +2,26 @@
 //! (started by leaktrace, `-- CMD`), alternating, several times in the same run; the workload
 //! times its own loop, so attaching and reporting are not counted. Results are medians and the
 //! traced/untraced ratio: machines here are noisy, so only the ratio in one run means anything.
+use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context as _, Result};
 
 /// Runs of each variant; the median is reported.
 const REPETITIONS: usize = 7;
 
+/// How a workload is built from tests/fixtures.
+enum Build {
+    /// `NAME.c` with gcc.
+    C(&'static str),
+    /// `go/DIR` with the newest Go toolchain scripts/setup-go.sh installed.
+    Go(&'static str),
+}
+
 struct Workload {
     name: &'static str,
-    fixture: &'static str,
+    build: Build,
     args: &'static [&'static str],
     /// What one unit of work is, to report a per-operation cost.
     ops: u64,
@@ -22,19 +31,43 @@ struct Workload {
 const WORKLOADS: &[Workload] = &[
     Workload {
         name: "futex loop (FUTEX_WAIT returning EAGAIN + FUTEX_WAKE, no sleeping)",
-        fixture: "futex_loop",
+        build: Build::C("futex_loop"),
         args: &["2000000"],
         ops: 2_000_000,
         op_name: "futex call",
     },
     Workload {
         name: "mutex/condvar ping-pong between two threads",
-        fixture: "pingpong_healthy",
+        build: Build::C("pingpong_healthy"),
         args: &["200000"],
         ops: 200_000,
         op_name: "round trip",
     },
+    Workload {
+        name: "Go: channel ping-pong between two goroutines",
+        build: Build::Go("bench/pingpong"),
+        args: &["1000000"],
+        ops: 1_000_000,
+        op_name: "round trip",
+    },
+    Workload {
+        name: "Go: spawn storm, 1e6 short goroutines",
+        build: Build::Go("bench/spawn"),
+        args: &["1000000"],
+        ops: 1_000_000,
+        op_name: "goroutine",
+    },
+    Workload {
+        name: "Go: loopback HTTP server, 8 clients, 40k requests",
+        build: Build::Go("bench/server"),
+        args: &["40000"],
+        ops: 40_000,
+        op_name: "request",
+    },
 ];
+
+/// Goroutines parked for the snapshot measurement.
+const PARKED_GOROUTINES: &str = "100000";
 
 struct Run {
     elapsed_ns: u64,
@@ -44,12 +77,16 @@ struct Run {
     rss_kb: u64,
 }
 
-pub fn run(leaktrace: &Path, fixtures: &Path, work: &Path) -> Result<()> {
+pub fn run(leaktrace: &Path, root: &Path, work: &Path) -> Result<()> {
+    let fixtures = &root.join("tracer-user/tests/fixtures");
     println!(
         "leaktrace bench: {REPETITIONS} untraced and {REPETITIONS} traced runs of each workload, alternating; medians\n"
     );
     for workload in WORKLOADS {
-        let binary = compile(fixtures, work, workload.fixture)?;
+        let binary = match workload.build {
+            Build::C(name) => compile(fixtures, work, name)?,
+            Build::Go(dir) => compile_go(root, work, dir)?,
+        };
         let mut untraced = Vec::new();
         let mut traced = Vec::new();
         for i in 0..REPETITIONS {
@@ -86,7 +123,94 @@ pub fn run(leaktrace: &Path, fixtures: &Path, work: &Path) -> Result<()> {
             rss / 1024
         );
     }
+    goroutine_snapshot(leaktrace, root, work)
+}
+
+/// How long reading every goroutine of a process with 100k parked goroutines takes, from the
+/// report of a trace of it (the target is not paused: each goroutine is read on its own).
+fn goroutine_snapshot(leaktrace: &Path, root: &Path, work: &Path) -> Result<()> {
+    let binary = compile_go(root, work, "bench/parked")?;
+    let mut child = Command::new(&binary)
+        .arg(PARKED_GOROUTINES)
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut ready = String::new();
+    BufReader::new(child.stdout.take().context("stdout")?).read_line(&mut ready)?;
+    let report_path = work.join("report-parked.json");
+    let output = Command::new(leaktrace)
+        .args(["--pid", &child.id().to_string(), "--duration", "3s"])
+        .args(["--format", "json", "-o"])
+        .arg(&report_path)
+        .output();
+    let _ = child.kill();
+    let _ = child.wait();
+    let output = output?;
+    if !output.status.success() {
+        bail!(
+            "leaktrace failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report_path)?)?;
+    let read = &report["tracer"]["slowest_goroutine_read"];
+    println!(
+        "Go: reading all goroutines of a process with {PARKED_GOROUTINES} parked: slowest of {} reads {:.1} ms for {} goroutines (target not paused)",
+        report["goroutines"]["snapshots"],
+        read["elapsed_ns"].as_u64().unwrap_or(0) as f64 / 1e6,
+        read["goroutines"]
+    );
     Ok(())
+}
+
+/// The newest Go toolchain in .cache/go (installed by scripts/setup-go.sh).
+fn newest_go(root: &Path) -> Result<PathBuf> {
+    let cache = root.join(".cache/go");
+    let mut versions: Vec<(Vec<u32>, PathBuf)> = std::fs::read_dir(&cache)
+        .with_context(|| {
+            format!(
+                "no Go toolchains in {}: run scripts/setup-go.sh",
+                cache.display()
+            )
+        })?
+        .filter_map(|entry| entry.ok())
+        .filter_map(|entry| {
+            let version = entry
+                .file_name()
+                .to_string_lossy()
+                .split('.')
+                .map(|part| part.parse().ok())
+                .collect::<Option<Vec<u32>>>()?;
+            let go = entry.path().join("venv/bin/go");
+            go.is_file().then_some((version, go))
+        })
+        .collect();
+    versions.sort();
+    versions.pop().map(|(_, go)| go).with_context(|| {
+        format!(
+            "no Go toolchain in {}: run scripts/setup-go.sh",
+            cache.display()
+        )
+    })
+}
+
+fn compile_go(root: &Path, work: &Path, dir: &str) -> Result<PathBuf> {
+    let binary = work.join(dir.replace('/', "-"));
+    let cache = root.join(".cache");
+    let status = Command::new(newest_go(root)?)
+        .args(["build", "-o"])
+        .arg(&binary)
+        .arg(format!("./{dir}"))
+        .current_dir(root.join("tracer-user/tests/fixtures/go"))
+        .env("GOTOOLCHAIN", "local")
+        .env("GOFLAGS", "-mod=mod")
+        .env("GOCACHE", cache.join("go-build"))
+        .env("GOPATH", cache.join("gopath"))
+        .status()
+        .context("cannot run go")?;
+    if !status.success() {
+        bail!("building {dir} failed");
+    }
+    Ok(binary)
 }
 
 fn compile(fixtures: &Path, work: &Path, name: &str) -> Result<PathBuf> {

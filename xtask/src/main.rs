@@ -48,11 +48,7 @@ fn main() -> Result<()> {
                 .current_dir(&root))?;
             let work = root.join("target/bench");
             std::fs::create_dir_all(&work)?;
-            bench::run(
-                &root.join("target/release/leaktrace"),
-                &root.join("tracer-user/tests/fixtures"),
-                &work,
-            )
+            bench::run(&root.join("target/release/leaktrace"), &root, &work)
         }
     }
 }
