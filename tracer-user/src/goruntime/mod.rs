@@ -194,6 +194,46 @@ pub struct Snapshot {
     pub elapsed: Duration,
 }
 
+/// What leaktrace finds in a Go executable file, each way it knows (for tests and diagnostics).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BinaryFacts {
+    pub version: GoVersion,
+    pub version_string: String,
+    pub pie: bool,
+    /// runtime.g layout from DWARF (None without DWARF; Some(Err) when unreadable).
+    pub dwarf_offsets: Option<Result<GOffsets, String>>,
+    /// The built-in layout for this version, if any.
+    pub table_offsets: Option<GOffsets>,
+    /// runtime.allgs from the symbol table (link address).
+    pub allgs_symbol: Option<u64>,
+    /// runtime.allgs from the code of runtime.forEachG (link address), as for stripped binaries.
+    pub allgs_from_code: Result<u64, String>,
+}
+
+/// Reads what leaktrace needs from a Go executable file without running it; Ok(None) when it is
+/// no Go program.
+pub fn read_binary(path: &std::path::Path) -> Result<Option<BinaryFacts>> {
+    let Some(binary) = binary::read(path)? else {
+        return Ok(None);
+    };
+    Ok(Some(BinaryFacts {
+        version: binary.version,
+        version_string: binary.version_string.clone(),
+        pie: binary.pie,
+        dwarf_offsets: binary
+            .dwarf_offsets
+            .as_ref()
+            .map(|r| r.as_ref().map(|o| *o).map_err(|e| format!("{e:#}"))),
+        table_offsets: offsets::table(binary.version.minor),
+        allgs_symbol: binary.symbols.get("runtime.allgs").map(|s| s.0),
+        allgs_from_code: binary
+            .allgs_from_code
+            .as_ref()
+            .map(|a| *a)
+            .map_err(|e| format!("{e:#}")),
+    }))
+}
+
 /// Where the runtime.g layout came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OffsetsSource {
