@@ -4,15 +4,14 @@
 //! blocking stack. These tests fail (they do not skip) when Go is missing: run
 //! `scripts/setup.sh` (or `scripts/setup-go.sh`) first. Reading another process's memory needs
 //! root (or the same user with ptrace allowed).
+use blazesym::symbolize::source::{Process, Source};
+use blazesym::symbolize::{Input, Symbolized, Symbolizer};
 use std::collections::HashMap;
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{mpsc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
-
-use blazesym::symbolize::source::{Process, Source};
-use blazesym::symbolize::{Input, Symbolized, Symbolizer};
 use tracer_user::goruntime::{self, AllgsSource, GStatus, GoroutineState, OffsetsSource};
 
 fn root() -> PathBuf {
@@ -178,14 +177,17 @@ struct Sym {
 
 struct Names {
     pid: u32,
+    /// For stripped binaries, where blazesym names nothing: function names from .gopclntab.
+    pcln: Option<goruntime::GoProcess>,
     symbolizer: Symbolizer,
     cache: HashMap<u64, Vec<Sym>>,
 }
 
 impl Names {
-    fn new(pid: u32) -> Names {
+    fn new(pid: u32, stripped: bool) -> Names {
         Names {
             pid,
+            pcln: stripped.then(|| goruntime::inspect(pid).unwrap().unwrap()),
             symbolizer: Symbolizer::new(),
             cache: HashMap::new(),
         }
@@ -199,7 +201,18 @@ impl Names {
             .collect::<std::collections::BTreeSet<_>>()
             .into_iter()
             .collect();
-        if !missing.is_empty() {
+        if let Some(go) = &self.pcln {
+            for addr in missing {
+                let function = go.function_at(addr).unwrap_or("?").to_string();
+                self.cache.insert(
+                    addr,
+                    vec![Sym {
+                        function,
+                        ..Sym::default()
+                    }],
+                );
+            }
+        } else if !missing.is_empty() {
             let source = Source::Process(Process::new(self.pid.into()));
             let resolved = self
                 .symbolizer
@@ -408,8 +421,8 @@ fn check_pattern(binary: &Path, pattern: &Pattern, symbols: bool) {
     let go_fixed = goruntime::inspect(fixed.pid())
         .expect("inspect")
         .expect("a Go program");
-    let mut names = Names::new(leaky.pid());
-    let mut fixed_names = Names::new(fixed.pid());
+    let mut names = Names::new(leaky.pid(), !symbols);
+    let mut fixed_names = Names::new(fixed.pid(), !symbols);
     let (first, _) = leaked(&go_leaky, &mut names, pattern);
     std::thread::sleep(Duration::from_millis(700));
     let (second, example) = leaked(&go_leaky, &mut names, pattern);
@@ -510,5 +523,120 @@ fn catalogue_leaks_are_found_with_go_1_27() {
         failures.is_empty(),
         "failed patterns:\n{}",
         failures.join("\n")
+    );
+}
+
+/// The built-in runtime.g layouts (for stripped binaries) against the DWARF of every installed
+/// Go, and the stripped-binary ways of finding allgs against the symbol table.
+#[test]
+fn offset_table_matches_the_dwarf_of_every_installed_go() {
+    let mut problems = Vec::new();
+    for tc in toolchains() {
+        let binary = build(tc, "g01_chan_recv", Mode::Plain);
+        let facts = goruntime::read_binary(&binary)
+            .expect("read")
+            .expect("a Go binary");
+        let dwarf = facts
+            .dwarf_offsets
+            .clone()
+            .expect("DWARF in a plain build")
+            .expect("runtime.g in DWARF");
+        println!("{}: {dwarf:?}", tc.version);
+        if facts.table_offsets != Some(dwarf) {
+            problems.push(format!(
+                "{}: table {:?} but DWARF says (1.{}, {dwarf:?})",
+                tc.version, facts.table_offsets, tc.minor
+            ));
+        }
+        if facts.allgs_from_code.as_ref().ok() != facts.allgs_symbol.as_ref() {
+            problems.push(format!(
+                "{}: allgs from forEachG {:?}, symbol {:?}",
+                tc.version, facts.allgs_from_code, facts.allgs_symbol
+            ));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// G1 with every installed Go (plain builds), and PIE and stripped builds of the oldest and
+/// newest: found, symbolized, growing.
+#[test]
+fn g1_is_found_with_every_go_version_and_build_mode() {
+    let g1 = &CATALOGUE[0];
+    let mut failures = Vec::new();
+    let mut runs: Vec<(&Toolchain, Mode)> =
+        toolchains().iter().map(|tc| (tc, Mode::Plain)).collect();
+    for minor in [19, 27] {
+        runs.push((toolchain(minor), Mode::Pie));
+        runs.push((toolchain(minor), Mode::Stripped));
+    }
+    for (tc, mode) in runs {
+        let binary = build(tc, g1.fixture, mode);
+        let result = std::panic::catch_unwind(|| {
+            let running = Running::start(&binary, &[]);
+            let go = goruntime::inspect(running.pid())
+                .expect("inspect")
+                .expect("Go");
+            let (offsets_source, allgs) = (go.offsets().1, go.allgs_source());
+            println!(
+                "{} {mode:?}: offsets from {offsets_source:?}, allgs {allgs:?}, bias {:#x}",
+                tc.version,
+                go.load_bias()
+            );
+            match mode {
+                Mode::Stripped => {
+                    assert_eq!(offsets_source, OffsetsSource::VersionTable);
+                    assert!(matches!(allgs, AllgsSource::ForEachGCode(_)));
+                }
+                _ => assert_eq!(offsets_source, OffsetsSource::Dwarf),
+            }
+            if mode == Mode::Pie {
+                assert!(go.is_pie() && go.load_bias() != 0);
+            }
+            check_pattern(&binary, g1, mode != Mode::Stripped);
+        });
+        if let Err(panic) = result {
+            failures.push(format!(
+                "{} {mode:?}: {:?}",
+                tc.version,
+                panic.downcast_ref::<String>()
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "failed:\n{}", failures.join("\n"));
+}
+
+/// 100k parked goroutines: a snapshot must take at most 100 ms (release build; debug builds
+/// get 5x), with every goroutine found and walked. While the runtime churns goroutines, every
+/// snapshot still succeeds and skips (counts) what it could not read consistently.
+#[test]
+fn snapshot_of_100k_goroutines_is_fast_and_survives_churn() {
+    let binary = build(toolchain(27), "many", Mode::Plain);
+    let running = Running::start(&binary, &["-n", "100000", "-churn", "20000"]);
+    let go = goruntime::inspect(running.pid())
+        .expect("inspect")
+        .expect("Go");
+    let mut best = Duration::MAX;
+    let mut torn = 0;
+    for _ in 0..10 {
+        let started = Instant::now();
+        let snapshot = go.snapshot().expect("snapshot");
+        best = best.min(started.elapsed());
+        torn += snapshot.torn;
+        let parked = snapshot
+            .goroutines
+            .iter()
+            .filter(|g| g.wait_reason.as_deref() == Some("chan receive") && g.stack.len() >= 4)
+            .count();
+        assert!(
+            parked >= 100_000,
+            "only {parked} parked goroutines with stacks"
+        );
+    }
+    println!("snapshot of 100k goroutines: best {best:?} of 10; torn goroutines skipped: {torn}");
+    let limit = if cfg!(debug_assertions) { 500 } else { 100 };
+    assert!(
+        best <= Duration::from_millis(limit),
+        "snapshot took {best:?}"
     );
 }
