@@ -542,7 +542,7 @@ impl GoProcess {
         Ok(bytes
             .chunks_exact(8)
             .map(|w| u64::from_le_bytes(w.try_into().expect("8 bytes")))
-            .filter(|&g| g != 0 && g % 8 == 0)
+            .filter(|&g| g != 0 && g.is_multiple_of(8))
             .collect())
     }
 
@@ -618,7 +618,8 @@ impl GoProcess {
         let mut floor = g.sched_sp;
         while frames.len() < self.max_frames {
             // A frame base is on this goroutine's stack, above the previous one.
-            if bp == 0 || bp % 8 != 0 || bp < floor || bp.saturating_add(16) > g.stack_hi {
+            if bp == 0 || !bp.is_multiple_of(8) || bp < floor || bp.saturating_add(16) > g.stack_hi
+            {
                 break;
             }
             let (Some(saved_bp), Some(ret)) = (word(bp), word(bp + 8)) else {
