@@ -36,6 +36,8 @@ pub(crate) struct GoBinary {
     pub dwarf_offsets: Option<Result<GOffsets>>,
     /// runtime.allgs found through .gopclntab and the code of runtime.forEachG (link address).
     pub allgs_from_code: Result<u64>,
+    /// Functions from `.gopclntab`, sorted by address (empty when it is unreadable).
+    pub functions: Vec<PclnFunction>,
     /// `(address, size)` of the sections where runtime variables live (.data, .noptrdata, .bss,
     /// .noptrbss), to check addresses found by heuristics and to search .data.
     pub data_sections: Vec<(String, u64, u64)>,
@@ -95,7 +97,11 @@ pub(crate) fn read(path: &std::path::Path) -> Result<Option<GoBinary>> {
         .min()
         .unwrap_or(0)
         & !0xfff;
-    let allgs_from_code = allgs_from_for_each_g(&elf);
+    let functions = pclntab_functions(&elf);
+    let allgs_from_code = match &functions {
+        Ok(functions) => allgs_from_for_each_g(&elf, functions),
+        Err(e) => Err(anyhow!("{e:#}")),
+    };
     Ok(Some(GoBinary {
         version,
         version_string,
@@ -103,6 +109,7 @@ pub(crate) fn read(path: &std::path::Path) -> Result<Option<GoBinary>> {
         symbols,
         dwarf_offsets,
         allgs_from_code,
+        functions: functions.unwrap_or_default(),
         data_sections,
         first_load_address,
     }))
@@ -255,9 +262,17 @@ pub(crate) fn g_offsets_from_dwarf(elf: &object::File<'_>) -> Result<GOffsets> {
     })
 }
 
-/// A function's link address range from `.gopclntab` (Go 1.18+ layout), found by name: works on
-/// stripped binaries, which keep this table (the runtime needs it).
-pub(crate) fn pclntab_function(elf: &object::File<'_>, wanted: &str) -> Result<(u64, u64)> {
+/// A function from `.gopclntab`: link address range and name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct PclnFunction {
+    pub entry: u64,
+    pub end: u64,
+    pub name: String,
+}
+
+/// Every function in `.gopclntab` (Go 1.18+ layout), sorted by address: stripped binaries keep
+/// this table (the runtime needs it), so it names functions when the symbol table is gone.
+pub(crate) fn pclntab_functions(elf: &object::File<'_>) -> Result<Vec<PclnFunction>> {
     let tab = elf
         .section_by_name(".gopclntab")
         .ok_or_else(|| anyhow!("no .gopclntab section"))?
@@ -283,6 +298,7 @@ pub(crate) fn pclntab_function(elf: &object::File<'_>, wanted: &str) -> Result<(
     }
     let funcname = usize::try_from(word(32).ok_or_else(bad)?)?;
     let pcln = usize::try_from(word(64).ok_or_else(bad)?)?;
+    let mut functions = Vec::with_capacity(nfunc);
     for i in 0..nfunc {
         let entry = pcln + 8 * i;
         let (Some(entry_off), Some(func_off), Some(next_off)) =
@@ -290,30 +306,32 @@ pub(crate) fn pclntab_function(elf: &object::File<'_>, wanted: &str) -> Result<(
         else {
             break;
         };
-        let func = pcln + func_off as usize;
-        let Some(name_off) = u32_at(func + 4) else {
+        let Some(name_off) = u32_at(pcln + func_off as usize + 4) else {
             continue;
         };
-        let name_start = funcname + name_off as usize;
-        let Some(rest) = tab.get(name_start..) else {
+        let Some(rest) = tab.get(funcname + name_off as usize..) else {
             continue;
         };
         let name = rest.split(|&b| b == 0).next().unwrap_or_default();
-        if name == wanted.as_bytes() {
-            return Ok((
-                text_start + u64::from(entry_off),
-                u64::from(next_off.saturating_sub(entry_off)),
-            ));
-        }
+        functions.push(PclnFunction {
+            entry: text_start + u64::from(entry_off),
+            end: text_start + u64::from(next_off.max(entry_off)),
+            name: String::from_utf8_lossy(name).into_owned(),
+        });
     }
-    bail!("no {wanted} in .gopclntab")
+    functions.sort_by_key(|f| f.entry);
+    Ok(functions)
 }
 
 /// Finds `runtime.allgs` without symbols: `runtime.forEachG` ranges over it, so its code loads
 /// the slice's pointer and length with two RIP-relative 8-byte moves from addresses 8 apart.
-fn allgs_from_for_each_g(elf: &object::File<'_>) -> Result<u64> {
-    let (start, size) = pclntab_function(elf, "runtime.forEachG")?;
-    let code = read_file_bytes(elf, start, usize::try_from(size)?)
+fn allgs_from_for_each_g(elf: &object::File<'_>, functions: &[PclnFunction]) -> Result<u64> {
+    let for_each_g = functions
+        .iter()
+        .find(|f| f.name == "runtime.forEachG")
+        .ok_or_else(|| anyhow!("no runtime.forEachG in .gopclntab"))?;
+    let start = for_each_g.entry;
+    let code = read_file_bytes(elf, start, usize::try_from(for_each_g.end - start)?)
         .ok_or_else(|| anyhow!("runtime.forEachG's code is not in the file"))?;
     let targets = rip_relative_loads(&code, start);
     targets

@@ -90,6 +90,62 @@ impl Memory {
         (buf, offsets)
     }
 
+    /// Like [`Memory::read_ranges`], but ranges closer than `max_gap` bytes to each other are
+    /// read as one (fewer, larger copies: gs sit side by side in their heap spans). A range
+    /// whose merged block cannot be read is retried alone.
+    pub(crate) fn read_coalesced(
+        &self,
+        ranges: &[(u64, usize)],
+        max_gap: u64,
+    ) -> (Vec<u8>, Vec<Option<usize>>) {
+        const MAX_BLOCK: u64 = 1 << 20;
+        let mut order: Vec<usize> = (0..ranges.len()).filter(|&i| ranges[i].1 > 0).collect();
+        order.sort_unstable_by_key(|&i| ranges[i].0);
+        // Blocks of (start, end) and, per range, (block, offset in block).
+        let mut blocks: Vec<(u64, u64)> = Vec::new();
+        let mut place = vec![None; ranges.len()];
+        for &i in &order {
+            let (addr, len) = ranges[i];
+            let end = addr.saturating_add(len as u64);
+            match blocks.last_mut() {
+                Some(block)
+                    if addr <= block.1.saturating_add(max_gap)
+                        && end.max(block.1) - block.0 <= MAX_BLOCK =>
+                {
+                    block.1 = block.1.max(end);
+                }
+                _ => blocks.push((addr, end)),
+            }
+            let block = blocks.len() - 1;
+            place[i] = Some((block, addr - blocks[block].0));
+        }
+        let block_ranges: Vec<(u64, usize)> =
+            blocks.iter().map(|&(s, e)| (s, (e - s) as usize)).collect();
+        let (mut buf, block_at) = self.read_ranges(&block_ranges);
+        let mut offsets = vec![None; ranges.len()];
+        let mut retry = Vec::new();
+        for (i, place) in place.iter().enumerate() {
+            match place {
+                Some((block, offset)) => match block_at[*block] {
+                    Some(at) => offsets[i] = Some(at + *offset as usize),
+                    None => retry.push(i),
+                },
+                None if ranges[i].1 == 0 => offsets[i] = Some(0),
+                None => {}
+            }
+        }
+        if !retry.is_empty() {
+            let alone: Vec<(u64, usize)> = retry.iter().map(|&i| ranges[i]).collect();
+            let (more, more_at) = self.read_ranges(&alone);
+            let base = buf.len();
+            buf.extend_from_slice(&more);
+            for (&i, at) in retry.iter().zip(more_at) {
+                offsets[i] = at.map(|at| base + at);
+            }
+        }
+        (buf, offsets)
+    }
+
     /// How many of `ranges` (from the first) were read completely; None when the call is not
     /// available at all.
     fn vm_readv(

