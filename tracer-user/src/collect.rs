@@ -1,5 +1,7 @@
 //! The tracing loop: turns what the kernel and /proc show into model events, while the target
 //! runs, until the duration ends, the user interrupts, or the target exits.
+mod native;
+
 use std::collections::HashMap;
 use std::io::{IsTerminal as _, Write as _};
 use std::time::Duration;
@@ -72,6 +74,8 @@ struct Collector<'a> {
     stacks: HashMap<WaitIdentity, WaitStacks>,
     model: Model,
     notes: Vec<String>,
+    /// Threads, epoll and timerfds.
+    native: native::Native,
 }
 
 pub async fn trace(
@@ -92,6 +96,7 @@ pub async fn trace(
         stacks: HashMap::new(),
         model: Model::new(),
         notes: Vec::new(),
+        native: native::Native::new(pid),
     };
     collector
         .model
@@ -99,6 +104,9 @@ pub async fn trace(
     collector.open_process();
     // The probes are attached: whatever is blocked now began before them.
     collector.find_blocked_before();
+    collector
+        .native
+        .attach(collector.probes, &mut collector.model, started_ns);
 
     let mut ticker = interval(DRAIN_EVERY);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -144,7 +152,13 @@ pub async fn trace(
     if status {
         eprint!("\r\x1b[K");
     }
-    let Collector { model, notes, .. } = collector;
+    let Collector {
+        model,
+        mut notes,
+        native,
+        ..
+    } = collector;
+    notes.extend(native.notes);
     Ok((
         Outcome {
             model,
@@ -195,6 +209,7 @@ impl Collector<'_> {
 
     fn drain(&mut self) {
         let mut done = Vec::new();
+        let mut others: Vec<Vec<u8>> = Vec::new();
         self.probes.drain(|bytes| {
             if bytes.len() >= std::mem::size_of::<WaitDone>()
                 && bytes[..4] == event_kind::WAIT_DONE.to_ne_bytes()
@@ -202,8 +217,14 @@ impl Collector<'_> {
                 // SAFETY: the record is at least a WaitDone, a repr(C) POD written by the kernel
                 // half; read_unaligned makes no alignment assumption.
                 done.push(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<WaitDone>()) });
+            } else {
+                others.push(bytes.to_vec());
             }
         });
+        for bytes in &others {
+            self.native
+                .record(bytes, self.probes, &mut self.symbolizer, &mut self.model);
+        }
         for wait in done {
             let user_stack = self
                 .probes
@@ -274,6 +295,16 @@ impl Collector<'_> {
             at_ns: now,
             threads: blocked,
         });
+        self.native.scan(
+            self.probes,
+            &mut self.symbolizer,
+            &mut self.unwinder,
+            &mut self.model,
+            now,
+            self.settings.min_blocked_ns,
+            self.settings.max_frames,
+            last,
+        );
 
         for (key, stats) in self.probes.watched() {
             self.model.apply(&Event::Wakes {

@@ -157,6 +157,9 @@ impl Timerfds {
     pub fn apply(&mut self, event: &TimerfdEvent) {
         match event {
             TimerfdEvent::Existing { fd, state, .. } => {
+                if self.open.contains_key(fd) {
+                    return;
+                }
                 let site = self.site(&[]);
                 self.sites[site].existing += 1;
                 self.open.insert(
