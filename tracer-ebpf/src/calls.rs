@@ -73,7 +73,7 @@ pub fn finish(tid: u32, call: u32) -> Option<PendingCall> {
 
 /// The caller's user stack id, or -1 (counted) when it cannot be taken.
 #[inline(always)]
-pub fn user_stack(ctx: &TracePointContext) -> i32 {
+pub fn user_stack<C: StackIdContext>(ctx: &C) -> i32 {
     match ctx.get_stackid(&STACKS, BPF_F_USER_STACK as u64) {
         Ok(id) => id as i32,
         Err(_) => {

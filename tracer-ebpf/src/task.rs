@@ -5,7 +5,13 @@
 //! as at entry), only when a child was created: creations are rare, so ~1.3 us each is fine.
 //! `sched_process_fork` is not needed: the creator's `sys_exit_clone*` already names the child
 //! (Go's raw clone included), and tells thread from process by the clone flags.
-use aya_ebpf::{bindings::BPF_RB_NO_WAKEUP, macros::tracepoint, programs::TracePointContext};
+use aya_ebpf::{
+    bindings::BPF_RB_NO_WAKEUP,
+    helpers::bpf_probe_read_user,
+    macros::{map, tracepoint, uprobe},
+    maps::HashMap,
+    programs::{ProbeContext, TracePointContext},
+};
 use tracer_common::{counter, event_kind, native_call, ThreadExit, ThreadRename};
 
 use crate::calls::{arg, begin, finish, now_ns, ret, send, user_stack};
@@ -15,7 +21,7 @@ use crate::{count, target_thread, EVENTS};
 #[inline(always)]
 fn clone3_flags(uargs: u64) -> u64 {
     // SAFETY: bpf_probe_read_user validates the user pointer.
-    unsafe { aya_ebpf::helpers::bpf_probe_read_user(uargs as *const u64) }.unwrap_or(0)
+    unsafe { bpf_probe_read_user(uargs as *const u64) }.unwrap_or(0)
 }
 
 #[inline(always)]
@@ -24,6 +30,26 @@ fn enter(call: u32, flags: u64) -> u32 {
         return 0;
     };
     begin(tgid, tid, call, [flags, 0, 0, 0]);
+    0
+}
+
+/// Creation sites taken by the pthread_create uprobe, by tid, for the clone that follows.
+#[map(name = "CREATE_SITES")]
+static CREATE_SITES: HashMap<u32, [i64; 2]> = HashMap::with_max_entries(4096, 0);
+
+/// Entry of libc's `pthread_create`. glibc itself is built without frame pointers, so the
+/// kernel's frame-pointer walk from inside `clone3` yields garbage beyond the first frame; here,
+/// at the entry, the walk starts from the caller's frame pointer, and the one frame it skips
+/// (the caller itself) is the return address at the stack pointer, sent alongside.
+#[uprobe]
+pub fn pthread_create_entry(ctx: ProbeContext) -> u32 {
+    let Some((_, tid)) = target_thread() else {
+        return 0;
+    };
+    // SAFETY: regs points at the probed thread's saved registers; the read is validated.
+    let return_address = unsafe { bpf_probe_read_user((*ctx.regs).rsp as *const u64) }.unwrap_or(0);
+    let stack = user_stack(&ctx);
+    let _ = CREATE_SITES.insert(tid, [stack as i64, return_address as i64], 0);
     0
 }
 
@@ -41,7 +67,14 @@ fn exit(ctx: &TracePointContext, call: u32) -> u32 {
         return 0;
     }
     count(counter::THREADS_CREATED);
-    send(tid, pending, child, 0, user_stack(ctx));
+    // SAFETY: the value is copied out before the entry is removed.
+    match unsafe { CREATE_SITES.get(tid) }.copied() {
+        Some([stack, return_address]) => {
+            let _ = CREATE_SITES.remove(tid);
+            send(tid, pending, child, return_address as u64, stack as i32);
+        }
+        None => send(tid, pending, child, 0, user_stack(ctx)),
+    }
     0
 }
 

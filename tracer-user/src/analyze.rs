@@ -3,6 +3,10 @@
 //! A candidate is a group of threads stuck at the same place (or in one wait-for cycle) for at
 //! least the threshold. Healthy activity (waits that completed) never becomes a candidate; it is
 //! summarised per futex word instead.
+pub mod epoll;
+pub mod threads;
+pub mod timerfd;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use hdrhistogram::Histogram;
@@ -17,6 +21,22 @@ pub enum CandidateKind {
     Deadlock,
     /// Threads blocked in a futex wait for at least the threshold.
     FutexWait,
+    /// Threads created at one site that keep growing in number while blocked (N3).
+    ThreadLeak,
+    /// Event loops in epoll_wait that nothing can wake (N4).
+    EpollWait,
+    /// timerfds never armed, never firing, fired but unread, or leaked (N5, N6).
+    Timerfd,
+}
+
+/// Kind-specific details of a candidate; serialized flattened, as one key named after the
+/// variant (`thread_group`, `epoll`, `timerfd`).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CandidateDetail {
+    ThreadGroup(threads::ThreadGroup),
+    Epoll(epoll::EpollDetail),
+    Timerfd(timerfd::TimerfdDetail),
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -32,7 +52,7 @@ pub struct Percentiles {
 impl Percentiles {
     /// hdrhistogram answers with bucket upper edges; `max` is the exact largest value, and no
     /// percentile is shown above it.
-    fn of(histogram: &Histogram<u64>, max: u64, at_least: bool) -> Self {
+    pub(crate) fn of(histogram: &Histogram<u64>, max: u64, at_least: bool) -> Self {
         let at = |q: f64| histogram.value_at_quantile(q).min(max);
         Percentiles {
             p50: at(0.50),
@@ -86,6 +106,8 @@ pub struct Candidate {
     pub threads: Vec<StuckThread>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub cycle: Vec<CycleEdge>,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<CandidateDetail>,
 }
 
 /// Completed waits on one futex word: healthy activity, for context.
@@ -177,6 +199,11 @@ pub fn analyze(model: &Model, now_ns: u64, min_blocked_ns: u64, max_sites: usize
             .into_values()
             .map(|threads| wait_candidate(model, threads, end_ns, min_blocked_ns)),
     );
+    candidates.extend(threads::candidates(model, end_ns));
+    let (epoll_candidates, idle_loops) = epoll::candidates(model, end_ns, min_blocked_ns);
+    candidates.extend(epoll_candidates);
+    blocked_but_healthy.extend(idle_loops);
+    candidates.extend(timerfd::candidates(model, end_ns, min_blocked_ns));
     candidates.sort_by(|a, b| {
         b.score
             .total_cmp(&a.score)
@@ -311,6 +338,7 @@ fn deadlock_candidate(model: &Model, stuck: &[StuckThread], cycle: Vec<CycleEdge
         wakes_during_trace: wakes_on(model, threads.iter().map(|t| t.futex_addr)),
         threads,
         cycle,
+        detail: None,
     }
 }
 
@@ -381,6 +409,7 @@ fn wait_candidate(
         wakes_during_trace: wakes,
         threads,
         cycle: Vec::new(),
+        detail: None,
     }
 }
 

@@ -237,6 +237,14 @@ impl Probes {
             }
         }
 
+        match attach_pthread_create(&mut ebpf, target_tgid) {
+            Ok(library) => attached.push(format!("uprobe:{library}:pthread_create")),
+            Err(err) => notes.push(format!(
+                "{err:#}; creation stacks of threads come from clone alone, which is shallow in \
+                 C libraries built without frame pointers"
+            )),
+        }
+
         let mut take = |name: &str| {
             ebpf.take_map(name)
                 .with_context(|| format!("map {name} missing from the eBPF object"))
@@ -344,6 +352,35 @@ impl Probes {
             .insert(key, kind, 0)
             .context("tracking an fd failed (tracked-fd map full?)")
     }
+}
+
+/// The C library the target has mapped (by path in /proc/PID/maps).
+fn libc_path(pid: u32) -> Option<String> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
+    maps.lines()
+        .filter_map(|line| line.split_whitespace().nth(5))
+        .find(|path| {
+            let name = path.rsplit('/').next().unwrap_or(path);
+            name.starts_with("libc.so") || name.starts_with("libc-")
+        })
+        .map(str::to_string)
+}
+
+/// A uprobe on the target's `pthread_create`, for full creation stacks of C/C++/Rust threads.
+fn attach_pthread_create(ebpf: &mut Ebpf, pid: u32) -> Result<String> {
+    let library = libc_path(pid).context("the target has no C library mapped (yet)")?;
+    let prog: &mut aya::programs::UProbe = ebpf
+        .program_mut("pthread_create_entry")
+        .context("program pthread_create_entry missing from the eBPF object")?
+        .try_into()?;
+    prog.load()
+        .context("the kernel rejected program pthread_create_entry")?;
+    let scope = std::num::NonZeroU32::new(pid)
+        .map(aya::programs::uprobe::UProbeScope::OneProcess)
+        .context("pid 0")?;
+    prog.attach("pthread_create", &library, scope)
+        .with_context(|| format!("attaching a uprobe to pthread_create in {library} failed"))?;
+    Ok(library)
 }
 
 /// Loads and attaches one optional program; Ok(false) when the tracepoint does not exist.

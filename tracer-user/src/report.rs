@@ -1,4 +1,6 @@
 //! Renders an analysis as text for people or JSON for machines. Nothing here reads the system.
+mod native;
+
 use std::fmt::Write as _;
 
 use serde::Serialize;
@@ -39,6 +41,8 @@ pub struct Report {
     pub wait_sites: Vec<crate::analyze::WaitSiteSummary>,
     /// Threads blocked past the threshold that are not candidates, with the reason.
     pub blocked_but_healthy: Vec<crate::analyze::BlockedButHealthy>,
+    /// Threads, epoll sets and timerfds seen during the trace.
+    pub native_io: native::NativeSummary,
 }
 
 impl Report {
@@ -55,7 +59,11 @@ impl Report {
         Report {
             target,
             duration_ns,
-            lost_events: counters.events_lost + counters.pending_map_full,
+            lost_events: counters.events_lost
+                + counters.pending_map_full
+                + counters.pending_calls_full
+                + counters.tracked_fds_full
+                + counters.epoll_stats_full,
             target_exited,
             min_blocked_ns,
             waits_seen: model.waits_seen,
@@ -64,6 +72,7 @@ impl Report {
             candidates: analysis.candidates,
             wait_sites: analysis.wait_sites,
             blocked_but_healthy: analysis.blocked_but_healthy,
+            native_io: native::NativeSummary::of(model),
         }
     }
 
@@ -100,7 +109,7 @@ impl Report {
         if self.candidates.is_empty() {
             let _ = writeln!(
                 out,
-                "No leak candidates: no thread stayed blocked for {} or more.",
+                "No leak candidates: no thread stayed blocked for {} or more, no thread group or timerfd count grew, no timer misbehaved.",
                 human_ns(self.min_blocked_ns)
             );
         } else {
@@ -161,6 +170,7 @@ impl Report {
             "kernel: {} waits started, {} finished, {} wakes on watched words, {} events sent, {} lost (ring buffer full), {} untracked (pending map full), {} stack capture errors",
             c.waits_started, c.waits_finished, c.watched_wakes, c.events_sent, c.events_lost, c.pending_map_full, c.stack_errors
         );
+        native::write_counters(&mut out, c, &self.native_io);
         out
     }
 }
@@ -169,6 +179,9 @@ fn write_candidate(out: &mut String, rank: usize, c: &Candidate) {
     let kind = match c.kind {
         CandidateKind::Deadlock => "DEADLOCK",
         CandidateKind::FutexWait => "STUCK",
+        CandidateKind::ThreadLeak => "THREAD LEAK",
+        CandidateKind::EpollWait => "EPOLL NEVER WAKES",
+        CandidateKind::Timerfd => "TIMERFD",
     };
     let _ = writeln!(out, "#{rank} {kind}: {} (score {:.0})", c.summary, c.score);
     let at_least = if c.blocked_ns.at_least {
@@ -186,6 +199,10 @@ fn write_candidate(out: &mut String, rank: usize, c: &Candidate) {
     );
     for reason in &c.reasons {
         let _ = writeln!(out, "   - {reason}");
+    }
+    if c.detail.is_some() {
+        native::write_detail(out, c);
+        return;
     }
     let shared_stack = c.kind == CandidateKind::FutexWait;
     for thread in &c.threads {

@@ -79,6 +79,13 @@ fn clock_ns(clock: libc::clockid_t) -> i128 {
     ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
 }
 
+fn is_creation(call: u32) -> bool {
+    matches!(
+        call,
+        native_call::CLONE | native_call::CLONE3 | native_call::FORK | native_call::VFORK
+    )
+}
+
 impl Native {
     pub fn new(pid: u32) -> Self {
         Native {
@@ -155,7 +162,14 @@ impl Native {
                 let done = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<CallDone>()) };
                 let stack = probes
                     .stack(done.user_stack_id)
-                    .map(|ips| symbolizer.user_stack(&ips))
+                    .map(|mut ips| {
+                        // A creation seen by the pthread_create uprobe: its caller's return
+                        // address goes right after pthread_create (see tracer-ebpf task.rs).
+                        if is_creation(done.call.call) && done.value != 0 && !ips.is_empty() {
+                            ips.insert(1, done.value);
+                        }
+                        symbolizer.user_stack(&ips)
+                    })
                     .unwrap_or_default();
                 if let Some(event) = self.call_event(&done, stack) {
                     model.apply(&event);
@@ -355,7 +369,6 @@ impl Native {
                         max_frames,
                         &mut links,
                         &mut listening,
-                        model,
                     ) {
                         waiters.push(waiter);
                     }
@@ -415,7 +428,6 @@ impl Native {
         max_frames: usize,
         links: &mut Option<BTreeMap<i32, String>>,
         listening: &mut Option<BTreeSet<u64>>,
-        model: &Model,
     ) -> Option<EpollWaiter> {
         let epfd = regs.args[0] as i32;
         let (since, timeout_ns) = match pending.get(&tid) {
@@ -453,7 +465,7 @@ impl Native {
         let fds = fds::epoll_set(self.pid, epfd)
             .unwrap_or_default()
             .into_iter()
-            .map(|(fd, events)| self.watched_fd(fd, events, links, listening, model))
+            .map(|(fd, events)| self.watched_fd(fd, events, links, listening))
             .collect();
         Some(EpollWaiter {
             tid,
@@ -474,7 +486,6 @@ impl Native {
         events: u32,
         links: &BTreeMap<i32, String>,
         listening: &BTreeSet<u64>,
-        model: &Model,
     ) -> WatchedFd {
         let link = links.get(&fd).cloned().unwrap_or_default();
         let kind = fds::kind(&link);
