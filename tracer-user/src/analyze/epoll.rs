@@ -235,7 +235,7 @@ mod tests {
                 syscall: "epoll_wait".into(),
                 timeout_ns: None,
                 since: BlockedSince::BeforeTrace,
-                user_stack: vec![frame("epoll_wait"), frame("run_event_loop")],
+                user_stack: vec![frame("__epoll_wait"), frame("run_event_loop")],
                 fds,
             }],
         }));

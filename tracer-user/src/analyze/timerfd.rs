@@ -279,7 +279,7 @@ mod tests {
             fd,
             clockid: 1,
             flags: 0,
-            stack: vec![frame("timerfd_create"), frame(f)],
+            stack: vec![frame("__timerfd_create"), frame(f)],
         })
     }
 
