@@ -453,13 +453,17 @@ impl Native {
             None => return None,
         };
         let key = (tid, since, epfd);
-        if !self.stacks.contains_key(&key) {
-            let ips = unwinder
-                .as_mut()
-                .map(|u| u.unwind_blocked(regs.pc, regs.sp, max_frames))
-                .unwrap_or_default();
-            self.stacks.insert(key, symbolizer.user_stack(&ips));
-        }
+        let user_stack = self
+            .stacks
+            .entry(key)
+            .or_insert_with(|| {
+                let ips = unwinder
+                    .as_mut()
+                    .map(|u| u.unwind_blocked(regs.pc, regs.sp, max_frames))
+                    .unwrap_or_default();
+                symbolizer.user_stack(&ips)
+            })
+            .clone();
         let links = links.get_or_insert_with(|| fds::links(self.pid));
         let listening = listening.get_or_insert_with(|| fds::listening_sockets(self.pid));
         let fds = fds::epoll_set(self.pid, epfd)
@@ -474,7 +478,7 @@ impl Native {
             syscall: syscall_name(regs.nr),
             timeout_ns,
             since,
-            user_stack: self.stacks[&key].clone(),
+            user_stack,
             fds,
         })
     }
@@ -516,17 +520,14 @@ impl Native {
                     ));
                 }
             }
-            "eventfd" => {
-                if fds::other_holders(self.pid, &link).is_empty() {
-                    dead_end = Some("eventfd held only by this process".to_string());
-                }
+            "eventfd" if fds::other_holders(self.pid, &link).is_empty() => {
+                dead_end = Some("eventfd held only by this process".to_string());
             }
-            "timerfd" => {
+            "timerfd"
                 if fds::timerfd_state(self.pid, fd)
-                    .is_some_and(|s| s.it_value_ns == 0 && s.ticks == 0)
-                {
-                    dead_end = Some("timerfd that is not armed: it can never fire".to_string());
-                }
+                    .is_some_and(|s| s.it_value_ns == 0 && s.ticks == 0) =>
+            {
+                dead_end = Some("timerfd that is not armed: it can never fire".to_string());
             }
             "socket" => {
                 is_listening = fds::inode(&link).is_some_and(|i| listening.contains(&i));
