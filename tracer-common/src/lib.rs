@@ -15,6 +15,9 @@ pub mod names {
     pub const WAIT_HISTOGRAM: &str = "WAIT_HISTOGRAM";
     pub const TARGET_TGID: &str = "TARGET_TGID";
     pub const LONG_WAIT_NS: &str = "LONG_WAIT_NS";
+    pub const PENDING_CALLS: &str = "PENDING_CALLS";
+    pub const TRACKED_FDS: &str = "TRACKED_FDS";
+    pub const EPOLL_STATS: &str = "EPOLL_STATS";
 }
 
 /// Capacity of the pending-wait map: one entry per thread currently inside a futex wait.
@@ -61,12 +64,155 @@ pub mod counter {
     pub const PENDING_MAP_FULL: u32 = 5;
     /// Stack captures that failed (stack map full or collision, or unreadable stack).
     pub const STACK_ERRORS: u32 = 6;
-    pub const COUNT: u32 = 8;
+    // Threads, epoll and timerfd (native I/O). Indices from 16 leave room for other subsystems.
+    /// Thread creations (clone, clone3, fork, vfork) seen returning in the creator.
+    pub const THREADS_CREATED: u32 = 16;
+    /// Thread exits (sched_process_exit) in the target.
+    pub const THREADS_EXITED: u32 = 17;
+    /// Calls not tracked because the pending-call map was full.
+    pub const PENDING_CALLS_FULL: u32 = 18;
+    /// Timerfds/epoll fds not tracked because the tracked-fd map was full (their reads and
+    /// closes are then not seen).
+    pub const TRACKED_FDS_FULL: u32 = 19;
+    /// epoll_wait returns not counted because the per-set statistics map was full.
+    pub const EPOLL_STATS_FULL: u32 = 20;
+    /// epoll waits that returned (any result).
+    pub const EPOLL_WAITS: u32 = 21;
+    /// Reads of tracked timerfds.
+    pub const TIMERFD_READS: u32 = 22;
+    pub const COUNT: u32 = 32;
 }
 
 /// Event kinds (the first `u32` of every ring buffer record).
 pub mod event_kind {
     pub const WAIT_DONE: u32 = 1;
+    /// [`super::CallDone`]: a tracked thread/epoll/timerfd call returned (or a close).
+    pub const CALL_DONE: u32 = 16;
+    /// [`super::ThreadExit`].
+    pub const THREAD_EXIT: u32 = 17;
+    /// [`super::ThreadRename`].
+    pub const THREAD_RENAME: u32 = 18;
+}
+
+/// Calls tracked for threads, epoll and timerfds (`PendingCall::call`).
+pub mod native_call {
+    pub const CLONE: u32 = 1;
+    pub const CLONE3: u32 = 2;
+    pub const FORK: u32 = 3;
+    pub const VFORK: u32 = 4;
+    pub const EPOLL_CREATE: u32 = 5;
+    pub const EPOLL_CTL: u32 = 6;
+    /// epoll_wait, epoll_pwait and epoll_pwait2 (`args[3]` says which, see [`epoll_variant`]).
+    pub const EPOLL_WAIT: u32 = 7;
+    pub const TIMERFD_CREATE: u32 = 8;
+    pub const TIMERFD_SETTIME: u32 = 9;
+    pub const TIMERFD_GETTIME: u32 = 10;
+    /// A `read` on a tracked timerfd (consumes its expirations).
+    pub const TIMERFD_READ: u32 = 11;
+    /// A `close` of a tracked fd (timerfd or epoll set); sent at entry.
+    pub const CLOSE: u32 = 12;
+}
+
+pub mod epoll_variant {
+    pub const EPOLL_WAIT: u64 = 0;
+    pub const EPOLL_PWAIT: u64 = 1;
+    pub const EPOLL_PWAIT2: u64 = 2;
+}
+
+/// What a tracked fd is (`TRACKED_FDS` value).
+pub mod fd_kind {
+    pub const TIMERFD: u32 = 1;
+    pub const EPOLL: u32 = 2;
+}
+
+/// Capacity of the pending-call map (one entry per thread inside a tracked call).
+pub const MAX_PENDING_CALLS: u32 = 65_536;
+/// Capacity of the tracked-fd map (timerfds and epoll sets of the target).
+pub const MAX_TRACKED_FDS: u32 = 65_536;
+/// Capacity of the per-epoll-set statistics map.
+pub const MAX_EPOLL_SETS: u32 = 16_384;
+
+/// A thread inside a tracked call, keyed by tid in `PENDING_CALLS`. For epoll waits this is also
+/// "who is waiting now": userspace reads it like `PENDING_WAITS`.
+///
+/// `args` by call: clone/clone3/fork/vfork `[flags, 0, 0, 0]`; epoll_create `[flags]`;
+/// epoll_ctl `[epfd, op, fd, events]`; epoll_wait `[epfd, maxevents, timeout_ns or u64::MAX
+/// for none, variant]`; timerfd_create `[clockid, flags]`; timerfd_settime `[fd, flags,
+/// interval_ns, value_ns]`; timerfd_gettime `[fd]`; timerfd read `[fd, buf]`; close `[fd,
+/// kind]`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PendingCall {
+    pub start_ns: u64,
+    pub args: [u64; 4],
+    pub tgid: u32,
+    /// One of [`native_call`].
+    pub call: u32,
+}
+
+/// Ring buffer record: a tracked call returned.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CallDone {
+    /// [`event_kind::CALL_DONE`].
+    pub kind: u32,
+    pub tid: u32,
+    pub call: PendingCall,
+    pub end_ns: u64,
+    pub ret: i64,
+    /// For a timerfd read: the expiration count read (0 when the read failed).
+    pub value: u64,
+    /// The caller's user stack (creations and arms only); negative: none.
+    pub user_stack_id: i32,
+    pub _pad: u32,
+}
+
+/// Ring buffer record: a thread of the target exited.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ThreadExit {
+    /// [`event_kind::THREAD_EXIT`].
+    pub kind: u32,
+    pub tid: u32,
+    pub at_ns: u64,
+    /// The whole process is exiting (last thread).
+    pub group_dead: u32,
+    pub _pad: u32,
+}
+
+/// Ring buffer record: a thread of the target changed its name.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ThreadRename {
+    /// [`event_kind::THREAD_RENAME`].
+    pub kind: u32,
+    pub tid: u32,
+    pub at_ns: u64,
+    pub comm: [u8; 16],
+}
+
+/// Key of `TRACKED_FDS` and `EPOLL_STATS`: an fd in one process.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FdKey {
+    pub tgid: u32,
+    pub fd: u32,
+}
+
+/// What the waits on one epoll set returned since tracing started.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EpollStats {
+    pub waits: u64,
+    /// Waits that returned at least one event.
+    pub returned_events: u64,
+    /// Events returned in total.
+    pub events: u64,
+    /// Waits that returned 0 (timed out).
+    pub timeouts: u64,
+    /// Waits that failed (EINTR, ...).
+    pub errors: u64,
+    pub last_event_ns: u64,
 }
 
 /// A thread inside a futex wait, keyed by tid in `PENDING_WAITS`. Removed when the wait returns,
@@ -134,6 +280,12 @@ mod pod {
     unsafe impl aya::Pod for super::FutexKey {}
     unsafe impl aya::Pod for super::WakeStats {}
     unsafe impl aya::Pod for super::WaitDone {}
+    unsafe impl aya::Pod for super::PendingCall {}
+    unsafe impl aya::Pod for super::CallDone {}
+    unsafe impl aya::Pod for super::ThreadExit {}
+    unsafe impl aya::Pod for super::ThreadRename {}
+    unsafe impl aya::Pod for super::FdKey {}
+    unsafe impl aya::Pod for super::EpollStats {}
 }
 
 /// Futex commands (`op & FUTEX_CMD_MASK`), from linux/futex.h.

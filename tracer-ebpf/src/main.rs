@@ -5,7 +5,11 @@
 #![no_std]
 #![no_main]
 
+mod calls;
+mod epoll;
 mod futex;
+mod task;
+mod timerfd;
 
 use aya_ebpf::{
     macros::map,

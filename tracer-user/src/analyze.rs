@@ -3,7 +3,10 @@
 //! A candidate is a group of threads stuck at the same place (or in one wait-for cycle) for at
 //! least the threshold. Healthy activity (waits that completed) never becomes a candidate; it is
 //! summarised per futex word instead.
+pub mod epoll;
 pub mod goroutines;
+pub mod threads;
+pub mod timerfd;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -21,6 +24,23 @@ pub enum CandidateKind {
     FutexWait,
     /// Goroutines of a Go program that stay parked (or loop) and pile up.
     GoroutineLeak,
+    /// Threads created at one site that keep growing in number while blocked (N3).
+    ThreadLeak,
+    /// Event loops in epoll_wait that nothing can wake (N4).
+    EpollWait,
+    /// timerfds never armed, never firing, fired but unread, or leaked (N5, N6).
+    Timerfd,
+}
+
+/// Kind-specific details of a candidate; serialized flattened, as one key named after the
+/// variant (`thread_group`, `epoll`, `timerfd`).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CandidateDetail {
+    ThreadGroup(threads::ThreadGroup),
+    Epoll(epoll::EpollDetail),
+    Timerfd(timerfd::TimerfdDetail),
+    Goroutines(goroutines::GoroutineGroup),
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -96,9 +116,8 @@ pub struct Candidate {
     /// Whether the group grew during the trace (where growth is tracked).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub grew: Option<bool>,
-    /// For goroutines: the group's sizes, ages and members.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub goroutines: Option<goroutines::GoroutineGroup>,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<CandidateDetail>,
 }
 
 /// Completed waits on one futex word: healthy activity, for context.
@@ -203,6 +222,11 @@ pub fn analyze(model: &Model, now_ns: u64, min_blocked_ns: u64, max_sites: usize
             .into_values()
             .map(|threads| wait_candidate(model, threads, end_ns, min_blocked_ns)),
     );
+    candidates.extend(threads::candidates(model, end_ns));
+    let (epoll_candidates, idle_loops) = epoll::candidates(model, end_ns, min_blocked_ns);
+    candidates.extend(epoll_candidates);
+    blocked_but_healthy.extend(idle_loops);
+    candidates.extend(timerfd::candidates(model, end_ns, min_blocked_ns));
     let (goroutine_candidates, goroutines) = goroutines::analyze(
         &model.goroutines,
         model.started_ns.unwrap_or(end_ns),
@@ -346,7 +370,7 @@ fn deadlock_candidate(model: &Model, stuck: &[StuckThread], cycle: Vec<CycleEdge
         cycle,
         wait_reason: None,
         grew: None,
-        goroutines: None,
+        detail: None,
     }
 }
 
@@ -419,7 +443,7 @@ fn wait_candidate(
         cycle: Vec::new(),
         wait_reason: None,
         grew: None,
-        goroutines: None,
+        detail: None,
     }
 }
 

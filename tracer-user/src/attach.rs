@@ -8,7 +8,9 @@ use anyhow::{bail, Context as _, Result};
 use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf, StackTraceMap};
 use aya::programs::TracePoint;
 use aya::{Ebpf, EbpfLoader};
-use tracer_common::{counter, names, FutexKey, PendingWait, WakeStats};
+use tracer_common::{
+    counter, names, EpollStats, FdKey, FutexKey, PendingCall, PendingWait, WakeStats,
+};
 
 use crate::model::KernelCounters;
 
@@ -25,6 +27,82 @@ const TRACEPOINTS: &[(&str, &str, bool)] = &[
     ("sys_enter_futex_requeue", "sys_enter_futex_requeue", false),
 ];
 
+/// Threads, epoll and timerfds: (program, category, tracepoint). All optional: a kernel without
+/// one loses that part of the report (said in the notes), not the trace.
+const NATIVE_TRACEPOINTS: &[(&str, &str, &str)] = &[
+    ("sys_enter_clone", "syscalls", "sys_enter_clone"),
+    ("sys_exit_clone", "syscalls", "sys_exit_clone"),
+    ("sys_enter_clone3", "syscalls", "sys_enter_clone3"),
+    ("sys_exit_clone3", "syscalls", "sys_exit_clone3"),
+    ("sys_enter_fork", "syscalls", "sys_enter_fork"),
+    ("sys_exit_fork", "syscalls", "sys_exit_fork"),
+    ("sys_enter_vfork", "syscalls", "sys_enter_vfork"),
+    ("sys_exit_vfork", "syscalls", "sys_exit_vfork"),
+    ("sched_process_exit", "sched", "sched_process_exit"),
+    ("task_rename", "task", "task_rename"),
+    (
+        "sys_enter_epoll_create",
+        "syscalls",
+        "sys_enter_epoll_create",
+    ),
+    ("sys_exit_epoll_create", "syscalls", "sys_exit_epoll_create"),
+    (
+        "sys_enter_epoll_create1",
+        "syscalls",
+        "sys_enter_epoll_create1",
+    ),
+    (
+        "sys_exit_epoll_create1",
+        "syscalls",
+        "sys_exit_epoll_create1",
+    ),
+    ("sys_enter_epoll_ctl", "syscalls", "sys_enter_epoll_ctl"),
+    ("sys_exit_epoll_ctl", "syscalls", "sys_exit_epoll_ctl"),
+    ("sys_enter_epoll_wait", "syscalls", "sys_enter_epoll_wait"),
+    ("sys_exit_epoll_wait", "syscalls", "sys_exit_epoll_wait"),
+    ("sys_enter_epoll_pwait", "syscalls", "sys_enter_epoll_pwait"),
+    ("sys_exit_epoll_pwait", "syscalls", "sys_exit_epoll_pwait"),
+    (
+        "sys_enter_epoll_pwait2",
+        "syscalls",
+        "sys_enter_epoll_pwait2",
+    ),
+    ("sys_exit_epoll_pwait2", "syscalls", "sys_exit_epoll_pwait2"),
+    (
+        "sys_enter_timerfd_create",
+        "syscalls",
+        "sys_enter_timerfd_create",
+    ),
+    (
+        "sys_exit_timerfd_create",
+        "syscalls",
+        "sys_exit_timerfd_create",
+    ),
+    (
+        "sys_enter_timerfd_settime",
+        "syscalls",
+        "sys_enter_timerfd_settime",
+    ),
+    (
+        "sys_exit_timerfd_settime",
+        "syscalls",
+        "sys_exit_timerfd_settime",
+    ),
+    (
+        "sys_enter_timerfd_gettime",
+        "syscalls",
+        "sys_enter_timerfd_gettime",
+    ),
+    (
+        "sys_exit_timerfd_gettime",
+        "syscalls",
+        "sys_exit_timerfd_gettime",
+    ),
+    ("sys_enter_read", "syscalls", "sys_enter_read"),
+    ("sys_exit_read", "syscalls", "sys_exit_read"),
+    ("sys_enter_close", "syscalls", "sys_enter_close"),
+];
+
 const TRACEFS: &str = "/sys/kernel/tracing";
 
 pub struct Probes {
@@ -33,6 +111,9 @@ pub struct Probes {
     stacks: StackTraceMap<MapData>,
     events: RingBuf<MapData>,
     counters: PerCpuArray<MapData, u64>,
+    pending_calls: HashMap<MapData, u32, PendingCall>,
+    tracked_fds: HashMap<MapData, FdKey, u32>,
+    epoll_stats: HashMap<MapData, FdKey, EpollStats>,
     /// Owns the programs and their links; dropped last.
     _ebpf: Ebpf,
     pub attached: Vec<String>,
@@ -146,6 +227,23 @@ impl Probes {
                 .with_context(|| format!("attaching to syscalls:{tracepoint} failed"))?;
             attached.push(format!("syscalls:{tracepoint}"));
         }
+        for &(program, category, tracepoint) in NATIVE_TRACEPOINTS {
+            match attach_optional(&mut ebpf, program, category, tracepoint) {
+                Ok(true) => attached.push(format!("{category}:{tracepoint}")),
+                Ok(false) => notes.push(format!(
+                    "{category}:{tracepoint} does not exist on this kernel; not traced"
+                )),
+                Err(err) => notes.push(format!("{err:#}; {category}:{tracepoint} not traced")),
+            }
+        }
+
+        match attach_pthread_create(&mut ebpf, target_tgid) {
+            Ok(library) => attached.push(format!("uprobe:{library}:pthread_create")),
+            Err(err) => notes.push(format!(
+                "{err:#}; creation stacks of threads come from clone alone, which is shallow in \
+                 C libraries built without frame pointers"
+            )),
+        }
 
         let mut take = |name: &str| {
             ebpf.take_map(name)
@@ -157,6 +255,9 @@ impl Probes {
             stacks: StackTraceMap::try_from(take(names::STACKS)?)?,
             events: RingBuf::try_from(take(names::EVENTS)?)?,
             counters: PerCpuArray::try_from(take(names::COUNTERS)?)?,
+            pending_calls: HashMap::try_from(take(names::PENDING_CALLS)?)?,
+            tracked_fds: HashMap::try_from(take(names::TRACKED_FDS)?)?,
+            epoll_stats: HashMap::try_from(take(names::EPOLL_STATS)?)?,
             _ebpf: ebpf,
             attached,
             notes,
@@ -218,6 +319,94 @@ impl Probes {
             events_lost: sum(counter::EVENTS_LOST),
             pending_map_full: sum(counter::PENDING_MAP_FULL),
             stack_errors: sum(counter::STACK_ERRORS),
+            threads_created: sum(counter::THREADS_CREATED),
+            threads_exited: sum(counter::THREADS_EXITED),
+            pending_calls_full: sum(counter::PENDING_CALLS_FULL),
+            tracked_fds_full: sum(counter::TRACKED_FDS_FULL),
+            epoll_stats_full: sum(counter::EPOLL_STATS_FULL),
+            epoll_waits: sum(counter::EPOLL_WAITS),
+            timerfd_reads: sum(counter::TIMERFD_READS),
         }
     }
+
+    /// Threads of the target inside a tracked call (epoll waits among them), by tid.
+    pub fn pending_calls(&self) -> Vec<(u32, PendingCall)> {
+        self.pending_calls
+            .iter()
+            .filter_map(|entry| entry.ok())
+            .collect()
+    }
+
+    /// Per-epoll-set statistics of the waits that returned since attach.
+    pub fn epoll_stats(&self) -> Vec<(FdKey, EpollStats)> {
+        self.epoll_stats
+            .iter()
+            .filter_map(|entry| entry.ok())
+            .collect()
+    }
+
+    /// Starts filtering reads and closes of an fd that existed before attach (a timerfd or an
+    /// epoll set, `tracer_common::fd_kind`).
+    pub fn track_fd(&mut self, key: FdKey, kind: u32) -> Result<()> {
+        self.tracked_fds
+            .insert(key, kind, 0)
+            .context("tracking an fd failed (tracked-fd map full?)")
+    }
+}
+
+/// The C library the target has mapped (by path in /proc/PID/maps).
+fn libc_path(pid: u32) -> Option<String> {
+    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
+    maps.lines()
+        .filter_map(|line| line.split_whitespace().nth(5))
+        .find(|path| {
+            let name = path.rsplit('/').next().unwrap_or(path);
+            name.starts_with("libc.so") || name.starts_with("libc-")
+        })
+        .map(str::to_string)
+}
+
+/// A uprobe on the target's `pthread_create`, for full creation stacks of C/C++/Rust threads.
+fn attach_pthread_create(ebpf: &mut Ebpf, pid: u32) -> Result<String> {
+    let library = libc_path(pid).context("the target has no C library mapped (yet)")?;
+    let prog: &mut aya::programs::UProbe = ebpf
+        .program_mut("pthread_create_entry")
+        .context("program pthread_create_entry missing from the eBPF object")?
+        .try_into()?;
+    prog.load()
+        .context("the kernel rejected program pthread_create_entry")?;
+    let scope = std::num::NonZeroU32::new(pid)
+        .map(aya::programs::uprobe::UProbeScope::OneProcess)
+        .context("pid 0")?;
+    prog.attach("pthread_create", &library, scope)
+        .with_context(|| format!("attaching a uprobe to pthread_create in {library} failed"))?;
+    Ok(library)
+}
+
+/// Loads and attaches one optional program; Ok(false) when the tracepoint does not exist.
+fn attach_optional(
+    ebpf: &mut Ebpf,
+    program: &str,
+    category: &str,
+    tracepoint: &str,
+) -> Result<bool> {
+    let exists = [TRACEFS, "/sys/kernel/debug/tracing"].iter().any(|dir| {
+        Path::new(dir)
+            .join("events")
+            .join(category)
+            .join(tracepoint)
+            .exists()
+    });
+    if !exists {
+        return Ok(false);
+    }
+    let prog: &mut TracePoint = ebpf
+        .program_mut(program)
+        .with_context(|| format!("program {program} missing from the eBPF object"))?
+        .try_into()?;
+    prog.load()
+        .with_context(|| format!("the kernel rejected program {program}"))?;
+    prog.attach(category, tracepoint)
+        .with_context(|| format!("attaching to {category}:{tracepoint} failed"))?;
+    Ok(true)
 }

@@ -1,5 +1,7 @@
 //! The tracing loop: turns what the kernel and /proc show into model events, while the target
 //! runs, until the duration ends, the user interrupts, or the target exits.
+mod native;
+
 use std::collections::HashMap;
 use std::io::{IsTerminal as _, Write as _};
 use std::time::Duration;
@@ -84,6 +86,8 @@ struct Collector<'a> {
     scans: u32,
     /// The slowest goroutine snapshot: how long reading took, and how many goroutines.
     slowest_snapshot: Option<(Duration, usize)>,
+    /// Threads, epoll and timerfds.
+    native: native::Native,
 }
 
 pub async fn trace(
@@ -107,6 +111,7 @@ pub async fn trace(
         go: None,
         scans: 0,
         slowest_snapshot: None,
+        native: native::Native::new(pid),
     };
     collector
         .model
@@ -114,6 +119,9 @@ pub async fn trace(
     collector.open_process();
     // The probes are attached: whatever is blocked now began before them.
     collector.find_blocked_before();
+    collector
+        .native
+        .attach(collector.probes, &mut collector.model, started_ns);
 
     let mut ticker = interval(DRAIN_EVERY);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -168,10 +176,12 @@ pub async fn trace(
     }
     let Collector {
         model,
-        notes,
+        mut notes,
+        native,
         slowest_snapshot,
         ..
     } = collector;
+    notes.extend(native.notes);
     Ok((
         Outcome {
             model,
@@ -279,6 +289,7 @@ impl Collector<'_> {
 
     fn drain(&mut self) {
         let mut done = Vec::new();
+        let mut others: Vec<Vec<u8>> = Vec::new();
         self.probes.drain(|bytes| {
             if bytes.len() >= std::mem::size_of::<WaitDone>()
                 && bytes[..4] == event_kind::WAIT_DONE.to_ne_bytes()
@@ -286,8 +297,14 @@ impl Collector<'_> {
                 // SAFETY: the record is at least a WaitDone, a repr(C) POD written by the kernel
                 // half; read_unaligned makes no alignment assumption.
                 done.push(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<WaitDone>()) });
+            } else {
+                others.push(bytes.to_vec());
             }
         });
+        for bytes in &others {
+            self.native
+                .record(bytes, self.probes, &mut self.symbolizer, &mut self.model);
+        }
         for wait in done {
             let user_stack = self
                 .probes
@@ -362,6 +379,16 @@ impl Collector<'_> {
             at_ns: now,
             threads: blocked,
         });
+        self.native.scan(
+            self.probes,
+            &mut self.symbolizer,
+            &mut self.unwinder,
+            &mut self.model,
+            now,
+            self.settings.min_blocked_ns,
+            self.settings.max_frames,
+            last,
+        );
 
         for (key, stats) in self.probes.watched() {
             self.model.apply(&Event::Wakes {

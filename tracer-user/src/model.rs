@@ -3,7 +3,10 @@
 //! Everything the edges (collect, procfs, symbolize) learn about the target reaches the model as
 //! an event with stacks already symbolized, so the model and the analysis can be tested with
 //! synthetic streams and a recorded stream can be analysed again later.
+pub mod epoll;
 pub mod goroutines;
+pub mod threads;
+pub mod timerfd;
 
 use std::collections::BTreeMap;
 
@@ -126,6 +129,12 @@ pub enum Event {
     },
     /// Counters kept by the kernel side (cumulative).
     KernelCounters(KernelCounters),
+    /// Thread lifecycle (see [`threads`]).
+    Thread(threads::ThreadEvent),
+    /// epoll sets and waiters (see [`epoll`]).
+    Epoll(epoll::EpollEvent),
+    /// timerfds (see [`timerfd`]).
+    Timerfd(timerfd::TimerfdEvent),
 }
 
 /// Cumulative kernel-side counters: what was seen and what was lost.
@@ -138,6 +147,21 @@ pub struct KernelCounters {
     pub events_lost: u64,
     pub pending_map_full: u64,
     pub stack_errors: u64,
+    // Threads, epoll and timerfds.
+    #[serde(default)]
+    pub threads_created: u64,
+    #[serde(default)]
+    pub threads_exited: u64,
+    #[serde(default)]
+    pub pending_calls_full: u64,
+    #[serde(default)]
+    pub tracked_fds_full: u64,
+    #[serde(default)]
+    pub epoll_stats_full: u64,
+    #[serde(default)]
+    pub epoll_waits: u64,
+    #[serde(default)]
+    pub timerfd_reads: u64,
 }
 
 /// Completed waits on one futex word.
@@ -190,6 +214,9 @@ pub struct Model {
     pub waits_seen: u64,
     pub counters: KernelCounters,
     pub goroutines: goroutines::GoroutineModel,
+    pub threads: threads::Threads,
+    pub epoll: epoll::EpollModel,
+    pub timerfds: timerfd::Timerfds,
 }
 
 impl Model {
@@ -260,6 +287,9 @@ impl Model {
                 self.goroutines
                     .apply_snapshot(*at_ns, goroutines, *unreadable, started);
             }
+            Event::Thread(event) => self.threads.apply(event),
+            Event::Epoll(event) => self.epoll.apply(event),
+            Event::Timerfd(event) => self.timerfds.apply(event),
         }
     }
 

@@ -1,6 +1,8 @@
 //! What /proc says about the target: its threads, what each is blocked in, kernel stacks, and the
 //! words of memory that name a lock's owner. Read-only: nothing here writes to or stops the
 //! target.
+pub mod fds;
+
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;

@@ -1,10 +1,12 @@
 //! Renders an analysis as text for people or JSON for machines. Nothing here reads the system.
+mod native;
+
 use std::fmt::Write as _;
 
 use serde::Serialize;
 
 use crate::analyze::goroutines::{GoroutineGroup, GoroutineOverview};
-use crate::analyze::{Analysis, Candidate, CandidateKind};
+use crate::analyze::{Analysis, Candidate, CandidateDetail, CandidateKind};
 use crate::model::goroutines::is_runtime_frame;
 use crate::model::{Frame, KernelCounters, Model};
 
@@ -53,6 +55,8 @@ pub struct Report {
     /// Go targets only: goroutine counts over the trace, and the groups that are not candidates.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub goroutines: Option<crate::analyze::goroutines::GoroutineOverview>,
+    /// Threads, epoll sets and timerfds seen during the trace.
+    pub native_io: native::NativeSummary,
 }
 
 impl Report {
@@ -69,7 +73,11 @@ impl Report {
         Report {
             target,
             duration_ns,
-            lost_events: counters.events_lost + counters.pending_map_full,
+            lost_events: counters.events_lost
+                + counters.pending_map_full
+                + counters.pending_calls_full
+                + counters.tracked_fds_full
+                + counters.epoll_stats_full,
             target_exited,
             min_blocked_ns,
             waits_seen: model.waits_seen,
@@ -79,6 +87,7 @@ impl Report {
             wait_sites: analysis.wait_sites,
             blocked_but_healthy: analysis.blocked_but_healthy,
             goroutines: analysis.goroutines,
+            native_io: native::NativeSummary::of(model),
         }
     }
 
@@ -115,7 +124,7 @@ impl Report {
         if self.candidates.is_empty() {
             let _ = writeln!(
                 out,
-                "No leak candidates: no thread stayed blocked for {} or more.",
+                "No leak candidates: no thread stayed blocked for {} or more, no thread group or timerfd count grew, no timer misbehaved.",
                 human_ns(self.min_blocked_ns)
             );
         } else {
@@ -179,6 +188,7 @@ impl Report {
             "kernel: {} waits started, {} finished, {} wakes on watched words, {} events sent, {} lost (ring buffer full), {} untracked (pending map full), {} stack capture errors",
             c.waits_started, c.waits_finished, c.watched_wakes, c.events_sent, c.events_lost, c.pending_map_full, c.stack_errors
         );
+        native::write_counters(&mut out, c, &self.native_io);
         out
     }
 }
@@ -188,6 +198,9 @@ fn write_candidate(out: &mut String, rank: usize, c: &Candidate) {
         CandidateKind::Deadlock => "DEADLOCK",
         CandidateKind::FutexWait => "STUCK",
         CandidateKind::GoroutineLeak => "GOROUTINE LEAK",
+        CandidateKind::ThreadLeak => "THREAD LEAK",
+        CandidateKind::EpollWait => "EPOLL NEVER WAKES",
+        CandidateKind::Timerfd => "TIMERFD",
     };
     let _ = writeln!(out, "#{rank} {kind}: {} (score {:.0})", c.summary, c.score);
     let at_least = if c.blocked_ns.at_least {
@@ -206,8 +219,12 @@ fn write_candidate(out: &mut String, rank: usize, c: &Candidate) {
     for reason in &c.reasons {
         let _ = writeln!(out, "   - {reason}");
     }
-    if let Some(group) = &c.goroutines {
+    if let Some(CandidateDetail::Goroutines(group)) = &c.detail {
         write_goroutine_group(out, c, group);
+        return;
+    }
+    if c.detail.is_some() {
+        native::write_detail(out, c);
         return;
     }
     let shared_stack = c.kind == CandidateKind::FutexWait;

@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 
 use serde::Serialize;
 
-use crate::analyze::{Candidate, CandidateKind, Percentiles};
+use crate::analyze::{Candidate, CandidateDetail, CandidateKind, Percentiles};
 use crate::model::goroutines::{CountAt, Goroutine, GoroutineModel, GroupKey};
 use crate::model::{new_histogram, record, Frame};
 use crate::report::human_ns;
@@ -342,7 +342,7 @@ fn candidate(
         cycle: Vec::new(),
         wait_reason,
         grew: Some(evidence.grew),
-        goroutines: Some(group),
+        detail: Some(CandidateDetail::Goroutines(group)),
     }
 }
 
@@ -390,7 +390,9 @@ mod tests {
         assert_eq!(leak.grew, Some(true));
         assert_eq!(leak.wait_reason.as_deref(), Some("chan receive"));
         assert!(leak.reasons.iter().any(|r| r.contains("grew from 5 to 8")));
-        let group = leak.goroutines.as_ref().unwrap();
+        let Some(CandidateDetail::Goroutines(group)) = &leak.detail else {
+            panic!("a goroutine group")
+        };
         assert_eq!(group.created_during_trace, 3);
         assert_eq!(group.count_at_start, 5);
         assert_eq!(

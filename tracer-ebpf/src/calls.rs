@@ -1,0 +1,112 @@
+//! Shared plumbing for the rare calls tracked for threads, epoll and timerfds: remember the
+//! arguments at entry (one hash insert keyed by tid), send one record with the result at exit.
+use aya_ebpf::{
+    bindings::{BPF_F_USER_STACK, BPF_RB_NO_WAKEUP},
+    helpers::bpf_ktime_get_ns,
+    macros::map,
+    maps::HashMap,
+    programs::{tracing::StackIdContext, TracePointContext},
+};
+use tracer_common::{
+    counter, event_kind, CallDone, FdKey, PendingCall, MAX_PENDING_CALLS, MAX_TRACKED_FDS,
+};
+
+use crate::{count, EVENTS, STACKS};
+
+#[map(name = "PENDING_CALLS")]
+pub static PENDING_CALLS: HashMap<u32, PendingCall> =
+    HashMap::with_max_entries(MAX_PENDING_CALLS, 0);
+
+/// Timerfds and epoll sets of the target, so that `read` and `close` on any other fd cost only
+/// a lookup miss. Filled here on creation and by userspace for fds that existed before attach.
+#[map(name = "TRACKED_FDS")]
+pub static TRACKED_FDS: HashMap<FdKey, u32> = HashMap::with_max_entries(MAX_TRACKED_FDS, 0);
+
+/// Offset of the return value in `sys_exit_*` records.
+const RET: usize = 16;
+
+/// Argument `i` of a `sys_enter_*` record (8 bytes of header, the syscall number, then one
+/// 8-byte slot per argument).
+#[inline(always)]
+pub fn arg(ctx: &TracePointContext, i: usize) -> u64 {
+    // SAFETY: reading a fixed slot of the tracepoint record; failure reads as 0.
+    unsafe { ctx.read_at::<u64>(16 + 8 * i) }.unwrap_or(0)
+}
+
+#[inline(always)]
+pub fn ret(ctx: &TracePointContext) -> i64 {
+    // SAFETY: reading a fixed slot of the tracepoint record.
+    unsafe { ctx.read_at::<i64>(RET) }.unwrap_or(0)
+}
+
+#[inline(always)]
+pub fn now_ns() -> u64 {
+    // SAFETY: helper without preconditions.
+    unsafe { bpf_ktime_get_ns() }
+}
+
+#[inline(always)]
+pub fn begin(tgid: u32, tid: u32, call: u32, args: [u64; 4]) {
+    let pending = PendingCall {
+        start_ns: now_ns(),
+        args,
+        tgid,
+        call,
+    };
+    if PENDING_CALLS.insert(tid, pending, 0).is_err() {
+        count(counter::PENDING_CALLS_FULL);
+    }
+}
+
+/// The call `tid` entered, if it is one of `calls` (a stale entry of another call is left for
+/// that call's exit to overwrite). Removes it.
+#[inline(always)]
+pub fn finish(tid: u32, call: u32) -> Option<PendingCall> {
+    // SAFETY: the value is copied out before the entry is removed.
+    let pending = (unsafe { PENDING_CALLS.get(tid) }).copied()?;
+    if pending.call != call {
+        return None;
+    }
+    let _ = PENDING_CALLS.remove(tid);
+    Some(pending)
+}
+
+/// The caller's user stack id, or -1 (counted) when it cannot be taken.
+#[inline(always)]
+pub fn user_stack<C: StackIdContext>(ctx: &C) -> i32 {
+    match ctx.get_stackid(&STACKS, BPF_F_USER_STACK as u64) {
+        Ok(id) => id as i32,
+        Err(_) => {
+            count(counter::STACK_ERRORS);
+            -1
+        }
+    }
+}
+
+#[inline(always)]
+pub fn send(tid: u32, call: PendingCall, ret: i64, value: u64, user_stack_id: i32) {
+    let Some(mut entry) = EVENTS.reserve::<CallDone>(0) else {
+        count(counter::EVENTS_LOST);
+        return;
+    };
+    entry.write(CallDone {
+        kind: event_kind::CALL_DONE,
+        tid,
+        call,
+        end_ns: now_ns(),
+        ret,
+        value,
+        user_stack_id,
+        _pad: 0,
+    });
+    entry.submit(BPF_RB_NO_WAKEUP as u64);
+    count(counter::EVENTS_SENT);
+}
+
+/// Starts tracking a new timerfd or epoll fd of the target.
+#[inline(always)]
+pub fn track_fd(tgid: u32, fd: u32, kind: u32) {
+    if TRACKED_FDS.insert(FdKey { tgid, fd }, kind, 0).is_err() {
+        count(counter::TRACKED_FDS_FULL);
+    }
+}

@@ -1,0 +1,177 @@
+//! Thread lifecycle: creation (clone, clone3, fork, vfork) with the creator's user stack, exit,
+//! and name changes.
+//!
+//! The creation stack is taken at the syscall's exit in the creator (its user stack is the same
+//! as at entry), only when a child was created: creations are rare, so ~1.3 us each is fine.
+//! `sched_process_fork` is not needed: the creator's `sys_exit_clone*` already names the child
+//! (Go's raw clone included), and tells thread from process by the clone flags.
+use aya_ebpf::{
+    bindings::BPF_RB_NO_WAKEUP,
+    helpers::bpf_probe_read_user,
+    macros::{map, tracepoint, uprobe},
+    maps::HashMap,
+    programs::{ProbeContext, TracePointContext},
+};
+use tracer_common::{counter, event_kind, native_call, ThreadExit, ThreadRename};
+
+use crate::calls::{arg, begin, finish, now_ns, ret, send, user_stack};
+use crate::{count, target_thread, EVENTS};
+
+/// `struct clone_args` starts with `u64 flags`.
+#[inline(always)]
+fn clone3_flags(uargs: u64) -> u64 {
+    // SAFETY: bpf_probe_read_user validates the user pointer.
+    unsafe { bpf_probe_read_user(uargs as *const u64) }.unwrap_or(0)
+}
+
+#[inline(always)]
+fn enter(call: u32, flags: u64) -> u32 {
+    let Some((tgid, tid)) = target_thread() else {
+        return 0;
+    };
+    begin(tgid, tid, call, [flags, 0, 0, 0]);
+    0
+}
+
+/// Creation sites taken by the pthread_create uprobe, by tid, for the clone that follows.
+#[map(name = "CREATE_SITES")]
+static CREATE_SITES: HashMap<u32, [i64; 2]> = HashMap::with_max_entries(4096, 0);
+
+/// Entry of libc's `pthread_create`. glibc itself is built without frame pointers, so the
+/// kernel's frame-pointer walk from inside `clone3` yields garbage beyond the first frame; here,
+/// at the entry, the walk starts from the caller's frame pointer, and the one frame it skips
+/// (the caller itself) is the return address at the stack pointer, sent alongside.
+#[uprobe]
+pub fn pthread_create_entry(ctx: ProbeContext) -> u32 {
+    let Some((_, tid)) = target_thread() else {
+        return 0;
+    };
+    // SAFETY: regs points at the probed thread's saved registers; the read is validated.
+    let return_address = unsafe { bpf_probe_read_user((*ctx.regs).rsp as *const u64) }.unwrap_or(0);
+    let stack = user_stack(&ctx);
+    let _ = CREATE_SITES.insert(tid, [stack as i64, return_address as i64], 0);
+    0
+}
+
+#[inline(always)]
+fn exit(ctx: &TracePointContext, call: u32) -> u32 {
+    let Some((_, tid)) = target_thread() else {
+        return 0;
+    };
+    // The new thread also returns from clone (with 0) and has no pending entry.
+    let Some(pending) = finish(tid, call) else {
+        return 0;
+    };
+    let child = ret(ctx);
+    if child <= 0 {
+        return 0;
+    }
+    count(counter::THREADS_CREATED);
+    // SAFETY: the value is copied out before the entry is removed.
+    match unsafe { CREATE_SITES.get(tid) }.copied() {
+        Some([stack, return_address]) => {
+            let _ = CREATE_SITES.remove(tid);
+            send(tid, pending, child, return_address as u64, stack as i32);
+        }
+        None => send(tid, pending, child, 0, user_stack(ctx)),
+    }
+    0
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_clone")]
+pub fn sys_enter_clone(ctx: TracePointContext) -> u32 {
+    enter(native_call::CLONE, arg(&ctx, 0))
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_clone")]
+pub fn sys_exit_clone(ctx: TracePointContext) -> u32 {
+    exit(&ctx, native_call::CLONE)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_clone3")]
+pub fn sys_enter_clone3(ctx: TracePointContext) -> u32 {
+    if target_thread().is_none() {
+        return 0;
+    }
+    enter(native_call::CLONE3, clone3_flags(arg(&ctx, 0)))
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_clone3")]
+pub fn sys_exit_clone3(ctx: TracePointContext) -> u32 {
+    exit(&ctx, native_call::CLONE3)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_fork")]
+pub fn sys_enter_fork(_ctx: TracePointContext) -> u32 {
+    enter(native_call::FORK, 0)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_fork")]
+pub fn sys_exit_fork(ctx: TracePointContext) -> u32 {
+    exit(&ctx, native_call::FORK)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_enter_vfork")]
+pub fn sys_enter_vfork(_ctx: TracePointContext) -> u32 {
+    enter(native_call::VFORK, 0)
+}
+
+#[tracepoint(category = "syscalls", name = "sys_exit_vfork")]
+pub fn sys_exit_vfork(ctx: TracePointContext) -> u32 {
+    exit(&ctx, native_call::VFORK)
+}
+
+/// Fires in the exiting thread itself, once per thread.
+#[tracepoint(category = "sched", name = "sched_process_exit")]
+pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
+    let Some((_, tid)) = target_thread() else {
+        return 0;
+    };
+    count(counter::THREADS_EXITED);
+    // sched_process_exit: comm[16] at 8, pid at 24, prio at 28, group_dead (bool) at 32.
+    // SAFETY: reading a fixed slot of the tracepoint record.
+    let group_dead = unsafe { ctx.read_at::<u8>(32) }.unwrap_or(0) as u32;
+    let Some(mut entry) = EVENTS.reserve::<ThreadExit>(0) else {
+        count(counter::EVENTS_LOST);
+        return 0;
+    };
+    entry.write(ThreadExit {
+        kind: event_kind::THREAD_EXIT,
+        tid,
+        at_ns: now_ns(),
+        group_dead,
+        _pad: 0,
+    });
+    entry.submit(BPF_RB_NO_WAKEUP as u64);
+    count(counter::EVENTS_SENT);
+    0
+}
+
+/// prctl(PR_SET_NAME) and writes to /proc/self/task/TID/comm (pthread_setname_np).
+#[tracepoint(category = "task", name = "task_rename")]
+pub fn task_rename(ctx: TracePointContext) -> u32 {
+    if target_thread().is_none() {
+        return 0;
+    }
+    // task_rename: pid at 8, oldcomm[16] at 12, newcomm[16] at 28.
+    // SAFETY: reading fixed slots of the tracepoint record.
+    let (tid, comm) = unsafe {
+        (
+            ctx.read_at::<i32>(8).unwrap_or(0) as u32,
+            ctx.read_at::<[u8; 16]>(28).unwrap_or([0; 16]),
+        )
+    };
+    let Some(mut entry) = EVENTS.reserve::<ThreadRename>(0) else {
+        count(counter::EVENTS_LOST);
+        return 0;
+    };
+    entry.write(ThreadRename {
+        kind: event_kind::THREAD_RENAME,
+        tid,
+        at_ns: now_ns(),
+        comm,
+    });
+    entry.submit(BPF_RB_NO_WAKEUP as u64);
+    count(counter::EVENTS_SENT);
+    0
+}

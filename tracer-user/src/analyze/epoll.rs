@@ -1,0 +1,259 @@
+//! Event loops that never wake (N4): threads in epoll_wait for at least the threshold, ranked by
+//! evidence that nothing can ever wake them. An idle server loop on a listening socket is normal
+//! and goes to "blocked but healthy" instead.
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::{
+    innermost_own_function, BlockedButHealthy, Candidate, CandidateDetail, CandidateKind,
+    Percentiles,
+};
+use crate::model::epoll::{EpollWaiter, SetStats, WatchedFd};
+use crate::model::{new_histogram, record, BlockedSince, Frame, Model};
+use crate::report::human_ns;
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct EpollLoop {
+    pub tid: u32,
+    pub name: String,
+    pub epfd: i32,
+    pub syscall: String,
+    /// None: no timeout.
+    pub timeout_ns: Option<u64>,
+    pub blocked_ns: u64,
+    pub blocked_at_least: bool,
+    pub fds: Vec<WatchedFd>,
+    /// What the waits on this set returned during the trace (None: no wait on it returned).
+    pub set_stats: Option<SetStats>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct EpollDetail {
+    pub loops: Vec<EpollLoop>,
+    /// Where the set was created, when that was traced.
+    pub set_creation_stack: Option<Vec<Frame>>,
+    pub events_during_trace: u64,
+}
+
+pub fn candidates(
+    model: &Model,
+    end_ns: u64,
+    min_blocked_ns: u64,
+) -> (Vec<Candidate>, Vec<BlockedButHealthy>) {
+    let mut groups: BTreeMap<Vec<u64>, Vec<(EpollLoop, &EpollWaiter)>> = BTreeMap::new();
+    let mut healthy = Vec::new();
+    for waiter in &model.epoll.waiters {
+        let (blocked_ns, at_least) = match waiter.since {
+            BlockedSince::Exact(start) => (end_ns.saturating_sub(start), false),
+            BlockedSince::BeforeTrace => (
+                end_ns.saturating_sub(model.started_ns.unwrap_or(end_ns)),
+                true,
+            ),
+        };
+        if blocked_ns < min_blocked_ns {
+            continue;
+        }
+        let stats = model.epoll.stats.get(&waiter.epfd).copied();
+        let looped = EpollLoop {
+            tid: waiter.tid,
+            name: waiter.name.clone(),
+            epfd: waiter.epfd,
+            syscall: waiter.syscall.clone(),
+            timeout_ns: waiter.timeout_ns,
+            blocked_ns,
+            blocked_at_least: at_least,
+            fds: waiter.fds.clone(),
+            set_stats: stats,
+        };
+        let listening = waiter.fds.iter().any(|f| f.listening);
+        let all_dead = !waiter.fds.is_empty() && waiter.fds.iter().all(|f| f.dead_end.is_some());
+        let any_socket = waiter.fds.iter().any(|f| f.kind == "socket");
+        let evidence = waiter.fds.is_empty() || all_dead || !any_socket;
+        if (listening && !waiter.fds.is_empty()) || !evidence {
+            healthy.push(BlockedButHealthy {
+                tid: waiter.tid,
+                name: waiter.name.clone(),
+                blocked_ns,
+                why: format!(
+                    "idle event loop in {} on epoll fd {} watching {} ({}): waiting for clients is normal",
+                    waiter.syscall,
+                    waiter.epfd,
+                    waiter.fds.len(),
+                    if listening { "a listening socket" } else { "sockets" }
+                ),
+            });
+            continue;
+        }
+        let key = waiter.user_stack.iter().map(|f| f.addr).collect();
+        groups.entry(key).or_default().push((looped, waiter));
+    }
+    let trace_ns = end_ns.saturating_sub(model.started_ns.unwrap_or(end_ns));
+    let candidates = groups
+        .into_values()
+        .map(|members| candidate(model, members, trace_ns))
+        .collect();
+    (candidates, healthy)
+}
+
+fn candidate(model: &Model, members: Vec<(EpollLoop, &EpollWaiter)>, trace_ns: u64) -> Candidate {
+    let (first, waiter) = &members[0];
+    let mut score = 50.0;
+    let mut reasons = Vec::new();
+    let mut histogram = new_histogram(3);
+    let mut max = 0;
+    for (l, _) in &members {
+        record(&mut histogram, l.blocked_ns);
+        max = max.max(l.blocked_ns);
+    }
+    let at_least = members.iter().any(|(l, _)| l.blocked_at_least);
+    let events: u64 = members
+        .iter()
+        .filter_map(|(l, _)| l.set_stats.map(|s| s.events))
+        .sum();
+    reasons.push(format!(
+        "{} thread(s) waiting in {} on epoll fd {} for {}{}",
+        members.len(),
+        first.syscall,
+        first.epfd,
+        human_ns(max),
+        if at_least {
+            " or more (since before the trace)"
+        } else {
+            ""
+        }
+    ));
+    if events == 0 {
+        score += 20.0;
+        reasons.push("the set returned no events during the trace".to_string());
+    }
+    match first.timeout_ns {
+        None => {
+            score += 10.0;
+            reasons.push("no timeout: only an event can end the wait".to_string());
+        }
+        Some(t) => reasons.push(format!("timeout {} (it wakes up by itself)", human_ns(t))),
+    }
+    if first.fds.is_empty() {
+        score += 30.0;
+        reasons.push("the epoll set is empty: nothing can ever wake it".to_string());
+    } else {
+        let described: Vec<String> = first
+            .fds
+            .iter()
+            .map(|f| match &f.dead_end {
+                Some(why) => format!("fd {} ({}): {why}", f.fd, f.kind),
+                None => format!("fd {} ({})", f.fd, f.kind),
+            })
+            .collect();
+        if first.fds.iter().all(|f| f.dead_end.is_some()) {
+            score += 15.0;
+            reasons.push(format!(
+                "every fd in the set is a dead end: {}",
+                described.join("; ")
+            ));
+        } else {
+            reasons.push(format!("the set watches {}", described.join("; ")));
+        }
+    }
+    if first.blocked_at_least && trace_ns > 0 {
+        score += 10.0;
+        reasons.push("already waiting when tracing started and for all of it".to_string());
+    }
+    if members.len() > 1 {
+        score += (2.0 * (members.len() - 1) as f64).min(20.0);
+        reasons.push(format!(
+            "{} event loops stuck at the same place",
+            members.len()
+        ));
+    }
+    let site = innermost_own_function(&waiter.user_stack);
+    let set = model.epoll.sets.get(&first.epfd);
+    Candidate {
+        kind: CandidateKind::EpollWait,
+        count: members.len(),
+        summary: format!(
+            "{} event loop(s) in {} never woken in {site} (epoll fd {}, {} fd(s): {})",
+            members.len(),
+            first.syscall,
+            first.epfd,
+            first.fds.len(),
+            first
+                .fds
+                .iter()
+                .map(|f| f.kind.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        score,
+        reasons,
+        blocking_stack: waiter.user_stack.clone(),
+        creation_stack: None,
+        blocked_ns: Percentiles::of(&histogram, max, at_least),
+        wakes_during_trace: events,
+        threads: Vec::new(),
+        cycle: Vec::new(),
+        wait_reason: None,
+        grew: None,
+        detail: Some(CandidateDetail::Epoll(EpollDetail {
+            set_creation_stack: set
+                .map(|s| s.creation_stack.clone())
+                .filter(|s| !s.is_empty()),
+            events_during_trace: events,
+            loops: members.into_iter().map(|(l, _)| l).collect(),
+        })),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::epoll::EpollEvent;
+    use crate::model::tests::frame;
+    use crate::model::Event;
+
+    const S: u64 = 1_000_000_000;
+
+    fn fd(kind: &str, dead: bool, listening: bool) -> WatchedFd {
+        WatchedFd {
+            fd: 4,
+            events: 1,
+            kind: kind.into(),
+            link: format!("{kind}:[1]"),
+            dead_end: dead.then(|| "held only here".to_string()),
+            listening,
+        }
+    }
+
+    fn run(fds: Vec<WatchedFd>) -> (Vec<Candidate>, Vec<BlockedButHealthy>) {
+        let mut model = Model::new();
+        model.apply(&Event::TraceStarted { at_ns: 0 });
+        model.apply(&Event::Epoll(EpollEvent::Waiting {
+            at_ns: 3 * S,
+            waiters: vec![EpollWaiter {
+                tid: 7,
+                name: "loop".into(),
+                epfd: 3,
+                syscall: "epoll_wait".into(),
+                timeout_ns: None,
+                since: BlockedSince::BeforeTrace,
+                user_stack: vec![frame("__epoll_wait"), frame("run_event_loop")],
+                fds,
+            }],
+        }));
+        candidates(&model, 3 * S, S)
+    }
+
+    #[test]
+    fn dead_end_and_empty_sets_are_candidates_and_listening_loops_are_not() {
+        let (dead, _) = run(vec![fd("pipe", true, false)]);
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0].kind, CandidateKind::EpollWait);
+        assert!(dead[0].summary.contains("run_event_loop"));
+        let (empty, _) = run(vec![]);
+        assert!(empty[0].score > dead[0].score);
+        let (server, healthy) = run(vec![fd("socket", false, true)]);
+        assert!(server.is_empty());
+        assert_eq!(healthy.len(), 1);
+    }
+}

@@ -1,0 +1,248 @@
+//! Thread leaks (N3): threads grouped by creation stack, a group that keeps growing while its
+//! members stay blocked. A pool whose size is steady is not a leak.
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::{innermost_own_function, Candidate, CandidateDetail, CandidateKind, Percentiles};
+use crate::model::threads::UNKNOWN_SITE;
+use crate::model::{new_histogram, record, Frame, Model};
+use crate::report::human_ns;
+
+/// A group must have gained at least this many threads during the trace to be a leak.
+pub const MIN_GROWTH: u64 = 3;
+/// Members listed in the JSON per group.
+const LISTED_MEMBERS: usize = 50;
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct BlockedIn {
+    /// The syscall ("futex", "epoll_wait", ...) or "running".
+    pub state: String,
+    pub threads: usize,
+    pub example_tid: u32,
+    /// The example thread's user stack (empty when not unwound).
+    pub user_stack: Vec<Frame>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct GroupMember {
+    pub tid: u32,
+    pub name: String,
+    pub state: String,
+    /// None: existed before the trace.
+    pub age_ns: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ThreadGroup {
+    /// False for threads that existed before tracing started: their creation stack is unknown.
+    pub creation_known: bool,
+    pub alive: u64,
+    pub created_during_trace: u64,
+    pub exited_during_trace: u64,
+    /// Net threads gained per second over the trace.
+    pub growth_per_s: f64,
+    pub grew: bool,
+    /// Where the alive members are now, most common first.
+    pub blocked_in: Vec<BlockedIn>,
+    pub members: Vec<GroupMember>,
+}
+
+pub fn candidates(model: &Model, end_ns: u64) -> Vec<Candidate> {
+    let threads = &model.threads;
+    let trace_s =
+        (end_ns.saturating_sub(model.started_ns.unwrap_or(end_ns)) as f64 / 1e9).max(1e-3);
+    let mut out = Vec::new();
+    for (site_id, site) in threads.sites.iter().enumerate() {
+        if site_id == UNKNOWN_SITE {
+            continue;
+        }
+        let net = site.created.saturating_sub(site.exited);
+        let members: Vec<_> = threads
+            .alive
+            .values()
+            .filter(|t| t.site == site_id)
+            .collect();
+        if net < MIN_GROWTH || (members.len() as u64) < MIN_GROWTH {
+            continue;
+        }
+        // Where are they now?
+        let mut by_state: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+        let mut histogram = new_histogram(3);
+        let mut max = 0;
+        for member in &members {
+            let state = threads.state_of(member.tid);
+            let name = state.map_or("unknown".to_string(), |s| s.state.clone());
+            by_state.entry(name).or_default().push(member.tid);
+            if let Some(since) = state.and_then(|s| s.in_state_since_ns) {
+                // In the same call since first seen there: a lower bound, and never longer than
+                // the thread has lived.
+                let lived = member
+                    .created_ns
+                    .map_or(u64::MAX, |c| end_ns.saturating_sub(c));
+                let blocked = end_ns.saturating_sub(since).min(lived);
+                record(&mut histogram, blocked);
+                max = max.max(blocked);
+            }
+        }
+        let blocked_members: usize = by_state
+            .iter()
+            .filter(|(state, _)| *state != "running" && *state != "unknown")
+            .map(|(_, tids)| tids.len())
+            .sum();
+        // A growing group whose members are mostly running is busy, not stuck.
+        if blocked_members * 2 < members.len() {
+            continue;
+        }
+        let mut blocked_in: Vec<BlockedIn> = by_state
+            .into_iter()
+            .map(|(state, tids)| {
+                let with_stack = tids
+                    .iter()
+                    .find_map(|&tid| threads.state_of(tid).filter(|s| !s.user_stack.is_empty()));
+                BlockedIn {
+                    state,
+                    threads: tids.len(),
+                    example_tid: with_stack.map_or(tids[0], |s| s.tid),
+                    user_stack: with_stack.map(|s| s.user_stack.clone()).unwrap_or_default(),
+                }
+            })
+            .collect();
+        blocked_in.sort_by(|a, b| b.threads.cmp(&a.threads).then(a.state.cmp(&b.state)));
+        let growth_per_s = net as f64 / trace_s;
+        let main = &blocked_in[0];
+        let creator = innermost_own_function(&site.stack);
+        let blocked_site = innermost_own_function(&main.user_stack);
+        let mut reasons = vec![
+            format!(
+                "{} thread(s) created at this site during the trace, {} exited: +{net} ({growth_per_s:.1}/s)",
+                site.created, site.exited
+            ),
+            format!(
+                "{} of {} alive thread(s) are blocked in {} ({}), none of them exits",
+                main.threads,
+                members.len(),
+                main.state,
+                blocked_site
+            ),
+        ];
+        if max > 0 {
+            reasons.push(format!("blocked for up to {} now", human_ns(max)));
+        }
+        let score = 60.0
+            + (net as f64).min(20.0)
+            + if blocked_members == members.len() {
+                10.0
+            } else {
+                0.0
+            };
+        let mut listed: Vec<GroupMember> = members
+            .iter()
+            .map(|m| GroupMember {
+                tid: m.tid,
+                name: m.name.clone(),
+                state: threads
+                    .state_of(m.tid)
+                    .map_or("unknown".to_string(), |s| s.state.clone()),
+                age_ns: m.created_ns.map(|c| end_ns.saturating_sub(c)),
+            })
+            .collect();
+        listed.truncate(LISTED_MEMBERS);
+        out.push(Candidate {
+            kind: CandidateKind::ThreadLeak,
+            count: members.len(),
+            summary: format!(
+                "{} thread(s) created in {creator} and blocked in {} in {blocked_site}: +{net} during the trace",
+                members.len(),
+                main.state
+            ),
+            score,
+            reasons,
+            blocking_stack: main.user_stack.clone(),
+            creation_stack: Some(site.stack.clone()),
+            blocked_ns: Percentiles::of(&histogram, max, false),
+            wakes_during_trace: 0,
+            threads: Vec::new(),
+            cycle: Vec::new(),
+            wait_reason: None,
+            // Only growing groups are thread-leak candidates.
+            grew: Some(true),
+            detail: Some(CandidateDetail::ThreadGroup(ThreadGroup {
+                creation_known: true,
+                alive: members.len() as u64,
+                created_during_trace: site.created,
+                exited_during_trace: site.exited,
+                growth_per_s,
+                grew: true,
+                blocked_in,
+                members: listed,
+            })),
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::tests::frame;
+    use crate::model::threads::{ThreadEvent, ThreadState, CLONE_THREAD};
+    use crate::model::Event;
+
+    const S: u64 = 1_000_000_000;
+
+    fn run(exit_each: bool) -> Vec<Candidate> {
+        let mut model = Model::new();
+        model.apply(&Event::TraceStarted { at_ns: 0 });
+        let stack = vec![frame("pthread_create"), frame("spawn_task")];
+        let mut states = Vec::new();
+        for tid in 100..110 {
+            model.apply(&Event::Thread(ThreadEvent::Created {
+                at_ns: (tid as u64 - 100) * S / 10,
+                creator: 1,
+                tid,
+                flags: CLONE_THREAD,
+                stack: stack.clone(),
+            }));
+            if exit_each {
+                model.apply(&Event::Thread(ThreadEvent::Exited {
+                    at_ns: (tid as u64 - 100) * S / 10 + 1000,
+                    tid,
+                }));
+            } else {
+                states.push(ThreadState {
+                    tid,
+                    name: "w".into(),
+                    state: "futex".into(),
+                    args: vec![],
+                    in_state_since_ns: Some(S),
+                    user_stack: vec![frame("__futex_wait"), frame("wait_for_reply")],
+                });
+            }
+        }
+        model.apply(&Event::Thread(ThreadEvent::Snapshot {
+            at_ns: 2 * S,
+            threads: states,
+        }));
+        candidates(&model, 2 * S)
+    }
+
+    #[test]
+    fn a_growing_blocked_group_is_a_leak_and_joined_threads_are_not() {
+        let leak = run(false);
+        assert_eq!(leak.len(), 1);
+        assert_eq!(leak[0].kind, CandidateKind::ThreadLeak);
+        assert_eq!(leak[0].count, 10);
+        assert!(
+            leak[0].summary.contains("spawn_task"),
+            "{}",
+            leak[0].summary
+        );
+        assert!(
+            leak[0].summary.contains("wait_for_reply"),
+            "{}",
+            leak[0].summary
+        );
+        assert!(run(true).is_empty());
+    }
+}

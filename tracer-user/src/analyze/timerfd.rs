@@ -1,0 +1,360 @@
+//! timerfd misuse (N5, N6), by creation site: created but never armed, re-armed before expiry
+//! every time (never fires), fired but never read (expirations pile up), and more and more of
+//! them open (fd leak).
+use serde::Serialize;
+
+use super::{innermost_own_function, Candidate, CandidateDetail, CandidateKind, Percentiles};
+use crate::model::timerfd::{Timer, TimerSite};
+use crate::model::{new_histogram, record, Model};
+use crate::report::human_ns;
+
+/// A site must have this many more timerfds open at the end than it closed to be an fd leak.
+pub const MIN_LEAKED: u64 = 5;
+/// Re-arms before expiry needed to call a timer "never fires".
+pub const MIN_PUSHED_BACK: u64 = 3;
+const LISTED_TIMERS: usize = 50;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimerfdPattern {
+    NeverArmed,
+    NeverFires,
+    UnreadExpirations,
+    FdLeak,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TimerfdInfo {
+    pub fd: i32,
+    pub clockid: i32,
+    pub arms: u64,
+    pub pushed_back: u64,
+    pub fired: u64,
+    pub reads: u64,
+    pub expirations_read: u64,
+    /// Expirations nobody has read yet (fdinfo `ticks`).
+    pub pending_expirations: u64,
+    /// Time to the next expiry at the end of the trace (fdinfo `it_value`); None: disarmed.
+    pub next_expiry_ns: Option<u64>,
+    pub interval_ns: u64,
+    /// The value last armed.
+    pub armed_value_ns: u64,
+    pub age_ns: Option<u64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TimerfdDetail {
+    pub pattern: TimerfdPattern,
+    /// False for timerfds that existed before tracing started (creation stack unknown).
+    pub creation_known: bool,
+    pub open: u64,
+    pub created_during_trace: u64,
+    pub closed_during_trace: u64,
+    pub growth_per_s: f64,
+    pub timers: Vec<TimerfdInfo>,
+}
+
+fn info(timer: &Timer, end_ns: u64) -> TimerfdInfo {
+    let state = timer.state.unwrap_or_default();
+    TimerfdInfo {
+        fd: timer.fd,
+        clockid: timer.clockid,
+        arms: timer.arms,
+        pushed_back: timer.pushed_back,
+        fired: timer.fired,
+        reads: timer.reads,
+        expirations_read: timer.expirations_read,
+        pending_expirations: state.ticks,
+        next_expiry_ns: (state.it_value_ns > 0).then_some(state.it_value_ns),
+        interval_ns: state.it_interval_ns.max(timer.interval_ns),
+        armed_value_ns: timer.last_value_ns,
+        age_ns: timer.created_ns.map(|c| end_ns.saturating_sub(c)),
+    }
+}
+
+pub fn candidates(model: &Model, end_ns: u64, min_blocked_ns: u64) -> Vec<Candidate> {
+    let t = &model.timerfds;
+    let started = model.started_ns.unwrap_or(end_ns);
+    let trace_s = (end_ns.saturating_sub(started) as f64 / 1e9).max(1e-3);
+    let mut out = Vec::new();
+    for (site_id, site) in t.sites.iter().enumerate() {
+        let timers: Vec<&Timer> = t.open.values().filter(|x| x.site == site_id).collect();
+        if timers.is_empty() {
+            continue;
+        }
+        let age = |x: &Timer| end_ns.saturating_sub(x.created_ns.unwrap_or(started));
+        let net = site.created.saturating_sub(site.closed);
+        if net >= MIN_LEAKED {
+            out.push(candidate(
+                model,
+                site_id,
+                site,
+                TimerfdPattern::FdLeak,
+                &timers,
+                end_ns,
+                trace_s,
+            ));
+            continue;
+        }
+        let never_fires: Vec<&Timer> = timers
+            .iter()
+            .copied()
+            .filter(|x| x.pushed_back >= MIN_PUSHED_BACK && x.fired == 0)
+            .collect();
+        let unread: Vec<&Timer> = timers
+            .iter()
+            .copied()
+            .filter(|x| {
+                let ticks = x.state.map_or(0, |s| s.ticks);
+                ticks > 0
+                    && x.reads == 0
+                    && (ticks > x.first_ticks.unwrap_or(0) || age(x) >= min_blocked_ns)
+            })
+            .collect();
+        let never_armed: Vec<&Timer> = timers
+            .iter()
+            .copied()
+            .filter(|x| {
+                x.arms == 0
+                    && x.state.is_some_and(|s| s.it_value_ns == 0 && s.ticks == 0)
+                    && age(x) >= min_blocked_ns
+            })
+            .collect();
+        for (pattern, group) in [
+            (TimerfdPattern::NeverFires, never_fires),
+            (TimerfdPattern::UnreadExpirations, unread),
+            (TimerfdPattern::NeverArmed, never_armed),
+        ] {
+            if !group.is_empty() {
+                out.push(candidate(
+                    model, site_id, site, pattern, &group, end_ns, trace_s,
+                ));
+            }
+        }
+    }
+    out
+}
+
+fn candidate(
+    model: &Model,
+    site_id: usize,
+    site: &TimerSite,
+    pattern: TimerfdPattern,
+    timers: &[&Timer],
+    end_ns: u64,
+    trace_s: f64,
+) -> Candidate {
+    let started = model.started_ns.unwrap_or(end_ns);
+    let creation_known = site_id != 0;
+    let mut histogram = new_histogram(3);
+    let mut max = 0;
+    for timer in timers {
+        let age = end_ns.saturating_sub(timer.created_ns.unwrap_or(started));
+        record(&mut histogram, age);
+        max = max.max(age);
+    }
+    let at_least = timers.iter().any(|x| x.created_ns.is_none());
+    let net = site.created.saturating_sub(site.closed);
+    let growth_per_s = net as f64 / trace_s;
+    let first = timers[0];
+    let arm_stack = timers
+        .iter()
+        .find(|x| !x.arm_stack.is_empty())
+        .map(|x| x.arm_stack.clone())
+        .unwrap_or_default();
+    let where_ = if creation_known {
+        innermost_own_function(&site.stack)
+    } else {
+        "code that ran before the trace".to_string()
+    };
+    let state = first.state.unwrap_or_default();
+    let next = if state.it_value_ns > 0 {
+        format!("next expiry in {}", human_ns(state.it_value_ns))
+    } else {
+        "disarmed".to_string()
+    };
+    let interval = if state.it_interval_ns > 0 {
+        format!(", interval {}", human_ns(state.it_interval_ns))
+    } else {
+        String::new()
+    };
+    let (summary, mut reasons, score) = match pattern {
+        TimerfdPattern::FdLeak => (
+            format!(
+                "{} timerfd(s) created in {where_} and never closed: +{net} during the trace ({growth_per_s:.1}/s)",
+                timers.len()
+            ),
+            vec![
+                format!(
+                    "{} created and {} closed at this site during the trace; {} open now",
+                    site.created, site.closed, timers.len()
+                ),
+                format!(
+                    "armed for {} each, {}{interval}",
+                    human_ns(first.last_value_ns),
+                    next
+                ),
+            ],
+            70.0 + (net as f64).min(20.0),
+        ),
+        TimerfdPattern::NeverFires => (
+            format!(
+                "{} timerfd(s) from {where_} re-armed before expiry every time: never fired",
+                timers.len()
+            ),
+            vec![
+                format!(
+                    "re-armed {} time(s) during the trace, always before the previous deadline ({} each); it never fired",
+                    first.pushed_back,
+                    human_ns(first.last_value_ns)
+                ),
+                format!("{next}{interval}"),
+            ],
+            65.0,
+        ),
+        TimerfdPattern::UnreadExpirations => (
+            format!(
+                "{} timerfd(s) from {where_} fire but nobody reads them: {} expiration(s) pending",
+                timers.len(),
+                state.ticks
+            ),
+            vec![
+                format!(
+                    "{} expiration(s) not read (fdinfo ticks), no read during the trace",
+                    state.ticks
+                ),
+                format!("{next}{interval}"),
+            ],
+            60.0,
+        ),
+        TimerfdPattern::NeverArmed => (
+            format!("{} timerfd(s) from {where_} created and never armed", timers.len()),
+            vec!["never armed: it can never fire".to_string()],
+            55.0,
+        ),
+    };
+    if !creation_known {
+        reasons.push("created before tracing started: the creation stack is unknown".to_string());
+    }
+    let mut listed: Vec<TimerfdInfo> = timers.iter().map(|x| info(x, end_ns)).collect();
+    listed.truncate(LISTED_TIMERS);
+    Candidate {
+        kind: CandidateKind::Timerfd,
+        count: timers.len(),
+        summary,
+        score,
+        reasons,
+        blocking_stack: arm_stack,
+        creation_stack: creation_known.then(|| site.stack.clone()),
+        blocked_ns: Percentiles::of(&histogram, max, at_least),
+        wakes_during_trace: timers.iter().map(|x| x.expirations_read).sum(),
+        threads: Vec::new(),
+        cycle: Vec::new(),
+        wait_reason: None,
+        grew: Some(site.created > site.closed),
+        detail: Some(CandidateDetail::Timerfd(TimerfdDetail {
+            pattern,
+            creation_known,
+            open: site.open(),
+            created_during_trace: site.created,
+            closed_during_trace: site.closed,
+            growth_per_s,
+            timers: listed,
+        })),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::tests::frame;
+    use crate::model::timerfd::{TimerfdEvent, TimerfdState};
+    use crate::model::Event;
+
+    const S: u64 = 1_000_000_000;
+    const MS: u64 = 1_000_000;
+
+    fn created(at: u64, fd: i32, f: &str) -> Event {
+        Event::Timerfd(TimerfdEvent::Created {
+            at_ns: at,
+            tid: 1,
+            fd,
+            clockid: 1,
+            flags: 0,
+            stack: vec![frame("__timerfd_create"), frame(f)],
+        })
+    }
+
+    fn set(at: u64, fd: i32, value: u64, interval: u64) -> Event {
+        Event::Timerfd(TimerfdEvent::Set {
+            at_ns: at,
+            tid: 1,
+            fd,
+            flags: 0,
+            value_ns: value,
+            interval_ns: interval,
+            deadline_ns: Some(at + value),
+            ret: 0,
+            stack: vec![frame("arm_timer")],
+        })
+    }
+
+    fn model() -> Model {
+        let mut m = Model::new();
+        m.apply(&Event::TraceStarted { at_ns: 0 });
+        m
+    }
+
+    #[test]
+    fn heartbeat_pushed_back_forever_never_fires() {
+        let mut m = model();
+        m.apply(&created(0, 5, "heartbeat"));
+        for i in 0..10 {
+            m.apply(&set(i * 200 * MS, 5, S, 0));
+        }
+        let c = candidates(&m, 2 * S, S);
+        assert_eq!(c.len(), 1);
+        assert!(matches!(
+            &c[0].detail,
+            Some(CandidateDetail::Timerfd(d)) if d.pattern == TimerfdPattern::NeverFires
+        ));
+        assert!(c[0].summary.contains("heartbeat"));
+    }
+
+    #[test]
+    fn per_request_timers_never_closed_are_an_fd_leak_and_periodic_reads_are_healthy() {
+        let mut m = model();
+        for fd in 10..30 {
+            let at = (fd as u64 - 10) * 50 * MS;
+            m.apply(&created(at, fd, "handle_request"));
+            m.apply(&set(at, fd, 3600 * S, 0));
+        }
+        m.apply(&created(0, 5, "periodic"));
+        m.apply(&set(0, 5, 100 * MS, 100 * MS));
+        for i in 1..20 {
+            m.apply(&Event::Timerfd(TimerfdEvent::Read {
+                at_ns: i * 100 * MS,
+                tid: 1,
+                fd: 5,
+                ret: 8,
+                expirations: 1,
+            }));
+        }
+        m.apply(&Event::Timerfd(TimerfdEvent::Snapshot {
+            at_ns: 2 * S,
+            fds: vec![(
+                5,
+                TimerfdState {
+                    clockid: 1,
+                    ticks: 0,
+                    it_value_ns: 50 * MS,
+                    it_interval_ns: 100 * MS,
+                },
+            )],
+        }));
+        let c = candidates(&m, 2 * S, S);
+        assert_eq!(c.len(), 1, "{c:#?}");
+        assert_eq!(c[0].count, 20);
+        assert!(c[0].summary.contains("handle_request"));
+    }
+}

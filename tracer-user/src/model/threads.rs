@@ -1,0 +1,270 @@
+//! Thread lifecycle as pure state: which threads exist, where each was created, which exited,
+//! and what each alive thread is doing at the last snapshot.
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::Frame;
+
+/// `CLONE_THREAD`: the new task shares the creator's thread group (a thread, not a process).
+pub const CLONE_THREAD: u64 = 0x0001_0000;
+
+/// What an alive thread is doing, as /proc showed it at a snapshot.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThreadState {
+    pub tid: u32,
+    pub name: String,
+    /// The syscall it is blocked in ("futex", "epoll_wait", "read", ...), or "running".
+    pub state: String,
+    /// Its arguments (as /proc/PID/task/TID/syscall shows them).
+    pub args: Vec<u64>,
+    /// When it was first seen in this same call (same syscall, arguments, stack and pc): it has
+    /// been in it at least since then. None: not in a syscall.
+    pub in_state_since_ns: Option<u64>,
+    /// Its user stack (unwound from /proc/PID/mem), when taken; innermost first.
+    pub user_stack: Vec<Frame>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum ThreadEvent {
+    /// A thread alive when tracing started: its creation was not seen.
+    Existing {
+        at_ns: u64,
+        tid: u32,
+        name: String,
+    },
+    /// `creator` made `tid` (clone/clone3/fork/vfork returned in the creator).
+    Created {
+        at_ns: u64,
+        creator: u32,
+        tid: u32,
+        flags: u64,
+        /// The creator's user stack at the clone; empty when it could not be taken.
+        stack: Vec<Frame>,
+    },
+    Exited {
+        at_ns: u64,
+        tid: u32,
+    },
+    Renamed {
+        tid: u32,
+        name: String,
+    },
+    /// Every alive thread and what it is doing (replaces the previous snapshot).
+    Snapshot {
+        at_ns: u64,
+        threads: Vec<ThreadState>,
+    },
+}
+
+/// Index into [`Threads::sites`]: one creation stack.
+pub type SiteId = usize;
+
+/// Threads made at one creation site (one user stack), counted over the trace.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct CreationSite {
+    /// The creator's stack; empty for threads that existed before the trace.
+    pub stack: Vec<Frame>,
+    /// Threads that existed before tracing started (the "unknown creation" site only).
+    pub existing: u64,
+    pub created: u64,
+    pub exited: u64,
+    pub first_created_ns: Option<u64>,
+    pub last_created_ns: Option<u64>,
+    /// (time, alive threads of this site) after every change: the growth curve.
+    pub alive_curve: Vec<(u64, u64)>,
+}
+
+impl CreationSite {
+    pub fn alive(&self) -> u64 {
+        (self.existing + self.created).saturating_sub(self.exited)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct AliveThread {
+    pub tid: u32,
+    pub name: String,
+    pub site: SiteId,
+    pub creator: Option<u32>,
+    /// None: existed before tracing started.
+    pub created_ns: Option<u64>,
+}
+
+/// Beyond this many points, the alive curve of a site keeps every other point (bounded memory).
+const MAX_CURVE_POINTS: usize = 4096;
+
+#[derive(Clone, Debug, Default)]
+pub struct Threads {
+    /// Site 0 is "existed before the trace: creation unknown".
+    pub sites: Vec<CreationSite>,
+    site_by_stack: BTreeMap<Vec<u64>, SiteId>,
+    pub alive: BTreeMap<u32, AliveThread>,
+    /// Child processes the target forked (not threads: they are not counted as thread leaks).
+    pub processes_forked: u64,
+    pub snapshot: Vec<ThreadState>,
+    pub snapshot_at_ns: u64,
+}
+
+/// The site of threads whose creation was not seen.
+pub const UNKNOWN_SITE: SiteId = 0;
+
+impl Threads {
+    fn site(&mut self, stack: &[Frame]) -> SiteId {
+        if self.sites.is_empty() {
+            self.sites.push(CreationSite::default());
+        }
+        if stack.is_empty() {
+            return UNKNOWN_SITE;
+        }
+        let key: Vec<u64> = stack.iter().map(|f| f.addr).collect();
+        if let Some(&id) = self.site_by_stack.get(&key) {
+            return id;
+        }
+        self.sites.push(CreationSite {
+            stack: stack.to_vec(),
+            ..Default::default()
+        });
+        let id = self.sites.len() - 1;
+        self.site_by_stack.insert(key, id);
+        id
+    }
+
+    fn note_alive(&mut self, site: SiteId, at_ns: u64) {
+        let s = &mut self.sites[site];
+        let alive = s.alive();
+        s.alive_curve.push((at_ns, alive));
+        if s.alive_curve.len() > MAX_CURVE_POINTS {
+            let kept: Vec<_> = s.alive_curve.iter().copied().step_by(2).collect();
+            s.alive_curve = kept;
+        }
+    }
+
+    pub fn apply(&mut self, event: &ThreadEvent) {
+        match event {
+            ThreadEvent::Existing { at_ns, tid, name } => {
+                let site = self.site(&[]);
+                if self.alive.contains_key(tid) {
+                    return;
+                }
+                self.sites[site].existing += 1;
+                self.alive.insert(
+                    *tid,
+                    AliveThread {
+                        tid: *tid,
+                        name: name.clone(),
+                        site,
+                        creator: None,
+                        created_ns: None,
+                    },
+                );
+                self.note_alive(site, *at_ns);
+            }
+            ThreadEvent::Created {
+                at_ns,
+                creator,
+                tid,
+                flags,
+                stack,
+            } => {
+                if flags & CLONE_THREAD == 0 {
+                    self.processes_forked += 1;
+                    return;
+                }
+                let site = self.site(stack);
+                // A recycled tid whose exit was missed: the old thread is gone.
+                if let Some(old) = self.alive.remove(tid) {
+                    self.sites[old.site].exited += 1;
+                }
+                let name = self
+                    .alive
+                    .get(creator)
+                    .map(|t| t.name.clone())
+                    .unwrap_or_default();
+                let s = &mut self.sites[site];
+                s.created += 1;
+                s.first_created_ns.get_or_insert(*at_ns);
+                s.last_created_ns = Some(*at_ns);
+                self.alive.insert(
+                    *tid,
+                    AliveThread {
+                        tid: *tid,
+                        name,
+                        site,
+                        creator: Some(*creator),
+                        created_ns: Some(*at_ns),
+                    },
+                );
+                self.note_alive(site, *at_ns);
+            }
+            ThreadEvent::Exited { at_ns, tid } => {
+                if let Some(thread) = self.alive.remove(tid) {
+                    self.sites[thread.site].exited += 1;
+                    self.note_alive(thread.site, *at_ns);
+                }
+            }
+            ThreadEvent::Renamed { tid, name } => {
+                if let Some(thread) = self.alive.get_mut(tid) {
+                    thread.name = name.clone();
+                }
+            }
+            ThreadEvent::Snapshot { at_ns, threads } => {
+                self.snapshot_at_ns = *at_ns;
+                self.snapshot = threads.clone();
+                for state in threads {
+                    if let Some(thread) = self.alive.get_mut(&state.tid) {
+                        if !state.name.is_empty() {
+                            thread.name = state.name.clone();
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// What thread `tid` was doing at the last snapshot.
+    pub fn state_of(&self, tid: u32) -> Option<&ThreadState> {
+        self.snapshot.iter().find(|s| s.tid == tid)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::tests::frame;
+
+    #[test]
+    fn sites_count_creations_and_exits_and_skip_processes() {
+        let mut t = Threads::default();
+        t.apply(&ThreadEvent::Existing {
+            at_ns: 0,
+            tid: 1,
+            name: "main".into(),
+        });
+        let stack = vec![frame("clone3"), frame("spawn_worker")];
+        for tid in 10..15 {
+            t.apply(&ThreadEvent::Created {
+                at_ns: tid as u64,
+                creator: 1,
+                tid,
+                flags: CLONE_THREAD,
+                stack: stack.clone(),
+            });
+        }
+        t.apply(&ThreadEvent::Exited { at_ns: 20, tid: 10 });
+        t.apply(&ThreadEvent::Created {
+            at_ns: 21,
+            creator: 1,
+            tid: 99,
+            flags: 17,
+            stack: stack.clone(),
+        });
+        assert_eq!(t.processes_forked, 1);
+        assert_eq!(t.sites.len(), 2);
+        let site = &t.sites[1];
+        assert_eq!((site.created, site.exited, site.alive()), (5, 1, 4));
+        assert_eq!(t.alive[&11].name, "main");
+        assert_eq!(t.sites[UNKNOWN_SITE].alive(), 1);
+        assert_eq!(site.alive_curve.last(), Some(&(20, 4)));
+    }
+}

@@ -1,0 +1,169 @@
+//! Text rendering of thread-leak, epoll and timerfd candidates, and the native-I/O summary.
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use super::{human_ns, write_stack};
+use crate::analyze::{Candidate, CandidateDetail};
+use crate::model::{KernelCounters, Model};
+
+/// Threads, epoll sets and timerfds seen during the trace.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct NativeSummary {
+    pub threads_alive: u64,
+    pub threads_existing_at_start: u64,
+    pub threads_created: u64,
+    pub threads_exited: u64,
+    pub processes_forked: u64,
+    pub epoll_sets_created: u64,
+    pub epoll_sets_closed: u64,
+    pub epoll_waiters: u64,
+    pub timerfds_open: u64,
+    pub timerfds_created: u64,
+    pub timerfds_closed: u64,
+}
+
+impl NativeSummary {
+    pub fn of(model: &Model) -> Self {
+        let t = &model.threads;
+        let sum = |f: fn(&crate::model::threads::CreationSite) -> u64| t.sites.iter().map(f).sum();
+        let timer_sum = |f: fn(&crate::model::timerfd::TimerSite) -> u64| {
+            model.timerfds.sites.iter().map(f).sum()
+        };
+        NativeSummary {
+            threads_alive: t.alive.len() as u64,
+            threads_existing_at_start: sum(|s| s.existing),
+            threads_created: sum(|s| s.created),
+            threads_exited: sum(|s| s.exited),
+            processes_forked: t.processes_forked,
+            epoll_sets_created: model.epoll.sets_created,
+            epoll_sets_closed: model.epoll.sets_closed,
+            epoll_waiters: model.epoll.waiters.len() as u64,
+            timerfds_open: model.timerfds.open.len() as u64,
+            timerfds_created: timer_sum(|s| s.created),
+            timerfds_closed: timer_sum(|s| s.closed),
+        }
+    }
+}
+
+pub fn write_detail(out: &mut String, c: &Candidate) {
+    match &c.detail {
+        Some(CandidateDetail::ThreadGroup(g)) => {
+            let _ = writeln!(
+                out,
+                "   alive {} · created {} · exited {} during the trace · {:.1}/s",
+                g.alive, g.created_during_trace, g.exited_during_trace, g.growth_per_s
+            );
+            for b in &g.blocked_in {
+                let _ = writeln!(
+                    out,
+                    "   {} thread(s) in {} (e.g. thread {})",
+                    b.threads, b.state, b.example_tid
+                );
+            }
+            let _ = writeln!(out, "   blocked at:");
+            write_stack(out, &c.blocking_stack, "      ");
+        }
+        Some(CandidateDetail::Epoll(e)) => {
+            for l in &e.loops {
+                let timeout = l.timeout_ns.map_or("none".to_string(), human_ns);
+                let _ = writeln!(
+                    out,
+                    "   thread {} \"{}\": {} on epoll fd {} (timeout {timeout}), waiting {}{}",
+                    l.tid,
+                    l.name,
+                    l.syscall,
+                    l.epfd,
+                    human_ns(l.blocked_ns),
+                    if l.blocked_at_least { "+" } else { "" }
+                );
+            }
+            if let Some(l) = e.loops.first() {
+                if l.fds.is_empty() {
+                    let _ = writeln!(out, "   the set is empty");
+                }
+                for f in &l.fds {
+                    let _ = writeln!(
+                        out,
+                        "   fd {} {} events {:#x}{}",
+                        f.fd,
+                        f.link,
+                        f.events,
+                        f.dead_end
+                            .as_ref()
+                            .map(|d| format!(": {d}"))
+                            .unwrap_or_default()
+                    );
+                }
+            }
+            let _ = writeln!(out, "   waiting at:");
+            write_stack(out, &c.blocking_stack, "      ");
+        }
+        Some(CandidateDetail::Timerfd(d)) => {
+            let _ = writeln!(
+                out,
+                "   open {} · created {} · closed {} during the trace · {:.1}/s",
+                d.open, d.created_during_trace, d.closed_during_trace, d.growth_per_s
+            );
+            for timer in d.timers.iter().take(5) {
+                let _ = writeln!(
+                    out,
+                    "   fd {}: armed {}x (pushed back {}x), fired {}, read {}x, pending {}, next {}, interval {}",
+                    timer.fd,
+                    timer.arms,
+                    timer.pushed_back,
+                    timer.fired,
+                    timer.reads,
+                    timer.pending_expirations,
+                    timer.next_expiry_ns.map_or("disarmed".to_string(), human_ns),
+                    human_ns(timer.interval_ns),
+                );
+            }
+            if d.timers.len() > 5 {
+                let _ = writeln!(out, "   ... {} more in the JSON report", d.timers.len() - 5);
+            }
+            if !c.blocking_stack.is_empty() {
+                let _ = writeln!(out, "   armed at:");
+                write_stack(out, &c.blocking_stack, "      ");
+            }
+        }
+        Some(CandidateDetail::Goroutines(_)) | None => {}
+    }
+    match &c.creation_stack {
+        Some(stack) => {
+            let _ = writeln!(out, "   created at:");
+            write_stack(out, stack, "      ");
+        }
+        None if c.detail.is_some() && !matches!(c.detail, Some(CandidateDetail::Epoll(_))) => {
+            let _ = writeln!(
+                out,
+                "   created before tracing started: creation stack unknown"
+            );
+        }
+        None => {}
+    }
+}
+
+pub fn write_counters(out: &mut String, c: &KernelCounters, s: &NativeSummary) {
+    let _ = writeln!(
+        out,
+        "threads: {} alive ({} at start, {} created, {} exited, {} processes forked); epoll: {} sets created, {} waits returned, {} loops waiting now; timerfds: {} open ({} created, {} closed), {} reads",
+        s.threads_alive,
+        s.threads_existing_at_start,
+        s.threads_created,
+        s.threads_exited,
+        s.processes_forked,
+        s.epoll_sets_created,
+        c.epoll_waits,
+        s.epoll_waiters,
+        s.timerfds_open,
+        s.timerfds_created,
+        s.timerfds_closed,
+        c.timerfd_reads,
+    );
+    let _ = writeln!(
+        out,
+        "kernel (native I/O): {} untracked calls (pending-call map full), {} untracked fds (fd map full), {} epoll returns uncounted (stats map full)",
+        c.pending_calls_full, c.tracked_fds_full, c.epoll_stats_full
+    );
+}
