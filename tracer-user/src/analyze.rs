@@ -222,7 +222,9 @@ pub fn analyze(model: &Model, now_ns: u64, min_blocked_ns: u64, max_sites: usize
             .into_values()
             .map(|threads| wait_candidate(model, threads, end_ns, min_blocked_ns)),
     );
-    candidates.extend(threads::candidates(model, end_ns));
+    let (thread_leaks, leaked_tids) = threads::candidates(model, end_ns);
+    fold_into_thread_leaks(&mut candidates, &leaked_tids);
+    candidates.extend(thread_leaks);
     let (epoll_candidates, idle_loops) = epoll::candidates(model, end_ns, min_blocked_ns);
     candidates.extend(epoll_candidates);
     blocked_but_healthy.extend(idle_loops);
@@ -447,6 +449,31 @@ fn wait_candidate(
     }
 }
 
+/// Threads that belong to a leaking thread group are explained by it: a futex group made only
+/// of such threads goes, so that each stuck thread is reported once, under the most telling
+/// explanation; a group that only partly is says so. Deadlocks stay: a cycle says more.
+fn fold_into_thread_leaks(candidates: &mut Vec<Candidate>, leaked: &BTreeSet<u32>) {
+    candidates.retain_mut(|candidate| {
+        if candidate.kind != CandidateKind::FutexWait {
+            return true;
+        }
+        let in_leak = candidate
+            .threads
+            .iter()
+            .filter(|t| leaked.contains(&t.tid))
+            .count();
+        if in_leak == candidate.threads.len() {
+            return false;
+        }
+        if in_leak > 0 {
+            candidate.reasons.push(format!(
+                "{in_leak} of these threads belong to a growing thread leak (reported on its own)"
+            ));
+        }
+        true
+    });
+}
+
 /// A thread of the Go runtime with nothing to run: every named frame of its stack is the
 /// runtime's own (an idle M sleeps in `runtime.futexsleep` on its note). Goroutine leaks do not
 /// show here: a parked goroutine holds no thread.
@@ -667,6 +694,24 @@ mod tests {
         model.apply(&Event::TargetExited { at_ns: 12 * S });
         let analysis = analyze(&model, 100 * S, S, 10);
         assert_eq!(analysis.candidates[0].blocked_ns.max, 2 * S);
+    }
+
+    #[test]
+    fn futex_groups_made_of_leaked_threads_fold_into_the_leak() {
+        let same = |tid| blocked(tid, 0x40, BlockedSince::Exact(10 * S), &["wait_for_reply"]);
+        let other = blocked(3, 0x50, BlockedSince::Exact(10 * S), &["elsewhere"]);
+        let mut candidates =
+            analyze(&model_with(vec![same(1), same(2), other]), 13 * S, S, 10).candidates;
+        assert_eq!(candidates.len(), 2);
+        // Partly leaked: kept, with a word on it.
+        fold_into_thread_leaks(&mut candidates, &BTreeSet::from([1]));
+        assert_eq!(candidates.len(), 2);
+        let group = candidates.iter().find(|c| c.count == 2).unwrap();
+        assert!(group.reasons.iter().any(|r| r.contains("thread leak")));
+        // Wholly leaked: reported with the leak only.
+        fold_into_thread_leaks(&mut candidates, &BTreeSet::from([1, 2]));
+        assert_eq!(candidates.len(), 1);
+        assert_eq!(candidates[0].threads[0].tid, 3);
     }
 
     #[test]

@@ -39,11 +39,10 @@ pub fn run(cli: Cli) -> Result<()> {
         exe: procfs::exe(target.pid),
     };
     eprintln!(
-        "leaktrace: tracing pid {} ({}) with {} probes: {}; {}",
+        "leaktrace: tracing pid {} ({}) with {}; {}",
         info.pid,
         info.comm,
-        probes.attached.len(),
-        probes.attached.join(", "),
+        attach::probe_summary(&probes.attached),
         match cli.duration {
             Some(d) => format!("for {}", humantime::format_duration(d)),
             None => "Ctrl-C to stop and report".to_string(),

@@ -410,3 +410,61 @@ fn attach_optional(
         .with_context(|| format!("attaching to {category}:{tracepoint} failed"))?;
     Ok(true)
 }
+
+/// "40 probes: futex 8, threads 11, ..." for the status line; the JSON lists every probe.
+pub fn probe_summary(probes: &[String]) -> String {
+    const SUBSYSTEMS: &[(&str, &[&str])] = &[
+        ("futex", &["futex"]),
+        (
+            "threads",
+            &[
+                "clone",
+                "fork",
+                "sched_process_exit",
+                "task_rename",
+                "pthread_create",
+            ],
+        ),
+        ("epoll", &["epoll"]),
+        ("timerfd", &["timerfd"]),
+    ];
+    let mut counts: Vec<(&str, usize)> = Vec::new();
+    for probe in probes {
+        let subsystem = SUBSYSTEMS
+            .iter()
+            .find(|(_, needles)| needles.iter().any(|n| probe.contains(n)))
+            .map_or("fd reads and closes", |(name, _)| *name);
+        match counts.iter_mut().find(|(name, _)| *name == subsystem) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((subsystem, 1)),
+        }
+    }
+    let parts: Vec<String> = counts
+        .iter()
+        .map(|(name, n)| format!("{name} {n}"))
+        .collect();
+    format!("{} probes ({})", probes.len(), parts.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probes_are_summarised_by_subsystem() {
+        let probes: Vec<String> = [
+            "syscalls:sys_enter_futex",
+            "syscalls:sys_exit_futex",
+            "syscalls:sys_enter_clone3",
+            "uprobe:/lib/libc.so.6:pthread_create",
+            "syscalls:sys_enter_read",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(
+            probe_summary(&probes),
+            "5 probes (futex 2, threads 2, fd reads and closes 1)"
+        );
+    }
+}

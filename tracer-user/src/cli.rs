@@ -12,13 +12,18 @@ pub enum Format {
     Json,
 }
 
-/// Find what is stuck in a live process: threads blocked in futex waits (deadlocks, condition
-/// variables nobody signals), with their stacks and how long they have been blocked.
+/// Find what is stuck in a live process: deadlocked threads, threads waiting on a condition
+/// nobody signals, leaked threads, event loops that never wake, timerfds that never fire, and,
+/// in Go programs, leaked goroutines, with their stacks, how long, and whether they pile up.
 ///
-/// leaktrace attaches eBPF probes to the futex system calls of one process and reads the
-/// process's threads from /proc. The target is not stopped, restarted or modified, and every
-/// probe is removed when leaktrace exits. Needs root (or CAP_BPF, CAP_PERFMON and
+/// leaktrace attaches eBPF probes (futex, thread creation and exit, epoll and timerfd system
+/// calls) that act only for the one process traced, reads its threads from /proc, and, for a Go
+/// program, reads every goroutine from the Go runtime in its memory about once a second. The
+/// target is not stopped, restarted or modified, and every probe is removed when leaktrace
+/// exits, also on Ctrl-C and on errors. Needs root (or CAP_BPF, CAP_PERFMON and
 /// CAP_SYS_PTRACE).
+///
+/// The report lists leak candidates worst first, each with the reasons for its score.
 ///
 /// Examples:
 ///   sudo leaktrace --pid 4242                      # trace until Ctrl-C, then report
@@ -41,8 +46,8 @@ pub struct Cli {
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub duration: Option<Duration>,
 
-    /// A thread blocked at least this long is reported as stuck. Shorter waits are normal
-    /// activity and only appear in the wait-site summary.
+    /// A thread blocked (or a goroutine alive) at least this long can be reported as stuck.
+    /// Shorter waits are normal activity and only appear in the summaries.
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = humantime::parse_duration)]
     pub min_blocked: Duration,
 

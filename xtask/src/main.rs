@@ -102,7 +102,9 @@ fn test(root: &Path) -> Result<()> {
         ])
         .args(["-Z", "build-std=core", "--", "-D", "warnings"])
         .current_dir(root))?;
-    run(Command::new("cargo").args(["test"]).current_dir(root))
+    run(Command::new("cargo")
+        .args(["test", "--no-fail-fast"])
+        .current_dir(root))
 }
 
 /// The demo: an ABBA deadlock, plus a condition variable nobody signals, traced for a few seconds.

@@ -1,6 +1,6 @@
 //! Thread leaks (N3): threads grouped by creation stack, a group that keeps growing while its
 //! members stay blocked. A pool whose size is steady is not a leak.
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
@@ -48,11 +48,14 @@ pub struct ThreadGroup {
     pub members: Vec<GroupMember>,
 }
 
-pub fn candidates(model: &Model, end_ns: u64) -> Vec<Candidate> {
+/// Thread-leak candidates, and the tids of all their members (so that the same threads are not
+/// listed again as unrelated futex waits).
+pub fn candidates(model: &Model, end_ns: u64) -> (Vec<Candidate>, BTreeSet<u32>) {
     let threads = &model.threads;
     let trace_s =
         (end_ns.saturating_sub(model.started_ns.unwrap_or(end_ns)) as f64 / 1e9).max(1e-3);
     let mut out = Vec::new();
+    let mut member_tids = BTreeSet::new();
     for (site_id, site) in threads.sites.iter().enumerate() {
         if site_id == UNKNOWN_SITE {
             continue;
@@ -110,6 +113,7 @@ pub fn candidates(model: &Model, end_ns: u64) -> Vec<Candidate> {
             .collect();
         blocked_in.sort_by(|a, b| b.threads.cmp(&a.threads).then(a.state.cmp(&b.state)));
         let growth_per_s = net as f64 / trace_s;
+        member_tids.extend(members.iter().map(|m| m.tid));
         let main = &blocked_in[0];
         let creator = innermost_own_function(&site.stack);
         let blocked_site = innermost_own_function(&main.user_stack);
@@ -179,7 +183,7 @@ pub fn candidates(model: &Model, end_ns: u64) -> Vec<Candidate> {
             })),
         });
     }
-    out
+    (out, member_tids)
 }
 
 #[cfg(test)]
@@ -224,7 +228,7 @@ mod tests {
             at_ns: 2 * S,
             threads: states,
         }));
-        candidates(&model, 2 * S)
+        candidates(&model, 2 * S).0
     }
 
     #[test]
