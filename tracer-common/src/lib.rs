@@ -20,8 +20,34 @@ pub mod names {
     pub const EPOLL_STATS: &str = "EPOLL_STATS";
 }
 
-/// Capacity of the pending-wait map: one entry per thread currently inside a futex wait.
-pub const MAX_PENDING_WAITS: u32 = 65_536;
+/// Per-thread slots of calls in progress (futex waits, tracked epoll/timerfd calls): thread
+/// `tid` uses slot `tid % THREAD_SLOTS`. An array indexed by tid costs a few nanoseconds where a
+/// hash map keyed by tid costs hundreds on every futex call (see README, "Hot path"); two live
+/// threads of the target whose tids collide modulo this share a slot, and the second one's call
+/// is counted as untracked rather than tracked wrongly.
+pub const THREAD_SLOTS: u32 = 65_536;
+
+/// The slot of thread `tid`.
+pub const fn thread_slot(tid: u32) -> u32 {
+    tid & (THREAD_SLOTS - 1)
+}
+
+/// A call in progress of thread `tid`; `active` is 0 once the call returned (or the thread
+/// exited).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ThreadSlot<T> {
+    pub value: T,
+    pub tid: u32,
+    pub active: u32,
+}
+
+impl<T: Copy> ThreadSlot<T> {
+    /// The call of thread `tid`, if this slot holds one.
+    pub fn of(&self, tid: u32) -> Option<T> {
+        (self.active != 0 && self.tid == tid).then_some(self.value)
+    }
+}
 /// Capacity of the map of futex addresses whose wakes userspace asked the kernel to count.
 pub const MAX_WATCHED_ADDRS: u32 = 16_384;
 /// Capacity of the stack-trace map (user and kernel stacks of long waits and first wakers).
@@ -125,8 +151,6 @@ pub mod fd_kind {
     pub const EPOLL: u32 = 2;
 }
 
-/// Capacity of the pending-call map (one entry per thread inside a tracked call).
-pub const MAX_PENDING_CALLS: u32 = 65_536;
 /// Capacity of the tracked-fd map (timerfds and epoll sets of the target).
 pub const MAX_TRACKED_FDS: u32 = 65_536;
 /// Capacity of the per-epoll-set statistics map.
@@ -277,6 +301,10 @@ mod pod {
     // SAFETY: all of these are repr(C) structs of integers with explicit padding fields, so every
     // bit pattern is valid and there is no uninitialised padding.
     unsafe impl aya::Pod for super::PendingWait {}
+    // Both values are 8-byte aligned with sizes that are multiples of 8, and the two u32s after
+    // them fill 8 bytes: no padding.
+    unsafe impl aya::Pod for super::ThreadSlot<super::PendingWait> {}
+    unsafe impl aya::Pod for super::ThreadSlot<super::PendingCall> {}
     unsafe impl aya::Pod for super::FutexKey {}
     unsafe impl aya::Pod for super::WakeStats {}
     unsafe impl aya::Pod for super::WaitDone {}

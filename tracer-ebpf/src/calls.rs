@@ -1,21 +1,21 @@
 //! Shared plumbing for the rare calls tracked for threads, epoll and timerfds: remember the
-//! arguments at entry (one hash insert keyed by tid), send one record with the result at exit.
+//! arguments at entry (in the thread's slot), send one record with the result at exit.
 use aya_ebpf::{
     bindings::{BPF_F_USER_STACK, BPF_RB_NO_WAKEUP},
     helpers::bpf_ktime_get_ns,
     macros::map,
-    maps::HashMap,
+    maps::{Array, HashMap},
     programs::{tracing::StackIdContext, TracePointContext},
 };
 use tracer_common::{
-    counter, event_kind, CallDone, FdKey, PendingCall, MAX_PENDING_CALLS, MAX_TRACKED_FDS,
+    counter, event_kind, CallDone, FdKey, PendingCall, ThreadSlot, MAX_TRACKED_FDS, THREAD_SLOTS,
 };
 
-use crate::{count, EVENTS, STACKS};
+use crate::{count, slots, EVENTS, STACKS};
 
+/// The tracked call each thread of the target is in, by thread slot.
 #[map(name = "PENDING_CALLS")]
-pub static PENDING_CALLS: HashMap<u32, PendingCall> =
-    HashMap::with_max_entries(MAX_PENDING_CALLS, 0);
+pub static PENDING_CALLS: Array<ThreadSlot<PendingCall>> = Array::with_max_entries(THREAD_SLOTS, 0);
 
 /// Timerfds and epoll sets of the target, so that `read` and `close` on any other fd cost only
 /// a lookup miss. Filled here on creation and by userspace for fds that existed before attach.
@@ -53,22 +53,15 @@ pub fn begin(tgid: u32, tid: u32, call: u32, args: [u64; 4]) {
         tgid,
         call,
     };
-    if PENDING_CALLS.insert(tid, pending, 0).is_err() {
+    if !slots::put(&PENDING_CALLS, tid, pending) {
         count(counter::PENDING_CALLS_FULL);
     }
 }
 
-/// The call `tid` entered, if it is one of `calls` (a stale entry of another call is left for
-/// that call's exit to overwrite). Removes it.
+/// The call `tid` entered, if it is `call`; frees its slot.
 #[inline(always)]
 pub fn finish(tid: u32, call: u32) -> Option<PendingCall> {
-    // SAFETY: the value is copied out before the entry is removed.
-    let pending = (unsafe { PENDING_CALLS.get(tid) }).copied()?;
-    if pending.call != call {
-        return None;
-    }
-    let _ = PENDING_CALLS.remove(tid);
-    Some(pending)
+    slots::take(&PENDING_CALLS, tid, |pending| pending.call == call)
 }
 
 /// The caller's user stack id, or -1 (counted) when it cannot be taken.

@@ -8,18 +8,20 @@ use aya_ebpf::{
     bindings::{BPF_F_USER_STACK, BPF_RB_NO_WAKEUP},
     helpers::{bpf_ktime_get_ns, bpf_probe_read_user},
     macros::{map, tracepoint},
-    maps::HashMap,
+    maps::{Array, HashMap},
     programs::{tracing::StackIdContext, TracePointContext},
 };
 use tracer_common::{
-    counter, event_kind, futex_op, syscall, wait_flags, FutexKey, PendingWait, WaitDone, WakeStats,
-    MAX_PENDING_WAITS, MAX_WATCHED_ADDRS,
+    counter, event_kind, futex_op, syscall, wait_flags, FutexKey, PendingWait, ThreadSlot,
+    WaitDone, WakeStats, MAX_WATCHED_ADDRS, THREAD_SLOTS,
 };
 
-use crate::{count, long_wait_ns, target_thread, EVENTS, STACKS};
+use crate::{count, long_wait_ns, slots, target_thread, EVENTS, STACKS};
 
+/// The futex wait each thread of the target is in, by thread slot. What is still active at
+/// report time is still blocked.
 #[map(name = "PENDING_WAITS")]
-static PENDING_WAITS: HashMap<u32, PendingWait> = HashMap::with_max_entries(MAX_PENDING_WAITS, 0);
+pub static PENDING_WAITS: Array<ThreadSlot<PendingWait>> = Array::with_max_entries(THREAD_SLOTS, 0);
 
 /// Futex words that some thread has been waiting on for long; userspace fills it so that wakes
 /// are counted only where they matter (a lookup miss is far cheaper than counting every wake).
@@ -92,7 +94,7 @@ fn begin_wait(
         syscall,
         flags,
     };
-    if PENDING_WAITS.insert(tid, wait, 0).is_err() {
+    if !slots::put(&PENDING_WAITS, tid, wait) {
         count(counter::PENDING_MAP_FULL);
         return;
     }
@@ -227,12 +229,10 @@ fn end_wait(ctx: &TracePointContext) -> u32 {
     let Some((_, tid)) = target_thread() else {
         return 0;
     };
-    // SAFETY: the value is copied out before the entry is removed.
-    let Some(wait) = (unsafe { PENDING_WAITS.get(tid) }).copied() else {
+    let Some(wait) = slots::take(&PENDING_WAITS, tid, |_| true) else {
         // A wake, or a wait that began before tracing started.
         return 0;
     };
-    let _ = PENDING_WAITS.remove(tid);
     count(counter::WAITS_FINISHED);
 
     // SAFETY: helper without preconditions.

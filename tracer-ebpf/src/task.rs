@@ -15,7 +15,7 @@ use aya_ebpf::{
 use tracer_common::{counter, event_kind, native_call, ThreadExit, ThreadRename};
 
 use crate::calls::{arg, begin, finish, now_ns, ret, send, user_stack};
-use crate::{count, target_thread, EVENTS};
+use crate::{count, slots, target_thread, EVENTS};
 
 /// `struct clone_args` starts with `u64 flags`.
 #[inline(always)]
@@ -128,6 +128,9 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
         return 0;
     };
     count(counter::THREADS_EXITED);
+    // A thread that exits inside a call (killed in a futex wait) never returns from it.
+    slots::release(&crate::futex::PENDING_WAITS, tid);
+    slots::release(&crate::calls::PENDING_CALLS, tid);
     // sched_process_exit: comm[16] at 8, pid at 24, prio at 28, group_dead (bool) at 32.
     // SAFETY: reading a fixed slot of the tracepoint record.
     let group_dead = unsafe { ctx.read_at::<u8>(32) }.unwrap_or(0) as u32;

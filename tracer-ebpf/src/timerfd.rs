@@ -12,9 +12,7 @@
 use aya_ebpf::{helpers::bpf_probe_read_user, macros::tracepoint, programs::TracePointContext};
 use tracer_common::{counter, fd_kind, native_call, FdKey};
 
-use crate::calls::{
-    arg, begin, finish, ret, send, track_fd, user_stack, PENDING_CALLS, TRACKED_FDS,
-};
+use crate::calls::{arg, begin, finish, ret, send, track_fd, user_stack, TRACKED_FDS};
 use crate::{count, target_thread};
 
 /// `struct __kernel_itimerspec { timespec it_interval; timespec it_value; }`
@@ -163,11 +161,7 @@ pub fn sys_exit_read(ctx: TracePointContext) -> u32 {
     let Some((_, tid)) = target_thread() else {
         return 0;
     };
-    // Cheap miss for ordinary reads: no pending entry for this thread.
-    // SAFETY: only checks presence.
-    if unsafe { PENDING_CALLS.get(tid) }.is_none() {
-        return 0;
-    }
+    // Ordinary reads cost one array lookup here: only a read of a tracked timerfd took a slot.
     let Some(pending) = finish(tid, native_call::TIMERFD_READ) else {
         return 0;
     };

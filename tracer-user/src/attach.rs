@@ -5,11 +5,12 @@
 use std::path::Path;
 
 use anyhow::{bail, Context as _, Result};
-use aya::maps::{HashMap, MapData, PerCpuArray, RingBuf, StackTraceMap};
+use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf, StackTraceMap};
 use aya::programs::TracePoint;
 use aya::{Ebpf, EbpfLoader};
 use tracer_common::{
-    counter, names, EpollStats, FdKey, FutexKey, PendingCall, PendingWait, WakeStats,
+    counter, names, thread_slot, EpollStats, FdKey, FutexKey, PendingCall, PendingWait, ThreadSlot,
+    WakeStats,
 };
 
 use crate::model::KernelCounters;
@@ -106,12 +107,12 @@ const NATIVE_TRACEPOINTS: &[(&str, &str, &str)] = &[
 const TRACEFS: &str = "/sys/kernel/tracing";
 
 pub struct Probes {
-    pending: HashMap<MapData, u32, PendingWait>,
+    pending: Array<MapData, ThreadSlot<PendingWait>>,
     watched: HashMap<MapData, FutexKey, WakeStats>,
     stacks: StackTraceMap<MapData>,
     events: RingBuf<MapData>,
     counters: PerCpuArray<MapData, u64>,
-    pending_calls: HashMap<MapData, u32, PendingCall>,
+    pending_calls: Array<MapData, ThreadSlot<PendingCall>>,
     tracked_fds: HashMap<MapData, FdKey, u32>,
     epoll_stats: HashMap<MapData, FdKey, EpollStats>,
     /// Owns the programs and their links; dropped last.
@@ -250,12 +251,12 @@ impl Probes {
                 .with_context(|| format!("map {name} missing from the eBPF object"))
         };
         Ok(Probes {
-            pending: HashMap::try_from(take(names::PENDING_WAITS)?)?,
+            pending: Array::try_from(take(names::PENDING_WAITS)?)?,
             watched: HashMap::try_from(take(names::WATCHED_ADDRS)?)?,
             stacks: StackTraceMap::try_from(take(names::STACKS)?)?,
             events: RingBuf::try_from(take(names::EVENTS)?)?,
             counters: PerCpuArray::try_from(take(names::COUNTERS)?)?,
-            pending_calls: HashMap::try_from(take(names::PENDING_CALLS)?)?,
+            pending_calls: Array::try_from(take(names::PENDING_CALLS)?)?,
             tracked_fds: HashMap::try_from(take(names::TRACKED_FDS)?)?,
             epoll_stats: HashMap::try_from(take(names::EPOLL_STATS)?)?,
             _ebpf: ebpf,
@@ -264,9 +265,9 @@ impl Probes {
         })
     }
 
-    /// Threads of the target inside a futex wait that began after attach, by tid.
-    pub fn pending_waits(&self) -> Vec<(u32, PendingWait)> {
-        self.pending.iter().filter_map(|entry| entry.ok()).collect()
+    /// Which of `tids` are inside a futex wait that began after attach.
+    pub fn pending_waits(&self, tids: &[u32]) -> Vec<(u32, PendingWait)> {
+        slots_of(&self.pending, tids)
     }
 
     /// Starts counting wakes on a futex word (idempotent).
@@ -329,12 +330,9 @@ impl Probes {
         }
     }
 
-    /// Threads of the target inside a tracked call (epoll waits among them), by tid.
-    pub fn pending_calls(&self) -> Vec<(u32, PendingCall)> {
-        self.pending_calls
-            .iter()
-            .filter_map(|entry| entry.ok())
-            .collect()
+    /// Which of `tids` are inside a tracked call (epoll waits among them).
+    pub fn pending_calls(&self, tids: &[u32]) -> Vec<(u32, PendingCall)> {
+        slots_of(&self.pending_calls, tids)
     }
 
     /// Per-epoll-set statistics of the waits that returned since attach.
@@ -409,6 +407,20 @@ fn attach_optional(
     prog.attach(category, tracepoint)
         .with_context(|| format!("attaching to {category}:{tracepoint} failed"))?;
     Ok(true)
+}
+
+/// The calls in progress of `tids`, from their thread slots (one lookup per thread: cheaper
+/// than walking all the slots).
+fn slots_of<T: Copy>(slots: &Array<MapData, ThreadSlot<T>>, tids: &[u32]) -> Vec<(u32, T)>
+where
+    ThreadSlot<T>: aya::Pod,
+{
+    tids.iter()
+        .filter_map(|&tid| {
+            let slot = slots.get(&thread_slot(tid), 0).ok()?;
+            slot.of(tid).map(|value| (tid, value))
+        })
+        .collect()
 }
 
 /// "40 probes: futex 8, threads 11, ..." for the status line; the JSON lists every probe.

@@ -341,14 +341,14 @@ impl Collector<'_> {
         } else {
             self.settings.min_blocked_ns / 2
         };
-        let pending: HashMap<u32, _> = self.probes.pending_waits().into_iter().collect();
+        let threads = procfs::threads(self.pid);
+        let pending: HashMap<u32, _> = self.probes.pending_waits(&threads).into_iter().collect();
         for wait in pending.values() {
             if now.saturating_sub(wait.start_ns) >= watch_after {
                 self.watch(wait.uaddr);
             }
         }
 
-        let threads = procfs::threads(self.pid);
         let mut blocked = Vec::new();
         for &tid in &threads {
             let Some(state) = procfs::futex_wait_state(self.pid, tid, self.memory.as_ref()) else {

@@ -31,7 +31,7 @@ struct Workload {
 const WORKLOADS: &[Workload] = &[
     Workload {
         name: "futex loop (FUTEX_WAIT returning EAGAIN + FUTEX_WAKE, no sleeping)",
-        build: Build::C("futex_loop"),
+        build: Build::C("bench/futex_loop"),
         args: &["2000000"],
         ops: 2_000_000,
         op_name: "futex call",
@@ -42,6 +42,20 @@ const WORKLOADS: &[Workload] = &[
         args: &["200000"],
         ops: 200_000,
         op_name: "round trip",
+    },
+    Workload {
+        name: "thread spawn: create + join, one thread after another",
+        build: Build::C("bench/spawn_threads"),
+        args: &["20000"],
+        ops: 20_000,
+        op_name: "thread",
+    },
+    Workload {
+        name: "epoll: eventfd write + epoll_wait + read",
+        build: Build::C("bench/epoll_rounds"),
+        args: &["500000"],
+        ops: 500_000,
+        op_name: "round",
     },
     Workload {
         name: "Go: channel ping-pong between two goroutines",
@@ -214,7 +228,7 @@ fn compile_go(root: &Path, work: &Path, dir: &str) -> Result<PathBuf> {
 }
 
 fn compile(fixtures: &Path, work: &Path, name: &str) -> Result<PathBuf> {
-    let binary = work.join(name);
+    let binary = work.join(name.replace('/', "-"));
     let status = Command::new("gcc")
         .args(["-O2", "-g", "-fno-omit-frame-pointer", "-pthread", "-o"])
         .arg(&binary)

@@ -11,6 +11,9 @@ use crate::report::human_ns;
 
 /// A group must have gained at least this many threads during the trace to be a leak.
 pub const MIN_GROWTH: u64 = 3;
+/// ... and those still alive must have been created over at least this long (or a third of the
+/// trace, if shorter): a leak keeps creating threads.
+pub const MIN_CREATION_SPREAD_NS: u64 = 1_000_000_000;
 /// Members listed in the JSON per group.
 const LISTED_MEMBERS: usize = 50;
 
@@ -69,6 +72,17 @@ pub fn candidates(model: &Model, end_ns: u64) -> (Vec<Candidate>, BTreeSet<u32>)
         if net < MIN_GROWTH || (members.len() as u64) < MIN_GROWTH {
             continue;
         }
+        // Growth means creation over time: a pool started in one burst (as every pool of a
+        // program traced from its start is) and then idle is steady, not leaking.
+        let created: Vec<u64> = members.iter().filter_map(|m| m.created_ns).collect();
+        let created_over = match (created.iter().min(), created.iter().max()) {
+            (Some(first), Some(last)) => last - first,
+            _ => 0,
+        };
+        let trace_ns = end_ns.saturating_sub(model.started_ns.unwrap_or(end_ns));
+        if created_over < MIN_CREATION_SPREAD_NS.min(trace_ns / 3) {
+            continue;
+        }
         // Where are they now?
         let mut by_state: BTreeMap<String, Vec<u32>> = BTreeMap::new();
         let mut histogram = new_histogram(3);
@@ -121,6 +135,10 @@ pub fn candidates(model: &Model, end_ns: u64) -> (Vec<Candidate>, BTreeSet<u32>)
             format!(
                 "{} thread(s) created at this site during the trace, {} exited: +{net} ({growth_per_s:.1}/s)",
                 site.created, site.exited
+            ),
+            format!(
+                "created one after another over {}, not as one pool",
+                human_ns(created_over)
             ),
             format!(
                 "{} of {} alive thread(s) are blocked in {} ({}), none of them exits",
@@ -195,14 +213,15 @@ mod tests {
 
     const S: u64 = 1_000_000_000;
 
-    fn run(exit_each: bool) -> Vec<Candidate> {
+    /// Ten threads created `spacing` apart in a 2 s trace, each exiting at once or blocking.
+    fn run(exit_each: bool, spacing: u64) -> Vec<Candidate> {
         let mut model = Model::new();
         model.apply(&Event::TraceStarted { at_ns: 0 });
         let stack = vec![frame("pthread_create"), frame("spawn_task")];
         let mut states = Vec::new();
         for tid in 100..110 {
             model.apply(&Event::Thread(ThreadEvent::Created {
-                at_ns: (tid as u64 - 100) * S / 10,
+                at_ns: (tid as u64 - 100) * spacing,
                 creator: 1,
                 tid,
                 flags: CLONE_THREAD,
@@ -210,7 +229,7 @@ mod tests {
             }));
             if exit_each {
                 model.apply(&Event::Thread(ThreadEvent::Exited {
-                    at_ns: (tid as u64 - 100) * S / 10 + 1000,
+                    at_ns: (tid as u64 - 100) * spacing + 1000,
                     tid,
                 }));
             } else {
@@ -233,7 +252,7 @@ mod tests {
 
     #[test]
     fn a_growing_blocked_group_is_a_leak_and_joined_threads_are_not() {
-        let leak = run(false);
+        let leak = run(false, S / 10);
         assert_eq!(leak.len(), 1);
         assert_eq!(leak[0].kind, CandidateKind::ThreadLeak);
         assert_eq!(leak[0].count, 10);
@@ -247,6 +266,11 @@ mod tests {
             "{}",
             leak[0].summary
         );
-        assert!(run(true).is_empty());
+        assert!(run(true, S / 10).is_empty());
+    }
+
+    #[test]
+    fn a_pool_started_in_one_burst_is_not_a_leak() {
+        assert!(run(false, 1_000).is_empty());
     }
 }

@@ -328,13 +328,13 @@ impl Native {
                 }));
             }
         }
+        let tids = procfs::threads(self.pid);
         let pending: HashMap<u32, _> = probes
-            .pending_calls()
+            .pending_calls(&tids)
             .into_iter()
             .filter(|(_, call)| call.tgid == self.pid && call.call == native_call::EPOLL_WAIT)
             .collect();
 
-        let tids = procfs::threads(self.pid);
         let mut states = Vec::new();
         let mut waiters = Vec::new();
         let mut links: Option<BTreeMap<i32, String>> = None;
