@@ -83,7 +83,8 @@ impl Symbolizer {
             module,
         });
         // What was looked up without it may now be named.
-        self.user.retain(|_, frames| frames.iter().any(|f| f.line.is_some()));
+        self.user
+            .retain(|_, frames| frames.iter().any(|f| f.line.is_some()));
     }
 
     /// Symbolizes a user stack, innermost first. `addrs[0]` is the exact instruction; the others

@@ -30,7 +30,11 @@ fn sample(table: &LineTable) -> Vec<u64> {
     for (i, &entry) in entries.iter().enumerate() {
         let next = entries.get(i + 1).copied().unwrap_or(end);
         let step = (next.saturating_sub(entry) / PER_FUNCTION).max(1);
-        addrs.extend((0..PER_FUNCTION).map(|k| entry + k * step).filter(|&a| a < next));
+        addrs.extend(
+            (0..PER_FUNCTION)
+                .map(|k| entry + k * step)
+                .filter(|&a| a < next),
+        );
     }
     addrs
 }
@@ -155,7 +159,9 @@ fn agrees_with_dwarf(go: &str, flags: &[&str]) {
         } else if go == "1.19" && wrapper_inlining_missing_from_dwarf(&ours, dwarf) {
             dwarf_gaps += 1;
         } else if differences.len() < 15 {
-            differences.push(format!("{addr:#x}:\n  pclntab {ours:?}\n  dwarf   {dwarf:?}"));
+            differences.push(format!(
+                "{addr:#x}:\n  pclntab {ours:?}\n  dwarf   {dwarf:?}"
+            ));
         }
     }
     eprintln!(
@@ -168,8 +174,14 @@ fn agrees_with_dwarf(go: &str, flags: &[&str]) {
     for d in &differences {
         eprintln!("{d}");
     }
-    assert!(compared > 5000, "Go {go}: only {compared} addresses compared");
-    assert!(inlined_stacks > 500, "Go {go}: only {inlined_stacks} inlined");
+    assert!(
+        compared > 5000,
+        "Go {go}: only {compared} addresses compared"
+    );
+    assert!(
+        inlined_stacks > 500,
+        "Go {go}: only {inlined_stacks} inlined"
+    );
     assert_eq!(
         same_stack + dwarf_gaps,
         compared,
