@@ -219,3 +219,12 @@ fn the_line_table_agrees_with_dwarf_on_go_1_27_pie() {
 fn the_line_table_agrees_with_dwarf_on_go_1_21() {
     agrees_with_dwarf("1.21", &[]);
 }
+
+/// Every version in between: the place of `moduledata.gofunc` (inline trees) in stripped
+/// builds depends on it.
+#[test]
+fn the_line_table_agrees_with_dwarf_on_go_1_22_to_1_26() {
+    for go in ["1.22", "1.23", "1.24", "1.25", "1.26"] {
+        agrees_with_dwarf(go, &[]);
+    }
+}
