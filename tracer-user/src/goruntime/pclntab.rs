@@ -214,7 +214,7 @@ impl LineTable {
     /// Link address range of the code the table covers.
     pub fn text_range(&self) -> std::ops::Range<u64> {
         let end = u32_at(&self.tab, self.pcln + 8 * self.nfunc).unwrap_or(0);
-        self.text_start..self.text_start + u64::from(end)
+        self.text_start..self.text_start.saturating_add(u64::from(end))
     }
 
     /// `runtime.findfunc`: the function whose code holds `pc` (a link address).
@@ -238,7 +238,9 @@ impl LineTable {
         let i = lo.checked_sub(1)?;
         let funcoff = u32_at(&self.tab, self.pcln + 8 * i + 4)? as usize;
         let at = self.pcln.checked_add(funcoff)?;
-        let entry = self.text_start + u64::from(u32_at(&self.tab, at)?);
+        let entry = self
+            .text_start
+            .checked_add(u64::from(u32_at(&self.tab, at)?))?;
         Some(Func { at, entry })
     }
 
@@ -272,7 +274,7 @@ impl LineTable {
             let (pcdelta, n) = readvarint(p)?;
             p = p.get(n..)?;
             // PCQuantum is 1 on amd64.
-            pc += u64::from(pcdelta);
+            pc = pc.checked_add(u64::from(pcdelta))?;
             if target < pc {
                 return Some(val);
             }
@@ -360,7 +362,9 @@ impl LineTable {
             else {
                 break;
             };
-            let call = ix * call_size;
+            let Some(call) = ix.checked_mul(call_size) else {
+                break;
+            };
             let (Some(nameoff), Some(parent_pc)) = (
                 u32_at(tree, call + name_field),
                 u32_at(tree, call + parent_pc_field),
@@ -374,7 +378,7 @@ impl LineTable {
                 line,
                 inlined: true,
             });
-            pc = f.entry + u64::from(parent_pc);
+            pc = f.entry.saturating_add(u64::from(parent_pc));
         }
         let (file, line) = self.file_line(f, pc);
         frames.push(GoFrame {
@@ -390,7 +394,7 @@ impl LineTable {
     pub fn entries(&self) -> Vec<u64> {
         (0..self.nfunc)
             .filter_map(|i| u32_at(&self.tab, self.pcln + 8 * i))
-            .map(|off| self.text_start + u64::from(off))
+            .map(|off| self.text_start.saturating_add(u64::from(off)))
             .collect()
     }
 }
