@@ -221,6 +221,17 @@ impl Collector<'_> {
                 self.model.apply(&Event::GoRuntime {
                     version: go.version_string().to_string(),
                 });
+                match go.line_table() {
+                    Some(table) => self.symbolizer.set_go_line_table(
+                        table,
+                        go.load_bias(),
+                        go.exe().to_string_lossy().into_owned(),
+                    ),
+                    None => self.notes.push(
+                        "the Go executable's .gopclntab is unreadable: frames without symbols stay unnamed"
+                            .into(),
+                    ),
+                }
                 self.go = Some(go);
             }
             Ok(None) => {}

@@ -2,9 +2,15 @@
 //! Go's symbol table, PIE and shared libraries through /proc/PID/maps, and kernel addresses
 //! through kallsyms.
 //!
+//! Go executables without symbols (`-ldflags=-s -w`) still have `.gopclntab`, the table the Go
+//! runtime uses for its own tracebacks: when the collector recognises a Go program it hands its
+//! line table over ([`Symbolizer::set_go_line_table`]), and addresses blazesym cannot name (or
+//! names without a file and line) are looked up there, inlined frames included.
+//!
 //! Symbolization must happen while the target is alive (it reads the target's mappings), so the
 //! collector symbolizes as it observes, and caches by address.
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use blazesym::symbolize::{
     source::{Kernel, Process, Source},
@@ -12,6 +18,7 @@ use blazesym::symbolize::{
 };
 use blazesym::Pid;
 
+use crate::goruntime::pclntab::LineTable;
 use crate::model::Frame;
 
 pub struct Symbolizer {
@@ -19,6 +26,40 @@ pub struct Symbolizer {
     pid: u32,
     user: HashMap<u64, Vec<Frame>>,
     kernel: HashMap<u64, String>,
+    go: Option<GoLines>,
+}
+
+/// The line table of a Go executable, and where it is loaded.
+struct GoLines {
+    table: Arc<LineTable>,
+    /// Process address minus link address.
+    bias: u64,
+    /// The executable's path, for the frames' `module`.
+    module: String,
+}
+
+impl GoLines {
+    /// Frames for a process address, innermost first; None outside the Go code.
+    fn frames(&self, addr: u64) -> Option<Vec<Frame>> {
+        let link = addr.wrapping_sub(self.bias);
+        let frames = self.table.frames(link);
+        if frames.is_empty() {
+            return None;
+        }
+        Some(
+            frames
+                .into_iter()
+                .map(|f| Frame {
+                    function: Some(f.function),
+                    file: f.file,
+                    line: f.line,
+                    module: Some(self.module.clone()),
+                    addr,
+                    inlined: f.inlined,
+                })
+                .collect(),
+        )
+    }
 }
 
 impl Symbolizer {
@@ -28,7 +69,22 @@ impl Symbolizer {
             pid,
             user: HashMap::new(),
             kernel: HashMap::new(),
+            go: None,
         }
+    }
+
+    /// The target is a Go program: name addresses in its executable that blazesym cannot (no
+    /// symbol, or no file and line) from its `.gopclntab`. `load_bias` is process address minus
+    /// link address; `module` the executable's path.
+    pub fn set_go_line_table(&mut self, table: Arc<LineTable>, load_bias: u64, module: String) {
+        self.go = Some(GoLines {
+            table,
+            bias: load_bias,
+            module,
+        });
+        // What was looked up without it may now be named.
+        self.user
+            .retain(|_, frames| frames.iter().any(|f| f.line.is_some()));
     }
 
     /// Symbolizes a user stack, innermost first. `addrs[0]` is the exact instruction; the others
@@ -88,8 +144,15 @@ impl Symbolizer {
             .unwrap_or_default();
         for (i, &lookup) in missing.iter().enumerate() {
             let frames = match resolved.get(i) {
-                Some(Symbolized::Sym(sym)) => frames_of(sym, lookup),
-                _ => vec![Frame::unknown(lookup)],
+                Some(Symbolized::Sym(sym)) if sym.code_info.is_some() => frames_of(sym, lookup),
+                // No symbol, or no file and line: the Go runtime's own table knows better.
+                other => match self.go.as_ref().and_then(|go| go.frames(lookup)) {
+                    Some(frames) => frames,
+                    None => match other {
+                        Some(Symbolized::Sym(sym)) => frames_of(sym, lookup),
+                        _ => vec![Frame::unknown(lookup)],
+                    },
+                },
             };
             self.user.insert(lookup, frames);
         }

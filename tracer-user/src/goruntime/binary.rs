@@ -10,6 +10,7 @@ use gimli::{EndianSlice, LittleEndian};
 use object::{Object as _, ObjectSection as _, ObjectSymbol as _};
 
 use super::offsets::GOffsets;
+use super::pclntab::LineTable;
 use super::GoVersion;
 
 /// The start of the `.go.buildinfo` section (debug/buildinfo).
@@ -38,6 +39,8 @@ pub(crate) struct GoBinary {
     pub allgs_from_code: Result<u64>,
     /// Functions from `.gopclntab`, sorted by address (empty when it is unreadable).
     pub functions: Vec<PclnFunction>,
+    /// Function, file, line and inlined frames from `.gopclntab`.
+    pub lines: Result<LineTable>,
     /// `(address, size)` of the sections where runtime variables live (.data, .noptrdata, .bss,
     /// .noptrbss), to check addresses found by heuristics and to search .data.
     pub data_sections: Vec<(String, u64, u64)>,
@@ -98,6 +101,7 @@ pub(crate) fn read(path: &std::path::Path) -> Result<Option<GoBinary>> {
         .unwrap_or(0)
         & !0xfff;
     let functions = pclntab_functions(&elf);
+    let lines = LineTable::from_elf(&elf, version.minor);
     let allgs_from_code = match &functions {
         Ok(functions) => allgs_from_for_each_g(&elf, functions),
         Err(e) => Err(anyhow!("{e:#}")),
@@ -110,6 +114,7 @@ pub(crate) fn read(path: &std::path::Path) -> Result<Option<GoBinary>> {
         dwarf_offsets,
         allgs_from_code,
         functions: functions.unwrap_or_default(),
+        lines,
         data_sections,
         first_load_address,
     }))

@@ -27,8 +27,10 @@
 mod binary;
 mod memory;
 pub mod offsets;
+pub mod pclntab;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context as _, Result};
@@ -37,6 +39,7 @@ use serde::{Deserialize, Serialize};
 use self::binary::GoBinary;
 use self::memory::{u32_at, u64_at, Memory};
 pub use self::offsets::GOffsets;
+use self::pclntab::LineTable;
 
 /// Versions this module reads, for error messages.
 pub const SUPPORTED: &str = "1.19 through 1.27 (amd64)";
@@ -238,6 +241,15 @@ pub fn read_binary(path: &std::path::Path) -> Result<Option<BinaryFacts>> {
     }))
 }
 
+/// The `.gopclntab` line table of a Go executable file (link addresses); Ok(None) when it is no
+/// Go program.
+pub fn read_line_table(path: &std::path::Path) -> Result<Option<LineTable>> {
+    match binary::read(path)? {
+        Some(binary) => binary.lines.map(Some),
+        None => Ok(None),
+    }
+}
+
 /// Where the runtime.g layout came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OffsetsSource {
@@ -269,6 +281,7 @@ pub struct GoProcess {
     allgs: AllgsSource,
     wait_reasons: Vec<String>,
     functions: Vec<binary::PclnFunction>,
+    lines: Option<Arc<LineTable>>,
     memory: Memory,
     max_frames: usize,
 }
@@ -309,11 +322,13 @@ pub fn inspect(pid: u32) -> Result<Option<GoProcess>> {
         allgs,
         wait_reasons: Vec::new(),
         functions: Vec::new(),
+        lines: None,
         memory,
         max_frames: DEFAULT_MAX_FRAMES,
     };
     process.wait_reasons = process.read_wait_reasons(&binary).unwrap_or_default();
     process.functions = binary.functions;
+    process.lines = binary.lines.ok().map(Arc::new);
     Ok(Some(process))
 }
 
@@ -440,6 +455,12 @@ impl GoProcess {
         let index = self.functions.partition_point(|f| f.entry <= link);
         let function = self.functions.get(index.checked_sub(1)?)?;
         (link < function.end).then_some(function.name.as_str())
+    }
+
+    /// The executable's `.gopclntab` line table (link addresses: subtract [`Self::load_bias`]),
+    /// when it is readable.
+    pub fn line_table(&self) -> Option<Arc<LineTable>> {
+        self.lines.clone()
     }
 
     pub fn set_max_frames(&mut self, max_frames: usize) {
