@@ -4,8 +4,6 @@
 //! blocking stack. These tests fail (they do not skip) when Go is missing: run
 //! `scripts/setup.sh` (or `scripts/setup-go.sh`) first. Reading another process's memory needs
 //! root (or the same user with ptrace allowed).
-use blazesym::symbolize::source::{Process, Source};
-use blazesym::symbolize::{Input, Symbolized, Symbolizer};
 use std::collections::HashMap;
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
@@ -13,6 +11,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{mpsc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tracer_user::goruntime::{self, AllgsSource, GStatus, GoroutineState, OffsetsSource};
+use tracer_user::model::Frame;
+use tracer_user::symbolize::Symbolizer;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -166,118 +166,38 @@ impl Drop for Running {
     }
 }
 
-/// Function, file and line of each address, as leaktrace's symbolize.rs asks blazesym (process
-/// source, absolute addresses).
-#[derive(Clone, Debug, Default)]
-struct Sym {
-    function: String,
-    file: Option<String>,
-    line: Option<u32>,
-}
-
+/// Names for a goroutine's addresses, through leaktrace's own symbolizer: blazesym, and the
+/// binary's `.gopclntab` where blazesym has nothing (stripped binaries).
 struct Names {
-    pid: u32,
-    /// For stripped binaries, where blazesym names nothing: function names from .gopclntab.
-    pcln: Option<goruntime::GoProcess>,
     symbolizer: Symbolizer,
-    cache: HashMap<u64, Vec<Sym>>,
 }
 
 impl Names {
-    fn new(pid: u32, stripped: bool) -> Names {
-        Names {
-            pid,
-            pcln: stripped.then(|| goruntime::inspect(pid).unwrap().unwrap()),
-            symbolizer: Symbolizer::new(),
-            cache: HashMap::new(),
+    fn new(pid: u32) -> Names {
+        let mut symbolizer = Symbolizer::new(pid);
+        let go = goruntime::inspect(pid).unwrap().unwrap();
+        if let Some(table) = go.line_table() {
+            symbolizer.set_go_line_table(
+                table,
+                go.load_bias(),
+                go.exe().to_string_lossy().into_owned(),
+            );
         }
+        Names { symbolizer }
     }
 
-    fn lookup(&mut self, addrs: &[u64]) -> Vec<Sym> {
-        let missing: Vec<u64> = addrs
-            .iter()
-            .copied()
-            .filter(|a| !self.cache.contains_key(a))
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        if let Some(go) = &self.pcln {
-            for addr in missing {
-                let function = go.function_at(addr).unwrap_or("?").to_string();
-                self.cache.insert(
-                    addr,
-                    vec![Sym {
-                        function,
-                        ..Sym::default()
-                    }],
-                );
-            }
-        } else if !missing.is_empty() {
-            let source = Source::Process(Process::new(self.pid.into()));
-            let resolved = self
-                .symbolizer
-                .symbolize(&source, Input::AbsAddr(&missing))
-                .expect("symbolize");
-            for (addr, sym) in missing.iter().zip(resolved) {
-                // Innermost first: inlined functions (blazesym lists them outermost first),
-                // then the function the code belongs to.
-                let sym = match sym {
-                    Symbolized::Sym(sym) => {
-                        let location = |c: Option<&blazesym::symbolize::CodeInfo<'_>>| {
-                            (
-                                c.map(|c| c.to_path().to_string_lossy().into_owned()),
-                                c.and_then(|c| c.line),
-                            )
-                        };
-                        let mut frames: Vec<Sym> = sym
-                            .inlined
-                            .iter()
-                            .rev()
-                            .map(|inl| {
-                                let (file, line) = location(inl.code_info.as_ref());
-                                Sym {
-                                    function: inl.name.to_string(),
-                                    file,
-                                    line,
-                                }
-                            })
-                            .collect();
-                        let (file, line) = location(sym.code_info.as_deref());
-                        frames.push(Sym {
-                            function: sym.name.to_string(),
-                            file,
-                            line,
-                        });
-                        frames
-                    }
-                    Symbolized::Unknown(_) => vec![Sym {
-                        function: "?".into(),
-                        ..Sym::default()
-                    }],
-                };
-                self.cache.insert(*addr, sym);
-            }
-        }
-        addrs.iter().flat_map(|a| self.cache[a].clone()).collect()
-    }
-
-    /// The stack as functions, innermost first (return addresses looked up one byte earlier).
+    /// The stack as functions, innermost first, inlined ones included.
     fn stack(&mut self, g: &GoroutineState) -> Vec<String> {
-        let addrs: Vec<u64> = g
-            .stack
-            .iter()
-            .enumerate()
-            .map(|(i, &a)| if i == 0 { a } else { a - 1 })
-            .collect();
-        self.lookup(&addrs)
+        self.symbolizer
+            .user_stack(&g.stack)
             .into_iter()
-            .map(|s| s.function)
+            .map(|f| f.function.unwrap_or_else(|| "?".into()))
             .collect()
     }
 
-    /// The `go` statement (gopc is a return address): the innermost function there.
-    fn creation(&mut self, g: &GoroutineState) -> Sym {
-        self.lookup(&[g.gopc - 1]).remove(0)
+    /// The `go` statement (gopc is a return address).
+    fn creation(&mut self, g: &GoroutineState) -> Frame {
+        self.symbolizer.call_site(g.gopc)
     }
 }
 
@@ -378,7 +298,7 @@ fn leaked(
     go: &goruntime::GoProcess,
     names: &mut Names,
     pattern: &Pattern,
-) -> (usize, Option<(GoroutineState, Vec<String>, Sym)>) {
+) -> (usize, Option<(GoroutineState, Vec<String>, Frame)>) {
     let snapshot = go.snapshot().expect("snapshot");
     let mut count = 0;
     let mut example = None;
@@ -399,10 +319,7 @@ fn leaked(
             continue;
         }
         let created = names.creation(&g);
-        // Stripped Go 1.27: gopc's function is not found in .gopclntab by function_at (open
-        // question, see the branch report); creation sites are only checked with symbols.
-        let stripped_ok = names.pcln.is_some();
-        if created.function != pattern.created_in && !stripped_ok {
+        if created.function.as_deref() != Some(pattern.created_in) {
             continue;
         }
         count += 1;
@@ -424,8 +341,8 @@ fn check_pattern(binary: &Path, pattern: &Pattern, symbols: bool) {
     let go_fixed = goruntime::inspect(fixed.pid())
         .expect("inspect")
         .expect("a Go program");
-    let mut names = Names::new(leaky.pid(), !symbols);
-    let mut fixed_names = Names::new(fixed.pid(), !symbols);
+    let mut names = Names::new(leaky.pid());
+    let mut fixed_names = Names::new(fixed.pid());
     let (first, _) = leaked(&go_leaky, &mut names, pattern);
     std::thread::sleep(Duration::from_millis(700));
     let (second, example) = leaked(&go_leaky, &mut names, pattern);
@@ -459,7 +376,7 @@ fn check_pattern(binary: &Path, pattern: &Pattern, symbols: bool) {
         go_leaky.version_string(),
         g.goid,
         g.wait_reason,
-        created.function,
+        created.function.as_deref().unwrap_or("?"),
         created.file.as_deref().unwrap_or("?"),
         created.line.unwrap_or(0),
         stack
@@ -572,10 +489,9 @@ fn g1_is_found_with_every_go_version_and_build_mode() {
     for minor in [19, 27] {
         runs.push((toolchain(minor), Mode::Pie));
     }
-    // Stripped: Go 1.19 only for now. A stripped Go 1.27 build is inspected and snapshotted
-    // (table offsets, allgs from forEachG, wait reasons all right) but this check does not find
-    // its G1 group yet: open question, to investigate.
-    runs.push((toolchain(19), Mode::Stripped));
+    for minor in [19, 27] {
+        runs.push((toolchain(minor), Mode::Stripped));
+    }
     for (tc, mode) in runs {
         let binary = build(tc, g1.fixture, mode);
         let result = std::panic::catch_unwind(|| {

@@ -5,7 +5,7 @@
 //! Addresses here are link-time addresses (as in the file); the caller adds the load bias.
 use std::collections::HashMap;
 
-use anyhow::{anyhow, bail, Context as _, Result};
+use anyhow::{anyhow, Context as _, Result};
 use gimli::{EndianSlice, LittleEndian};
 use object::{Object as _, ObjectSection as _, ObjectSymbol as _};
 
@@ -37,8 +37,6 @@ pub(crate) struct GoBinary {
     pub dwarf_offsets: Option<Result<GOffsets>>,
     /// runtime.allgs found through .gopclntab and the code of runtime.forEachG (link address).
     pub allgs_from_code: Result<u64>,
-    /// Functions from `.gopclntab`, sorted by address (empty when it is unreadable).
-    pub functions: Vec<PclnFunction>,
     /// Function, file, line and inlined frames from `.gopclntab`.
     pub lines: Result<LineTable>,
     /// `(address, size)` of the sections where runtime variables live (.data, .noptrdata, .bss,
@@ -100,10 +98,9 @@ pub(crate) fn read(path: &std::path::Path) -> Result<Option<GoBinary>> {
         .min()
         .unwrap_or(0)
         & !0xfff;
-    let functions = pclntab_functions(&elf);
     let lines = LineTable::from_elf(&elf, version.minor);
-    let allgs_from_code = match &functions {
-        Ok(functions) => allgs_from_for_each_g(&elf, functions),
+    let allgs_from_code = match &lines {
+        Ok(lines) => allgs_from_for_each_g(&elf, lines),
         Err(e) => Err(anyhow!("{e:#}")),
     };
     Ok(Some(GoBinary {
@@ -113,7 +110,6 @@ pub(crate) fn read(path: &std::path::Path) -> Result<Option<GoBinary>> {
         symbols,
         dwarf_offsets,
         allgs_from_code,
-        functions: functions.unwrap_or_default(),
         lines,
         data_sections,
         first_load_address,
@@ -267,75 +263,13 @@ pub(crate) fn g_offsets_from_dwarf(elf: &object::File<'_>) -> Result<GOffsets> {
     })
 }
 
-/// A function from `.gopclntab`: link address range and name.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct PclnFunction {
-    pub entry: u64,
-    pub end: u64,
-    pub name: String,
-}
-
-/// Every function in `.gopclntab` (Go 1.18+ layout), sorted by address: stripped binaries keep
-/// this table (the runtime needs it), so it names functions when the symbol table is gone.
-pub(crate) fn pclntab_functions(elf: &object::File<'_>) -> Result<Vec<PclnFunction>> {
-    let tab = elf
-        .section_by_name(".gopclntab")
-        .ok_or_else(|| anyhow!("no .gopclntab section"))?
-        .data()?;
-    let word = |at: usize| -> Option<u64> {
-        Some(u64::from_le_bytes(tab.get(at..at + 8)?.try_into().ok()?))
-    };
-    let u32_at = |at: usize| -> Option<u32> {
-        Some(u32::from_le_bytes(tab.get(at..at + 4)?.try_into().ok()?))
-    };
-    let magic = u32_at(0).ok_or_else(|| anyhow!("truncated .gopclntab"))?;
-    if !matches!(magic, 0xffff_fff0 | 0xffff_fff1) || tab.get(7) != Some(&8) {
-        bail!(".gopclntab has magic {magic:#x}: not the Go 1.18+ amd64 layout");
-    }
-    let bad = || anyhow!("truncated .gopclntab header");
-    let nfunc = usize::try_from(word(8).ok_or_else(bad)?)?;
-    let mut text_start = word(24).ok_or_else(bad)?;
-    if text_start == 0 {
-        text_start = elf
-            .section_by_name(".text")
-            .map(|s| s.address())
-            .unwrap_or(0);
-    }
-    let funcname = usize::try_from(word(32).ok_or_else(bad)?)?;
-    let pcln = usize::try_from(word(64).ok_or_else(bad)?)?;
-    let mut functions = Vec::with_capacity(nfunc);
-    for i in 0..nfunc {
-        let entry = pcln + 8 * i;
-        let (Some(entry_off), Some(func_off), Some(next_off)) =
-            (u32_at(entry), u32_at(entry + 4), u32_at(entry + 8))
-        else {
-            break;
-        };
-        let Some(name_off) = u32_at(pcln + func_off as usize + 4) else {
-            continue;
-        };
-        let Some(rest) = tab.get(funcname + name_off as usize..) else {
-            continue;
-        };
-        let name = rest.split(|&b| b == 0).next().unwrap_or_default();
-        functions.push(PclnFunction {
-            entry: text_start + u64::from(entry_off),
-            end: text_start + u64::from(next_off.max(entry_off)),
-            name: String::from_utf8_lossy(name).into_owned(),
-        });
-    }
-    functions.sort_by_key(|f| f.entry);
-    Ok(functions)
-}
-
 /// Finds `runtime.allgs` without symbols: `runtime.forEachG` ranges over it, so its code loads
 /// the slice's pointer and length with two RIP-relative 8-byte moves from addresses 8 apart.
-fn allgs_from_for_each_g(elf: &object::File<'_>, functions: &[PclnFunction]) -> Result<u64> {
-    let for_each_g = functions
-        .iter()
-        .find(|f| f.name == "runtime.forEachG")
+fn allgs_from_for_each_g(elf: &object::File<'_>, lines: &LineTable) -> Result<u64> {
+    let for_each_g = lines
+        .function_range("runtime.forEachG")
         .ok_or_else(|| anyhow!("no runtime.forEachG in .gopclntab"))?;
-    let start = for_each_g.entry;
+    let start = for_each_g.start;
     let code = read_file_bytes(elf, start, usize::try_from(for_each_g.end - start)?)
         .ok_or_else(|| anyhow!("runtime.forEachG's code is not in the file"))?;
     let targets = rip_relative_loads(&code, start);

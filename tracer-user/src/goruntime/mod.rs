@@ -280,7 +280,6 @@ pub struct GoProcess {
     offsets_source: OffsetsSource,
     allgs: AllgsSource,
     wait_reasons: Vec<String>,
-    functions: Vec<binary::PclnFunction>,
     lines: Option<Arc<LineTable>>,
     memory: Memory,
     max_frames: usize,
@@ -321,13 +320,11 @@ pub fn inspect(pid: u32) -> Result<Option<GoProcess>> {
         offsets_source,
         allgs,
         wait_reasons: Vec::new(),
-        functions: Vec::new(),
         lines: None,
         memory,
         max_frames: DEFAULT_MAX_FRAMES,
     };
     process.wait_reasons = process.read_wait_reasons(&binary).unwrap_or_default();
-    process.functions = binary.functions;
     process.lines = binary.lines.ok().map(Arc::new);
     Ok(Some(process))
 }
@@ -448,13 +445,11 @@ impl GoProcess {
     }
 
     /// The Go function containing `addr` (a process address), from the binary's `.gopclntab`:
-    /// names functions even in stripped binaries, where blazesym finds nothing (no file:line,
-    /// no inlined frames). Look return addresses up one byte earlier.
-    pub fn function_at(&self, addr: u64) -> Option<&str> {
-        let link = addr.wrapping_sub(self.bias);
-        let index = self.functions.partition_point(|f| f.entry <= link);
-        let function = self.functions.get(index.checked_sub(1)?)?;
-        (link < function.end).then_some(function.name.as_str())
+    /// names functions even in stripped binaries. Look return addresses up one byte earlier.
+    pub fn function_at(&self, addr: u64) -> Option<String> {
+        self.lines
+            .as_ref()?
+            .function_at(addr.wrapping_sub(self.bias))
     }
 
     /// The executable's `.gopclntab` line table (link addresses: subtract [`Self::load_bias`]),

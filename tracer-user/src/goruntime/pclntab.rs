@@ -390,6 +390,20 @@ impl LineTable {
         frames
     }
 
+    /// The link address range of the function named `name` (first match).
+    pub fn function_range(&self, name: &str) -> Option<std::ops::Range<u64>> {
+        (0..self.nfunc).find_map(|i| {
+            let funcoff = u32_at(&self.tab, self.pcln + 8 * i + 4)? as usize;
+            let nameoff = u32_at(&self.tab, self.pcln.checked_add(funcoff)? + 4)?;
+            if self.name_at(nameoff)? != name {
+                return None;
+            }
+            let entry = u32_at(&self.tab, self.pcln + 8 * i)?;
+            let end = u32_at(&self.tab, self.pcln + 8 * (i + 1))?;
+            Some(self.text_start + u64::from(entry)..self.text_start + u64::from(end.max(entry)))
+        })
+    }
+
     /// Every function's entry (link address), in address order.
     pub fn entries(&self) -> Vec<u64> {
         (0..self.nfunc)
