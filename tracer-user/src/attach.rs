@@ -15,94 +15,57 @@ use tracer_common::{
 
 use crate::model::KernelCounters;
 
-/// The programs and the tracepoints they attach to. The first two are required: without them
-/// nothing can be seen. The others exist only on newer kernels (futex2, 6.7+).
-const TRACEPOINTS: &[(&str, &str, bool)] = &[
-    ("sys_enter_futex", "sys_enter_futex", true),
-    ("sys_exit_futex", "sys_exit_futex", true),
-    ("sys_enter_futex_wait", "sys_enter_futex_wait", false),
-    ("sys_exit_futex_wait", "sys_exit_futex_wait", false),
-    ("sys_enter_futex_waitv", "sys_enter_futex_waitv", false),
-    ("sys_exit_futex_waitv", "sys_exit_futex_waitv", false),
-    ("sys_enter_futex_wake", "sys_enter_futex_wake", false),
-    ("sys_enter_futex_requeue", "sys_enter_futex_requeue", false),
+/// Every tracepoint program, by (category, tracepoint): each program is named after its
+/// tracepoint. Required ones fail the trace when missing: without the futex calls nothing can be
+/// seen. The others lose their part of the report (said in the notes): futex2 exists only on
+/// 6.7+, and threads, epoll and timerfd are extras to the core.
+const TRACEPOINTS: &[(&str, &str, Need)] = &[
+    ("syscalls", "sys_enter_futex", Need::Required),
+    ("syscalls", "sys_exit_futex", Need::Required),
+    ("syscalls", "sys_enter_futex_wait", Need::Optional),
+    ("syscalls", "sys_exit_futex_wait", Need::Optional),
+    ("syscalls", "sys_enter_futex_waitv", Need::Optional),
+    ("syscalls", "sys_exit_futex_waitv", Need::Optional),
+    ("syscalls", "sys_enter_futex_wake", Need::Optional),
+    ("syscalls", "sys_enter_futex_requeue", Need::Optional),
+    ("syscalls", "sys_enter_clone", Need::Optional),
+    ("syscalls", "sys_exit_clone", Need::Optional),
+    ("syscalls", "sys_enter_clone3", Need::Optional),
+    ("syscalls", "sys_exit_clone3", Need::Optional),
+    ("syscalls", "sys_enter_fork", Need::Optional),
+    ("syscalls", "sys_exit_fork", Need::Optional),
+    ("syscalls", "sys_enter_vfork", Need::Optional),
+    ("syscalls", "sys_exit_vfork", Need::Optional),
+    ("sched", "sched_process_exit", Need::Optional),
+    ("task", "task_rename", Need::Optional),
+    ("syscalls", "sys_enter_epoll_create", Need::Optional),
+    ("syscalls", "sys_exit_epoll_create", Need::Optional),
+    ("syscalls", "sys_enter_epoll_create1", Need::Optional),
+    ("syscalls", "sys_exit_epoll_create1", Need::Optional),
+    ("syscalls", "sys_enter_epoll_ctl", Need::Optional),
+    ("syscalls", "sys_exit_epoll_ctl", Need::Optional),
+    ("syscalls", "sys_enter_epoll_wait", Need::Optional),
+    ("syscalls", "sys_exit_epoll_wait", Need::Optional),
+    ("syscalls", "sys_enter_epoll_pwait", Need::Optional),
+    ("syscalls", "sys_exit_epoll_pwait", Need::Optional),
+    ("syscalls", "sys_enter_epoll_pwait2", Need::Optional),
+    ("syscalls", "sys_exit_epoll_pwait2", Need::Optional),
+    ("syscalls", "sys_enter_timerfd_create", Need::Optional),
+    ("syscalls", "sys_exit_timerfd_create", Need::Optional),
+    ("syscalls", "sys_enter_timerfd_settime", Need::Optional),
+    ("syscalls", "sys_exit_timerfd_settime", Need::Optional),
+    ("syscalls", "sys_enter_timerfd_gettime", Need::Optional),
+    ("syscalls", "sys_exit_timerfd_gettime", Need::Optional),
+    ("syscalls", "sys_enter_read", Need::Optional),
+    ("syscalls", "sys_exit_read", Need::Optional),
+    ("syscalls", "sys_enter_close", Need::Optional),
 ];
 
-/// Threads, epoll and timerfds: (program, category, tracepoint). All optional: a kernel without
-/// one loses that part of the report (said in the notes), not the trace.
-const NATIVE_TRACEPOINTS: &[(&str, &str, &str)] = &[
-    ("sys_enter_clone", "syscalls", "sys_enter_clone"),
-    ("sys_exit_clone", "syscalls", "sys_exit_clone"),
-    ("sys_enter_clone3", "syscalls", "sys_enter_clone3"),
-    ("sys_exit_clone3", "syscalls", "sys_exit_clone3"),
-    ("sys_enter_fork", "syscalls", "sys_enter_fork"),
-    ("sys_exit_fork", "syscalls", "sys_exit_fork"),
-    ("sys_enter_vfork", "syscalls", "sys_enter_vfork"),
-    ("sys_exit_vfork", "syscalls", "sys_exit_vfork"),
-    ("sched_process_exit", "sched", "sched_process_exit"),
-    ("task_rename", "task", "task_rename"),
-    (
-        "sys_enter_epoll_create",
-        "syscalls",
-        "sys_enter_epoll_create",
-    ),
-    ("sys_exit_epoll_create", "syscalls", "sys_exit_epoll_create"),
-    (
-        "sys_enter_epoll_create1",
-        "syscalls",
-        "sys_enter_epoll_create1",
-    ),
-    (
-        "sys_exit_epoll_create1",
-        "syscalls",
-        "sys_exit_epoll_create1",
-    ),
-    ("sys_enter_epoll_ctl", "syscalls", "sys_enter_epoll_ctl"),
-    ("sys_exit_epoll_ctl", "syscalls", "sys_exit_epoll_ctl"),
-    ("sys_enter_epoll_wait", "syscalls", "sys_enter_epoll_wait"),
-    ("sys_exit_epoll_wait", "syscalls", "sys_exit_epoll_wait"),
-    ("sys_enter_epoll_pwait", "syscalls", "sys_enter_epoll_pwait"),
-    ("sys_exit_epoll_pwait", "syscalls", "sys_exit_epoll_pwait"),
-    (
-        "sys_enter_epoll_pwait2",
-        "syscalls",
-        "sys_enter_epoll_pwait2",
-    ),
-    ("sys_exit_epoll_pwait2", "syscalls", "sys_exit_epoll_pwait2"),
-    (
-        "sys_enter_timerfd_create",
-        "syscalls",
-        "sys_enter_timerfd_create",
-    ),
-    (
-        "sys_exit_timerfd_create",
-        "syscalls",
-        "sys_exit_timerfd_create",
-    ),
-    (
-        "sys_enter_timerfd_settime",
-        "syscalls",
-        "sys_enter_timerfd_settime",
-    ),
-    (
-        "sys_exit_timerfd_settime",
-        "syscalls",
-        "sys_exit_timerfd_settime",
-    ),
-    (
-        "sys_enter_timerfd_gettime",
-        "syscalls",
-        "sys_enter_timerfd_gettime",
-    ),
-    (
-        "sys_exit_timerfd_gettime",
-        "syscalls",
-        "sys_exit_timerfd_gettime",
-    ),
-    ("sys_enter_read", "syscalls", "sys_enter_read"),
-    ("sys_exit_read", "syscalls", "sys_exit_read"),
-    ("sys_enter_close", "syscalls", "sys_enter_close"),
-];
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Need {
+    Required,
+    Optional,
+}
 
 const TRACEFS: &str = "/sys/kernel/tracing";
 
@@ -201,40 +164,20 @@ impl Probes {
             .context("loading the eBPF programs into the kernel failed")?;
 
         let mut attached = Vec::new();
-        for &(program, tracepoint, required) in TRACEPOINTS {
-            let available = Path::new(TRACEFS)
-                .join("events/syscalls")
-                .join(tracepoint)
-                .exists()
-                || Path::new("/sys/kernel/debug/tracing/events/syscalls")
-                    .join(tracepoint)
-                    .exists();
-            if !available {
-                if required {
-                    bail!("this kernel has no syscalls:{tracepoint} tracepoint (CONFIG_FTRACE_SYSCALLS off?)");
-                }
-                notes.push(format!(
-                    "syscalls:{tracepoint} does not exist on this kernel; not traced"
-                ));
-                continue;
-            }
-            let prog: &mut TracePoint = ebpf
-                .program_mut(program)
-                .with_context(|| format!("program {program} missing from the eBPF object"))?
-                .try_into()?;
-            prog.load()
-                .with_context(|| format!("the kernel rejected program {program}"))?;
-            prog.attach("syscalls", tracepoint)
-                .with_context(|| format!("attaching to syscalls:{tracepoint} failed"))?;
-            attached.push(format!("syscalls:{tracepoint}"));
-        }
-        for &(program, category, tracepoint) in NATIVE_TRACEPOINTS {
-            match attach_optional(&mut ebpf, program, category, tracepoint) {
-                Ok(true) => attached.push(format!("{category}:{tracepoint}")),
-                Ok(false) => notes.push(format!(
+        for &(category, tracepoint, need) in TRACEPOINTS {
+            let outcome = attach_tracepoint(&mut ebpf, category, tracepoint);
+            match (outcome, need) {
+                (Ok(true), _) => attached.push(format!("{category}:{tracepoint}")),
+                (Ok(false), Need::Required) => bail!(
+                    "this kernel has no {category}:{tracepoint} tracepoint (CONFIG_FTRACE_SYSCALLS off?)"
+                ),
+                (Ok(false), Need::Optional) => notes.push(format!(
                     "{category}:{tracepoint} does not exist on this kernel; not traced"
                 )),
-                Err(err) => notes.push(format!("{err:#}; {category}:{tracepoint} not traced")),
+                (Err(err), Need::Required) => return Err(err),
+                (Err(err), Need::Optional) => {
+                    notes.push(format!("{err:#}; {category}:{tracepoint} not traced"))
+                }
             }
         }
 
@@ -381,13 +324,10 @@ fn attach_pthread_create(ebpf: &mut Ebpf, pid: u32) -> Result<String> {
     Ok(library)
 }
 
-/// Loads and attaches one optional program; Ok(false) when the tracepoint does not exist.
-fn attach_optional(
-    ebpf: &mut Ebpf,
-    program: &str,
-    category: &str,
-    tracepoint: &str,
-) -> Result<bool> {
+/// Loads the program named after `tracepoint` and attaches it; Ok(false) when this kernel has
+/// no such tracepoint.
+fn attach_tracepoint(ebpf: &mut Ebpf, category: &str, tracepoint: &str) -> Result<bool> {
+    let program = tracepoint;
     let exists = [TRACEFS, "/sys/kernel/debug/tracing"].iter().any(|dir| {
         Path::new(dir)
             .join("events")
