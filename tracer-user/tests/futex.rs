@@ -8,20 +8,13 @@ use serde_json::Value;
 
 const S: u64 = 1_000_000_000;
 
-fn by_kind<'a>(report: &'a Value, kind: &str) -> Vec<&'a Value> {
-    candidates(report)
-        .iter()
-        .filter(|c| c["kind"] == kind)
-        .collect()
-}
-
 #[test]
 fn an_abba_deadlock_is_one_deadlock_naming_both_threads_and_both_locks() {
     require_root();
     let fixture = Fixture::start(&build_c("abba_deadlock"), &[]);
     let report = trace_pid(fixture.pid(), "2s", &[]);
 
-    let deadlocks = by_kind(&report, "deadlock");
+    let deadlocks = of_kind(&report, "deadlock");
     assert_eq!(deadlocks.len(), 1, "one deadlock");
     let deadlock = deadlocks[0];
     assert_eq!(deadlock["count"], 2);
@@ -65,7 +58,7 @@ fn an_abba_deadlock_is_one_deadlock_naming_both_threads_and_both_locks() {
         assert!(deadlock["blocked_ns"][key].as_u64().unwrap() >= S);
     }
     // The main thread joins a deadlocked thread: stuck behind it, not healthy.
-    let joiner = by_kind(&report, "futex_wait");
+    let joiner = of_kind(&report, "futex_wait");
     assert_eq!(joiner.len(), 1, "the joining main thread");
     assert!(joiner[0]["threads"][0]["joining_tid"].is_u64());
     assert_frame_at(
@@ -106,7 +99,7 @@ fn waiters_on_a_condition_variable_nobody_signals_are_one_group_never_woken() {
     let _ = std::fs::remove_file(&out);
     println!("{}", serde_json::to_string_pretty(&report).unwrap());
 
-    let stuck = by_kind(&report, "futex_wait");
+    let stuck = of_kind(&report, "futex_wait");
     assert_eq!(stuck.len(), 1, "one group: {:?}", candidates(&report));
     let group = stuck[0];
     assert_eq!(group["count"], 3);
@@ -141,7 +134,7 @@ fn threads_blocked_before_attach_are_found_with_lower_bound_times() {
     let fixture = Fixture::start(&build_c("condvar_never_signalled"), &["2", "0"]);
     std::thread::sleep(Duration::from_millis(300));
     let report = trace_pid(fixture.pid(), "1500ms", &["--min-blocked", "1s"]);
-    let stuck = by_kind(&report, "futex_wait");
+    let stuck = of_kind(&report, "futex_wait");
     assert_eq!(stuck.len(), 1, "{:?}", candidates(&report));
     assert_eq!(stuck[0]["count"], 2);
     assert_eq!(stuck[0]["blocked_ns"]["at_least"], true);
@@ -165,7 +158,9 @@ fn a_healthy_ping_pong_produces_no_candidate_but_shows_its_waits() {
     assert!(report["waits_seen"].as_u64().unwrap() > 100, "waits seen");
     let sites = report["wait_sites"].as_array().unwrap();
     assert!(!sites.is_empty(), "completed waits are summarised");
-    assert!(sites[0]["waits"].as_u64().unwrap() > 100);
+    // Spread over the two condition variables and the mutex, in an order that load can change.
+    let site_waits: u64 = sites.iter().map(|s| s["waits"].as_u64().unwrap()).sum();
+    assert!(site_waits > 100, "{site_waits} waits in the sites");
     assert_eq!(report["lost_events"], 0);
 }
 
@@ -201,7 +196,7 @@ fn a_target_that_exits_mid_trace_is_reported_as_seen() {
         "leaktrace noticed the exit"
     );
     assert_eq!(report["target_exited"], true);
-    let stuck = by_kind(&report, "futex_wait");
+    let stuck = of_kind(&report, "futex_wait");
     assert_eq!(stuck.len(), 1, "{:?}", candidates(&report));
     assert!(functions(&stuck[0]["blocking_stack"]).contains(&"wait_until_exit".to_string()));
 }

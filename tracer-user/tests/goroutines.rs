@@ -4,7 +4,6 @@
 mod common;
 
 use common::*;
-use serde_json::Value;
 
 struct Pattern {
     /// The fixture directory under tests/fixtures/go.
@@ -137,14 +136,6 @@ fn pattern(dir: &str) -> &'static Pattern {
         .expect("a pattern of the table")
 }
 
-/// Goroutine candidates of a report.
-fn goroutine_leaks(report: &Value) -> Vec<&Value> {
-    candidates(report)
-        .iter()
-        .filter(|c| c["kind"] == "goroutine_leak")
-        .collect()
-}
-
 /// Traces the leaky program under load (the leak grows meanwhile) and checks the candidate.
 fn finds_the_leak(dir: &str, go: &str, flags: &[&str]) {
     require_root();
@@ -154,7 +145,7 @@ fn finds_the_leak(dir: &str, go: &str, flags: &[&str]) {
     let fixture = Fixture::start(&binary, &[]);
     std::thread::sleep(std::time::Duration::from_millis(700));
     let report = trace_pid(fixture.pid(), "3s", &[]);
-    let leaks = goroutine_leaks(&report);
+    let leaks = of_kind(&report, "goroutine_leak");
     assert_eq!(
         leaks.len(),
         1,

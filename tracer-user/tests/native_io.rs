@@ -1,93 +1,23 @@
 //! Root integration tests for thread leaks (N3), epoll loops that never wake (N4) and timerfds
 //! (N5, N6): real fixtures, the real `leaktrace` binary with real eBPF probes, JSON asserted.
 //!
-//! The helpers below are minimal stand-ins for the shared harness (`tests/common/mod.rs` on
-//! main): swap `Fixture` for it once merged.
-use std::io::{BufRead as _, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+mod common;
+
 use std::sync::Mutex;
 
+use common::*;
 use serde_json::Value;
 
-/// The machines have 2 cores: traces run one at a time so that timing stays predictable.
+/// The machines have 2 cores: these traces run one at a time so that timing stays predictable.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-struct Fixture {
-    child: Child,
-    _dir: PathBuf,
-}
-
-impl Fixture {
-    fn start(name: &str, mode: &str) -> Fixture {
-        let dir = std::env::temp_dir().join(format!(
-            "leaktrace-native-{}-{name}-{mode}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/{name}.c"));
-        let binary = dir.join(name);
-        let status = Command::new("gcc")
-            .args(["-g", "-O1", "-fno-omit-frame-pointer", "-pthread", "-o"])
-            .arg(&binary)
-            .arg(&source)
-            .status()
-            .expect("gcc runs");
-        assert!(status.success(), "compiling {}", source.display());
-        let mut child = Command::new(&binary)
-            .arg(mode)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("fixture starts");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line.trim(), "READY");
-        Fixture { child, _dir: dir }
-    }
-
-    fn trace(&self, duration: &str) -> Value {
-        let output = Command::new(env!("CARGO_BIN_EXE_leaktrace"))
-            .args([
-                "--pid",
-                &self.child.id().to_string(),
-                "--duration",
-                duration,
-            ])
-            .args(["--min-blocked", "1s", "--format", "json"])
-            .output()
-            .expect("leaktrace runs");
-        assert!(
-            output.status.success(),
-            "leaktrace failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        serde_json::from_slice(&output.stdout).expect("JSON report")
-    }
-}
-
-impl Drop for Fixture {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
+/// Starts fixture `name` in `mode`, lets it run `settle_ms`, and traces it for 3 s.
 fn run(name: &str, mode: &str, settle_ms: u64) -> Value {
+    require_root();
     let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let fixture = Fixture::start(name, mode);
+    let fixture = Fixture::start(&build_c(name), &[mode]);
     std::thread::sleep(std::time::Duration::from_millis(settle_ms));
-    fixture.trace("3s")
-}
-
-fn of_kind<'a>(report: &'a Value, kind: &str) -> Vec<&'a Value> {
-    report["candidates"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["kind"] == kind)
-        .collect()
+    trace_pid(fixture.pid(), "3s", &["--min-blocked", "1s"])
 }
 
 /// True when some frame is `function` in `file` (file:line present).

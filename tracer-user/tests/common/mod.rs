@@ -203,6 +203,14 @@ pub fn candidates(report: &Value) -> &Vec<Value> {
         .expect("candidates is an array")
 }
 
+/// The candidates of one kind.
+pub fn of_kind<'a>(report: &'a Value, kind: &str) -> Vec<&'a Value> {
+    candidates(report)
+        .iter()
+        .filter(|c| c["kind"] == kind)
+        .collect()
+}
+
 /// Function names of a stack (JSON frames), innermost first.
 pub fn functions(stack: &Value) -> Vec<String> {
     stack
