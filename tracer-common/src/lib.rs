@@ -7,6 +7,8 @@
 
 /// Names of the maps and globals, so that both halves agree on them.
 pub mod names {
+    pub const GO_STACK_BUDGET: &str = "GO_STACK_BUDGET";
+    pub const GO_NEWPROC: &str = "go_newproc";
     pub const PENDING_WAITS: &str = "PENDING_WAITS";
     pub const WATCHED_ADDRS: &str = "WATCHED_ADDRS";
     pub const STACKS: &str = "STACKS";
@@ -106,6 +108,10 @@ pub mod counter {
     pub const EPOLL_WAITS: u32 = 21;
     /// Reads of tracked timerfds.
     pub const TIMERFD_READS: u32 = 22;
+    /// Goroutine creations (`runtime.newproc`) seen while the creation probe was attached.
+    pub const GO_CREATIONS: u32 = 24;
+    /// ... of which had their creator's stack taken (the rest were over the window's budget).
+    pub const GO_CREATION_STACKS: u32 = 25;
     pub const COUNT: u32 = 32;
 }
 
@@ -118,6 +124,8 @@ pub mod event_kind {
     pub const THREAD_EXIT: u32 = 17;
     /// [`super::ThreadRename`].
     pub const THREAD_RENAME: u32 = 18;
+    /// [`super::GoCreation`].
+    pub const GO_CREATION: u32 = 24;
 }
 
 /// Calls tracked for threads, epoll and timerfds (`PendingCall::call`).
@@ -296,6 +304,23 @@ pub struct WaitDone {
     pub kernel_stack_id: i32,
 }
 
+/// Ring buffer record: a goroutine was created (a `go` statement ran) and its creator's stack
+/// was taken.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GoCreation {
+    /// [`event_kind::GO_CREATION`].
+    pub kind: u32,
+    pub tid: u32,
+    /// The return address of the call to `runtime.newproc`: the `go` statement, and the same
+    /// PC the runtime records as the new goroutine's `gopc`.
+    pub go_pc: u64,
+    /// The creator's user stack in `STACKS`; its first frame is inside `runtime.newproc` and
+    /// its second is the creator's caller (the creator has not pushed its frame yet).
+    pub stack_id: i32,
+    pub _pad: u32,
+}
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: all of these are repr(C) structs of integers with explicit padding fields, so every
@@ -308,6 +333,7 @@ mod pod {
     unsafe impl aya::Pod for super::FutexKey {}
     unsafe impl aya::Pod for super::WakeStats {}
     unsafe impl aya::Pod for super::WaitDone {}
+    unsafe impl aya::Pod for super::GoCreation {}
     unsafe impl aya::Pod for super::PendingCall {}
     unsafe impl aya::Pod for super::CallDone {}
     unsafe impl aya::Pod for super::ThreadExit {}

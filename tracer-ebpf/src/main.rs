@@ -8,6 +8,7 @@
 mod calls;
 mod epoll;
 mod futex;
+mod go;
 mod slots;
 mod task;
 mod timerfd;

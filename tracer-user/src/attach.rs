@@ -6,8 +6,10 @@ use std::path::Path;
 
 use anyhow::{bail, Context as _, Result};
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf, StackTraceMap};
-use aya::programs::TracePoint;
+use aya::programs::uprobe::{UProbeAttachLocation, UProbeLinkId, UProbeScope};
+use aya::programs::{TracePoint, UProbe};
 use aya::{Ebpf, EbpfLoader};
+use std::num::NonZeroU32;
 use tracer_common::{
     counter, names, thread_slot, EpollStats, FdKey, FutexKey, PendingCall, PendingWait, ThreadSlot,
     WakeStats,
@@ -78,8 +80,12 @@ pub struct Probes {
     pending_calls: Array<MapData, ThreadSlot<PendingCall>>,
     tracked_fds: HashMap<MapData, FdKey, u32>,
     epoll_stats: HashMap<MapData, FdKey, EpollStats>,
+    go_stack_budget: Array<MapData, u64>,
+    /// The goroutine-creation uprobe while a window is open.
+    go_creation_link: Option<UProbeLinkId>,
+    go_creation_loaded: bool,
     /// Owns the programs and their links; dropped last.
-    _ebpf: Ebpf,
+    ebpf: Ebpf,
     pub attached: Vec<String>,
     pub notes: Vec<String>,
 }
@@ -184,8 +190,8 @@ impl Probes {
         match attach_pthread_create(&mut ebpf, target_tgid) {
             Ok(library) => attached.push(format!("uprobe:{library}:pthread_create")),
             Err(err) => notes.push(format!(
-                "{err:#}; creation stacks of threads come from clone alone, which is shallow in \
-                 C libraries built without frame pointers"
+                "{err:#}; creation stacks of threads come from the clone call alone: complete \
+                 for code with frame pointers (Go), shallow through a C library without them"
             )),
         }
 
@@ -202,10 +208,59 @@ impl Probes {
             pending_calls: Array::try_from(take(names::PENDING_CALLS)?)?,
             tracked_fds: HashMap::try_from(take(names::TRACKED_FDS)?)?,
             epoll_stats: HashMap::try_from(take(names::EPOLL_STATS)?)?,
-            _ebpf: ebpf,
+            go_stack_budget: Array::try_from(take(names::GO_STACK_BUDGET)?)?,
+            go_creation_link: None,
+            go_creation_loaded: false,
+            ebpf,
             attached,
             notes,
         })
+    }
+
+    /// Opens a window of the goroutine-creation probe: a uprobe at `offset` of the target's
+    /// executable (in `runtime.newproc`, past its prologue) that takes at most `stacks` creator
+    /// stacks until [`Probes::close_go_creation_window`].
+    pub fn open_go_creation_window(&mut self, pid: u32, offset: u64, stacks: u64) -> Result<()> {
+        self.go_stack_budget
+            .set(0, stacks, 0)
+            .context("setting the goroutine-creation stack budget")?;
+        let prog: &mut UProbe = self
+            .ebpf
+            .program_mut(names::GO_NEWPROC)
+            .context("program go_newproc missing from the eBPF object")?
+            .try_into()?;
+        if !self.go_creation_loaded {
+            prog.load()
+                .context("the kernel rejected program go_newproc")?;
+            self.go_creation_loaded = true;
+        }
+        let scope = NonZeroU32::new(pid)
+            .map(UProbeScope::OneProcess)
+            .context("pid 0")?;
+        // /proc/PID/exe reaches the very file the target runs, even if it was replaced or is in
+        // another mount namespace.
+        let link = prog
+            .attach(
+                UProbeAttachLocation::AbsoluteOffset(offset),
+                format!("/proc/{pid}/exe"),
+                scope,
+            )
+            .context("attaching the goroutine-creation uprobe in runtime.newproc failed")?;
+        self.go_creation_link = Some(link);
+        Ok(())
+    }
+
+    /// Removes the goroutine-creation uprobe, if attached.
+    pub fn close_go_creation_window(&mut self) {
+        let Some(link) = self.go_creation_link.take() else {
+            return;
+        };
+        if let Some(prog) = self.ebpf.program_mut(names::GO_NEWPROC) {
+            if let Ok(prog) = <&mut UProbe>::try_from(prog) {
+                // Dropping the Ebpf detaches it anyway; this is for the windows in between.
+                let _ = prog.detach(link);
+            }
+        }
     }
 
     /// Which of `tids` are inside a futex wait that began after attach.
@@ -266,6 +321,8 @@ impl Probes {
             threads_created: sum(counter::THREADS_CREATED),
             threads_exited: sum(counter::THREADS_EXITED),
             pending_calls_full: sum(counter::PENDING_CALLS_FULL),
+            go_creations: sum(counter::GO_CREATIONS),
+            go_creation_stacks: sum(counter::GO_CREATION_STACKS),
             tracked_fds_full: sum(counter::TRACKED_FDS_FULL),
             epoll_stats_full: sum(counter::EPOLL_STATS_FULL),
             epoll_waits: sum(counter::EPOLL_WAITS),

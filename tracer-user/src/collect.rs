@@ -1,5 +1,6 @@
 //! The tracing loop: turns what the kernel and /proc show into model events, while the target
 //! runs, until the duration ends, the user interrupts, or the target exits.
+mod gocreation;
 mod native;
 
 use std::collections::HashMap;
@@ -9,7 +10,7 @@ use std::time::Duration;
 use anyhow::Result;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::time::{interval, sleep_until, Instant, MissedTickBehavior};
-use tracer_common::{event_kind, FutexKey, WaitDone};
+use tracer_common::{event_kind, FutexKey, GoCreation, WaitDone};
 
 use crate::attach::Probes;
 use crate::goruntime::{self, GStatus, GoProcess, GoroutineState};
@@ -83,6 +84,8 @@ struct Collector<'a> {
     notes: Vec<String>,
     /// The Go runtime of a Go target, when it can be read.
     go: Option<GoProcess>,
+    /// The goroutine-creation probe's windows, for a Go target whose runtime.newproc it knows.
+    creation_probe: Option<gocreation::CreationProbe>,
     scans: u32,
     /// The slowest goroutine snapshot: how long reading took, and how many goroutines.
     slowest_snapshot: Option<(Duration, usize)>,
@@ -109,6 +112,7 @@ pub async fn trace(
         model: Model::new(),
         notes: Vec::new(),
         go: None,
+        creation_probe: None,
         scans: 0,
         slowest_snapshot: None,
         native: native::Native::new(pid),
@@ -142,6 +146,9 @@ pub async fn trace(
         if target.has_exited() {
             break EndReason::TargetExited;
         }
+        if let Some(probe) = collector.creation_probe.as_mut() {
+            probe.tick(collector.probes, &mut collector.notes);
+        }
         ticks += 1;
         if ticks.is_multiple_of(SCAN_EVERY_TICKS) {
             collector.scan(false);
@@ -151,6 +158,9 @@ pub async fn trace(
         }
     };
 
+    if let Some(probe) = collector.creation_probe.as_mut() {
+        probe.close(collector.probes);
+    }
     collector.drain();
     let ended_ns = monotonic_ns();
     if end == EndReason::TargetExited {
@@ -164,6 +174,18 @@ pub async fn trace(
         collector.scan(true);
     }
     collector.read_counters();
+    if let Some(probe) = collector.creation_probe.as_ref() {
+        let counters = collector.model.counters;
+        collector.notes.push(format!(
+            "creator stacks of goroutines are sampled: a uprobe in runtime.newproc attached {} ms of every {} s ({} window(s)), at most {} stacks a window: {} creations seen, {} stacks taken",
+            gocreation::WINDOW.as_millis(),
+            gocreation::PERIOD.as_secs(),
+            probe.windows,
+            gocreation::STACKS_PER_WINDOW,
+            counters.go_creations,
+            counters.go_creation_stacks,
+        ));
+    }
     if let Some((elapsed, count)) = collector.slowest_snapshot {
         collector.notes.push(format!(
             "goroutines read {} times; the slowest read took {:.1} ms for {count} goroutines (the target is not paused)",
@@ -221,6 +243,15 @@ impl Collector<'_> {
                 self.model.apply(&Event::GoRuntime {
                     version: go.version_string().to_string(),
                 });
+                match go.creation_probe() {
+                    Ok(offset) => {
+                        self.creation_probe =
+                            Some(gocreation::CreationProbe::new(self.pid, offset));
+                    }
+                    Err(why) => self.notes.push(format!(
+                        "no goroutine-creation probe ({why}): goroutine candidates show the go statement only"
+                    )),
+                }
                 match go.line_table() {
                     Some(table) => self.symbolizer.set_go_line_table(
                         table,
@@ -301,6 +332,7 @@ impl Collector<'_> {
     fn drain(&mut self) {
         let mut done = Vec::new();
         let mut others: Vec<Vec<u8>> = Vec::new();
+        let mut creations = Vec::new();
         self.probes.drain(|bytes| {
             if bytes.len() >= std::mem::size_of::<WaitDone>()
                 && bytes[..4] == event_kind::WAIT_DONE.to_ne_bytes()
@@ -308,10 +340,20 @@ impl Collector<'_> {
                 // SAFETY: the record is at least a WaitDone, a repr(C) POD written by the kernel
                 // half; read_unaligned makes no alignment assumption.
                 done.push(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<WaitDone>()) });
+            } else if bytes.len() >= std::mem::size_of::<GoCreation>()
+                && bytes[..4] == event_kind::GO_CREATION.to_ne_bytes()
+            {
+                // SAFETY: as for WaitDone.
+                creations
+                    .push(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<GoCreation>()) });
             } else {
                 others.push(bytes.to_vec());
             }
         });
+        for creation in &creations {
+            let event = gocreation::creation_event(creation, self.probes, &mut self.symbolizer);
+            self.model.apply(&event);
+        }
         for bytes in &others {
             self.native
                 .record(bytes, self.probes, &mut self.symbolizer, &mut self.model);

@@ -120,6 +120,12 @@ pub enum Event {
     TargetExited { at_ns: u64 },
     /// The target is a Go program of this version.
     GoRuntime { version: String },
+    /// A `go` statement ran (seen by the creation probe): its PC (the new goroutine's `gopc`)
+    /// and the creator's stack, innermost first, from the `go` statement out.
+    GoroutineCreated {
+        go_pc: u64,
+        creator_stack: Vec<Frame>,
+    },
     /// All live goroutines of a Go target at `at_ns` (replaces the previous snapshot).
     Goroutines {
         at_ns: u64,
@@ -154,6 +160,9 @@ pub struct KernelCounters {
     pub threads_exited: u64,
     #[serde(default)]
     pub pending_calls_full: u64,
+    /// Goroutine creations seen by the creation probe, and creator stacks it took.
+    pub go_creations: u64,
+    pub go_creation_stacks: u64,
     #[serde(default)]
     pub tracked_fds_full: u64,
     #[serde(default)]
@@ -276,6 +285,10 @@ impl Model {
                 self.exited_ns = Some(*at_ns);
             }
             Event::KernelCounters(counters) => self.counters = *counters,
+            Event::GoroutineCreated {
+                go_pc,
+                creator_stack,
+            } => self.goroutines.creation_seen(*go_pc, creator_stack),
             Event::GoRuntime { version } => self.goroutines.go_version = Some(version.clone()),
             Event::Goroutines {
                 at_ns,

@@ -91,10 +91,25 @@ impl Symbolizer {
     /// are return addresses, looked up one byte earlier so that a call at the end of a function
     /// is attributed to the caller's call line, not to whatever follows it.
     pub fn user_stack(&mut self, addrs: &[u64]) -> Vec<Frame> {
+        self.frames(addrs, true)
+    }
+
+    /// Symbolizes a stack of return addresses only (each looked up one byte earlier).
+    pub fn return_addresses(&mut self, addrs: &[u64]) -> Vec<Frame> {
+        self.frames(addrs, false)
+    }
+
+    fn frames(&mut self, addrs: &[u64], first_is_exact: bool) -> Vec<Frame> {
         let lookups: Vec<u64> = addrs
             .iter()
             .enumerate()
-            .map(|(i, &addr)| if i == 0 { addr } else { addr.saturating_sub(1) })
+            .map(|(i, &addr)| {
+                if i == 0 && first_is_exact {
+                    addr
+                } else {
+                    addr.saturating_sub(1)
+                }
+            })
             .collect();
         self.resolve(&lookups);
         lookups

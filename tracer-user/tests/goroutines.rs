@@ -174,6 +174,15 @@ fn finds_the_leak(dir: &str, go: &str, flags: &[&str]) {
             .is_some_and(|f| f.contains(pattern.created_in)),
         "{dir}: go statement {go_statement}"
     );
+    // The creation probe saw some of them being created: the creator's stack goes on from the
+    // `go` statement to the fixture's request loop.
+    let creation = functions(&leak["creation_stack"]);
+    if pattern.created_at.is_some() {
+        assert!(
+            creation.iter().any(|f| f.ends_with("loop.Serve")),
+            "{dir}: creation stack {creation:?}"
+        );
+    }
     if let Some(marker) = pattern.created_at {
         assert!(go_statement["file"].as_str().unwrap().ends_with("main.go"));
         assert_eq!(

@@ -311,10 +311,21 @@ fn candidate(
         .min_by_key(|g| g.goid)
         .expect("a group has members");
     let creators: BTreeSet<u64> = members.iter().filter_map(|g| g.parent_goid).collect();
-    // The `go` statement; the creator's own stack is added once creation is traced.
-    let creation_stack: Vec<Frame> = vec![representative.go_statement.clone()];
+    // The creator's stack from the `go` statement out, when the creation probe saw this `go`
+    // statement run; otherwise the `go` statement alone (the runtime records it in every g).
+    let observed = model.creations.get(&representative.go_statement.addr);
+    let creation_stack: Vec<Frame> = match observed {
+        Some(seen) if !seen.creator_stack.is_empty() => seen.creator_stack.clone(),
+        _ => vec![representative.go_statement.clone()],
+    };
     let wait_reason = representative.wait_reason.clone();
     let mut reasons = evidence.reasons;
+    if let Some(seen) = observed {
+        reasons.push(format!(
+            "the creation probe saw this go statement run {} time(s) during the trace",
+            seen.times
+        ));
+    }
     if !creators.is_empty() && creators.len() <= 3 {
         reasons.push(format!(
             "created by goroutine(s) {}",
@@ -400,6 +411,34 @@ mod tests {
             Some("main.handle")
         );
         assert_eq!(overview.unwrap().count_max, 8);
+    }
+
+    #[test]
+    fn an_observed_creation_gives_the_creators_stack() {
+        let first = parked(1..=2, "main.handle", "main.handle.func1", "chan receive");
+        let mut second = first.clone();
+        second.extend(parked(
+            [20, 30].into_iter(),
+            "main.handle",
+            "main.handle.func1",
+            "chan receive",
+        ));
+        let mut model = traced(&[first, second.clone(), second]);
+        let go_pc = model.latest[0].go_statement.addr;
+        let stack: Vec<Frame> = ["main.handle", "main.serve", "main.main"]
+            .iter()
+            .map(|f| crate::model::tests::frame(f))
+            .collect();
+        model.creation_seen(go_pc, &stack);
+        model.creation_seen(go_pc, &stack);
+        let (candidates, _) = analyze(&model, S, S);
+        let creation = candidates[0].creation_stack.as_ref().unwrap();
+        assert_eq!(creation.len(), 3);
+        assert_eq!(creation[1].function.as_deref(), Some("main.serve"));
+        assert!(candidates[0]
+            .reasons
+            .iter()
+            .any(|r| r.contains("2 time(s)")));
     }
 
     #[test]

@@ -23,6 +23,7 @@ const WANTED_SYMBOLS: &[&str] = &[
     "runtime.allgs",
     "runtime.waitReasonStrings",
     "runtime.buildVersion",
+    "runtime.newproc",
 ];
 
 /// Everything read from the executable file.
@@ -39,6 +40,9 @@ pub(crate) struct GoBinary {
     pub allgs_from_code: Result<u64>,
     /// Function, file, line and inlined frames from `.gopclntab`.
     pub lines: Result<LineTable>,
+    /// File offset for the goroutine-creation uprobe in `runtime.newproc` (after its
+    /// stack-check prologue).
+    pub newproc_probe: Result<u64>,
     /// `(address, size)` of the sections where runtime variables live (.data, .noptrdata, .bss,
     /// .noptrbss), to check addresses found by heuristics and to search .data.
     pub data_sections: Vec<(String, u64, u64)>,
@@ -103,7 +107,9 @@ pub(crate) fn read(path: &std::path::Path) -> Result<Option<GoBinary>> {
         Ok(lines) => allgs_from_for_each_g(&elf, lines),
         Err(e) => Err(anyhow!("{e:#}")),
     };
+    let newproc_probe = newproc_probe_offset(&elf, &symbols, lines.as_ref().ok());
     Ok(Some(GoBinary {
+        newproc_probe,
         version,
         version_string,
         pie: elf.kind() == object::ObjectKind::Dynamic,
@@ -165,6 +171,53 @@ fn read_file_bytes(elf: &object::File<'_>, addr: u64, len: usize) -> Option<Vec<
         let data = s.data().ok()?;
         let start = usize::try_from(start).ok()?;
         data.get(start..start + len).map(<[u8]>::to_vec)
+    })
+}
+
+/// The file offset of `runtime.newproc`'s first instruction after its stack-check prologue:
+/// where the creation uprobe goes (the entry `cmp` would be single-stepped at ~11 us a hit).
+fn newproc_probe_offset(
+    elf: &object::File<'_>,
+    symbols: &HashMap<&'static str, (u64, u64)>,
+    lines: Option<&LineTable>,
+) -> Result<u64> {
+    let start = symbols
+        .get("runtime.newproc")
+        .map(|&(addr, _)| addr)
+        .or_else(|| lines?.function_range("runtime.newproc").map(|r| r.start))
+        .ok_or_else(|| anyhow!("runtime.newproc is in neither the symbol table nor .gopclntab"))?;
+    let code = read_file_bytes(elf, start, 16)
+        .ok_or_else(|| anyhow!("runtime.newproc's code is not in the file"))?;
+    let after = prologue_end(&code).ok_or_else(|| {
+        anyhow!(
+            "runtime.newproc does not start with the stack check leaktrace knows \
+             (cmp rsp, [r14+16]; jbe): {:02x?}",
+            &code[..8]
+        )
+    })?;
+    file_offset(elf, start + after)
+        .ok_or_else(|| anyhow!("runtime.newproc is in no loaded segment of the file"))
+}
+
+/// The length of a Go function's stack-check prologue, `cmp rsp, [r14+16]` then `jbe` (short
+/// or near): what every Go function with a frame starts with on amd64 since Go 1.17.
+pub(crate) fn prologue_end(code: &[u8]) -> Option<u64> {
+    if code.get(0..4)? != [0x49, 0x3b, 0x66, 0x10] {
+        return None;
+    }
+    match (code.get(4)?, code.get(5)?) {
+        (0x76, _) => Some(6),
+        (0x0f, 0x86) => Some(10),
+        _ => None,
+    }
+}
+
+/// Where a link address is in the file (what a uprobe is attached by).
+fn file_offset(elf: &object::File<'_>, addr: u64) -> Option<u64> {
+    elf.segments().find_map(|segment| {
+        let (offset, size) = object::ObjectSegment::file_range(&segment);
+        let start = object::ObjectSegment::address(&segment);
+        (addr >= start && addr - start < size).then(|| offset + (addr - start))
     })
 }
 
@@ -297,6 +350,23 @@ pub(crate) fn rip_relative_loads(code: &[u8], addr: u64) -> Vec<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn finds_the_end_of_go_stack_check_prologues() {
+        // Go 1.27's runtime.newproc: cmp rsp,[r14+0x10]; jbe rel8; push rbp
+        assert_eq!(
+            prologue_end(&[0x49, 0x3b, 0x66, 0x10, 0x76, 0x4c, 0x55]),
+            Some(6)
+        );
+        // A far jbe (large functions).
+        assert_eq!(
+            prologue_end(&[0x49, 0x3b, 0x66, 0x10, 0x0f, 0x86, 1, 2, 3, 4, 0x55]),
+            Some(10)
+        );
+        // Frameless or unknown code: no guess.
+        assert_eq!(prologue_end(&[0x55, 0x48, 0x89, 0xe5, 0, 0]), None);
+        assert_eq!(prologue_end(&[0x49, 0x3b, 0x66, 0x10, 0x77, 0x4c]), None);
+    }
 
     #[test]
     fn decodes_rip_relative_loads() {

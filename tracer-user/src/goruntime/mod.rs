@@ -281,6 +281,8 @@ pub struct GoProcess {
     allgs: AllgsSource,
     wait_reasons: Vec<String>,
     lines: Option<Arc<LineTable>>,
+    /// File offset for the creation uprobe, or why there is none.
+    newproc_probe: Result<u64, String>,
     memory: Memory,
     max_frames: usize,
 }
@@ -321,10 +323,12 @@ pub fn inspect(pid: u32) -> Result<Option<GoProcess>> {
         allgs,
         wait_reasons: Vec::new(),
         lines: None,
+        newproc_probe: Err(String::new()),
         memory,
         max_frames: DEFAULT_MAX_FRAMES,
     };
     process.wait_reasons = process.read_wait_reasons(&binary).unwrap_or_default();
+    process.newproc_probe = binary.newproc_probe.map_err(|e| format!("{e:#}"));
     process.lines = binary.lines.ok().map(Arc::new);
     Ok(Some(process))
 }
@@ -450,6 +454,12 @@ impl GoProcess {
         self.lines
             .as_ref()?
             .function_at(addr.wrapping_sub(self.bias))
+    }
+
+    /// The file offset in the executable (`/proc/PID/exe`) for the goroutine-creation uprobe,
+    /// or why there is none.
+    pub fn creation_probe(&self) -> Result<u64, String> {
+        self.newproc_probe.clone()
     }
 
     /// The executable's `.gopclntab` line table (link addresses: subtract [`Self::load_bias`]),

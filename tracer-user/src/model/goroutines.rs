@@ -97,9 +97,33 @@ pub struct GoroutineModel {
     pub groups: BTreeMap<GroupKey, Vec<CountAt>>,
     /// Goroutines the reader skipped (torn reads while the target ran), summed over snapshots.
     pub unreadable: u64,
+    /// Creator stacks seen by the creation probe, by `go` statement PC (the goroutines' gopc).
+    pub creations: HashMap<u64, ObservedCreation>,
+}
+
+/// What the creation probe saw of one `go` statement.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObservedCreation {
+    pub times: u64,
+    /// The creator's stack the last time it was seen, from the `go` statement out.
+    pub creator_stack: Vec<Frame>,
 }
 
 impl GoroutineModel {
+    pub fn creation_seen(&mut self, go_pc: u64, creator_stack: &[Frame]) {
+        let seen = self
+            .creations
+            .entry(go_pc)
+            .or_insert_with(|| ObservedCreation {
+                times: 0,
+                creator_stack: Vec::new(),
+            });
+        seen.times += 1;
+        if !creator_stack.is_empty() {
+            seen.creator_stack = creator_stack.to_vec();
+        }
+    }
+
     pub fn apply_snapshot(
         &mut self,
         at_ns: u64,
