@@ -27,6 +27,7 @@
 mod binary;
 mod memory;
 pub mod offsets;
+pub mod timers;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -271,6 +272,10 @@ pub struct GoProcess {
     functions: Vec<binary::PclnFunction>,
     memory: Memory,
     max_frames: usize,
+    /// runtime.allp (link address), for the timer heaps.
+    allp: Option<u64>,
+    /// Where the timer fields are, or why that is unknown.
+    timer_layout: Result<timers::TimerLayout, String>,
 }
 
 /// Recognises a Go program: Ok(None) when PID runs something else; an error when it is Go but
@@ -311,6 +316,14 @@ pub fn inspect(pid: u32) -> Result<Option<GoProcess>> {
         functions: Vec::new(),
         memory,
         max_frames: DEFAULT_MAX_FRAMES,
+        allp: binary.symbols.get("runtime.allp").map(|s| s.0),
+        timer_layout: match &binary.timer_layout {
+            Some(Ok(layout)) => Ok(*layout),
+            Some(Err(e)) => Err(format!("the binary's DWARF does not describe the timers: {e:#}")),
+            None => Err("no DWARF (built with -ldflags=-w or stripped): the layout of the \
+                 runtime's timers is unknown"
+                .into()),
+        },
     };
     process.wait_reasons = process.read_wait_reasons(&binary).unwrap_or_default();
     process.functions = binary.functions;
