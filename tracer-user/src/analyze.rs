@@ -7,6 +7,7 @@ pub mod epoll;
 pub mod goroutines;
 pub mod threads;
 pub mod timerfd;
+pub mod timers;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -30,6 +31,9 @@ pub enum CandidateKind {
     EpollWait,
     /// timerfds never armed, never firing, fired but unread, or leaked (N5, N6).
     Timerfd,
+    /// Go runtime timers never stopped, tickers nobody reads, AfterFunc callbacks that never
+    /// finish (T1-T4).
+    GoTimer,
 }
 
 /// Kind-specific details of a candidate; serialized flattened, as one key named after the
@@ -41,6 +45,7 @@ pub enum CandidateDetail {
     Epoll(epoll::EpollDetail),
     Timerfd(timerfd::TimerfdDetail),
     Goroutines(goroutines::GoroutineGroup),
+    GoTimers(timers::GoTimerGroup),
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -151,6 +156,8 @@ pub struct Analysis {
     pub blocked_but_healthy: Vec<BlockedButHealthy>,
     /// Go targets: the goroutine count over the trace and the groups that are not candidates.
     pub goroutines: Option<goroutines::GoroutineOverview>,
+    /// Go targets: pending runtime timers by kind and the groups that are not candidates.
+    pub go_timers: Option<timers::GoTimerOverview>,
 }
 
 impl StuckThread {
@@ -227,12 +234,18 @@ pub fn analyze(model: &Model, now_ns: u64, min_blocked_ns: u64, max_sites: usize
     candidates.extend(epoll_candidates);
     blocked_but_healthy.extend(idle_loops);
     candidates.extend(timerfd::candidates(model, end_ns, min_blocked_ns));
-    let (goroutine_candidates, goroutines) = goroutines::analyze(
+    let (mut goroutine_candidates, goroutines) = goroutines::analyze(
         &model.goroutines,
         model.started_ns.unwrap_or(end_ns),
         min_blocked_ns,
     );
+    let (timer_candidates, go_timers) = timers::analyze(
+        &model.go_timers,
+        &mut goroutine_candidates,
+        model.started_ns.unwrap_or(end_ns),
+    );
     candidates.extend(goroutine_candidates);
+    candidates.extend(timer_candidates);
     candidates.sort_by(|a, b| {
         b.score
             .total_cmp(&a.score)
@@ -244,6 +257,7 @@ pub fn analyze(model: &Model, now_ns: u64, min_blocked_ns: u64, max_sites: usize
         wait_sites: wait_sites(model, max_sites),
         blocked_but_healthy,
         goroutines,
+        go_timers,
     }
 }
 

@@ -1,6 +1,7 @@
 //! The tracing loop: turns what the kernel and /proc show into model events, while the target
 //! runs, until the duration ends, the user interrupts, or the target exits.
 mod native;
+mod timers;
 
 use std::collections::HashMap;
 use std::io::{IsTerminal as _, Write as _};
@@ -88,6 +89,8 @@ struct Collector<'a> {
     slowest_snapshot: Option<(Duration, usize)>,
     /// Threads, epoll and timerfds.
     native: native::Native,
+    /// The Go runtime's timers.
+    go_timers: timers::TimerReads,
 }
 
 pub async fn trace(
@@ -112,6 +115,7 @@ pub async fn trace(
         scans: 0,
         slowest_snapshot: None,
         native: native::Native::new(pid),
+        go_timers: timers::TimerReads::default(),
     };
     collector
         .model
@@ -179,9 +183,11 @@ pub async fn trace(
         mut notes,
         native,
         slowest_snapshot,
+        go_timers,
         ..
     } = collector;
     notes.extend(native.notes);
+    go_timers.finish(&mut notes);
     Ok((
         Outcome {
             model,
@@ -332,6 +338,10 @@ impl Collector<'_> {
     fn scan(&mut self, last: bool) {
         if last || self.scans.is_multiple_of(GOROUTINES_EVERY_SCANS) {
             self.snapshot_goroutines();
+            if let Some(go) = self.go.as_ref() {
+                self.go_timers
+                    .snapshot(go, &mut self.symbolizer, &mut self.model);
+            }
         }
         self.scans += 1;
         let now = monotonic_ns();
