@@ -38,7 +38,10 @@ impl TimerReads {
         };
         self.reads += 1;
         let count = snapshot.timers.len();
-        if self.slowest.is_none_or(|(slowest, _)| snapshot.elapsed > slowest) {
+        if self
+            .slowest
+            .is_none_or(|(slowest, _)| snapshot.elapsed > slowest)
+        {
             self.slowest = Some((snapshot.elapsed, count));
         }
         let timers = snapshot

@@ -319,10 +319,14 @@ pub fn inspect(pid: u32) -> Result<Option<GoProcess>> {
         allp: binary.symbols.get("runtime.allp").map(|s| s.0),
         timer_layout: match &binary.timer_layout {
             Some(Ok(layout)) => Ok(*layout),
-            Some(Err(e)) => Err(format!("the binary's DWARF does not describe the timers: {e:#}")),
-            None => Err("no DWARF (built with -ldflags=-w or stripped): the layout of the \
+            Some(Err(e)) => Err(format!(
+                "the binary's DWARF does not describe the timers: {e:#}"
+            )),
+            None => Err(
+                "no DWARF (built with -ldflags=-w or stripped): the layout of the \
                  runtime's timers is unknown"
-                .into()),
+                    .into(),
+            ),
         },
     };
     process.wait_reasons = process.read_wait_reasons(&binary).unwrap_or_default();

@@ -209,7 +209,8 @@ impl GoProcess {
             (Ok(layout), Some(allp)) => (layout, allp),
             _ => bail!(
                 "{}",
-                self.timers_unreadable().unwrap_or_else(|| "no timer layout".into())
+                self.timers_unreadable()
+                    .unwrap_or_else(|| "no timer layout".into())
             ),
         };
         let context = || {
@@ -239,7 +240,13 @@ impl GoProcess {
         // Each P's heap slice header.
         let headers: Vec<(u64, usize)> = ps
             .iter()
-            .map(|&p| if p == 0 { (0, 0) } else { (p + layout.p_heap, 16) })
+            .map(|&p| {
+                if p == 0 {
+                    (0, 0)
+                } else {
+                    (p + layout.p_heap, 16)
+                }
+            })
             .collect();
         let (header_buf, header_at) = self.memory.read_ranges(&headers);
         let mut torn = 0;
@@ -316,10 +323,8 @@ impl GoProcess {
             match layout.implementation {
                 TimerImplementation::Status { status, nextwhen } => {
                     let status = u32_at(buf, status as usize).unwrap_or(0);
-                    state.stopped = matches!(
-                        status,
-                        status::DELETED | status::REMOVING | status::REMOVED
-                    );
+                    state.stopped =
+                        matches!(status, status::DELETED | status::REMOVING | status::REMOVED);
                     if matches!(status, status::MODIFIED_EARLIER | status::MODIFIED_LATER) {
                         when = word(nextwhen).unwrap_or(0) as i64;
                     }

@@ -265,10 +265,7 @@ pub mod tests {
             TimerKind::of(Some("runtime.goroutineReady"), 0),
             TimerKind::Sleep
         );
-        assert_eq!(
-            TimerKind::of(Some("internal/poll.x"), 0),
-            TimerKind::Other
-        );
+        assert_eq!(TimerKind::of(Some("internal/poll.x"), 0), TimerKind::Other);
     }
 
     #[test]

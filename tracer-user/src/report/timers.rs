@@ -88,7 +88,10 @@ pub fn write_overview(out: &mut String, timers: &GoTimerOverview) {
     }
     let shown = 6;
     if !timers.other_groups.is_empty() {
-        let _ = writeln!(out, "  timer groups that are not leak candidates, largest first:");
+        let _ = writeln!(
+            out,
+            "  timer groups that are not leak candidates, largest first:"
+        );
     }
     for group in timers.other_groups.iter().take(shown) {
         let _ = writeln!(
