@@ -66,7 +66,7 @@ pub struct GoTimerGroup {
     pub history: Vec<CountAt>,
     /// T4: the goroutines the fired timers started, still parked in the callback.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub callback_goroutines: Option<GoroutineGroup>,
+    pub callback_goroutines: Option<Box<GoroutineGroup>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub not_a_candidate: Option<String>,
 }
@@ -107,11 +107,14 @@ pub fn analyze(
 ) -> (Vec<Candidate>, Option<GoTimerOverview>) {
     let mut candidates = Vec::new();
     let mut kept = Vec::with_capacity(goroutine_candidates.len());
-    for candidate in goroutine_candidates.drain(..) {
-        match callback_candidate(candidate) {
-            Ok(timer) => candidates.push(timer),
-            Err(other) => kept.push(other),
+    for mut candidate in goroutine_candidates.drain(..) {
+        if is_timer_callback(&candidate) {
+            if let Some(CandidateDetail::Goroutines(group)) = candidate.detail.take() {
+                candidates.push(callback_candidate(candidate, group));
+                continue;
+            }
         }
+        kept.push(candidate);
     }
     *goroutine_candidates = kept;
     if model.snapshots == 0 {
@@ -322,21 +325,19 @@ fn candidate(group: GoTimerGroup, score: f64, reasons: Vec<String>) -> Candidate
     }
 }
 
-/// T4: a goroutine candidate whose goroutines were started by `time.goFunc` is an AfterFunc
-/// callback that never finished; anything else is handed back.
-fn callback_candidate(mut candidate: Candidate) -> Result<Candidate, Candidate> {
-    let started_by_timer = candidate
-        .creation_stack
-        .as_ref()
-        .and_then(|s| s.first())
-        .is_some_and(|f| f.function.as_deref() == Some("time.goFunc"));
-    let Some(CandidateDetail::Goroutines(group)) = candidate.detail.take() else {
-        return Err(candidate);
-    };
-    if candidate.kind != CandidateKind::GoroutineLeak || !started_by_timer {
-        candidate.detail = Some(CandidateDetail::Goroutines(group));
-        return Err(candidate);
-    }
+/// T4: a goroutine candidate whose goroutines were started by `time.goFunc` (the runtime's
+/// AfterFunc trampoline) is an AfterFunc callback that never finished.
+fn is_timer_callback(candidate: &Candidate) -> bool {
+    candidate.kind == CandidateKind::GoroutineLeak
+        && matches!(candidate.detail, Some(CandidateDetail::Goroutines(_)))
+        && candidate
+            .creation_stack
+            .as_ref()
+            .and_then(|s| s.first())
+            .is_some_and(|f| f.function.as_deref() == Some("time.goFunc"))
+}
+
+fn callback_candidate(mut candidate: Candidate, group: GoroutineGroup) -> Candidate {
     let state = candidate.wait_reason.clone().unwrap_or(group.state.clone());
     // The runtime's timer code starts them: no user goroutine created them.
     candidate
@@ -368,10 +369,10 @@ fn callback_candidate(mut candidate: Candidate) -> Result<Candidate, Candidate> 
         channel_full: None,
         creation_site: CREATION_SITE_UNKNOWN,
         history: group.history.clone(),
-        callback_goroutines: Some(group),
+        callback_goroutines: Some(Box::new(group)),
         not_a_candidate: None,
     }));
-    Ok(candidate)
+    candidate
 }
 
 #[cfg(test)]
@@ -448,5 +449,42 @@ mod tests {
             .as_deref()
             .unwrap()
             .contains("collected by the GC"));
+    }
+
+    #[test]
+    fn parked_after_func_callbacks_become_one_timer_candidate() {
+        use crate::model::goroutines::{tests::goroutine, GoroutineModel};
+        let callbacks = |ids: std::ops::RangeInclusive<u64>| -> Vec<_> {
+            ids.map(|id| {
+                goroutine(
+                    id,
+                    "time.goFunc",
+                    &["runtime.gopark", "main.handle.func1"],
+                    "chan receive",
+                )
+            })
+            .collect()
+        };
+        let mut goroutines = GoroutineModel::default();
+        for (i, last) in [20, 60, 100].into_iter().enumerate() {
+            goroutines.apply_snapshot((i as u64 + 2) * S, &callbacks(1..=last), 0, S);
+        }
+        let (mut from_goroutines, _) = crate::analyze::goroutines::analyze(&goroutines, S, S);
+        assert_eq!(from_goroutines.len(), 1);
+        let (candidates, _) = analyze(&TimerModel::default(), &mut from_goroutines, S);
+        assert!(from_goroutines.is_empty(), "moved, not duplicated");
+        assert_eq!(candidates.len(), 1);
+        let c = &candidates[0];
+        assert_eq!(c.kind, CandidateKind::GoTimer);
+        assert!(
+            c.summary.contains("fired but never finished"),
+            "{}",
+            c.summary
+        );
+        let Some(CandidateDetail::GoTimers(group)) = &c.detail else {
+            panic!()
+        };
+        assert_eq!(group.callback_goroutines.as_ref().unwrap().count, 100);
+        assert!(group.callback.starts_with("main.handle.func1"));
     }
 }
