@@ -28,7 +28,7 @@ const MAX_TIMERS_PER_P: u64 = 50_000_000;
 /// More Ps than this means we read garbage.
 const MAX_PS: u64 = 1 << 16;
 /// Timers closer than this are read in one copy.
-const TIMER_MERGE_GAP: u64 = 512;
+const TIMER_MERGE_GAP: u64 = 64;
 
 /// Go 1.19-1.22 `timer.status` values.
 mod status {
