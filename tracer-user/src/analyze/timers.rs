@@ -148,7 +148,7 @@ pub fn analyze(
             TimerKind::Sleep => Some("sleep timers belong to sleeping goroutines (see the goroutines)".to_string()),
             TimerKind::Other => Some("the runtime's own timers (network deadlines, ...)".to_string()),
             TimerKind::Chan | TimerKind::Ticker if model.go_1_23_or_later => Some(
-                "Go 1.23+: a channel timer is in the heap only while a goroutine waits on its channel, and unstopped unreferenced ones are collected by the GC: not a leak".to_string(),
+                "Go 1.23+: a channel timer is in a heap only while a goroutine waits on its channel (see the goroutines), and unstopped unreferenced ones are collected by the GC: not a timer leak".to_string(),
             ),
             _ if score < CANDIDATE_SCORE => Some(format!(
                 "no evidence of a leak: {} (score {score:.0} < {CANDIDATE_SCORE:.0})",
@@ -255,26 +255,37 @@ fn describe(
     } else {
         missing.push("did not grow during the trace".into());
     }
-    if key.kind != TimerKind::Ticker {
-        if group.due_in_ns.p50 >= far_ns {
-            score += SCORE_FAR;
-            reasons.push(format!(
-                "half of them fire only in {} or later: they pile up faster than they fire",
-                human_ns(group.due_in_ns.p50)
-            ));
-        } else {
-            missing.push(format!("due soon (p50 {})", human_ns(group.due_in_ns.p50)));
-        }
-    } else if full * 2 > count {
+    // A leak needs timers that outlive the trace: deadlines far away, or tickers that keep
+    // firing into channels nobody reads. Growth alone could be a burst of short timeouts.
+    let far = group.due_in_ns.p50 >= far_ns;
+    let unread = has_channel && full * 2 > count;
+    if far {
+        score += SCORE_FAR;
+        reasons.push(format!(
+            "half of them fire only in {} or later: they pile up faster than they fire",
+            human_ns(group.due_in_ns.p50)
+        ));
+    }
+    if key.kind == TimerKind::Ticker && unread {
         score += SCORE_UNREAD;
         reasons.push(format!(
             "{full} of {count} have a full channel: they fire (every {}) with nobody receiving; {} ticks during the trace",
             human_ns(key.period_ns as u64),
             lifecycle.fired
         ));
-    } else {
-        missing.push("their channels are being read".into());
     }
+    if !far && !(key.kind == TimerKind::Ticker && unread) {
+        missing.push(format!(
+            "due soon (p50 {}){}",
+            human_ns(group.due_in_ns.p50),
+            if key.kind == TimerKind::Ticker {
+                " and their channels are being read"
+            } else {
+                ""
+            }
+        ));
+    }
+    let lasting = far || (key.kind == TimerKind::Ticker && unread);
     if count >= VERY_MANY {
         score += SCORE_VERY_MANY;
     } else if count >= MANY {
@@ -291,6 +302,11 @@ fn describe(
         ),
         _ => {}
     }
+    let score = if grew && lasting {
+        score
+    } else {
+        score.min(CANDIDATE_SCORE - 1.0)
+    };
     (group, score, reasons, missing)
 }
 
@@ -301,9 +317,13 @@ fn candidate(group: GoTimerGroup, score: f64, reasons: Vec<String>) -> Candidate
             group.count, group.callback
         ),
         TimerKind::Ticker => format!(
-            "{} ticker(s) every {} never stopped, firing with nobody receiving",
+            "{} ticker(s) every {} never stopped{}",
             group.count,
-            human_ns(group.period_ns as u64)
+            human_ns(group.period_ns as u64),
+            match group.channel_full {
+                Some(full) if full * 2 > group.count => ", firing with nobody receiving",
+                _ => "",
+            }
         ),
         kind => format!("{} {}(s) pending, never stopped", group.count, kind.name()),
     };
@@ -430,6 +450,24 @@ mod tests {
             .as_deref()
             .unwrap()
             .contains("did not grow"));
+    }
+
+    #[test]
+    fn a_growing_burst_of_short_timeouts_is_not_a_candidate() {
+        let snapshots = growing(|a| {
+            let mut t = after_func(a, 4 * S, "main.cb");
+            t.kind = TimerKind::Chan;
+            t.callback = None;
+            t.func = Some("time.sendTime".into());
+            t
+        });
+        let (candidates, overview) = analyze(&traced(&snapshots, false), &mut Vec::new(), S);
+        assert!(candidates.is_empty(), "{candidates:?}");
+        let why = overview.unwrap().other_groups[0]
+            .not_a_candidate
+            .clone()
+            .unwrap();
+        assert!(why.contains("due soon"), "{why}");
     }
 
     #[test]
