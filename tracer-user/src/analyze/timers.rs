@@ -274,7 +274,8 @@ fn describe(
             lifecycle.fired
         ));
     }
-    if !far && !(key.kind == TimerKind::Ticker && unread) {
+    let lasting = far || (key.kind == TimerKind::Ticker && unread);
+    if !lasting {
         missing.push(format!(
             "due soon (p50 {}){}",
             human_ns(group.due_in_ns.p50),
@@ -285,7 +286,6 @@ fn describe(
             }
         ));
     }
-    let lasting = far || (key.kind == TimerKind::Ticker && unread);
     if count >= VERY_MANY {
         score += SCORE_VERY_MANY;
     } else if count >= MANY {
