@@ -7,6 +7,7 @@ pub mod epoll;
 pub mod goroutines;
 pub mod threads;
 pub mod timerfd;
+pub mod timers;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -30,6 +31,9 @@ pub enum CandidateKind {
     EpollWait,
     /// timerfds never armed, never firing, fired but unread, or leaked (N5, N6).
     Timerfd,
+    /// Go runtime timers never stopped, tickers nobody reads, AfterFunc callbacks that never
+    /// finish (T1-T4).
+    GoTimer,
 }
 
 /// Kind-specific details of a candidate; serialized flattened, as one key named after the
@@ -41,6 +45,7 @@ pub enum CandidateDetail {
     Epoll(epoll::EpollDetail),
     Timerfd(timerfd::TimerfdDetail),
     Goroutines(goroutines::GoroutineGroup),
+    GoTimers(timers::GoTimerGroup),
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -151,6 +156,8 @@ pub struct Analysis {
     pub blocked_but_healthy: Vec<BlockedButHealthy>,
     /// Go targets: the goroutine count over the trace and the groups that are not candidates.
     pub goroutines: Option<goroutines::GoroutineOverview>,
+    /// Go targets: pending runtime timers by kind and the groups that are not candidates.
+    pub go_timers: Option<timers::GoTimerOverview>,
 }
 
 impl StuckThread {
@@ -208,7 +215,7 @@ pub fn analyze(model: &Model, now_ns: u64, min_blocked_ns: u64, max_sites: usize
                 tid: thread.tid,
                 name: thread.name,
                 blocked_ns: thread.blocked_ns,
-                why: "a Go runtime thread parked by the scheduler while it has no work \
+                why: "a Go runtime thread parked by the scheduler while it has nothing to run \
                       (goroutines are analysed on their own)"
                     .to_string(),
             });
@@ -229,12 +236,18 @@ pub fn analyze(model: &Model, now_ns: u64, min_blocked_ns: u64, max_sites: usize
     candidates.extend(epoll_candidates);
     blocked_but_healthy.extend(idle_loops);
     candidates.extend(timerfd::candidates(model, end_ns, min_blocked_ns));
-    let (goroutine_candidates, goroutines) = goroutines::analyze(
+    let (mut goroutine_candidates, goroutines) = goroutines::analyze(
         &model.goroutines,
         model.started_ns.unwrap_or(end_ns),
         min_blocked_ns,
     );
+    let (timer_candidates, go_timers) = timers::analyze(
+        &model.go_timers,
+        &mut goroutine_candidates,
+        model.started_ns.unwrap_or(end_ns),
+    );
     candidates.extend(goroutine_candidates);
+    candidates.extend(timer_candidates);
     candidates.sort_by(|a, b| {
         b.score
             .total_cmp(&a.score)
@@ -246,6 +259,7 @@ pub fn analyze(model: &Model, now_ns: u64, min_blocked_ns: u64, max_sites: usize
         wait_sites: wait_sites(model, max_sites),
         blocked_but_healthy,
         goroutines,
+        go_timers,
     }
 }
 
@@ -474,15 +488,23 @@ fn fold_into_thread_leaks(candidates: &mut Vec<Candidate>, leaked: &BTreeSet<u32
     });
 }
 
-/// A thread of the Go runtime with nothing to run: every named frame of its stack is the
-/// runtime's own (an idle M sleeps in `runtime.futexsleep` on its note). Goroutine leaks do not
-/// show here: a parked goroutine holds no thread.
-fn is_go_scheduler_thread(stack: &[Frame]) -> bool {
-    let mut named = stack
-        .iter()
-        .filter_map(|f| f.function.as_deref())
-        .peekable();
-    named.peek().is_some() && named.all(|f| f.starts_with("runtime."))
+/// A thread the Go scheduler parked because it has nothing to run: an idle M sleeps on its note
+/// in `runtime.futex`, and the network poller waits in `runtime.netpoll`'s epoll wait. Go code
+/// never blocks a thread in either for its own reasons (a parked goroutine holds no thread), so
+/// these are healthy whatever frames lie beyond (the unwinder may run on into the stack of the
+/// goroutine that last ran there). Goroutine leaks are analysed on their own.
+pub fn is_go_scheduler_thread(stack: &[Frame]) -> bool {
+    let mut named = stack.iter().filter_map(|f| f.function.as_deref());
+    let Some(innermost) = named.next() else {
+        return false;
+    };
+    innermost == "runtime.futex"
+        || ((innermost.starts_with("internal/runtime/syscall")
+            || innermost.starts_with("runtime."))
+            && stack
+                .iter()
+                .take(4)
+                .any(|f| f.function.as_deref() == Some("runtime.netpoll")))
 }
 
 /// The first frame that is not in the C library or a runtime: where the program's own code
@@ -720,18 +742,25 @@ mod tests {
             5,
             0x80,
             BlockedSince::BeforeTrace,
+            // The unwinder may run on into the goroutine that last ran on the thread.
             &[
                 "runtime.futex",
                 "runtime.futexsleep",
                 "runtime.notesleep",
-                "runtime.stopm",
+                "time.Sleep",
             ],
         );
+        // A cgo call stuck on a C mutex blocks in the C library's futex wait, not the runtime's.
         let stuck_in_cgo = blocked(
             6,
             0x90,
             BlockedSince::BeforeTrace,
-            &["runtime.futex", "C.lock_it"],
+            &[
+                "__lll_lock_wait",
+                "pthread_mutex_lock",
+                "lock_it",
+                "runtime.asmcgocall",
+            ],
         );
         let analysis = analyze(&model_with(vec![idle, stuck_in_cgo]), 13 * S, S, 10);
         assert_eq!(analysis.candidates.len(), 1);

@@ -2,6 +2,7 @@
 //! runs, until the duration ends, the user interrupts, or the target exits.
 mod gocreation;
 mod native;
+mod timers;
 
 use std::collections::HashMap;
 use std::io::{IsTerminal as _, Write as _};
@@ -91,6 +92,8 @@ struct Collector<'a> {
     slowest_snapshot: Option<(Duration, usize)>,
     /// Threads, epoll and timerfds.
     native: native::Native,
+    /// The Go runtime's timers.
+    go_timers: timers::TimerReads,
 }
 
 pub async fn trace(
@@ -116,6 +119,7 @@ pub async fn trace(
         scans: 0,
         slowest_snapshot: None,
         native: native::Native::new(pid),
+        go_timers: timers::TimerReads::default(),
     };
     collector
         .model
@@ -201,9 +205,11 @@ pub async fn trace(
         mut notes,
         native,
         slowest_snapshot,
+        go_timers,
         ..
     } = collector;
     notes.extend(native.notes);
+    go_timers.finish(&mut notes);
     Ok((
         Outcome {
             model,
@@ -385,6 +391,10 @@ impl Collector<'_> {
     fn scan(&mut self, last: bool) {
         if last || self.scans.is_multiple_of(GOROUTINES_EVERY_SCANS) {
             self.snapshot_goroutines();
+            if let Some(go) = self.go.as_ref() {
+                self.go_timers
+                    .snapshot(go, &mut self.symbolizer, &mut self.model);
+            }
         }
         self.scans += 1;
         let now = monotonic_ns();

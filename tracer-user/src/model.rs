@@ -7,6 +7,7 @@ pub mod epoll;
 pub mod goroutines;
 pub mod threads;
 pub mod timerfd;
+pub mod timers;
 
 use std::collections::BTreeMap;
 
@@ -133,6 +134,13 @@ pub enum Event {
         /// Goroutines that could not be read consistently (the target changed them meanwhile).
         unreadable: usize,
     },
+    /// Every timer in the Go runtime's P heaps at `at_ns` (see [`timers`]).
+    GoTimers {
+        at_ns: u64,
+        timers: Vec<timers::GoTimer>,
+        /// Heap entries that could not be read consistently.
+        unreadable: usize,
+    },
     /// Counters kept by the kernel side (cumulative).
     KernelCounters(KernelCounters),
     /// Thread lifecycle (see [`threads`]).
@@ -226,6 +234,7 @@ pub struct Model {
     pub threads: threads::Threads,
     pub epoll: epoll::EpollModel,
     pub timerfds: timerfd::Timerfds,
+    pub go_timers: timers::TimerModel,
 }
 
 impl Model {
@@ -289,7 +298,21 @@ impl Model {
                 go_pc,
                 creator_stack,
             } => self.goroutines.creation_seen(*go_pc, creator_stack),
-            Event::GoRuntime { version } => self.goroutines.go_version = Some(version.clone()),
+            Event::GoRuntime { version } => {
+                self.goroutines.go_version = Some(version.clone());
+                self.go_timers.go_1_23_or_later = crate::goruntime::GoVersion::parse(version)
+                    .is_some_and(|v| (v.major, v.minor) >= (1, 23));
+            }
+            Event::GoTimers {
+                at_ns,
+                timers,
+                unreadable,
+            } => {
+                self.note_time(*at_ns);
+                let started = self.started_ns.unwrap_or(*at_ns);
+                self.go_timers
+                    .apply_snapshot(*at_ns, timers, *unreadable, started);
+            }
             Event::Goroutines {
                 at_ns,
                 goroutines,

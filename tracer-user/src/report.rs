@@ -1,5 +1,6 @@
 //! Renders an analysis as text for people or JSON for machines. Nothing here reads the system.
 mod native;
+mod timers;
 
 use std::fmt::Write as _;
 
@@ -55,6 +56,10 @@ pub struct Report {
     /// Go targets only: goroutine counts over the trace, and the groups that are not candidates.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub goroutines: Option<crate::analyze::goroutines::GoroutineOverview>,
+    /// Go targets only: pending runtime timers (totals by kind; created/fired/stopped as far as
+    /// snapshots tell) and the timer groups that are not candidates.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub go_timers: Option<crate::analyze::timers::GoTimerOverview>,
     /// Threads, epoll sets and timerfds seen during the trace.
     pub native_io: native::NativeSummary,
 }
@@ -87,6 +92,7 @@ impl Report {
             wait_sites: analysis.wait_sites,
             blocked_but_healthy: analysis.blocked_but_healthy,
             goroutines: analysis.goroutines,
+            go_timers: analysis.go_timers,
             native_io: native::NativeSummary::of(model),
         }
     }
@@ -155,6 +161,9 @@ impl Report {
         if let Some(go) = &self.goroutines {
             write_goroutine_overview(&mut out, go);
         }
+        if let Some(go_timers) = &self.go_timers {
+            timers::write_overview(&mut out, go_timers);
+        }
         if !self.wait_sites.is_empty() {
             let _ = writeln!(out);
             let _ = writeln!(
@@ -201,6 +210,7 @@ fn write_candidate(out: &mut String, rank: usize, c: &Candidate) {
         CandidateKind::ThreadLeak => "THREAD LEAK",
         CandidateKind::EpollWait => "EPOLL NEVER WAKES",
         CandidateKind::Timerfd => "TIMERFD",
+        CandidateKind::GoTimer => "GO TIMER",
     };
     let _ = writeln!(out, "#{rank} {kind}: {} (score {:.0})", c.summary, c.score);
     let at_least = if c.blocked_ns.at_least {
@@ -208,19 +218,29 @@ fn write_candidate(out: &mut String, rank: usize, c: &Candidate) {
     } else {
         ""
     };
-    let _ = writeln!(
-        out,
-        "   blocked: p50 {}  p90 {}  p99 {}  max {}{at_least}",
-        human_ns(c.blocked_ns.p50),
-        human_ns(c.blocked_ns.p90),
-        human_ns(c.blocked_ns.p99),
-        human_ns(c.blocked_ns.max),
-    );
+    // Pending timers block nothing: their deadlines are shown instead.
+    if c.kind != CandidateKind::GoTimer || c.blocked_ns.max > 0 {
+        let _ = writeln!(
+            out,
+            "   blocked: p50 {}  p90 {}  p99 {}  max {}{at_least}",
+            human_ns(c.blocked_ns.p50),
+            human_ns(c.blocked_ns.p90),
+            human_ns(c.blocked_ns.p99),
+            human_ns(c.blocked_ns.max),
+        );
+    }
     for reason in &c.reasons {
         let _ = writeln!(out, "   - {reason}");
     }
     if let Some(CandidateDetail::Goroutines(group)) = &c.detail {
         write_goroutine_group(out, c, group);
+        return;
+    }
+    if let Some(CandidateDetail::GoTimers(group)) = &c.detail {
+        timers::write_group(out, group);
+        if let Some(goroutines) = &group.callback_goroutines {
+            write_goroutine_group(out, c, goroutines);
+        }
         return;
     }
     if c.detail.is_some() {

@@ -66,6 +66,18 @@ pub fn candidates(
             fds: waiter.fds.clone(),
             set_stats: stats,
         };
+        if super::is_go_scheduler_thread(&waiter.user_stack) {
+            healthy.push(BlockedButHealthy {
+                tid: waiter.tid,
+                name: waiter.name.clone(),
+                blocked_ns,
+                why: format!(
+                    "the Go runtime's network poller, idle in {} on epoll fd {}",
+                    waiter.syscall, waiter.epfd
+                ),
+            });
+            continue;
+        }
         let listening = waiter.fds.iter().any(|f| f.listening);
         let all_dead = !waiter.fds.is_empty() && waiter.fds.iter().all(|f| f.dead_end.is_some());
         let any_socket = waiter.fds.iter().any(|f| f.kind == "socket");

@@ -227,15 +227,25 @@ fn describe(
         missing: Vec::new(),
         grew: false,
     };
-    // Growth: more now than at the start, through goroutines created while we watched (a group
-    // that only lost members and regained them is churn, not growth).
-    if count > count_at_start && created_during_trace >= 2 {
+    // Growth: more now than at the start, through goroutines created while we watched, and not
+    // in one burst (a pool started once, as every pool of a program traced from its start is,
+    // is steady): the new ones were first seen in two snapshots or more.
+    let creation_snapshots: BTreeSet<u64> = members
+        .iter()
+        .filter(|g| g.goid > model.max_goid_at_start)
+        .map(|g| model.seen[&g.goid].first_seen_ns)
+        .collect();
+    if count > count_at_start && created_during_trace >= 2 && creation_snapshots.len() >= 2 {
         evidence.grew = true;
         evidence.score += SCORE_GREW;
         evidence.reasons.push(format!(
             "grew from {count_at_start} to {count} during the trace (+{:.1}/s), {created_during_trace} created while tracing and still there",
             group.growth_per_s
         ));
+    } else if created_during_trace >= 2 && creation_snapshots.len() < 2 {
+        evidence
+            .missing
+            .push("created in one burst during the trace, not over time".into());
     } else {
         evidence
             .missing
@@ -384,15 +394,21 @@ mod tests {
 
     #[test]
     fn a_growing_group_is_a_candidate_and_says_why() {
+        // Two new goroutines in one snapshot, one more in the next: created over time.
         let first = parked(1..=5, "main.handle", "main.handle.func1", "chan receive");
-        let mut second = first.clone();
-        second.extend(parked(
-            [20, 30, 40].into_iter(),
-            "main.handle",
-            "main.handle.func1",
-            "chan receive",
-        ));
-        let model = traced(&[first, second.clone(), second]);
+        let grow = |snapshot: &Vec<Goroutine>, ids: &[u64]| {
+            let mut next = snapshot.clone();
+            next.extend(parked(
+                ids.iter().copied(),
+                "main.handle",
+                "main.handle.func1",
+                "chan receive",
+            ));
+            next
+        };
+        let second = grow(&first, &[20, 30]);
+        let third = grow(&second, &[40]);
+        let model = traced(&[first, second, third.clone(), third]);
         let (candidates, overview) = analyze(&model, S, S);
         assert_eq!(candidates.len(), 1);
         let leak = &candidates[0];
@@ -418,12 +434,19 @@ mod tests {
         let first = parked(1..=2, "main.handle", "main.handle.func1", "chan receive");
         let mut second = first.clone();
         second.extend(parked(
-            [20, 30].into_iter(),
+            [20].into_iter(),
             "main.handle",
             "main.handle.func1",
             "chan receive",
         ));
-        let mut model = traced(&[first, second.clone(), second]);
+        let mut third = second.clone();
+        third.extend(parked(
+            [30].into_iter(),
+            "main.handle",
+            "main.handle.func1",
+            "chan receive",
+        ));
+        let mut model = traced(&[first, second, third.clone(), third]);
         let go_pc = model.latest[0].go_statement.addr;
         let stack: Vec<Frame> = ["main.handle", "main.serve", "main.main"]
             .iter()
@@ -439,6 +462,24 @@ mod tests {
             .reasons
             .iter()
             .any(|r| r.contains("2 time(s)")));
+    }
+
+    #[test]
+    fn a_pool_started_during_the_trace_in_one_burst_did_not_grow() {
+        let before = parked(1..=1, "main.main", "main.other", "chan receive");
+        let mut after = before.clone();
+        after.extend(parked(10..=13, "main.main", "main.worker", "running"));
+        let model = traced(&[before, after.clone(), after.clone(), after]);
+        let (candidates, overview) = analyze(&model, S, S);
+        assert!(candidates.is_empty(), "{candidates:?}");
+        let pool = overview
+            .unwrap()
+            .other_groups
+            .into_iter()
+            .find(|g| g.count == 4)
+            .unwrap();
+        let why = pool.not_a_candidate.unwrap();
+        assert!(why.contains("one burst"), "{why}");
     }
 
     #[test]

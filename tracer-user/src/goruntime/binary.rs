@@ -24,6 +24,7 @@ const WANTED_SYMBOLS: &[&str] = &[
     "runtime.waitReasonStrings",
     "runtime.buildVersion",
     "runtime.newproc",
+    "runtime.allp",
 ];
 
 /// Everything read from the executable file.
@@ -36,6 +37,8 @@ pub(crate) struct GoBinary {
     pub symbols: HashMap<&'static str, (u64, u64)>,
     /// Field offsets of runtime.g from DWARF, when the binary has DWARF.
     pub dwarf_offsets: Option<Result<GOffsets>>,
+    /// Layout of the runtime's timers from DWARF, when the binary has DWARF.
+    pub timer_layout: Option<Result<super::timers::TimerLayout>>,
     /// runtime.allgs found through .gopclntab and the code of runtime.forEachG (link address).
     pub allgs_from_code: Result<u64>,
     /// Function, file, line and inlined frames from `.gopclntab`.
@@ -88,7 +91,15 @@ pub(crate) fn read(path: &std::path::Path) -> Result<Option<GoBinary>> {
     })?;
     let has_dwarf = elf.section_by_name(".debug_info").is_some()
         || elf.section_by_name(".zdebug_info").is_some();
-    let dwarf_offsets = has_dwarf.then(|| g_offsets_from_dwarf(&elf));
+    let structs = has_dwarf.then(|| dwarf_structs(&elf, DWARF_STRUCTS));
+    let dwarf_offsets = structs.as_ref().map(|s| match s {
+        Ok(found) => g_offsets_from_structs(found),
+        Err(e) => Err(anyhow!("{e:#}")),
+    });
+    let timer_layout = structs.as_ref().map(|s| match s {
+        Ok(found) => super::timers::TimerLayout::from_dwarf(found),
+        Err(e) => Err(anyhow!("{e:#}")),
+    });
     let data_sections = [".data", ".noptrdata", ".bss", ".noptrbss"]
         .iter()
         .filter_map(|name| {
@@ -115,6 +126,7 @@ pub(crate) fn read(path: &std::path::Path) -> Result<Option<GoBinary>> {
         pie: elf.kind() == object::ObjectKind::Dynamic,
         symbols,
         dwarf_offsets,
+        timer_layout,
         allgs_from_code,
         lines,
         data_sections,
@@ -221,8 +233,33 @@ fn file_offset(elf: &object::File<'_>, addr: u64) -> Option<u64> {
     })
 }
 
-/// Field offsets of runtime.g (and its gobuf and stack) from the DWARF of the binary.
-pub(crate) fn g_offsets_from_dwarf(elf: &object::File<'_>) -> Result<GOffsets> {
+/// A struct as DWARF describes it: its size and its members' offsets.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct StructLayout {
+    pub size: Option<u64>,
+    pub members: HashMap<String, u64>,
+}
+
+/// Structs of the runtime leaktrace reads, from DWARF: the goroutine (g, gobuf, stack) and the
+/// timers (p, timer, timers, timerWhen, hchan).
+const DWARF_STRUCTS: &[&str] = &[
+    "runtime.g",
+    "runtime.gobuf",
+    "runtime.stack",
+    "runtime.p",
+    "runtime.timer",
+    "runtime.timers",
+    "runtime.timerWhen",
+    "runtime.hchan",
+];
+
+/// The layouts of `wanted` structs (first definition of each name) from the binary's DWARF.
+/// Stops reading as soon as all are found; names that do not exist in this Go version are
+/// simply missing from the result.
+pub(crate) fn dwarf_structs(
+    elf: &object::File<'_>,
+    wanted: &[&str],
+) -> Result<HashMap<String, StructLayout>> {
     let load = |id: gimli::SectionId| -> Result<std::borrow::Cow<'_, [u8]>, gimli::Error> {
         Ok(match elf.section_by_name(id.name()) {
             Some(section) => section
@@ -233,9 +270,7 @@ pub(crate) fn g_offsets_from_dwarf(elf: &object::File<'_>) -> Result<GOffsets> {
     };
     let sections = gimli::DwarfSections::load(load)?;
     let dwarf = sections.borrow(|section| EndianSlice::new(section, LittleEndian));
-    // type name -> member name -> offset
-    let wanted = ["runtime.g", "runtime.gobuf", "runtime.stack"];
-    let mut found: HashMap<String, HashMap<String, u64>> = HashMap::new();
+    let mut found: HashMap<String, StructLayout> = HashMap::new();
     let mut units = dwarf.units();
     'units: while let Some(header) = units.next()? {
         let unit = dwarf.unit(header)?;
@@ -259,7 +294,16 @@ pub(crate) fn g_offsets_from_dwarf(elf: &object::File<'_>) -> Result<GOffsets> {
                         .to_string_lossy()
                         .into_owned();
                     if wanted.contains(&name.as_str()) && !found.contains_key(&name) {
-                        found.insert(name.clone(), HashMap::new());
+                        let size = entry
+                            .attr_value(gimli::DW_AT_byte_size)?
+                            .and_then(|v| v.udata_value());
+                        found.insert(
+                            name.clone(),
+                            StructLayout {
+                                size,
+                                members: HashMap::new(),
+                            },
+                        );
                         current = Some((name, depth));
                     }
                 }
@@ -281,20 +325,26 @@ pub(crate) fn g_offsets_from_dwarf(elf: &object::File<'_>) -> Result<GOffsets> {
                         found
                             .get_mut(struct_name)
                             .expect("inserted with current")
+                            .members
                             .insert(name, offset);
                     }
                 }
                 _ => {}
             }
-            if wanted.iter().all(|w| found.contains_key(*w)) && current.is_none() {
+            if current.is_none() && wanted.iter().all(|w| found.contains_key(*w)) {
                 break 'units;
             }
         }
     }
+    Ok(found)
+}
+
+/// Field offsets of runtime.g (and its gobuf and stack) from the DWARF structs.
+fn g_offsets_from_structs(found: &HashMap<String, StructLayout>) -> Result<GOffsets> {
     let field = |ty: &str, member: &str| -> Result<u64> {
         found
             .get(ty)
-            .and_then(|members| members.get(member))
+            .and_then(|layout| layout.members.get(member))
             .copied()
             .ok_or_else(|| anyhow!("no {ty}.{member} in the binary's DWARF"))
     };

@@ -28,6 +28,7 @@ mod binary;
 mod memory;
 pub mod offsets;
 pub mod pclntab;
+pub mod timers;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -285,6 +286,10 @@ pub struct GoProcess {
     newproc_probe: Result<u64, String>,
     memory: Memory,
     max_frames: usize,
+    /// runtime.allp (link address), for the timer heaps.
+    allp: Option<u64>,
+    /// Where the timer fields are, or why that is unknown.
+    timer_layout: Result<timers::TimerLayout, String>,
 }
 
 /// Recognises a Go program: Ok(None) when PID runs something else; an error when it is Go but
@@ -326,6 +331,18 @@ pub fn inspect(pid: u32) -> Result<Option<GoProcess>> {
         newproc_probe: Err(String::new()),
         memory,
         max_frames: DEFAULT_MAX_FRAMES,
+        allp: binary.symbols.get("runtime.allp").map(|s| s.0),
+        timer_layout: match &binary.timer_layout {
+            Some(Ok(layout)) => Ok(*layout),
+            Some(Err(e)) => Err(format!(
+                "the binary's DWARF does not describe the timers: {e:#}"
+            )),
+            None => Err(
+                "no DWARF (built with -ldflags=-w or stripped): the layout of the \
+                 runtime's timers is unknown"
+                    .into(),
+            ),
+        },
     };
     process.wait_reasons = process.read_wait_reasons(&binary).unwrap_or_default();
     process.newproc_probe = binary.newproc_probe.map_err(|e| format!("{e:#}"));

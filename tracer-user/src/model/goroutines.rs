@@ -67,7 +67,7 @@ pub struct CountAt {
 /// other one, so a long trace keeps its shape in bounded memory.
 const MAX_HISTORY: usize = 512;
 
-fn push_history(history: &mut Vec<CountAt>, point: CountAt) {
+pub(crate) fn push_history(history: &mut Vec<CountAt>, point: CountAt) {
     if history.len() >= MAX_HISTORY {
         let mut keep = false;
         // Keep the first point, then every other one.

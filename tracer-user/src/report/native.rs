@@ -127,7 +127,7 @@ pub fn write_detail(out: &mut String, c: &Candidate) {
                 write_stack(out, &c.blocking_stack, "      ");
             }
         }
-        Some(CandidateDetail::Goroutines(_)) | None => {}
+        Some(CandidateDetail::Goroutines(_) | CandidateDetail::GoTimers(_)) | None => {}
     }
     match &c.creation_stack {
         Some(stack) => {

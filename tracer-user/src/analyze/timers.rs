@@ -1,0 +1,528 @@
+//! Go timer leak candidates (catalogue T1-T4) from the timer model and the goroutine analysis:
+//! pure and explained.
+//!
+//! - T1 `AfterFunc` never stopped, T2 `NewTimer`/`After` never stopped (Go 1.22 and older), T3
+//!   tickers never stopped (Go 1.22 and older): a group of pending timers that grows during the
+//!   trace, with deadlines far away (or a ticker whose channel stays full: it fires with nobody
+//!   receiving).
+//! - T4 AfterFunc callbacks that never finish: the goroutine analysis finds goroutines started
+//!   by `time.goFunc` (the runtime's AfterFunc trampoline) that stay parked; they are reported
+//!   here as fired timers whose callback is stuck.
+//!
+//! On Go 1.23 and later a channel timer (NewTimer, After, NewTicker) is in a P's heap only while
+//! a goroutine waits on its channel, and an unstopped, unreferenced one is collected by the GC:
+//! that is not a leak, and such groups are never candidates.
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::analyze::goroutines::GoroutineGroup;
+use crate::analyze::{Candidate, CandidateDetail, CandidateKind, Percentiles};
+use crate::model::goroutines::CountAt;
+use crate::model::timers::{GoTimer, Lifecycle, TimerGroupKey, TimerKind, TimerModel};
+use crate::model::{new_histogram, record};
+use crate::report::human_ns;
+
+const SCORE_PENDING: f64 = 30.0;
+const SCORE_GREW: f64 = 40.0;
+const SCORE_FAR: f64 = 20.0;
+const SCORE_UNREAD: f64 = 20.0;
+const SCORE_MANY: f64 = 10.0;
+const SCORE_VERY_MANY: f64 = 20.0;
+const CANDIDATE_SCORE: f64 = 80.0;
+const MANY: usize = 10;
+const VERY_MANY: usize = 100;
+/// Deadlines this far away (or beyond the trace's length, if longer) count as "far".
+const FAR_NS: u64 = 10_000_000_000;
+
+/// Creation sites are not recorded by the Go runtime; said once in every group.
+pub const CREATION_SITE_UNKNOWN: &str = "timers do not record their creator: grouped by kind, \
+     callback and period (creation stacks need a uprobe on time.newTimer/AfterFunc, not \
+     attached)";
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct GoTimerGroup {
+    pub kind: TimerKind,
+    /// AfterFunc: the user's callback `function (file:line)`; others: the runtime function the
+    /// timer runs (`time.sendTime`, ...).
+    pub callback: String,
+    /// Ticker period (0 for one-shot timers).
+    pub period_ns: i64,
+    /// Pending now, at the first snapshot, at most.
+    pub count: usize,
+    pub count_at_start: usize,
+    pub count_max: usize,
+    pub growth_per_s: f64,
+    /// Created, fired, stopped during the trace (as snapshots one second apart can tell).
+    pub lifecycle: Lifecycle,
+    /// Time until each pending timer fires.
+    pub due_in_ns: Percentiles,
+    /// Pending timers whose deadline has passed (the runtime has not run them yet).
+    pub overdue: usize,
+    /// Channel timers whose channel is full: the last value was never received.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub channel_full: Option<usize>,
+    pub creation_site: &'static str,
+    pub history: Vec<CountAt>,
+    /// T4: the goroutines the fired timers started, still parked in the callback.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub callback_goroutines: Option<Box<GoroutineGroup>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_a_candidate: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct KindTotals {
+    pub pending: usize,
+    pub created: u64,
+    pub fired: u64,
+    pub stopped: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct GoTimerOverview {
+    /// `go1.23+` or `go1.22-`: which timer implementation the target runs.
+    pub implementation: &'static str,
+    pub snapshots: u64,
+    pub pending: usize,
+    pub pending_at_start: usize,
+    pub pending_max: usize,
+    /// Stopped timers still in the heaps at the last snapshot (the runtime removes them
+    /// lazily).
+    pub stopped_in_heap: usize,
+    /// By kind name (`AfterFunc`, `channel timer`, `ticker`, `sleep`, `runtime timer`).
+    pub by_kind: BTreeMap<&'static str, KindTotals>,
+    pub history: Vec<CountAt>,
+    pub unreadable: u64,
+    /// Groups that are not candidates, largest first.
+    pub other_groups: Vec<GoTimerGroup>,
+}
+
+/// Timer candidates and the overview; goroutine candidates that are AfterFunc callbacks (T4)
+/// are taken out of `goroutine_candidates` and returned as timer candidates.
+pub fn analyze(
+    model: &TimerModel,
+    goroutine_candidates: &mut Vec<Candidate>,
+    trace_started_ns: u64,
+) -> (Vec<Candidate>, Option<GoTimerOverview>) {
+    let mut candidates = Vec::new();
+    let mut kept = Vec::with_capacity(goroutine_candidates.len());
+    for mut candidate in goroutine_candidates.drain(..) {
+        if is_timer_callback(&candidate) {
+            if let Some(CandidateDetail::Goroutines(group)) = candidate.detail.take() {
+                candidates.push(callback_candidate(candidate, group));
+                continue;
+            }
+        }
+        kept.push(candidate);
+    }
+    *goroutine_candidates = kept;
+    if model.snapshots == 0 {
+        return (candidates, None);
+    }
+    let now = model.last_snapshot_ns;
+    let trace_ns = now.saturating_sub(trace_started_ns);
+    let trace_s = (trace_ns as f64 / 1e9).max(1e-3);
+    let far_ns = FAR_NS.max(trace_ns);
+    let mut by_kind: BTreeMap<&'static str, KindTotals> = BTreeMap::new();
+    let mut members: BTreeMap<&TimerGroupKey, Vec<&GoTimer>> = BTreeMap::new();
+    for timer in &model.latest {
+        let key = &model.seen[&timer.addr].key;
+        members.entry(key).or_default().push(timer);
+    }
+    let mut others = Vec::new();
+    for (key, history) in &model.groups {
+        let life = model.lifecycle.get(key).copied().unwrap_or_default();
+        let totals = by_kind.entry(key.kind.name()).or_default();
+        totals.created += life.created;
+        totals.fired += life.fired;
+        totals.stopped += life.stopped;
+        let timers = members.get(key).map(Vec::as_slice).unwrap_or_default();
+        totals.pending += timers.len();
+        if timers.is_empty() {
+            continue;
+        }
+        let (group, score, reasons, missing) =
+            describe(model, key, history, life, timers, now, trace_s, far_ns);
+        let not_candidate = match key.kind {
+            TimerKind::Sleep => Some("sleep timers belong to sleeping goroutines (see the goroutines)".to_string()),
+            TimerKind::Other => Some("the runtime's own timers (network deadlines, ...)".to_string()),
+            TimerKind::Chan | TimerKind::Ticker if model.go_1_23_or_later => Some(
+                "Go 1.23+: a channel timer is in a heap only while a goroutine waits on its channel (see the goroutines), and unstopped unreferenced ones are collected by the GC: not a timer leak".to_string(),
+            ),
+            _ if score < CANDIDATE_SCORE => Some(format!(
+                "no evidence of a leak: {} (score {score:.0} < {CANDIDATE_SCORE:.0})",
+                missing.join("; ")
+            )),
+            _ => None,
+        };
+        match not_candidate {
+            Some(why) => others.push(GoTimerGroup {
+                not_a_candidate: Some(why),
+                ..group
+            }),
+            None => candidates.push(candidate(group, score, reasons)),
+        }
+    }
+    others.sort_by(|a, b| b.count.cmp(&a.count).then(a.callback.cmp(&b.callback)));
+    let counts = || model.total.iter().map(|c| c.count);
+    let overview = GoTimerOverview {
+        implementation: if model.go_1_23_or_later {
+            "go1.23+"
+        } else {
+            "go1.22-"
+        },
+        snapshots: model.snapshots,
+        pending: model.latest.len(),
+        pending_at_start: model.total.first().map_or(0, |c| c.count),
+        pending_max: counts().max().unwrap_or(0),
+        stopped_in_heap: model.stopped_in_heap,
+        by_kind,
+        history: model.total.clone(),
+        unreadable: model.unreadable,
+        other_groups: others,
+    };
+    (candidates, Some(overview))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn describe(
+    model: &TimerModel,
+    key: &TimerGroupKey,
+    history: &[CountAt],
+    lifecycle: Lifecycle,
+    timers: &[&GoTimer],
+    now: u64,
+    trace_s: f64,
+    far_ns: u64,
+) -> (GoTimerGroup, f64, Vec<String>, Vec<String>) {
+    let count = timers.len();
+    let count_at_start = match history.first() {
+        Some(first) if Some(first.at_ns) == model.first_snapshot_ns => first.count,
+        _ => 0,
+    };
+    let count_max = history.iter().map(|c| c.count).max().unwrap_or(count);
+    let mut due = new_histogram(2);
+    let mut max_due = 0;
+    let mut overdue = 0;
+    for timer in timers {
+        let due_in = timer.when_ns.saturating_sub(now as i64);
+        if due_in < 0 {
+            overdue += 1;
+        }
+        let due_in = due_in.max(0) as u64;
+        record(&mut due, due_in);
+        max_due = max_due.max(due_in);
+    }
+    let full = timers.iter().filter(|t| t.chan_full == Some(true)).count();
+    let has_channel = timers.iter().any(|t| t.chan_full.is_some());
+    let group = GoTimerGroup {
+        kind: key.kind,
+        callback: key.callback.clone(),
+        period_ns: key.period_ns,
+        count,
+        count_at_start,
+        count_max,
+        growth_per_s: (count as f64 - count_at_start as f64) / trace_s,
+        lifecycle,
+        due_in_ns: Percentiles::of(&due, max_due, false),
+        overdue,
+        channel_full: has_channel.then_some(full),
+        creation_site: CREATION_SITE_UNKNOWN,
+        history: history.to_vec(),
+        callback_goroutines: None,
+        not_a_candidate: None,
+    };
+    let what = match key.kind {
+        TimerKind::Func => format!("AfterFunc timer(s) calling {}", key.callback),
+        TimerKind::Ticker => format!("ticker(s) every {}", human_ns(key.period_ns as u64)),
+        kind => format!("{}(s)", kind.name()),
+    };
+    let mut score = SCORE_PENDING;
+    let mut reasons = vec![format!(
+        "{count} pending {what}, due in {} (p50) to {} (max)",
+        human_ns(group.due_in_ns.p50),
+        human_ns(group.due_in_ns.max)
+    )];
+    let mut missing = Vec::new();
+    let grew = count > count_at_start && lifecycle.created >= 2;
+    if grew {
+        score += SCORE_GREW;
+        reasons.push(format!(
+            "grew from {count_at_start} to {count} during the trace (+{:.1}/s): {} created, {} fired, {} stopped",
+            group.growth_per_s, lifecycle.created, lifecycle.fired, lifecycle.stopped
+        ));
+    } else {
+        missing.push("did not grow during the trace".into());
+    }
+    // A leak needs timers that outlive the trace: deadlines far away, or tickers that keep
+    // firing into channels nobody reads. Growth alone could be a burst of short timeouts.
+    let far = group.due_in_ns.p50 >= far_ns;
+    let unread = has_channel && full * 2 > count;
+    if far {
+        score += SCORE_FAR;
+        reasons.push(format!(
+            "half of them fire only in {} or later: they pile up faster than they fire",
+            human_ns(group.due_in_ns.p50)
+        ));
+    }
+    if key.kind == TimerKind::Ticker && unread {
+        score += SCORE_UNREAD;
+        reasons.push(format!(
+            "{full} of {count} have a full channel: they fire (every {}) with nobody receiving; {} ticks during the trace",
+            human_ns(key.period_ns as u64),
+            lifecycle.fired
+        ));
+    }
+    let lasting = far || (key.kind == TimerKind::Ticker && unread);
+    if !lasting {
+        missing.push(format!(
+            "due soon (p50 {}){}",
+            human_ns(group.due_in_ns.p50),
+            if key.kind == TimerKind::Ticker {
+                " and their channels are being read"
+            } else {
+                ""
+            }
+        ));
+    }
+    if count >= VERY_MANY {
+        score += SCORE_VERY_MANY;
+    } else if count >= MANY {
+        score += SCORE_MANY;
+    } else {
+        missing.push(format!("only {count}"));
+    }
+    match key.kind {
+        TimerKind::Func => reasons.push(
+            "the runtime keeps an AfterFunc timer, its callback and all the callback captures until it fires or is stopped (on every Go version): Stop it when it is no longer needed".into(),
+        ),
+        TimerKind::Chan | TimerKind::Ticker => reasons.push(
+            "Go 1.22 and older keep an unstopped timer and its channel in the runtime's heap until it fires (a ticker: forever), even when nothing references it: a leak; Stop it (Go 1.23+ collects unreferenced ones)".into(),
+        ),
+        _ => {}
+    }
+    let score = if grew && lasting {
+        score
+    } else {
+        score.min(CANDIDATE_SCORE - 1.0)
+    };
+    (group, score, reasons, missing)
+}
+
+fn candidate(group: GoTimerGroup, score: f64, reasons: Vec<String>) -> Candidate {
+    let summary = match group.kind {
+        TimerKind::Func => format!(
+            "{} AfterFunc timer(s) pending, never stopped, calling {}",
+            group.count, group.callback
+        ),
+        TimerKind::Ticker => format!(
+            "{} ticker(s) every {} never stopped{}",
+            group.count,
+            human_ns(group.period_ns as u64),
+            match group.channel_full {
+                Some(full) if full * 2 > group.count => ", firing with nobody receiving",
+                _ => "",
+            }
+        ),
+        kind => format!("{} {}(s) pending, never stopped", group.count, kind.name()),
+    };
+    Candidate {
+        kind: CandidateKind::GoTimer,
+        count: group.count,
+        summary,
+        score,
+        reasons,
+        blocking_stack: Vec::new(),
+        creation_stack: None,
+        blocked_ns: Percentiles::default(),
+        wakes_during_trace: 0,
+        threads: Vec::new(),
+        cycle: Vec::new(),
+        wait_reason: None,
+        grew: Some(group.count > group.count_at_start && group.lifecycle.created >= 2),
+        detail: Some(CandidateDetail::GoTimers(group)),
+    }
+}
+
+/// T4: a goroutine candidate whose goroutines were started by `time.goFunc` (the runtime's
+/// AfterFunc trampoline) is an AfterFunc callback that never finished.
+fn is_timer_callback(candidate: &Candidate) -> bool {
+    candidate.kind == CandidateKind::GoroutineLeak
+        && matches!(candidate.detail, Some(CandidateDetail::Goroutines(_)))
+        && candidate
+            .creation_stack
+            .as_ref()
+            .and_then(|s| s.first())
+            .is_some_and(|f| f.function.as_deref() == Some("time.goFunc"))
+}
+
+fn callback_candidate(mut candidate: Candidate, group: GoroutineGroup) -> Candidate {
+    let state = candidate.wait_reason.clone().unwrap_or(group.state.clone());
+    // The runtime's timer code starts them: no user goroutine created them.
+    candidate
+        .reasons
+        .retain(|r| r != "created by goroutine(s) 0");
+    candidate.kind = CandidateKind::GoTimer;
+    candidate.summary = format!(
+        "{} AfterFunc callback(s) fired but never finished: {} at {}",
+        group.count, state, group.sits_at
+    );
+    candidate.reasons.insert(
+        0,
+        format!(
+            "the timers fired and time.goFunc started each callback in a goroutine; {} of them are still parked ({state}) in {}",
+            group.count, group.sits_at
+        ),
+    );
+    candidate.detail = Some(CandidateDetail::GoTimers(GoTimerGroup {
+        kind: TimerKind::Func,
+        callback: group.sits_at.clone(),
+        period_ns: 0,
+        count: group.count,
+        count_at_start: group.count_at_start,
+        count_max: group.count_max,
+        growth_per_s: group.growth_per_s,
+        lifecycle: Lifecycle::default(),
+        due_in_ns: Percentiles::default(),
+        overdue: 0,
+        channel_full: None,
+        creation_site: CREATION_SITE_UNKNOWN,
+        history: group.history.clone(),
+        callback_goroutines: Some(Box::new(group)),
+        not_a_candidate: None,
+    }));
+    candidate
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::timers::tests::{after_func, ticker};
+
+    const S: u64 = 1_000_000_000;
+    const HOUR: u64 = 3600 * S;
+
+    fn traced(snapshots: &[Vec<GoTimer>], go_1_23: bool) -> TimerModel {
+        let mut model = TimerModel {
+            go_1_23_or_later: go_1_23,
+            ..TimerModel::default()
+        };
+        for (i, snapshot) in snapshots.iter().enumerate() {
+            model.apply_snapshot((i as u64 + 1) * S, snapshot, 0, S);
+        }
+        model
+    }
+
+    fn growing(make: impl Fn(u64) -> GoTimer) -> Vec<Vec<GoTimer>> {
+        (1..=3)
+            .map(|n| (1..=n * 50).map(|a| make(a * 0x100)).collect())
+            .collect()
+    }
+
+    #[test]
+    fn growing_after_func_timers_far_away_are_a_candidate() {
+        let model = traced(&growing(|a| after_func(a, HOUR, "main.handle.func1")), true);
+        let (candidates, overview) = analyze(&model, &mut Vec::new(), S);
+        assert_eq!(candidates.len(), 1, "{candidates:?}");
+        let c = &candidates[0];
+        assert_eq!(c.kind, CandidateKind::GoTimer);
+        assert_eq!(c.count, 150);
+        assert!(c.summary.contains("main.handle.func1"), "{}", c.summary);
+        let Some(CandidateDetail::GoTimers(group)) = &c.detail else {
+            panic!()
+        };
+        assert_eq!(group.lifecycle.created, 100);
+        assert!(group.due_in_ns.p50 > 3000 * S);
+        let overview = overview.unwrap();
+        assert_eq!(overview.by_kind["AfterFunc"].pending, 150);
+        assert_eq!(overview.pending_max, 150);
+    }
+
+    #[test]
+    fn stable_or_soon_timers_are_not_candidates() {
+        let few = vec![after_func(0x10, 2 * S, "main.cb"); 1];
+        let model = traced(&[few.clone(), few.clone(), few], false);
+        let (candidates, overview) = analyze(&model, &mut Vec::new(), S);
+        assert!(candidates.is_empty());
+        assert!(overview.unwrap().other_groups[0]
+            .not_a_candidate
+            .as_deref()
+            .unwrap()
+            .contains("did not grow"));
+    }
+
+    #[test]
+    fn a_growing_burst_of_short_timeouts_is_not_a_candidate() {
+        let snapshots = growing(|a| {
+            let mut t = after_func(a, 4 * S, "main.cb");
+            t.kind = TimerKind::Chan;
+            t.callback = None;
+            t.func = Some("time.sendTime".into());
+            t
+        });
+        let (candidates, overview) = analyze(&traced(&snapshots, false), &mut Vec::new(), S);
+        assert!(candidates.is_empty(), "{candidates:?}");
+        let why = overview.unwrap().other_groups[0]
+            .not_a_candidate
+            .clone()
+            .unwrap();
+        assert!(why.contains("due soon"), "{why}");
+    }
+
+    #[test]
+    fn unread_tickers_leak_before_go_1_23_only() {
+        let snapshots = growing(|a| ticker(a, 3 * S, S / 10, true));
+        let (old, _) = analyze(&traced(&snapshots, false), &mut Vec::new(), S);
+        assert_eq!(old.len(), 1);
+        assert!(old[0]
+            .reasons
+            .iter()
+            .any(|r| r.contains("nobody receiving")));
+        assert!(old[0].reasons.iter().any(|r| r.contains("Go 1.22")));
+        let (new, overview) = analyze(&traced(&snapshots, true), &mut Vec::new(), S);
+        assert!(new.is_empty());
+        assert!(overview.unwrap().other_groups[0]
+            .not_a_candidate
+            .as_deref()
+            .unwrap()
+            .contains("collected by the GC"));
+    }
+
+    #[test]
+    fn parked_after_func_callbacks_become_one_timer_candidate() {
+        use crate::model::goroutines::{tests::goroutine, GoroutineModel};
+        let callbacks = |ids: std::ops::RangeInclusive<u64>| -> Vec<_> {
+            ids.map(|id| {
+                goroutine(
+                    id,
+                    "time.goFunc",
+                    &["runtime.gopark", "main.handle.func1"],
+                    "chan receive",
+                )
+            })
+            .collect()
+        };
+        let mut goroutines = GoroutineModel::default();
+        for (i, last) in [20, 60, 100].into_iter().enumerate() {
+            goroutines.apply_snapshot((i as u64 + 2) * S, &callbacks(1..=last), 0, S);
+        }
+        let (mut from_goroutines, _) = crate::analyze::goroutines::analyze(&goroutines, S, S);
+        assert_eq!(from_goroutines.len(), 1);
+        let (candidates, _) = analyze(&TimerModel::default(), &mut from_goroutines, S);
+        assert!(from_goroutines.is_empty(), "moved, not duplicated");
+        assert_eq!(candidates.len(), 1);
+        let c = &candidates[0];
+        assert_eq!(c.kind, CandidateKind::GoTimer);
+        assert!(
+            c.summary.contains("fired but never finished"),
+            "{}",
+            c.summary
+        );
+        let Some(CandidateDetail::GoTimers(group)) = &c.detail else {
+            panic!()
+        };
+        assert_eq!(group.callback_goroutines.as_ref().unwrap().count, 100);
+        assert!(group.callback.starts_with("main.handle.func1"));
+    }
+}
