@@ -9,6 +9,7 @@
 pub mod names {
     pub const GO_STACK_BUDGET: &str = "GO_STACK_BUDGET";
     pub const GO_NEWPROC: &str = "go_newproc";
+    pub const GO_TIMER_START: &str = "go_timer_start";
     pub const PENDING_WAITS: &str = "PENDING_WAITS";
     pub const WATCHED_ADDRS: &str = "WATCHED_ADDRS";
     pub const STACKS: &str = "STACKS";
@@ -112,6 +113,10 @@ pub mod counter {
     pub const GO_CREATIONS: u32 = 24;
     /// ... of which had their creator's stack taken (the rest were over the window's budget).
     pub const GO_CREATION_STACKS: u32 = 25;
+    /// Go timers started (`time.newTimer` / `runtime.addtimer`) while their probe was attached.
+    pub const GO_TIMER_STARTS: u32 = 26;
+    /// ... of which had their creator's stack taken.
+    pub const GO_TIMER_STACKS: u32 = 27;
     pub const COUNT: u32 = 32;
 }
 
@@ -126,6 +131,8 @@ pub mod event_kind {
     pub const THREAD_RENAME: u32 = 18;
     /// [`super::GoCreation`].
     pub const GO_CREATION: u32 = 24;
+    /// [`super::GoTimerStart`].
+    pub const GO_TIMER_START: u32 = 25;
 }
 
 /// Calls tracked for threads, epoll and timerfds (`PendingCall::call`).
@@ -321,6 +328,33 @@ pub struct GoCreation {
     pub _pad: u32,
 }
 
+/// Slots of `GO_STACK_BUDGET`: stack captures left in the current probe window.
+pub mod go_budget {
+    pub const GOROUTINES: u32 = 0;
+    pub const TIMERS: u32 = 1;
+    pub const COUNT: u32 = 2;
+}
+
+/// Ring buffer record: a Go timer was started (`time.newTimer` on Go 1.23+, `runtime.addtimer`
+/// before), with the starter's stack.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GoTimerStart {
+    /// [`event_kind::GO_TIMER_START`].
+    pub kind: u32,
+    pub tid: u32,
+    /// The return address into the caller (`time.AfterFunc`, `time.NewTimer`, ...).
+    pub caller_pc: u64,
+    /// The first two integer argument registers that can identify the timer: RAX (`addtimer`'s
+    /// `*timer`) and RSI (`newTimer`'s `arg` data word, which the timer keeps in `arg`).
+    /// Userspace knows which one applies to the target's Go version.
+    pub rax: u64,
+    pub rsi: u64,
+    /// As in [`GoCreation::stack_id`].
+    pub stack_id: i32,
+    pub _pad: u32,
+}
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: all of these are repr(C) structs of integers with explicit padding fields, so every
@@ -334,6 +368,7 @@ mod pod {
     unsafe impl aya::Pod for super::WakeStats {}
     unsafe impl aya::Pod for super::WaitDone {}
     unsafe impl aya::Pod for super::GoCreation {}
+    unsafe impl aya::Pod for super::GoTimerStart {}
     unsafe impl aya::Pod for super::PendingCall {}
     unsafe impl aya::Pod for super::CallDone {}
     unsafe impl aya::Pod for super::ThreadExit {}

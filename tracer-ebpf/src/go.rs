@@ -1,4 +1,5 @@
-//! Goroutine creation: a uprobe in `runtime.newproc`, the function every `go` statement calls.
+//! Goroutine creation and timer starts: uprobes in `runtime.newproc` (every `go` statement) and
+//! in `time.newTimer` (Go 1.23+) or `runtime.addtimer` (before).
 //!
 //! Placed by userspace after the stack-check prologue (`cmp rsp, [r14+16]; jbe`), never on the
 //! entry instruction (single-stepping it costs ~11 us a hit) and never as a uretprobe (Go's stack
@@ -14,13 +15,80 @@ use aya_ebpf::{
     maps::Array,
     programs::{tracing::StackIdContext, ProbeContext},
 };
-use tracer_common::{counter, event_kind, GoCreation};
+use tracer_common::{counter, event_kind, go_budget, GoCreation, GoTimerStart};
 
 use crate::{count, target_thread, EVENTS, STACKS};
 
 /// Stack captures left in the current window (userspace refills it when a window opens).
 #[map(name = "GO_STACK_BUDGET")]
-static GO_STACK_BUDGET: Array<u64> = Array::with_max_entries(1, 0);
+static GO_STACK_BUDGET: Array<u64> = Array::with_max_entries(go_budget::COUNT, 0);
+
+/// Takes one stack capture from budget `slot`; false when the window's budget is spent.
+#[inline(always)]
+fn spend(slot: u32) -> bool {
+    let Some(budget) = GO_STACK_BUDGET.get_ptr_mut(slot) else {
+        return false;
+    };
+    // SAFETY: the array element stays valid for the program's run. Concurrent callers may
+    // race on the decrement, which at worst lets a window take a few stacks more.
+    unsafe {
+        if *budget == 0 {
+            return false;
+        }
+        *budget -= 1;
+    }
+    true
+}
+
+/// The caller's return address (at [rsp]: the probe is before the callee pushes its frame)
+/// and the user stack id.
+#[inline(always)]
+fn caller_and_stack(ctx: &ProbeContext) -> Option<(u64, i32)> {
+    // SAFETY: the registers of the probed thread; bpf_probe_read_user validates the pointer.
+    let sp = unsafe { (*ctx.regs).rsp };
+    let caller_pc = unsafe { bpf_probe_read_user(sp as *const u64) }.ok()?;
+    let stack_id = match ctx.get_stackid(&STACKS, BPF_F_USER_STACK as u64) {
+        Ok(id) => id as i32,
+        Err(_) => {
+            count(counter::STACK_ERRORS);
+            -1
+        }
+    };
+    Some((caller_pc, stack_id))
+}
+
+#[uprobe]
+pub fn go_timer_start(ctx: ProbeContext) -> u32 {
+    let Some((_, tid)) = target_thread() else {
+        return 0;
+    };
+    count(counter::GO_TIMER_STARTS);
+    if !spend(go_budget::TIMERS) {
+        return 0;
+    }
+    let Some((caller_pc, stack_id)) = caller_and_stack(&ctx) else {
+        return 0;
+    };
+    // SAFETY: the registers of the probed thread.
+    let (rax, rsi) = unsafe { ((*ctx.regs).rax, (*ctx.regs).rsi) };
+    let Some(mut entry) = EVENTS.reserve::<GoTimerStart>(0) else {
+        count(counter::EVENTS_LOST);
+        return 0;
+    };
+    entry.write(GoTimerStart {
+        kind: event_kind::GO_TIMER_START,
+        tid,
+        caller_pc,
+        rax,
+        rsi,
+        stack_id,
+        _pad: 0,
+    });
+    entry.submit(BPF_RB_NO_WAKEUP as u64);
+    count(counter::EVENTS_SENT);
+    count(counter::GO_TIMER_STACKS);
+    0
+}
 
 #[uprobe]
 pub fn go_newproc(ctx: ProbeContext) -> u32 {
@@ -28,28 +96,11 @@ pub fn go_newproc(ctx: ProbeContext) -> u32 {
         return 0;
     };
     count(counter::GO_CREATIONS);
-    let Some(budget) = GO_STACK_BUDGET.get_ptr_mut(0) else {
+    if !spend(go_budget::GOROUTINES) {
         return 0;
-    };
-    // SAFETY: the array element stays valid for the program's run. Concurrent creators may
-    // race on the decrement, which at worst lets a window take a few stacks more.
-    unsafe {
-        if *budget == 0 {
-            return 0;
-        }
-        *budget -= 1;
     }
-    // SAFETY: the registers of the probed thread; bpf_probe_read_user validates the pointer.
-    let sp = unsafe { (*ctx.regs).rsp };
-    let Ok(go_pc) = (unsafe { bpf_probe_read_user(sp as *const u64) }) else {
+    let Some((go_pc, stack_id)) = caller_and_stack(&ctx) else {
         return 0;
-    };
-    let stack_id = match ctx.get_stackid(&STACKS, BPF_F_USER_STACK as u64) {
-        Ok(id) => id as i32,
-        Err(_) => {
-            count(counter::STACK_ERRORS);
-            -1
-        }
     };
     let Some(mut entry) = EVENTS.reserve::<GoCreation>(0) else {
         count(counter::EVENTS_LOST);

@@ -81,9 +81,9 @@ pub struct Probes {
     tracked_fds: HashMap<MapData, FdKey, u32>,
     epoll_stats: HashMap<MapData, FdKey, EpollStats>,
     go_stack_budget: Array<MapData, u64>,
-    /// The goroutine-creation uprobe while a window is open.
-    go_creation_link: Option<UProbeLinkId>,
-    go_creation_loaded: bool,
+    /// The Go uprobes (goroutine creation, timer starts) while a window is open.
+    go_links: Vec<(&'static str, UProbeLinkId)>,
+    go_loaded: Vec<&'static str>,
     /// Owns the programs and their links; dropped last.
     ebpf: Ebpf,
     pub attached: Vec<String>,
@@ -209,30 +209,37 @@ impl Probes {
             tracked_fds: HashMap::try_from(take(names::TRACKED_FDS)?)?,
             epoll_stats: HashMap::try_from(take(names::EPOLL_STATS)?)?,
             go_stack_budget: Array::try_from(take(names::GO_STACK_BUDGET)?)?,
-            go_creation_link: None,
-            go_creation_loaded: false,
+            go_links: Vec::new(),
+            go_loaded: Vec::new(),
             ebpf,
             attached,
             notes,
         })
     }
 
-    /// Opens a window of the goroutine-creation probe: a uprobe at `offset` of the target's
-    /// executable (in `runtime.newproc`, past its prologue) that takes at most `stacks` creator
-    /// stacks until [`Probes::close_go_creation_window`].
-    pub fn open_go_creation_window(&mut self, pid: u32, offset: u64, stacks: u64) -> Result<()> {
+    /// Attaches the Go uprobe `program` at `offset` of the target's executable (past a
+    /// function's prologue) for a window, allowing it `stacks` stack captures from budget
+    /// `slot`, until [`Probes::close_go_probes`].
+    pub fn open_go_probe(
+        &mut self,
+        program: &'static str,
+        pid: u32,
+        offset: u64,
+        slot: u32,
+        stacks: u64,
+    ) -> Result<()> {
         self.go_stack_budget
-            .set(0, stacks, 0)
-            .context("setting the goroutine-creation stack budget")?;
+            .set(slot, stacks, 0)
+            .context("setting a Go probe's stack budget")?;
         let prog: &mut UProbe = self
             .ebpf
-            .program_mut(names::GO_NEWPROC)
-            .context("program go_newproc missing from the eBPF object")?
+            .program_mut(program)
+            .with_context(|| format!("program {program} missing from the eBPF object"))?
             .try_into()?;
-        if !self.go_creation_loaded {
+        if !self.go_loaded.contains(&program) {
             prog.load()
-                .context("the kernel rejected program go_newproc")?;
-            self.go_creation_loaded = true;
+                .with_context(|| format!("the kernel rejected program {program}"))?;
+            self.go_loaded.push(program);
         }
         let scope = NonZeroU32::new(pid)
             .map(UProbeScope::OneProcess)
@@ -245,20 +252,19 @@ impl Probes {
                 format!("/proc/{pid}/exe"),
                 scope,
             )
-            .context("attaching the goroutine-creation uprobe in runtime.newproc failed")?;
-        self.go_creation_link = Some(link);
+            .with_context(|| format!("attaching the Go uprobe {program} failed"))?;
+        self.go_links.push((program, link));
         Ok(())
     }
 
-    /// Removes the goroutine-creation uprobe, if attached.
-    pub fn close_go_creation_window(&mut self) {
-        let Some(link) = self.go_creation_link.take() else {
-            return;
-        };
-        if let Some(prog) = self.ebpf.program_mut(names::GO_NEWPROC) {
-            if let Ok(prog) = <&mut UProbe>::try_from(prog) {
-                // Dropping the Ebpf detaches it anyway; this is for the windows in between.
-                let _ = prog.detach(link);
+    /// Removes the Go uprobes of the open window.
+    pub fn close_go_probes(&mut self) {
+        for (program, link) in std::mem::take(&mut self.go_links) {
+            if let Some(prog) = self.ebpf.program_mut(program) {
+                if let Ok(prog) = <&mut UProbe>::try_from(prog) {
+                    // Dropping the Ebpf detaches them anyway; this is for the windows between.
+                    let _ = prog.detach(link);
+                }
             }
         }
     }
@@ -323,6 +329,8 @@ impl Probes {
             pending_calls_full: sum(counter::PENDING_CALLS_FULL),
             go_creations: sum(counter::GO_CREATIONS),
             go_creation_stacks: sum(counter::GO_CREATION_STACKS),
+            go_timer_starts: sum(counter::GO_TIMER_STARTS),
+            go_timer_stacks: sum(counter::GO_TIMER_STACKS),
             tracked_fds_full: sum(counter::TRACKED_FDS_FULL),
             epoll_stats_full: sum(counter::EPOLL_STATS_FULL),
             epoll_waits: sum(counter::EPOLL_WAITS),

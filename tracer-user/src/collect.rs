@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::Result;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::time::{interval, sleep_until, Instant, MissedTickBehavior};
-use tracer_common::{event_kind, FutexKey, GoCreation, WaitDone};
+use tracer_common::{event_kind, go_budget, names, FutexKey, GoCreation, GoTimerStart, WaitDone};
 
 use crate::attach::Probes;
 use crate::goruntime::{self, GStatus, GoProcess, GoroutineState};
@@ -85,8 +85,10 @@ struct Collector<'a> {
     notes: Vec<String>,
     /// The Go runtime of a Go target, when it can be read.
     go: Option<GoProcess>,
-    /// The goroutine-creation probe's windows, for a Go target whose runtime.newproc it knows.
-    creation_probe: Option<gocreation::CreationProbe>,
+    /// The windows of the Go uprobes (goroutine creation, timer starts), for a Go target.
+    go_probes: Option<gocreation::GoProbes>,
+    /// The timer-start probe's key is `arg`'s data word (Go 1.23+), else the timer's address.
+    timer_key_is_arg: bool,
     scans: u32,
     /// The slowest goroutine snapshot: how long reading took, and how many goroutines.
     slowest_snapshot: Option<(Duration, usize)>,
@@ -115,7 +117,8 @@ pub async fn trace(
         model: Model::new(),
         notes: Vec::new(),
         go: None,
-        creation_probe: None,
+        go_probes: None,
+        timer_key_is_arg: false,
         scans: 0,
         slowest_snapshot: None,
         native: native::Native::new(pid),
@@ -150,8 +153,8 @@ pub async fn trace(
         if target.has_exited() {
             break EndReason::TargetExited;
         }
-        if let Some(probe) = collector.creation_probe.as_mut() {
-            probe.tick(collector.probes, &mut collector.notes);
+        if let Some(go_probes) = collector.go_probes.as_mut() {
+            go_probes.tick(collector.probes, &mut collector.notes);
         }
         ticks += 1;
         if ticks.is_multiple_of(SCAN_EVERY_TICKS) {
@@ -162,8 +165,8 @@ pub async fn trace(
         }
     };
 
-    if let Some(probe) = collector.creation_probe.as_mut() {
-        probe.close(collector.probes);
+    if let Some(go_probes) = collector.go_probes.as_mut() {
+        go_probes.close(collector.probes);
     }
     collector.drain();
     let ended_ns = monotonic_ns();
@@ -178,16 +181,18 @@ pub async fn trace(
         collector.scan(true);
     }
     collector.read_counters();
-    if let Some(probe) = collector.creation_probe.as_ref() {
+    if let Some(go_probes) = collector.go_probes.as_ref() {
         let counters = collector.model.counters;
         collector.notes.push(format!(
-            "creator stacks of goroutines are sampled: a uprobe in runtime.newproc attached {} ms of every {} s ({} window(s)), at most {} stacks a window: {} creations seen, {} stacks taken",
+            "creator stacks of goroutines and timers are sampled: uprobes in the Go runtime attached {} ms of every {} s ({} window(s)), at most {} stacks each a window: {} goroutine creations seen ({} stacks), {} timer starts seen ({} stacks)",
             gocreation::WINDOW.as_millis(),
             gocreation::PERIOD.as_secs(),
-            probe.windows,
+            go_probes.windows,
             gocreation::STACKS_PER_WINDOW,
             counters.go_creations,
             counters.go_creation_stacks,
+            counters.go_timer_starts,
+            counters.go_timer_stacks,
         ));
     }
     if let Some((elapsed, count)) = collector.slowest_snapshot {
@@ -249,26 +254,8 @@ impl Collector<'_> {
                 self.model.apply(&Event::GoRuntime {
                     version: go.version_string().to_string(),
                 });
-                match go.creation_probe() {
-                    Ok(offset) => {
-                        self.creation_probe =
-                            Some(gocreation::CreationProbe::new(self.pid, offset));
-                    }
-                    Err(why) => self.notes.push(format!(
-                        "no goroutine-creation probe ({why}): goroutine candidates show the go statement only"
-                    )),
-                }
-                match go.line_table() {
-                    Some(table) => self.symbolizer.set_go_line_table(
-                        table,
-                        go.load_bias(),
-                        go.exe().to_string_lossy().into_owned(),
-                    ),
-                    None => self.notes.push(
-                        "the Go executable's .gopclntab is unreadable: frames without symbols stay unnamed"
-                            .into(),
-                    ),
-                }
+                self.go_probes = Some(self.go_probe_points(&go));
+                self.timer_key_is_arg = go.timer_start_key_is_arg();
                 self.go = Some(go);
             }
             Ok(None) => {}
@@ -276,6 +263,35 @@ impl Collector<'_> {
                 .notes
                 .push(format!("goroutines are not analysed: {err:#}; threads are")),
         }
+    }
+
+    /// The Go uprobes this target's binary allows (each one missing says why in the notes).
+    fn go_probe_points(&mut self, go: &GoProcess) -> gocreation::GoProbes {
+        let mut points = Vec::new();
+        let mut add = |offset: Result<u64, String>, program, slot, what| match offset {
+            Ok(offset) => points.push(gocreation::ProbePoint {
+                program,
+                offset,
+                slot,
+                what,
+            }),
+            Err(why) => self
+                .notes
+                .push(format!("no creator stacks for {what}: {why}")),
+        };
+        add(
+            go.creation_probe(),
+            names::GO_NEWPROC,
+            go_budget::GOROUTINES,
+            "goroutine creations (candidates show the go statement only)",
+        );
+        add(
+            go.timer_start_probe(),
+            names::GO_TIMER_START,
+            go_budget::TIMERS,
+            "timer starts",
+        );
+        gocreation::GoProbes::new(self.pid, points)
     }
 
     /// Reads every goroutine of a Go target and hands the model a symbolized snapshot.
@@ -339,6 +355,7 @@ impl Collector<'_> {
         let mut done = Vec::new();
         let mut others: Vec<Vec<u8>> = Vec::new();
         let mut creations = Vec::new();
+        let mut timer_starts = Vec::new();
         self.probes.drain(|bytes| {
             if bytes.len() >= std::mem::size_of::<WaitDone>()
                 && bytes[..4] == event_kind::WAIT_DONE.to_ne_bytes()
@@ -352,10 +369,26 @@ impl Collector<'_> {
                 // SAFETY: as for WaitDone.
                 creations
                     .push(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<GoCreation>()) });
+            } else if bytes.len() >= std::mem::size_of::<GoTimerStart>()
+                && bytes[..4] == event_kind::GO_TIMER_START.to_ne_bytes()
+            {
+                // SAFETY: as for WaitDone.
+                timer_starts.push(unsafe {
+                    std::ptr::read_unaligned(bytes.as_ptr().cast::<GoTimerStart>())
+                });
             } else {
                 others.push(bytes.to_vec());
             }
         });
+        for start in &timer_starts {
+            let event = gocreation::timer_start_event(
+                start,
+                self.timer_key_is_arg,
+                self.probes,
+                &mut self.symbolizer,
+            );
+            self.model.apply(&event);
+        }
         for creation in &creations {
             let event = gocreation::creation_event(creation, self.probes, &mut self.symbolizer);
             self.model.apply(&event);

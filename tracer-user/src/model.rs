@@ -127,6 +127,9 @@ pub enum Event {
         go_pc: u64,
         creator_stack: Vec<Frame>,
     },
+    /// A Go timer was started (seen by the timer-start probe): its key as the timer snapshot
+    /// sees it (`GoTimer::start_key`) and the starter's stack from the call out.
+    GoTimerStarted { key: u64, starter_stack: Vec<Frame> },
     /// All live goroutines of a Go target at `at_ns` (replaces the previous snapshot).
     Goroutines {
         at_ns: u64,
@@ -171,6 +174,9 @@ pub struct KernelCounters {
     /// Goroutine creations seen by the creation probe, and creator stacks it took.
     pub go_creations: u64,
     pub go_creation_stacks: u64,
+    /// Go timer starts seen by the timer-start probe, and starter stacks it took.
+    pub go_timer_starts: u64,
+    pub go_timer_stacks: u64,
     #[serde(default)]
     pub tracked_fds_full: u64,
     #[serde(default)]
@@ -298,6 +304,9 @@ impl Model {
                 go_pc,
                 creator_stack,
             } => self.goroutines.creation_seen(*go_pc, creator_stack),
+            Event::GoTimerStarted { key, starter_stack } => {
+                self.go_timers.start_seen(*key, starter_stack)
+            }
             Event::GoRuntime { version } => {
                 self.goroutines.go_version = Some(version.clone());
                 self.go_timers.go_1_23_or_later = crate::goruntime::GoVersion::parse(version)

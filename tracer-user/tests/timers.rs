@@ -57,6 +57,27 @@ fn one_growing_leak<'a>(report: &'a Value, dir: &str, go: &str, kind: &str) -> &
     leak
 }
 
+/// The candidate's starter stack (sampled by the timer-start probe) reaches the program's call
+/// in `function` at the line of `marker`, and goes on to the fixture's request loop.
+fn assert_starter(leak: &Value, function: &str, dir: &str, marker: &str) {
+    let stack = &leak["creation_stack"];
+    assert_frame_at(
+        stack,
+        function,
+        "main.go",
+        line_of(&format!("go/{dir}/main.go"), marker),
+    );
+    assert!(
+        functions(stack).iter().any(|f| f.ends_with("loop.Serve")),
+        "{:?}",
+        functions(stack)
+    );
+    assert!(leak["go_timers"]["creation_site"]
+        .as_str()
+        .unwrap()
+        .starts_with(&format!("at {function} ")));
+}
+
 fn no_timer_candidate(report: &Value, what: &str) {
     assert!(
         timer_leaks(report).is_empty(),
@@ -78,6 +99,14 @@ fn after_func(go: &str) {
         callback == format!("main.handle.func1 (main.go:{line})")
             || callback == format!("main.handle.func1 (main.go:{})", line + 1),
         "{group}"
+    );
+    // Who started them: the timer-start probe's sample, from the AfterFunc call in main.handle
+    // out to the fixture's request loop.
+    assert_starter(
+        leak,
+        "main.handle",
+        "t1_afterfunc",
+        "time.AfterFunc(time.Hour",
     );
     // AfterFunc(1h): every deadline is most of an hour away.
     assert!(group["due_in_ns"]["p50"].as_u64().unwrap() > 3_000_000_000_000);
@@ -113,6 +142,12 @@ fn timer_loop(go: &str) {
             leak["reasons"]
         );
         assert!(leak["go_timers"]["due_in_ns"]["p50"].as_u64().unwrap() > 3_000_000_000_000);
+        assert_starter(
+            leak,
+            "main.handle",
+            "t2_timer_loop",
+            "time.NewTimer(time.Hour)",
+        );
     } else {
         // Go 1.23+: the unstopped, unreferenced timers are collected by the GC, not a leak.
         no_timer_candidate(&report, &format!("{dir} (Go {go})"));

@@ -20,6 +20,7 @@ use crate::analyze::goroutines::GoroutineGroup;
 use crate::analyze::{Candidate, CandidateDetail, CandidateKind, Percentiles};
 use crate::model::goroutines::CountAt;
 use crate::model::timers::{GoTimer, Lifecycle, TimerGroupKey, TimerKind, TimerModel};
+use crate::model::Frame;
 use crate::model::{new_histogram, record};
 use crate::report::human_ns;
 
@@ -35,10 +36,9 @@ const VERY_MANY: usize = 100;
 /// Deadlines this far away (or beyond the trace's length, if longer) count as "far".
 const FAR_NS: u64 = 10_000_000_000;
 
-/// Creation sites are not recorded by the Go runtime; said once in every group.
-pub const CREATION_SITE_UNKNOWN: &str = "timers do not record their creator: grouped by kind, \
-     callback and period (creation stacks need a uprobe on time.newTimer/AfterFunc, not \
-     attached)";
+/// What a group says when no start of its timers was seen.
+pub const CREATION_SITE_UNKNOWN: &str = "not seen: the runtime does not record who started a \
+     timer, and the timer-start probe (a sample: attached 100 ms a second) saw none of these start";
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct GoTimerGroup {
@@ -62,7 +62,12 @@ pub struct GoTimerGroup {
     /// Channel timers whose channel is full: the last value was never received.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub channel_full: Option<usize>,
-    pub creation_site: &'static str,
+    /// Who started them, as far as the timer-start probe saw.
+    pub creation_site: String,
+    /// The most common starter stack among them (from the call to `time.AfterFunc` /
+    /// `time.NewTimer` / ... out), when the probe saw any start.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub starter_stack: Option<Vec<Frame>>,
     pub history: Vec<CountAt>,
     /// T4: the goroutines the fired timers started, still parked in the callback.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -185,6 +190,29 @@ pub fn analyze(
     (candidates, Some(overview))
 }
 
+/// The most common starter stack among `timers` (by function names) and a sentence on it.
+fn starter(model: &TimerModel, timers: &[&GoTimer]) -> (String, Option<Vec<Frame>>) {
+    let mut by_functions: BTreeMap<Vec<Option<String>>, (usize, &Vec<Frame>)> = BTreeMap::new();
+    for stack in timers.iter().filter_map(|t| model.starts.get(&t.start_key)) {
+        let functions = stack.iter().map(|f| f.function.clone()).collect();
+        by_functions.entry(functions).or_insert((0, stack)).0 += 1;
+    }
+    let seen: usize = by_functions.values().map(|(n, _)| n).sum();
+    let Some((n, stack)) = by_functions.into_values().max_by_key(|(n, _)| *n) else {
+        return (CREATION_SITE_UNKNOWN.to_string(), None);
+    };
+    let site = crate::model::goroutines::own_frame(stack)
+        .map(crate::model::goroutines::place)
+        .unwrap_or_else(|| "unknown".into());
+    (
+        format!(
+            "at {site}: the starter's stack was seen for {seen} of {} pending timer(s), {n} of them with this stack (sampled: the timer-start probe is attached 100 ms a second)",
+            timers.len()
+        ),
+        Some(stack.clone()),
+    )
+}
+
 #[allow(clippy::too_many_arguments)]
 fn describe(
     model: &TimerModel,
@@ -216,6 +244,7 @@ fn describe(
     }
     let full = timers.iter().filter(|t| t.chan_full == Some(true)).count();
     let has_channel = timers.iter().any(|t| t.chan_full.is_some());
+    let creation_site = starter(model, timers);
     let group = GoTimerGroup {
         kind: key.kind,
         callback: key.callback.clone(),
@@ -228,7 +257,8 @@ fn describe(
         due_in_ns: Percentiles::of(&due, max_due, false),
         overdue,
         channel_full: has_channel.then_some(full),
-        creation_site: CREATION_SITE_UNKNOWN,
+        creation_site: creation_site.0,
+        starter_stack: creation_site.1,
         history: history.to_vec(),
         callback_goroutines: None,
         not_a_candidate: None,
@@ -334,7 +364,7 @@ fn candidate(group: GoTimerGroup, score: f64, reasons: Vec<String>) -> Candidate
         score,
         reasons,
         blocking_stack: Vec::new(),
-        creation_stack: None,
+        creation_stack: group.starter_stack.clone(),
         blocked_ns: Percentiles::default(),
         wakes_during_trace: 0,
         threads: Vec::new(),
@@ -387,7 +417,9 @@ fn callback_candidate(mut candidate: Candidate, group: GoroutineGroup) -> Candid
         due_in_ns: Percentiles::default(),
         overdue: 0,
         channel_full: None,
-        creation_site: CREATION_SITE_UNKNOWN,
+        creation_site:
+            "the goroutines were started by the runtime's time.goFunc when the timers fired".into(),
+        starter_stack: None,
         history: group.history.clone(),
         callback_goroutines: Some(Box::new(group)),
         not_a_candidate: None,

@@ -1,100 +1,135 @@
-//! Creator stacks of goroutines: a uprobe in `runtime.newproc`, attached in short windows.
+//! Who created goroutines and started timers: uprobes in `runtime.newproc` (every `go`
+//! statement) and in `time.newTimer` / `runtime.addtimer` (every timer start), attached in short
+//! windows.
 //!
-//! A `go` statement is cheap (a few hundred ns); a uprobe hit costs about half a microsecond
-//! even on an emulated instruction, and a user stack capture more. A spawn storm traced all the
-//! time would run several times slower, so the probe is attached for `WINDOW` of every `PERIOD`
-//! and takes at most `STACKS_PER_WINDOW` stacks a window: the creator stacks are a sample, and
-//! every goroutine still carries its `go` statement, which the runtime records itself.
+//! A `go` statement or a timer start is cheap (a few hundred ns); a uprobe hit costs about half a
+//! microsecond even on an emulated instruction, and a user stack capture more. A spawn storm or a
+//! timer-heavy server traced all the time would run several times slower, so the probes are
+//! attached for `WINDOW` of every `PERIOD` and take at most `STACKS_PER_WINDOW` stacks each a
+//! window: creator stacks are a sample. Every goroutine still carries its `go` statement (the
+//! runtime records it); a timer whose start was not seen keeps "creator unknown".
 use std::time::{Duration, Instant};
 
-use tracer_common::GoCreation;
+use tracer_common::{GoCreation, GoTimerStart};
 
 use crate::attach::Probes;
-use crate::model::Event;
+use crate::model::{Event, Frame};
 use crate::symbolize::Symbolizer;
 
 pub const WINDOW: Duration = Duration::from_millis(100);
 pub const PERIOD: Duration = Duration::from_secs(1);
 pub const STACKS_PER_WINDOW: u64 = 256;
 
-pub struct CreationProbe {
+/// One Go uprobe: its program, where it goes in the executable, and its stack budget slot.
+pub struct ProbePoint {
+    pub program: &'static str,
+    pub offset: u64,
+    pub slot: u32,
+    /// What it sees, for notes ("goroutine creations", "timer starts").
+    pub what: &'static str,
+}
+
+pub struct GoProbes {
     pid: u32,
-    /// File offset of the probe in the target's executable.
-    offset: u64,
+    points: Vec<ProbePoint>,
     open_since: Option<Instant>,
     next_open: Instant,
     pub windows: u64,
-    /// Set when attaching failed: not tried again.
-    failed: bool,
 }
 
-impl CreationProbe {
-    pub fn new(pid: u32, offset: u64) -> Self {
-        CreationProbe {
+impl GoProbes {
+    pub fn new(pid: u32, points: Vec<ProbePoint>) -> Self {
+        GoProbes {
             pid,
-            offset,
+            points,
             open_since: None,
             next_open: Instant::now(),
             windows: 0,
-            failed: false,
         }
     }
 
-    /// Opens or closes the window as the schedule says. Called on every drain tick.
+    /// Opens or closes the window as the schedule says. Called on every drain tick. A probe that
+    /// cannot be attached is dropped, with a note; the others go on.
     pub fn tick(&mut self, probes: &mut Probes, notes: &mut Vec<String>) {
         let now = Instant::now();
         match self.open_since {
             Some(since) if now.duration_since(since) >= WINDOW => {
-                probes.close_go_creation_window();
+                probes.close_go_probes();
                 self.open_since = None;
                 self.next_open = since + PERIOD;
             }
-            None if !self.failed && now >= self.next_open => {
-                match probes.open_go_creation_window(self.pid, self.offset, STACKS_PER_WINDOW) {
-                    Ok(()) => {
-                        self.open_since = Some(now);
-                        self.windows += 1;
-                    }
-                    Err(err) => {
-                        self.failed = true;
+            None if !self.points.is_empty() && now >= self.next_open => {
+                let pid = self.pid;
+                self.points.retain(|point| {
+                    let opened = probes.open_go_probe(
+                        point.program,
+                        pid,
+                        point.offset,
+                        point.slot,
+                        STACKS_PER_WINDOW,
+                    );
+                    if let Err(err) = &opened {
                         notes.push(format!(
-                            "{err:#}: goroutine candidates show the go statement only, not the creator's stack"
+                            "{err:#}: no creator stacks for {} from now on",
+                            point.what
                         ));
                     }
-                }
+                    opened.is_ok()
+                });
+                self.open_since = Some(now);
+                self.windows += 1;
             }
             _ => {}
         }
     }
 
     pub fn close(&mut self, probes: &mut Probes) {
-        probes.close_go_creation_window();
+        probes.close_go_probes();
         self.open_since = None;
     }
 }
 
-/// The model event for a creation record: the creator's stack, innermost first, starting at
-/// the `go` statement. The captured stack's first frame is inside `runtime.newproc` and its
-/// second is the creator's caller (the creator had not pushed its frame yet when the probe
-/// fired), so the `go` statement itself comes from the record, unless the kernel added it.
+/// The stack of whoever called the probed function, innermost first, starting at the call:
+/// the captured stack's first frame is inside the probed function and its second is the
+/// caller's caller (the probed function had not pushed its frame yet), so the call itself
+/// comes from the record; newer kernels add it themselves (then it is the second frame).
+fn caller_stack(
+    caller_pc: u64,
+    stack_id: i32,
+    probes: &Probes,
+    symbolizer: &mut Symbolizer,
+) -> Vec<Frame> {
+    let mut return_addresses = vec![caller_pc];
+    if let Some(ips) = probes.stack(stack_id) {
+        let skip = if ips.get(1) == Some(&caller_pc) { 2 } else { 1 };
+        return_addresses.extend(ips.into_iter().skip(skip));
+    }
+    symbolizer.return_addresses(&return_addresses)
+}
+
+/// A `go` statement ran: the creator's stack from the `go` statement out.
 pub fn creation_event(
     creation: &GoCreation,
     probes: &Probes,
     symbolizer: &mut Symbolizer,
 ) -> Event {
-    let mut return_addresses = vec![creation.go_pc];
-    if let Some(ips) = probes.stack(creation.stack_id) {
-        // Newer kernels add the return address at [sp] themselves for a uprobe in a prologue
-        // (it is then the second frame); older ones do not.
-        let skip = if ips.get(1) == Some(&creation.go_pc) {
-            2
-        } else {
-            1
-        };
-        return_addresses.extend(ips.into_iter().skip(skip));
-    }
     Event::GoroutineCreated {
         go_pc: creation.go_pc,
-        creator_stack: symbolizer.return_addresses(&return_addresses),
+        creator_stack: caller_stack(creation.go_pc, creation.stack_id, probes, symbolizer),
+    }
+}
+
+/// A timer was started: the starter's stack from the call out (`time.AfterFunc`, then the
+/// program's code), keyed as the timer snapshot sees the timer (`key_is_arg`: its `arg` data
+/// word on Go 1.23+, else its address).
+pub fn timer_start_event(
+    start: &GoTimerStart,
+    key_is_arg: bool,
+    probes: &Probes,
+    symbolizer: &mut Symbolizer,
+) -> Event {
+    Event::GoTimerStarted {
+        key: if key_is_arg { start.rsi } else { start.rax },
+        starter_stack: caller_stack(start.caller_pc, start.stack_id, probes, symbolizer),
     }
 }

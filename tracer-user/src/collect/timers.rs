@@ -48,6 +48,11 @@ impl TimerReads {
             .timers
             .iter()
             .map(|t| GoTimer {
+                start_key: if go.timer_start_key_is_arg() {
+                    t.arg_data
+                } else {
+                    t.addr
+                },
                 addr: t.addr,
                 kind: TimerKind::of(t.func.as_deref(), t.period_ns),
                 func: t.func.clone(),

@@ -24,6 +24,8 @@ const WANTED_SYMBOLS: &[&str] = &[
     "runtime.waitReasonStrings",
     "runtime.buildVersion",
     "runtime.newproc",
+    "time.newTimer",
+    "runtime.addtimer",
     "runtime.allp",
 ];
 
@@ -46,6 +48,9 @@ pub(crate) struct GoBinary {
     /// File offset for the goroutine-creation uprobe in `runtime.newproc` (after its
     /// stack-check prologue).
     pub newproc_probe: Result<u64>,
+    /// File offset for the timer-start uprobe: in `time.newTimer` (Go 1.23+) or
+    /// `runtime.addtimer` (before), after the prologue.
+    pub timer_probe: Result<u64>,
     /// `(address, size)` of the sections where runtime variables live (.data, .noptrdata, .bss,
     /// .noptrbss), to check addresses found by heuristics and to search .data.
     pub data_sections: Vec<(String, u64, u64)>,
@@ -118,9 +123,16 @@ pub(crate) fn read(path: &std::path::Path) -> Result<Option<GoBinary>> {
         Ok(lines) => allgs_from_for_each_g(&elf, lines),
         Err(e) => Err(anyhow!("{e:#}")),
     };
-    let newproc_probe = newproc_probe_offset(&elf, &symbols, lines.as_ref().ok());
+    let newproc_probe = probe_offset(&elf, &symbols, lines.as_ref().ok(), "runtime.newproc");
+    let timer_probe = probe_offset(
+        &elf,
+        &symbols,
+        lines.as_ref().ok(),
+        timer_start_function(version.minor),
+    );
     Ok(Some(GoBinary {
         newproc_probe,
+        timer_probe,
         version,
         version_string,
         pie: elf.kind() == object::ObjectKind::Dynamic,
@@ -186,29 +198,41 @@ fn read_file_bytes(elf: &object::File<'_>, addr: u64, len: usize) -> Option<Vec<
     })
 }
 
-/// The file offset of `runtime.newproc`'s first instruction after its stack-check prologue:
-/// where the creation uprobe goes (the entry `cmp` would be single-stepped at ~11 us a hit).
-fn newproc_probe_offset(
+/// The function every timer start goes through, where the timer-start uprobe goes: Go 1.23+
+/// `time.newTimer(when, period, f, arg, c)`; before, `runtime.addtimer(t)`.
+pub(crate) fn timer_start_function(go_minor: u32) -> &'static str {
+    if go_minor >= 23 {
+        "time.newTimer"
+    } else {
+        "runtime.addtimer"
+    }
+}
+
+/// The file offset of `function`'s first instruction after its stack-check prologue: where a
+/// uprobe in it goes (the entry `cmp` would be single-stepped at ~11 us a hit; the next
+/// instruction, `push rbp`, is emulated).
+fn probe_offset(
     elf: &object::File<'_>,
     symbols: &HashMap<&'static str, (u64, u64)>,
     lines: Option<&LineTable>,
+    function: &str,
 ) -> Result<u64> {
     let start = symbols
-        .get("runtime.newproc")
+        .get(function)
         .map(|&(addr, _)| addr)
-        .or_else(|| lines?.function_range("runtime.newproc").map(|r| r.start))
-        .ok_or_else(|| anyhow!("runtime.newproc is in neither the symbol table nor .gopclntab"))?;
+        .or_else(|| lines?.function_range(function).map(|r| r.start))
+        .ok_or_else(|| anyhow!("{function} is in neither the symbol table nor .gopclntab"))?;
     let code = read_file_bytes(elf, start, 16)
-        .ok_or_else(|| anyhow!("runtime.newproc's code is not in the file"))?;
+        .ok_or_else(|| anyhow!("{function}'s code is not in the file"))?;
     let after = prologue_end(&code).ok_or_else(|| {
         anyhow!(
-            "runtime.newproc does not start with the stack check leaktrace knows \
+            "{function} does not start with the stack check leaktrace knows \
              (cmp rsp, [r14+16]; jbe): {:02x?}",
             &code[..8]
         )
     })?;
     file_offset(elf, start + after)
-        .ok_or_else(|| anyhow!("runtime.newproc is in no loaded segment of the file"))
+        .ok_or_else(|| anyhow!("{function} is in no loaded segment of the file"))
 }
 
 /// The length of a Go function's stack-check prologue, `cmp rsp, [r14+16]` then `jbe` (short

@@ -284,6 +284,8 @@ pub struct GoProcess {
     lines: Option<Arc<LineTable>>,
     /// File offset for the creation uprobe, or why there is none.
     newproc_probe: Result<u64, String>,
+    /// File offset for the timer-start uprobe, or why there is none.
+    timer_probe: Result<u64, String>,
     memory: Memory,
     max_frames: usize,
     /// runtime.allp (link address), for the timer heaps.
@@ -329,6 +331,7 @@ pub fn inspect(pid: u32) -> Result<Option<GoProcess>> {
         wait_reasons: Vec::new(),
         lines: None,
         newproc_probe: Err(String::new()),
+        timer_probe: Err(String::new()),
         memory,
         max_frames: DEFAULT_MAX_FRAMES,
         allp: binary.symbols.get("runtime.allp").map(|s| s.0),
@@ -346,6 +349,7 @@ pub fn inspect(pid: u32) -> Result<Option<GoProcess>> {
     };
     process.wait_reasons = process.read_wait_reasons(&binary).unwrap_or_default();
     process.newproc_probe = binary.newproc_probe.map_err(|e| format!("{e:#}"));
+    process.timer_probe = binary.timer_probe.map_err(|e| format!("{e:#}"));
     process.lines = binary.lines.ok().map(Arc::new);
     Ok(Some(process))
 }
@@ -477,6 +481,18 @@ impl GoProcess {
     /// or why there is none.
     pub fn creation_probe(&self) -> Result<u64, String> {
         self.newproc_probe.clone()
+    }
+
+    /// The file offset for the timer-start uprobe, or why there is none.
+    pub fn timer_start_probe(&self) -> Result<u64, String> {
+        self.timer_probe.clone()
+    }
+
+    /// Which register of the timer-start probe identifies the timer in the heap: Go 1.23+'s
+    /// `newTimer` gets `arg` (type in RDI, data in RSI) and the timer keeps that data word;
+    /// earlier `addtimer` gets the `*timer` itself in RAX.
+    pub fn timer_start_key_is_arg(&self) -> bool {
+        self.version.minor >= 23
     }
 
     /// The executable's `.gopclntab` line table (link addresses: subtract [`Self::load_bias`]),

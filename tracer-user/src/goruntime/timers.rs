@@ -162,6 +162,9 @@ pub struct TimerState {
     pub func: Option<String>,
     /// For AfterFunc timers: the entry of the user's function.
     pub callback_pc: Option<u64>,
+    /// The data word of the timer's `arg` (AfterFunc: the user's func value; channel timers:
+    /// the channel): what the timer-start probe sees on Go 1.23+.
+    pub arg_data: u64,
     /// For timers that send on a channel: whether its buffer is full (the last value was never
     /// received).
     pub chan_full: Option<bool>,
@@ -315,6 +318,7 @@ impl GoProcess {
                 period_ns: period,
                 func: None,
                 callback_pc: None,
+                arg_data: 0,
                 chan_full: None,
                 blocked: None,
                 is_chan: None,
@@ -353,6 +357,7 @@ impl GoProcess {
                 continue;
             }
             state.when_ns = when;
+            state.arg_data = data;
             f_values.push(f);
             arg_data.push(data);
             timers.push(state);

@@ -204,7 +204,7 @@ pub fn is_runtime_frame(frame: &Frame) -> bool {
         "internal/",
         "sync.",
         "sync/atomic.",
-        "time.Sleep",
+        "time.",
         "context.",
     ];
     frame

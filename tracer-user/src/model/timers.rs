@@ -69,6 +69,10 @@ pub struct GoTimer {
     pub blocked: Option<u32>,
     /// Stopped but still in the heap.
     pub stopped: bool,
+    /// What the timer-start probe saw of this timer (its address before Go 1.23, its `arg`
+    /// data word after), to find who started it.
+    #[serde(default)]
+    pub start_key: u64,
 }
 
 /// What makes timers "the same" for the report.
@@ -135,9 +139,29 @@ pub struct TimerModel {
     pub unreadable: u64,
     /// The slowest read: how long, and how many timers.
     pub slowest_read: Option<(u64, usize)>,
+    /// Starter stacks seen by the timer-start probe, by the timers' `start_key`.
+    pub starts: HashMap<u64, Vec<Frame>>,
 }
 
+/// Starts remembered at most: a timer-heavy program starts millions; the oldest are forgotten
+/// (their timers have mostly fired), which only makes more groups say "creator unknown".
+const MAX_STARTS: usize = 65_536;
+
 impl TimerModel {
+    /// The timer-start probe saw a timer start with this key and starter stack.
+    pub fn start_seen(&mut self, key: u64, starter_stack: &[Frame]) {
+        if self.starts.len() >= MAX_STARTS && !self.starts.contains_key(&key) {
+            // Forget keys no pending timer has any more.
+            let pending: std::collections::HashSet<u64> =
+                self.latest.iter().map(|t| t.start_key).collect();
+            self.starts.retain(|k, _| pending.contains(k));
+            if self.starts.len() >= MAX_STARTS {
+                return;
+            }
+        }
+        self.starts.insert(key, starter_stack.to_vec());
+    }
+
     pub fn apply_snapshot(
         &mut self,
         at_ns: u64,
@@ -239,6 +263,7 @@ pub mod tests {
             chan_full: None,
             blocked: None,
             stopped: false,
+            start_key: addr,
         }
     }
 
@@ -253,6 +278,7 @@ pub mod tests {
             chan_full: Some(full),
             blocked: None,
             stopped: false,
+            start_key: addr,
         }
     }
 

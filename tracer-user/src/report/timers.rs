@@ -59,7 +59,10 @@ pub fn write_group(out: &mut String, group: &GoTimerGroup) {
             group.count
         );
     }
-    let _ = writeln!(out, "   created at: unknown ({})", group.creation_site);
+    let _ = writeln!(out, "   started: {}", group.creation_site);
+    if let Some(stack) = &group.starter_stack {
+        super::write_stack(out, stack, "      ");
+    }
 }
 
 pub fn write_overview(out: &mut String, timers: &GoTimerOverview) {
