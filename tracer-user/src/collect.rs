@@ -256,6 +256,18 @@ impl Collector<'_> {
                 });
                 self.go_probes = Some(self.go_probe_points(&go));
                 self.timer_key_is_arg = go.timer_start_key_is_arg();
+                // Stripped binaries: blazesym finds no symbols; .gopclntab still names frames.
+                match go.line_table() {
+                    Some(table) => self.symbolizer.set_go_line_table(
+                        table,
+                        go.load_bias(),
+                        go.exe().to_string_lossy().into_owned(),
+                    ),
+                    None => self.notes.push(
+                        "the Go executable's .gopclntab is unreadable: frames without symbols stay unnamed"
+                            .into(),
+                    ),
+                }
                 self.go = Some(go);
             }
             Ok(None) => {}
