@@ -4,11 +4,11 @@ use aya_ebpf::{
     bindings::{BPF_F_USER_STACK, BPF_RB_NO_WAKEUP},
     helpers::bpf_ktime_get_ns,
     macros::map,
-    maps::{Array, HashMap},
+    maps::Array,
     programs::{tracing::StackIdContext, TracePointContext},
 };
 use tracer_common::{
-    counter, event_kind, CallDone, FdKey, PendingCall, ThreadSlot, MAX_TRACKED_FDS, THREAD_SLOTS,
+    counter, event_kind, CallDone, PendingCall, ThreadSlot, THREAD_SLOTS, TRACKED_FD_SLOTS,
 };
 
 use crate::{count, slots, EVENTS, STACKS};
@@ -17,10 +17,11 @@ use crate::{count, slots, EVENTS, STACKS};
 #[map(name = "PENDING_CALLS")]
 pub static PENDING_CALLS: Array<ThreadSlot<PendingCall>> = Array::with_max_entries(THREAD_SLOTS, 0);
 
-/// Timerfds and epoll sets of the target, so that `read` and `close` on any other fd cost only
-/// a lookup miss. Filled here on creation and by userspace for fds that existed before attach.
+/// The kind (`fd_kind`, 0: not tracked) of each fd of the target, so that `read` and `close` on
+/// any other fd cost one array lookup. Filled here on creation and by userspace for fds that
+/// existed before attach. Indexed by fd: every program acts for the one target process only.
 #[map(name = "TRACKED_FDS")]
-pub static TRACKED_FDS: HashMap<FdKey, u32> = HashMap::with_max_entries(MAX_TRACKED_FDS, 0);
+pub static TRACKED_FDS: Array<u32> = Array::with_max_entries(TRACKED_FD_SLOTS, 0);
 
 /// Offset of the return value in `sys_exit_*` records.
 const RET: usize = 16;
@@ -98,8 +99,29 @@ pub fn send(tid: u32, call: PendingCall, ret: i64, value: u64, user_stack_id: i3
 
 /// Starts tracking a new timerfd or epoll fd of the target.
 #[inline(always)]
-pub fn track_fd(tgid: u32, fd: u32, kind: u32) {
-    if TRACKED_FDS.insert(FdKey { tgid, fd }, kind, 0).is_err() {
-        count(counter::TRACKED_FDS_FULL);
+pub fn track_fd(fd: u32, kind: u32) {
+    match TRACKED_FDS.get_ptr_mut(fd) {
+        // SAFETY: an array element stays valid for the program's run.
+        Some(slot) => unsafe { *slot = kind },
+        None => count(counter::TRACKED_FDS_FULL),
+    }
+}
+
+/// The kind of a tracked fd of the target, if it is one.
+#[inline(always)]
+pub fn tracked(fd: u64) -> Option<u32> {
+    let fd = u32::try_from(fd).ok()?;
+    TRACKED_FDS.get(fd).copied().filter(|&kind| kind != 0)
+}
+
+/// Stops tracking a closed fd (its number will be reused for something else).
+#[inline(always)]
+pub fn untrack(fd: u64) {
+    if let Some(slot) = u32::try_from(fd)
+        .ok()
+        .and_then(|fd| TRACKED_FDS.get_ptr_mut(fd))
+    {
+        // SAFETY: as in `track_fd`.
+        unsafe { *slot = 0 };
     }
 }

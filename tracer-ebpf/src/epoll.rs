@@ -38,7 +38,7 @@ fn create_enter(flags: u64) -> u32 {
 
 #[inline(always)]
 fn create_exit(ctx: &TracePointContext) -> u32 {
-    let Some((tgid, tid)) = target_thread() else {
+    let Some((_, tid)) = target_thread() else {
         return 0;
     };
     let Some(pending) = finish(tid, native_call::EPOLL_CREATE) else {
@@ -46,7 +46,7 @@ fn create_exit(ctx: &TracePointContext) -> u32 {
     };
     let fd = ret(ctx);
     if fd >= 0 {
-        track_fd(tgid, fd as u32, fd_kind::EPOLL);
+        track_fd(fd as u32, fd_kind::EPOLL);
         send(tid, pending, fd, 0, user_stack(ctx));
     }
     0

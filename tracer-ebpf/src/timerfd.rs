@@ -10,9 +10,9 @@
 //! records) and reads `/proc/PID/fdinfo/FD` (`ticks`: expirations not yet read, `it_value`: time
 //! to the next expiry) at every scan — see tracer-user's timerfd analysis.
 use aya_ebpf::{helpers::bpf_probe_read_user, macros::tracepoint, programs::TracePointContext};
-use tracer_common::{counter, fd_kind, native_call, FdKey};
+use tracer_common::{counter, fd_kind, native_call};
 
-use crate::calls::{arg, begin, finish, ret, send, track_fd, user_stack, TRACKED_FDS};
+use crate::calls::{arg, begin, finish, ret, send, track_fd, tracked, untrack, user_stack};
 use crate::{count, target_thread};
 
 /// `struct __kernel_itimerspec { timespec it_interval; timespec it_value; }`
@@ -47,7 +47,7 @@ pub fn sys_enter_timerfd_create(ctx: TracePointContext) -> u32 {
 
 #[tracepoint(category = "syscalls", name = "sys_exit_timerfd_create")]
 pub fn sys_exit_timerfd_create(ctx: TracePointContext) -> u32 {
-    let Some((tgid, tid)) = target_thread() else {
+    let Some((_, tid)) = target_thread() else {
         return 0;
     };
     let Some(pending) = finish(tid, native_call::TIMERFD_CREATE) else {
@@ -55,7 +55,7 @@ pub fn sys_exit_timerfd_create(ctx: TracePointContext) -> u32 {
     };
     let fd = ret(&ctx);
     if fd >= 0 {
-        track_fd(tgid, fd as u32, fd_kind::TIMERFD);
+        track_fd(fd as u32, fd_kind::TIMERFD);
         send(tid, pending, fd, 0, user_stack(&ctx));
     }
     0
@@ -128,23 +128,13 @@ pub fn sys_exit_timerfd_gettime(ctx: TracePointContext) -> u32 {
     0
 }
 
-#[inline(always)]
-fn tracked(tgid: u32, fd: u64) -> Option<u32> {
-    let key = FdKey {
-        tgid,
-        fd: fd as u32,
-    };
-    // SAFETY: the value is copied out.
-    unsafe { TRACKED_FDS.get(key) }.copied()
-}
-
 #[tracepoint(category = "syscalls", name = "sys_enter_read")]
 pub fn sys_enter_read(ctx: TracePointContext) -> u32 {
     let Some((tgid, tid)) = target_thread() else {
         return 0;
     };
     let fd = arg(&ctx, 0);
-    if tracked(tgid, fd) != Some(fd_kind::TIMERFD) {
+    if tracked(fd) != Some(fd_kind::TIMERFD) {
         return 0;
     }
     begin(
@@ -184,14 +174,10 @@ pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
         return 0;
     };
     let fd = arg(&ctx, 0);
-    let Some(kind) = tracked(tgid, fd) else {
+    let Some(kind) = tracked(fd) else {
         return 0;
     };
-    let key = FdKey {
-        tgid,
-        fd: fd as u32,
-    };
-    let _ = TRACKED_FDS.remove(key);
+    untrack(fd);
     let call = tracer_common::PendingCall {
         start_ns: crate::calls::now_ns(),
         args: [fd, kind as u64, 0, 0],

@@ -78,7 +78,7 @@ pub struct Probes {
     events: RingBuf<MapData>,
     counters: PerCpuArray<MapData, u64>,
     pending_calls: Array<MapData, ThreadSlot<PendingCall>>,
-    tracked_fds: HashMap<MapData, FdKey, u32>,
+    tracked_fds: Array<MapData, u32>,
     epoll_stats: HashMap<MapData, FdKey, EpollStats>,
     go_stack_budget: Array<MapData, u64>,
     /// The Go uprobes (goroutine creation, timer starts) while a window is open.
@@ -206,7 +206,7 @@ impl Probes {
             events: RingBuf::try_from(take(names::EVENTS)?)?,
             counters: PerCpuArray::try_from(take(names::COUNTERS)?)?,
             pending_calls: Array::try_from(take(names::PENDING_CALLS)?)?,
-            tracked_fds: HashMap::try_from(take(names::TRACKED_FDS)?)?,
+            tracked_fds: Array::try_from(take(names::TRACKED_FDS)?)?,
             epoll_stats: HashMap::try_from(take(names::EPOLL_STATS)?)?,
             go_stack_budget: Array::try_from(take(names::GO_STACK_BUDGET)?)?,
             go_links: Vec::new(),
@@ -255,6 +255,15 @@ impl Probes {
             .with_context(|| format!("attaching the Go uprobe {program} failed"))?;
         self.go_links.push((program, link));
         Ok(())
+    }
+
+    /// Hits of the Go uprobes so far (goroutine creations and timer starts), summed over CPUs.
+    pub fn go_probe_hits(&self) -> u64 {
+        [counter::GO_CREATIONS, counter::GO_TIMER_STARTS]
+            .iter()
+            .filter_map(|index| self.counters.get(index, 0).ok())
+            .map(|values| values.iter().sum::<u64>())
+            .sum()
     }
 
     /// Removes the Go uprobes of the open window.
@@ -354,9 +363,13 @@ impl Probes {
     /// Starts filtering reads and closes of an fd that existed before attach (a timerfd or an
     /// epoll set, `tracer_common::fd_kind`).
     pub fn track_fd(&mut self, key: FdKey, kind: u32) -> Result<()> {
-        self.tracked_fds
-            .insert(key, kind, 0)
-            .context("tracking an fd failed (tracked-fd map full?)")
+        self.tracked_fds.set(key.fd, kind, 0).with_context(|| {
+            format!(
+                "tracking fd {} failed (beyond the {} fds leaktrace tracks?)",
+                key.fd,
+                tracer_common::TRACKED_FD_SLOTS
+            )
+        })
     }
 }
 

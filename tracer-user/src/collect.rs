@@ -142,8 +142,18 @@ pub async fn trace(
     let status = std::io::stderr().is_terminal();
     let mut ticks: u32 = 0;
 
+    // The Go uprobes' windows are looked after more often than the ring buffer is drained, so
+    // that a creation storm is noticed within milliseconds.
+    let mut go_probe_ticker = interval(gocreation::CHECK_EVERY);
+    go_probe_ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let end = loop {
         tokio::select! {
+            _ = go_probe_ticker.tick(), if collector.go_probes.is_some() => {
+                if let Some(go_probes) = collector.go_probes.as_mut() {
+                    go_probes.tick(collector.probes, &mut collector.notes);
+                }
+                continue;
+            }
             _ = ticker.tick() => {}
             _ = sigint.recv() => break EndReason::Interrupted,
             _ = sigterm.recv() => break EndReason::Interrupted,
@@ -152,9 +162,6 @@ pub async fn trace(
         collector.drain();
         if target.has_exited() {
             break EndReason::TargetExited;
-        }
-        if let Some(go_probes) = collector.go_probes.as_mut() {
-            go_probes.tick(collector.probes, &mut collector.notes);
         }
         ticks += 1;
         if ticks.is_multiple_of(SCAN_EVERY_TICKS) {
@@ -184,7 +191,7 @@ pub async fn trace(
     if let Some(go_probes) = collector.go_probes.as_ref() {
         let counters = collector.model.counters;
         collector.notes.push(format!(
-            "creator stacks of goroutines and timers are sampled: uprobes in the Go runtime attached {} ms of every {} s ({} window(s)), at most {} stacks each a window: {} goroutine creations seen ({} stacks), {} timer starts seen ({} stacks)",
+            "creator stacks of goroutines and timers are sampled: uprobes in the Go runtime attached {} ms of every {} s ({} window(s)), at most {} stacks each a window: {} goroutine creations seen ({} stacks), {} timer starts seen ({} stacks){}",
             gocreation::WINDOW.as_millis(),
             gocreation::PERIOD.as_secs(),
             go_probes.windows,
@@ -193,6 +200,16 @@ pub async fn trace(
             counters.go_creation_stacks,
             counters.go_timer_starts,
             counters.go_timer_stacks,
+            if go_probes.storms > 0 {
+                format!(
+                    "; {} window(s) closed early because the target created more than {} goroutines or timers a second, so windows now open every {} s to spare it",
+                    go_probes.storms,
+                    gocreation::MAX_HITS_PER_WINDOW * 10,
+                    go_probes.period().as_secs()
+                )
+            } else {
+                String::new()
+            },
         ));
     }
     if let Some((elapsed, count)) = collector.slowest_snapshot {

@@ -19,6 +19,13 @@ use crate::symbolize::Symbolizer;
 pub const WINDOW: Duration = Duration::from_millis(100);
 pub const PERIOD: Duration = Duration::from_secs(1);
 pub const STACKS_PER_WINDOW: u64 = 256;
+/// How often the probes are looked after while a window is open.
+pub const CHECK_EVERY: Duration = Duration::from_millis(10);
+/// More hits than this in one window (20,000 a second) is a storm: the window closes at once and
+/// the next ones come four times less often (up to `MAX_PERIOD`), so that a spawn storm pays the
+/// trap for a few milliseconds, not for a tenth of its run.
+pub const MAX_HITS_PER_WINDOW: u64 = 2_000;
+pub const MAX_PERIOD: Duration = Duration::from_secs(60);
 
 /// One Go uprobe: its program, where it goes in the executable, and its stack budget slot.
 pub struct ProbePoint {
@@ -33,8 +40,13 @@ pub struct GoProbes {
     pid: u32,
     points: Vec<ProbePoint>,
     open_since: Option<Instant>,
+    /// The probes' hit count when the window opened.
+    hits_at_open: u64,
     next_open: Instant,
+    period: Duration,
     pub windows: u64,
+    /// Windows closed early because the target created goroutines or timers too fast.
+    pub storms: u64,
 }
 
 impl GoProbes {
@@ -43,23 +55,40 @@ impl GoProbes {
             pid,
             points,
             open_since: None,
+            hits_at_open: 0,
             next_open: Instant::now(),
+            period: PERIOD,
             windows: 0,
+            storms: 0,
         }
     }
 
-    /// Opens or closes the window as the schedule says. Called on every drain tick. A probe that
-    /// cannot be attached is dropped, with a note; the others go on.
+    /// The period between windows now (longer after storms).
+    pub fn period(&self) -> Duration {
+        self.period
+    }
+
+    /// Opens or closes the window as the schedule and the hit rate say. Called every
+    /// `CHECK_EVERY`. A probe that cannot be attached is dropped, with a note; the others go on.
     pub fn tick(&mut self, probes: &mut Probes, notes: &mut Vec<String>) {
         let now = Instant::now();
         match self.open_since {
-            Some(since) if now.duration_since(since) >= WINDOW => {
-                probes.close_go_probes();
-                self.open_since = None;
-                self.next_open = since + PERIOD;
+            Some(since) => {
+                let hits = probes.go_probe_hits().saturating_sub(self.hits_at_open);
+                let storm = hits > MAX_HITS_PER_WINDOW;
+                if storm || now.duration_since(since) >= WINDOW {
+                    probes.close_go_probes();
+                    self.open_since = None;
+                    if storm {
+                        self.storms += 1;
+                        self.period = (self.period * 4).min(MAX_PERIOD);
+                    }
+                    self.next_open = since + self.period;
+                }
             }
             None if !self.points.is_empty() && now >= self.next_open => {
                 let pid = self.pid;
+                self.hits_at_open = probes.go_probe_hits();
                 self.points.retain(|point| {
                     let opened = probes.open_go_probe(
                         point.program,
@@ -79,7 +108,7 @@ impl GoProbes {
                 self.open_since = Some(now);
                 self.windows += 1;
             }
-            _ => {}
+            None => {}
         }
     }
 
