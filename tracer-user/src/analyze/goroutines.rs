@@ -50,6 +50,8 @@ const MANY: usize = 10;
 const VERY_MANY: usize = 100;
 /// Members' ids spread over this many times their count: created over time, not as one batch.
 const SPREAD_FACTOR: u64 = 4;
+/// A group's goroutines stay when at least one in this many has lived past the threshold.
+const STAYERS_SHARE: usize = 10;
 /// Goroutine ids listed per group.
 const SAMPLE_GOIDS: usize = 10;
 
@@ -122,7 +124,13 @@ pub fn analyze(
             });
             continue;
         }
-        let long_lived = group.age_ns.p50 >= min_blocked_ns;
+        // Whether its goroutines stay: a share of them has lived past the threshold. Not the
+        // median age: most members of a fast-growing leak are young by nature.
+        let stayers = members
+            .iter()
+            .filter(|g| now.saturating_sub(model.seen[&g.goid].first_seen_ns) >= min_blocked_ns)
+            .count();
+        let long_lived = stayers >= (members.len() / STAYERS_SHARE).max(1);
         let score = if long_lived { evidence.score } else { 0.0 };
         if score >= CANDIDATE_SCORE {
             candidates.push(candidate(model, key, group, &members, evidence, now));
@@ -134,7 +142,8 @@ pub fn analyze(
                 )
             } else {
                 format!(
-                    "short-lived: half of them are younger than {}",
+                    "short-lived: {stayers} of them ({} needed) older than {}",
+                    (members.len() / STAYERS_SHARE).max(1),
                     human_ns(min_blocked_ns)
                 )
             };
@@ -480,6 +489,24 @@ mod tests {
             .unwrap();
         let why = pool.not_a_candidate.unwrap();
         assert!(why.contains("one burst"), "{why}");
+    }
+
+    #[test]
+    fn a_fast_growing_leak_is_a_candidate_though_most_members_are_young() {
+        let add = |snapshot: &Vec<Goroutine>, ids: std::ops::RangeInclusive<u64>| {
+            let mut next = snapshot.clone();
+            next.extend(parked(ids, "main.handle", "main.wait", "chan receive"));
+            next
+        };
+        let first = parked(1..=10, "main.handle", "main.wait", "chan receive");
+        let second = add(&first, 20..=24);
+        let third = add(&second, 30..=59);
+        // At the last snapshot 30 of the 45 were just created: the median age is 0.
+        let model = traced(&[first.clone(), first, second, third]);
+        let (candidates, _) = analyze(&model, S, S);
+        assert_eq!(candidates.len(), 1, "{candidates:?}");
+        assert_eq!(candidates[0].count, 45);
+        assert_eq!(candidates[0].grew, Some(true));
     }
 
     #[test]
