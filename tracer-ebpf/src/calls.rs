@@ -1,7 +1,7 @@
 //! Shared plumbing for the rare calls tracked for threads, epoll and timerfds: remember the
 //! arguments at entry (in the thread's slot), send one record with the result at exit.
 use aya_ebpf::{
-    bindings::{BPF_F_USER_STACK, BPF_RB_NO_WAKEUP},
+    bindings::BPF_F_USER_STACK,
     helpers::bpf_ktime_get_ns,
     macros::map,
     maps::Array,
@@ -11,7 +11,7 @@ use tracer_common::{
     counter, event_kind, CallDone, PendingCall, ThreadSlot, THREAD_SLOTS, TRACKED_FD_SLOTS,
 };
 
-use crate::{count, slots, EVENTS, STACKS};
+use crate::{count, emit, slots, STACKS};
 
 /// The tracked call each thread of the target is in, by thread slot.
 #[map(name = "PENDING_CALLS")]
@@ -79,11 +79,7 @@ pub fn user_stack<C: StackIdContext>(ctx: &C) -> i32 {
 
 #[inline(always)]
 pub fn send(tid: u32, call: PendingCall, ret: i64, value: u64, user_stack_id: i32) {
-    let Some(mut entry) = EVENTS.reserve::<CallDone>(0) else {
-        count(counter::EVENTS_LOST);
-        return;
-    };
-    entry.write(CallDone {
+    emit(CallDone {
         kind: event_kind::CALL_DONE,
         tid,
         call,
@@ -93,8 +89,6 @@ pub fn send(tid: u32, call: PendingCall, ret: i64, value: u64, user_stack_id: i3
         user_stack_id,
         _pad: 0,
     });
-    entry.submit(BPF_RB_NO_WAKEUP as u64);
-    count(counter::EVENTS_SENT);
 }
 
 /// Starts tracking a new timerfd or epoll fd of the target.

@@ -5,7 +5,7 @@
 //! the reader, and stacks are taken only for waits that turned out long. Threads that never
 //! return are found by userspace in `PENDING_WAITS` and unwound from /proc.
 use aya_ebpf::{
-    bindings::{BPF_F_USER_STACK, BPF_RB_NO_WAKEUP},
+    bindings::BPF_F_USER_STACK,
     helpers::{bpf_ktime_get_ns, bpf_probe_read_user},
     macros::{map, tracepoint},
     maps::{Array, HashMap},
@@ -16,7 +16,7 @@ use tracer_common::{
     WaitDone, WakeStats, MAX_WATCHED_ADDRS, THREAD_SLOTS,
 };
 
-use crate::{count, long_wait_ns, slots, target_thread, EVENTS, STACKS};
+use crate::{count, emit, long_wait_ns, slots, target_thread, STACKS};
 
 /// The futex wait each thread of the target is in, by thread slot. What is still active at
 /// report time is still blocked.
@@ -252,11 +252,7 @@ fn end_wait(ctx: &TracePointContext) -> u32 {
         (-1, -1)
     };
 
-    let Some(mut entry) = EVENTS.reserve::<WaitDone>(0) else {
-        count(counter::EVENTS_LOST);
-        return 0;
-    };
-    entry.write(WaitDone {
+    emit(WaitDone {
         kind: event_kind::WAIT_DONE,
         tid,
         wait,
@@ -266,10 +262,6 @@ fn end_wait(ctx: &TracePointContext) -> u32 {
         user_stack_id,
         kernel_stack_id,
     });
-    // The reader drains on a timer; waking it for every record would cost the target more
-    // than the record itself.
-    entry.submit(BPF_RB_NO_WAKEUP as u64);
-    count(counter::EVENTS_SENT);
     0
 }
 

@@ -9,7 +9,7 @@
 //! captures: a spawn storm pays the trap for a fraction of the time and no stacks beyond the
 //! budget.
 use aya_ebpf::{
-    bindings::{BPF_F_USER_STACK, BPF_RB_NO_WAKEUP},
+    bindings::BPF_F_USER_STACK,
     helpers::bpf_probe_read_user,
     macros::{map, uprobe},
     maps::Array,
@@ -17,7 +17,7 @@ use aya_ebpf::{
 };
 use tracer_common::{counter, event_kind, go_budget, GoCreation, GoTimerStart};
 
-use crate::{count, target_thread, EVENTS, STACKS};
+use crate::{count, emit, target_thread, STACKS};
 
 /// Stack captures left in the current window (userspace refills it when a window opens).
 #[map(name = "GO_STACK_BUDGET")]
@@ -71,11 +71,7 @@ pub fn go_timer_start(ctx: ProbeContext) -> u32 {
     };
     // SAFETY: the registers of the probed thread.
     let (rax, rsi) = unsafe { ((*ctx.regs).rax, (*ctx.regs).rsi) };
-    let Some(mut entry) = EVENTS.reserve::<GoTimerStart>(0) else {
-        count(counter::EVENTS_LOST);
-        return 0;
-    };
-    entry.write(GoTimerStart {
+    let sent = emit(GoTimerStart {
         kind: event_kind::GO_TIMER_START,
         tid,
         caller_pc,
@@ -84,9 +80,9 @@ pub fn go_timer_start(ctx: ProbeContext) -> u32 {
         stack_id,
         _pad: 0,
     });
-    entry.submit(BPF_RB_NO_WAKEUP as u64);
-    count(counter::EVENTS_SENT);
-    count(counter::GO_TIMER_STACKS);
+    if sent {
+        count(counter::GO_TIMER_STACKS);
+    }
     0
 }
 
@@ -102,19 +98,15 @@ pub fn go_newproc(ctx: ProbeContext) -> u32 {
     let Some((go_pc, stack_id)) = caller_and_stack(&ctx) else {
         return 0;
     };
-    let Some(mut entry) = EVENTS.reserve::<GoCreation>(0) else {
-        count(counter::EVENTS_LOST);
-        return 0;
-    };
-    entry.write(GoCreation {
+    let sent = emit(GoCreation {
         kind: event_kind::GO_CREATION,
         tid,
         go_pc,
         stack_id,
         _pad: 0,
     });
-    entry.submit(BPF_RB_NO_WAKEUP as u64);
-    count(counter::EVENTS_SENT);
-    count(counter::GO_CREATION_STACKS);
+    if sent {
+        count(counter::GO_CREATION_STACKS);
+    }
     0
 }

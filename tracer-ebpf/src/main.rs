@@ -55,6 +55,21 @@ fn long_wait_ns() -> u64 {
     unsafe { core::ptr::read_volatile(&LONG_WAIT_NS) }
 }
 
+/// Sends one record to userspace, counted as sent or as lost (ring buffer full): nothing is
+/// dropped without a trace in every report. The reader drains on a timer, so the kernel is told
+/// not to wake it: waking it per record would cost the target more than the record itself.
+#[inline(always)]
+fn emit<T: 'static>(record: T) -> bool {
+    let Some(mut entry) = EVENTS.reserve::<T>(0) else {
+        count(counter::EVENTS_LOST);
+        return false;
+    };
+    entry.write(record);
+    entry.submit(aya_ebpf::bindings::BPF_RB_NO_WAKEUP as u64);
+    count(counter::EVENTS_SENT);
+    true
+}
+
 #[inline(always)]
 fn count(index: u32) {
     if let Some(slot) = COUNTERS.get_ptr_mut(index) {

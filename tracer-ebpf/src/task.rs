@@ -6,7 +6,6 @@
 //! `sched_process_fork` is not needed: the creator's `sys_exit_clone*` already names the child
 //! (Go's raw clone included), and tells thread from process by the clone flags.
 use aya_ebpf::{
-    bindings::BPF_RB_NO_WAKEUP,
     helpers::bpf_probe_read_user,
     macros::{map, tracepoint, uprobe},
     maps::HashMap,
@@ -15,7 +14,7 @@ use aya_ebpf::{
 use tracer_common::{counter, event_kind, native_call, ThreadExit, ThreadRename};
 
 use crate::calls::{arg, begin, finish, now_ns, ret, send, user_stack};
-use crate::{count, slots, target_thread, EVENTS};
+use crate::{count, emit, slots, target_thread};
 
 /// `struct clone_args` starts with `u64 flags`.
 #[inline(always)]
@@ -134,19 +133,13 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     // sched_process_exit: comm[16] at 8, pid at 24, prio at 28, group_dead (bool) at 32.
     // SAFETY: reading a fixed slot of the tracepoint record.
     let group_dead = unsafe { ctx.read_at::<u8>(32) }.unwrap_or(0) as u32;
-    let Some(mut entry) = EVENTS.reserve::<ThreadExit>(0) else {
-        count(counter::EVENTS_LOST);
-        return 0;
-    };
-    entry.write(ThreadExit {
+    emit(ThreadExit {
         kind: event_kind::THREAD_EXIT,
         tid,
         at_ns: now_ns(),
         group_dead,
         _pad: 0,
     });
-    entry.submit(BPF_RB_NO_WAKEUP as u64);
-    count(counter::EVENTS_SENT);
     0
 }
 
@@ -164,17 +157,11 @@ pub fn task_rename(ctx: TracePointContext) -> u32 {
             ctx.read_at::<[u8; 16]>(28).unwrap_or([0; 16]),
         )
     };
-    let Some(mut entry) = EVENTS.reserve::<ThreadRename>(0) else {
-        count(counter::EVENTS_LOST);
-        return 0;
-    };
-    entry.write(ThreadRename {
+    emit(ThreadRename {
         kind: event_kind::THREAD_RENAME,
         tid,
         at_ns: now_ns(),
         comm,
     });
-    entry.submit(BPF_RB_NO_WAKEUP as u64);
-    count(counter::EVENTS_SENT);
     0
 }

@@ -72,6 +72,13 @@ const WORKLOADS: &[Workload] = &[
         op_name: "goroutine",
     },
     Workload {
+        name: "Go: timer-heavy, AfterFunc+Stop and NewTimer+Stop",
+        build: Build::Go("bench/timers"),
+        args: &["2000000"],
+        ops: 2_000_000,
+        op_name: "round (two timers)",
+    },
+    Workload {
         name: "Go: loopback HTTP server, 8 clients, 40k requests",
         build: Build::Go("bench/server"),
         args: &["40000"],
