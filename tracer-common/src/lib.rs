@@ -240,9 +240,10 @@ pub struct FdKey {
     pub fd: u32,
 }
 
-/// What the waits on one epoll set returned since tracing started.
+/// What the waits on one epoll set returned since tracing started. The model keeps it as it is.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(serde::Serialize, serde::Deserialize))]
 pub struct EpollStats {
     pub waits: u64,
     /// Waits that returned at least one event.

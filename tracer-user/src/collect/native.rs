@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use tracer_common::{event_kind, fd_kind, native_call, CallDone, FdKey, ThreadExit, ThreadRename};
 
 use crate::attach::Probes;
-use crate::model::epoll::{EpollEvent, EpollWaiter, SetStats, WatchedFd};
+use crate::model::epoll::{EpollEvent, EpollWaiter, WatchedFd};
 use crate::model::threads::{ThreadEvent, ThreadState};
 use crate::model::timerfd::{TimerfdEvent, TFD_TIMER_ABSTIME};
 use crate::model::{BlockedSince, Event, Frame, Model};
@@ -317,14 +317,7 @@ impl Native {
             if key.tgid == self.pid {
                 model.apply(&Event::Epoll(EpollEvent::Stats {
                     epfd: key.fd as i32,
-                    stats: SetStats {
-                        waits: stats.waits,
-                        returned_events: stats.returned_events,
-                        events: stats.events,
-                        timeouts: stats.timeouts,
-                        errors: stats.errors,
-                        last_event_ns: stats.last_event_ns,
-                    },
+                    stats,
                 }));
             }
         }

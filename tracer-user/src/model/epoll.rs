@@ -38,16 +38,9 @@ pub struct EpollWaiter {
     pub fds: Vec<WatchedFd>,
 }
 
-/// Cumulative results of the waits on one set since attach (from the kernel's EPOLL_STATS).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SetStats {
-    pub waits: u64,
-    pub returned_events: u64,
-    pub events: u64,
-    pub timeouts: u64,
-    pub errors: u64,
-    pub last_event_ns: u64,
-}
+/// Cumulative results of the waits on one set since attach, as the kernel's EPOLL_STATS keeps
+/// them.
+pub type SetStats = tracer_common::EpollStats;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum EpollEvent {
