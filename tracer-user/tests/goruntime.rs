@@ -4,37 +4,31 @@
 //! blocking stack. These tests fail (they do not skip) when Go is missing: run
 //! `scripts/setup.sh` (or `scripts/setup-go.sh`) first. Reading another process's memory needs
 //! root (or the same user with ptrace allowed).
-use std::collections::HashMap;
-use std::io::{BufRead as _, BufReader};
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Mutex, OnceLock};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+
+use common::{build_go, workspace_root, Fixture};
 use tracer_user::goruntime::{self, AllgsSource, GStatus, GoroutineState, OffsetsSource};
 use tracer_user::model::Frame;
 use tracer_user::symbolize::Symbolizer;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/go")
-}
-
+/// A Go toolchain setup-go.sh installed.
 #[derive(Clone, Debug)]
 struct Toolchain {
     /// "go1.27.3"
     version: String,
     minor: u32,
-    go: PathBuf,
 }
 
 /// Every toolchain setup-go.sh installs (it is idempotent and prints one line per toolchain).
 fn toolchains() -> &'static [Toolchain] {
     static TOOLCHAINS: OnceLock<Vec<Toolchain>> = OnceLock::new();
     TOOLCHAINS.get_or_init(|| {
-        let script = root().join("scripts/setup-go.sh");
+        let script = workspace_root().join("scripts/setup-go.sh");
         let out = Command::new("bash")
             .arg(&script)
             .stderr(Stdio::inherit())
@@ -47,7 +41,7 @@ fn toolchains() -> &'static [Toolchain] {
         let list: Vec<Toolchain> = String::from_utf8_lossy(&out.stdout)
             .lines()
             .filter_map(|line| {
-                let (version, go) = line.split_once(' ')?;
+                let (version, _) = line.split_once(' ')?;
                 let minor = version
                     .strip_prefix("go1.")?
                     .split('.')
@@ -57,7 +51,6 @@ fn toolchains() -> &'static [Toolchain] {
                 Some(Toolchain {
                     version: version.to_string(),
                     minor,
-                    go: PathBuf::from(go),
                 })
             })
             .collect();
@@ -84,86 +77,14 @@ enum Mode {
     Stripped,
 }
 
-/// Builds a fixture (a directory under fixtures/go) once per toolchain and mode.
+/// Builds a fixture (a directory under fixtures/go) with a toolchain in a mode.
 fn build(tc: &Toolchain, fixture: &str, mode: Mode) -> PathBuf {
-    static BUILT: OnceLock<Mutex<HashMap<PathBuf, ()>>> = OnceLock::new();
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join("go-fixtures")
-        .join(format!("{}-{mode:?}", tc.version))
-        .join(fixture);
-    let built = BUILT.get_or_init(Default::default);
-    if built.lock().unwrap().contains_key(&out) {
-        return out;
-    }
-    let cache = root().join(".cache");
-    let mut cmd = Command::new(&tc.go);
-    cmd.current_dir(fixtures())
-        .env("GOTOOLCHAIN", "local")
-        .env("GOFLAGS", "-mod=mod")
-        .env("GOCACHE", cache.join("go-build"))
-        .env("GOPATH", cache.join("gopath"))
-        .env("CGO_ENABLED", "0")
-        .arg("build")
-        .arg("-o")
-        .arg(&out);
-    match mode {
-        Mode::Plain => {}
-        Mode::Pie => {
-            cmd.arg("-buildmode=pie");
-        }
-        Mode::Stripped => {
-            cmd.arg("-ldflags=-s -w");
-        }
-    }
-    cmd.arg(format!("./{fixture}"));
-    let status = cmd.status().expect("run go build");
-    assert!(
-        status.success(),
-        "go build of {fixture} with {} failed",
-        tc.version
-    );
-    built.lock().unwrap().insert(out.clone(), ());
-    out
-}
-
-/// A running fixture, killed on drop.
-struct Running {
-    child: Child,
-}
-
-impl Running {
-    fn start(binary: &Path, args: &[&str]) -> Running {
-        let mut child = Command::new(binary)
-            .args(args)
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {}: {e}", binary.display()));
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let mut running = Running { child };
-        let line = rx.recv_timeout(Duration::from_secs(20)).unwrap_or_default();
-        if line.trim() != "READY" {
-            let _ = running.child.kill();
-            panic!("{} did not print READY (got {line:?})", binary.display());
-        }
-        running
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    let flags: &[&str] = match mode {
+        Mode::Plain => &[],
+        Mode::Pie => &["-buildmode=pie"],
+        Mode::Stripped => &["-ldflags=-s -w"],
+    };
+    build_go(fixture, &format!("1.{}", tc.minor), flags)
 }
 
 /// Names for a goroutine's addresses, through leaktrace's own symbolizer: blazesym, and the
@@ -332,8 +253,8 @@ fn leaked(
 
 /// Runs the leaky and the fixed version of `pattern` and checks what a snapshot sees.
 fn check_pattern(binary: &Path, pattern: &Pattern, symbols: bool) {
-    let leaky = Running::start(binary, &[]);
-    let fixed = Running::start(binary, &["-fixed"]);
+    let leaky = Fixture::start(binary, &[]);
+    let fixed = Fixture::start(binary, &["-fixed"]);
     std::thread::sleep(Duration::from_millis(700));
     let go_leaky = goruntime::inspect(leaky.pid())
         .expect("inspect")
@@ -407,8 +328,13 @@ fn check_pattern(binary: &Path, pattern: &Pattern, symbols: bool) {
                 "{}: creation file {file}",
                 pattern.fixture
             );
-            let source =
-                std::fs::read_to_string(fixtures().join(pattern.fixture).join("main.go")).unwrap();
+            let source = std::fs::read_to_string(
+                common::fixtures()
+                    .join("go")
+                    .join(pattern.fixture)
+                    .join("main.go"),
+            )
+            .unwrap();
             let text = source.lines().nth(line.saturating_sub(1)).unwrap_or("");
             assert!(
                 text.trim_start().starts_with("go "),
@@ -495,7 +421,7 @@ fn g1_is_found_with_every_go_version_and_build_mode() {
     for (tc, mode) in runs {
         let binary = build(tc, g1.fixture, mode);
         let result = std::panic::catch_unwind(|| {
-            let running = Running::start(&binary, &[]);
+            let running = Fixture::start(&binary, &[]);
             let go = goruntime::inspect(running.pid())
                 .expect("inspect")
                 .expect("Go");
@@ -534,7 +460,7 @@ fn g1_is_found_with_every_go_version_and_build_mode() {
 #[test]
 fn snapshot_of_100k_goroutines_is_fast_and_survives_churn() {
     let binary = build(toolchain(27), "many", Mode::Plain);
-    let running = Running::start(&binary, &["-n", "100000", "-churn", "20000"]);
+    let running = Fixture::start(&binary, &["-n", "100000", "-churn", "20000"]);
     let go = goruntime::inspect(running.pid())
         .expect("inspect")
         .expect("Go");
