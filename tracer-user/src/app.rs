@@ -76,10 +76,12 @@ pub fn run(cli: Cli) -> Result<()> {
         settings.min_blocked_ns,
         REPORTED_WAIT_SITES,
     );
+    let usage = own_usage();
     let report = Report::new(
         info,
         TracerInfo {
-            max_rss_kb: max_rss_kb(),
+            max_rss_kb: usage.ru_maxrss as u64,
+            cpu_ns: cpu_ns(&usage.ru_utime) + cpu_ns(&usage.ru_stime),
             probes: attached,
             notes,
             slowest_goroutine_read: outcome.slowest_goroutine_read.map(|(elapsed, goroutines)| {
@@ -110,9 +112,14 @@ pub fn run(cli: Cli) -> Result<()> {
     Ok(())
 }
 
-fn max_rss_kb() -> u64 {
+/// leaktrace's own resource use so far (`getrusage(RUSAGE_SELF)`: peak RSS in KiB, CPU time).
+fn own_usage() -> libc::rusage {
     // SAFETY: getrusage fills the struct.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
-    usage.ru_maxrss as u64
+    usage
+}
+
+fn cpu_ns(time: &libc::timeval) -> u64 {
+    time.tv_sec as u64 * 1_000_000_000 + time.tv_usec as u64 * 1_000
 }

@@ -22,6 +22,8 @@ pub struct TargetInfo {
 pub struct TracerInfo {
     /// Peak resident memory of the tracer itself.
     pub max_rss_kb: u64,
+    /// CPU time (user + system, ns) the tracer itself used, start-up and report included.
+    pub cpu_ns: u64,
     /// Tracepoints attached.
     pub probes: Vec<String>,
     /// Anything the user should know about how complete this trace is.

@@ -1,7 +1,12 @@
-//! `cargo xtask bench`: what tracing costs the target. Each workload is run untraced and traced
-//! (started by leaktrace, `-- CMD`), alternating, several times in the same run; the workload
-//! times its own loop, so attaching and reporting are not counted. Results are medians and the
-//! traced/untraced ratio: machines here are noisy, so only the ratio in one run means anything.
+//! `cargo xtask bench`: what tracing costs the target and the rest of the host. Each workload is
+//! run untraced, untraced again, and traced (started by leaktrace, `-- CMD`), rotating the order,
+//! several times in the same run; the workload times its own loop, so attaching and reporting are
+//! not counted. Results are medians, the traced/untraced ratio, and the untraced/untraced ratio
+//! (the noise floor: a traced ratio inside it says nothing). Machines here are noisy, so only
+//! ratios from one run mean anything.
+//!
+//! The host part runs workloads in processes leaktrace does NOT trace, while leaktrace traces an
+//! idle process: what every other process on the host pays while leaktrace is on.
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -90,61 +95,168 @@ const WORKLOADS: &[Workload] = &[
 /// Goroutines parked for the snapshot measurement.
 const PARKED_GOROUTINES: &str = "100000";
 
+#[derive(Default)]
 struct Run {
     elapsed_ns: u64,
     /// From the traced run's report.
     events_sent: u64,
     lost: u64,
     rss_kb: u64,
+    /// leaktrace's own CPU time and the trace's length, from the traced run's report.
+    tracer_cpu_ns: u64,
+    trace_ns: u64,
 }
 
-pub fn run(leaktrace: &Path, root: &Path, work: &Path) -> Result<()> {
-    let fixtures = &root.join("tracer-user/tests/fixtures");
+/// Workloads run in a process leaktrace does not trace (the host part).
+const HOST_WORKLOADS: &[Workload] = &[
+    Workload {
+        name: "another process's futex loop (FUTEX_WAIT EAGAIN + FUTEX_WAKE)",
+        build: Build::C("bench/futex_loop"),
+        args: &["2000000"],
+        ops: 2_000_000,
+        op_name: "futex call",
+    },
+    Workload {
+        name: "another process's getppid loop (a syscall leaktrace never probes)",
+        build: Build::C("bench/getppid_loop"),
+        args: &["5000000"],
+        ops: 5_000_000,
+        op_name: "syscall",
+    },
+];
+
+/// Medians of `REPETITIONS` runs of each variant, the variants rotated so that warm-up and
+/// drift hit all alike.
+fn measure<const N: usize>(
+    variants: [&mut dyn FnMut() -> Result<Run>; N],
+) -> Result<[Vec<Run>; N]> {
+    let mut runs: [Vec<Run>; N] = std::array::from_fn(|_| Vec::new());
+    for i in 0..REPETITIONS {
+        for k in 0..N {
+            let v = (i + k) % N;
+            runs[v].push(variants[v]()?);
+        }
+    }
+    Ok(runs)
+}
+
+fn print_ratios(workload: &Workload, untraced: &[Run], again: &[Run], traced: &[Run]) -> u64 {
+    let base = median(untraced.iter().map(|r| r.elapsed_ns));
+    let noise = median(again.iter().map(|r| r.elapsed_ns));
+    let with = median(traced.iter().map(|r| r.elapsed_ns));
+    let per_op = (with as f64 - base as f64) / workload.ops as f64;
+    println!("{}", workload.name);
     println!(
-        "leaktrace bench: {REPETITIONS} untraced and {REPETITIONS} traced runs of each workload, alternating; medians\n"
+        "  untraced {:>8.1} ms   traced {:>8.1} ms   ratio {:.3} ({:+.1}%)   noise floor (untraced/untraced) {:.3}; added {:.0} ns per {}",
+        base as f64 / 1e6,
+        with as f64 / 1e6,
+        with as f64 / base as f64,
+        (with as f64 / base as f64 - 1.0) * 100.0,
+        noise as f64 / base as f64,
+        per_op,
+        workload.op_name,
     );
-    for workload in WORKLOADS {
+    with
+}
+
+/// Runs every workload whose name contains `only` (all when None; "host" and "goroutines"
+/// select those parts).
+pub fn run(leaktrace: &Path, root: &Path, work: &Path, only: Option<&str>) -> Result<()> {
+    let fixtures = &root.join("tracer-user/tests/fixtures");
+    let wanted = |name: &str| only.is_none_or(|only| name.contains(only));
+    println!(
+        "leaktrace bench: {REPETITIONS} untraced, {REPETITIONS} more untraced (noise floor) and {REPETITIONS} traced runs of each workload, rotating; medians\n"
+    );
+    for workload in WORKLOADS.iter().filter(|w| wanted(w.name)) {
         let binary = match workload.build {
             Build::C(name) => compile(fixtures, work, name)?,
             Build::Go(dir) => compile_go(root, work, dir)?,
         };
-        let mut untraced = Vec::new();
-        let mut traced = Vec::new();
-        for i in 0..REPETITIONS {
-            // Alternate which goes first so that warm-up and drift hit both alike.
-            if i % 2 == 0 {
-                untraced.push(run_untraced(&binary, workload, work)?);
-                traced.push(run_traced(leaktrace, &binary, workload, work)?);
-            } else {
-                traced.push(run_traced(leaktrace, &binary, workload, work)?);
-                untraced.push(run_untraced(&binary, workload, work)?);
-            }
-        }
-        let base = median(untraced.iter().map(|r| r.elapsed_ns));
-        let with = median(traced.iter().map(|r| r.elapsed_ns));
+        let [untraced, again, traced] = measure([
+            &mut || run_untraced(&binary, workload, work),
+            &mut || run_untraced(&binary, workload, work),
+            &mut || run_traced(leaktrace, &binary, workload, work),
+        ])?;
+        let with = print_ratios(workload, &untraced, &again, &traced);
         let events: u64 = median(traced.iter().map(|r| r.events_sent));
         let lost: u64 = traced.iter().map(|r| r.lost).sum();
         let rss = traced.iter().map(|r| r.rss_kb).max().unwrap_or(0);
-        let per_op = (with as f64 - base as f64) / workload.ops as f64;
-        println!("{}", workload.name);
-        println!(
-            "  untraced {:>8.1} ms   traced {:>8.1} ms   ratio {:.3} ({:+.1}%)",
-            base as f64 / 1e6,
-            with as f64 / 1e6,
-            with as f64 / base as f64,
-            (with as f64 / base as f64 - 1.0) * 100.0
+        let cpu_per_s = median(
+            traced
+                .iter()
+                .map(|r| (r.tracer_cpu_ns as f64 / (r.trace_ns.max(1) as f64 / 1e9)) as u64),
         );
         println!(
-            "  added cost {:.0} ns per {}; {} events handled per traced run ({:.0}/s of workload time); {} lost in all runs; tracer peak RSS {} MiB\n",
-            per_op,
-            workload.op_name,
+            "  {} events handled per traced run ({:.0}/s of workload time); {} lost in all runs; tracer peak RSS {} MiB; tracer CPU {:.1} ms per second of trace\n",
             events,
             events as f64 / (with as f64 / 1e9),
             lost,
-            rss / 1024
+            rss / 1024,
+            cpu_per_s as f64 / 1e6,
         );
     }
-    goroutine_snapshot(leaktrace, root, work)
+    if wanted("host") {
+        host_cost(leaktrace, fixtures, work)?;
+    }
+    if wanted("goroutines") {
+        goroutine_snapshot(leaktrace, root, work)?;
+    }
+    Ok(())
+}
+
+/// What processes leaktrace does not trace pay while it traces another one: each host workload
+/// untraced (no leaktrace running), again, and while a leaktrace traces an idle `sleep`.
+fn host_cost(leaktrace: &Path, fixtures: &Path, work: &Path) -> Result<()> {
+    println!("The rest of the host: workloads in processes leaktrace does not trace, while it traces an idle process\n");
+    for workload in HOST_WORKLOADS {
+        let Build::C(name) = workload.build else {
+            bail!("host workloads are C programs");
+        };
+        let binary = compile(fixtures, work, name)?;
+        let [untraced, again, beside] = measure([
+            &mut || run_untraced(&binary, workload, work),
+            &mut || run_untraced(&binary, workload, work),
+            &mut || run_beside_a_trace(leaktrace, &binary, workload, work),
+        ])?;
+        print_ratios(workload, &untraced, &again, &beside);
+        println!();
+    }
+    Ok(())
+}
+
+/// Runs the workload while leaktrace traces an idle `sleep` (started once its probes are
+/// attached: it says so on stderr), then ends that trace with SIGINT.
+fn run_beside_a_trace(
+    leaktrace: &Path,
+    binary: &Path,
+    workload: &Workload,
+    work: &Path,
+) -> Result<Run> {
+    let mut tracer = Command::new(leaktrace)
+        .args(["--format", "json", "-o"])
+        .arg(work.join("report-idle.json"))
+        .args(["--", "sleep", "600"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("cannot start leaktrace")?;
+    let mut stderr = BufReader::new(tracer.stderr.take().context("stderr")?);
+    let mut line = String::new();
+    while !line.contains("tracing pid") {
+        line.clear();
+        if stderr.read_line(&mut line)? == 0 {
+            bail!("leaktrace ended before attaching");
+        }
+    }
+    let run = run_untraced(binary, workload, work);
+    // SAFETY: kill has no memory preconditions; the pid is our child's.
+    unsafe { libc::kill(tracer.id() as i32, libc::SIGINT) };
+    // Keep draining stderr so that leaktrace never blocks writing its status line.
+    std::io::copy(&mut stderr, &mut std::io::sink())?;
+    let status = tracer.wait()?;
+    if !status.success() {
+        bail!("leaktrace tracing an idle process failed: {status}");
+    }
+    run
 }
 
 /// How long reading every goroutine of a process with 100k parked goroutines takes, from the
@@ -267,9 +379,7 @@ fn run_untraced(binary: &Path, workload: &Workload, work: &Path) -> Result<Run> 
     }
     Ok(Run {
         elapsed_ns: read_elapsed(&result)?,
-        events_sent: 0,
-        lost: 0,
-        rss_kb: 0,
+        ..Run::default()
     })
 }
 
@@ -297,6 +407,8 @@ fn run_traced(leaktrace: &Path, binary: &Path, workload: &Workload, work: &Path)
         events_sent: report["counters"]["events_sent"].as_u64().unwrap_or(0),
         lost: report["lost_events"].as_u64().unwrap_or(0),
         rss_kb: report["tracer"]["max_rss_kb"].as_u64().unwrap_or(0),
+        tracer_cpu_ns: report["tracer"]["cpu_ns"].as_u64().unwrap_or(0),
+        trace_ns: report["duration_ns"].as_u64().unwrap_or(0),
     })
 }
 

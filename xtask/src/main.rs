@@ -28,8 +28,12 @@ enum Task {
     /// What a contributor without root can run: formatting, clippy (both halves) and the unit
     /// tests (the model, analysis and report are pure; no probe is loaded).
     Check,
-    /// Measure the tracer's cost on futex-heavy workloads (traced vs untraced, same run).
-    Bench,
+    /// Measure what tracing costs the target and the rest of the host (traced vs untraced,
+    /// and untraced vs untraced for the noise floor, in the same run).
+    Bench {
+        /// Only the workloads whose name contains this ("Go:", "futex", "host", "goroutines").
+        only: Option<String>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -53,14 +57,19 @@ fn main() -> Result<()> {
                 .args(["test", "--lib", "--bins"])
                 .current_dir(&root))
         }
-        Task::Bench => {
+        Task::Bench { only } => {
             setup(&root)?;
             run(Command::new("cargo")
                 .args(["build", "--release", "--package", "tracer-user"])
                 .current_dir(&root))?;
             let work = root.join("target/bench");
             std::fs::create_dir_all(&work)?;
-            bench::run(&root.join("target/release/leaktrace"), &root, &work)
+            bench::run(
+                &root.join("target/release/leaktrace"),
+                &root,
+                &work,
+                only.as_deref(),
+            )
         }
     }
 }
