@@ -271,6 +271,19 @@ impl Collector<'_> {
                 self.model.apply(&Event::GoRuntime {
                     version: go.version_string().to_string(),
                 });
+                let env = goruntime::godebug::environ_godebug(self.pid).unwrap_or_else(|err| {
+                    self.notes.push(format!(
+                        "cannot read /proc/{}/environ ({err}): its GODEBUG is assumed unset",
+                        self.pid
+                    ));
+                    None
+                });
+                self.model
+                    .apply(&Event::GoTimerChannels(goruntime::godebug::timer_channels(
+                        go.version(),
+                        go.default_godebug(),
+                        env.as_deref(),
+                    )));
                 self.go_probes = Some(self.go_probe_points(&go));
                 self.timer_key_is_arg = go.timer_start_key_is_arg();
                 // Stripped binaries: blazesym finds no symbols; .gopclntab still names frames.

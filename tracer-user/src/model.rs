@@ -121,6 +121,8 @@ pub enum Event {
     TargetExited { at_ns: u64 },
     /// The target is a Go program of this version.
     GoRuntime { version: String },
+    /// Which semantics the target's channel timers have (runtime version and GODEBUG).
+    GoTimerChannels(crate::goruntime::godebug::TimerChannels),
     /// A `go` statement ran (seen by the creation probe): its PC (the new goroutine's `gopc`)
     /// and the creator's stack, innermost first, from the `go` statement out.
     GoroutineCreated {
@@ -312,6 +314,7 @@ impl Model {
                 self.go_timers.go_1_23_or_later = crate::goruntime::GoVersion::parse(version)
                     .is_some_and(|v| (v.major, v.minor) >= (1, 23));
             }
+            Event::GoTimerChannels(channels) => self.go_timers.channels = Some(channels.clone()),
             Event::GoTimers {
                 at_ns,
                 timers,

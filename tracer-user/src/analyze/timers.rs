@@ -88,6 +88,12 @@ pub struct KindTotals {
 pub struct GoTimerOverview {
     /// `go1.23+` or `go1.22-`: which timer implementation the target runs.
     pub implementation: &'static str,
+    /// `go1.22-` (unstopped channel timers stay in the heap until they fire, tickers forever:
+    /// a leak) or `go1.23+` (the GC collects unreferenced ones): on Go 1.23-1.26 the GODEBUG
+    /// setting `asynctimerchan=1` (build info default or environment) keeps the old semantics.
+    pub channel_semantics: &'static str,
+    /// What decided `channel_semantics` (version, setting, where the setting came from).
+    pub channel_semantics_why: String,
     pub snapshots: u64,
     pub pending: usize,
     pub pending_at_start: usize,
@@ -152,8 +158,8 @@ pub fn analyze(
         let not_candidate = match key.kind {
             TimerKind::Sleep => Some("sleep timers belong to sleeping goroutines (see the goroutines)".to_string()),
             TimerKind::Other => Some("the runtime's own timers (network deadlines, ...)".to_string()),
-            TimerKind::Chan | TimerKind::Ticker if model.go_1_23_or_later => Some(
-                "Go 1.23+: a channel timer is in a heap only while a goroutine waits on its channel (see the goroutines), and unstopped unreferenced ones are collected by the GC: not a timer leak".to_string(),
+            TimerKind::Chan | TimerKind::Ticker if model.channel_timers_collected() => Some(
+                format!("Go 1.23+ timer semantics ({}): a channel timer is in a heap only while a goroutine waits on its channel (see the goroutines), and unstopped unreferenced ones are collected by the GC: not a timer leak", channel_semantics_why(model)),
             ),
             _ if score < CANDIDATE_SCORE => Some(format!(
                 "no evidence of a leak: {} (score {score:.0} < {CANDIDATE_SCORE:.0})",
@@ -177,6 +183,12 @@ pub fn analyze(
         } else {
             "go1.22-"
         },
+        channel_semantics: if model.channel_timers_collected() {
+            "go1.23+"
+        } else {
+            "go1.22-"
+        },
+        channel_semantics_why: channel_semantics_why(model),
         snapshots: model.snapshots,
         pending: model.latest.len(),
         pending_at_start: model.total.first().map_or(0, |c| c.count),
@@ -188,6 +200,15 @@ pub fn analyze(
         other_groups: others,
     };
     (candidates, Some(overview))
+}
+
+/// Why channel timers have the semantics they have in the target.
+fn channel_semantics_why(model: &TimerModel) -> String {
+    match &model.channels {
+        Some(channels) => channels.why.clone(),
+        None if model.go_1_23_or_later => "Go 1.23+ runtime, GODEBUG unknown".into(),
+        None => "Go 1.22 or older runtime".into(),
+    }
 }
 
 /// The most common starter stack among `timers` (by function names) and a sentence on it.
@@ -327,9 +348,10 @@ fn describe(
         TimerKind::Func => reasons.push(
             "the runtime keeps an AfterFunc timer, its callback and all the callback captures until it fires or is stopped (on every Go version): Stop it when it is no longer needed".into(),
         ),
-        TimerKind::Chan | TimerKind::Ticker => reasons.push(
-            "Go 1.22 and older keep an unstopped timer and its channel in the runtime's heap until it fires (a ticker: forever), even when nothing references it: a leak; Stop it (Go 1.23+ collects unreferenced ones)".into(),
-        ),
+        TimerKind::Chan | TimerKind::Ticker => reasons.push(format!(
+            "Go 1.22 and older keep an unstopped timer and its channel in the runtime's heap until it fires (a ticker: forever), even when nothing references it: a leak; Stop it (Go 1.23+ collects unreferenced ones unless asynctimerchan=1). Here: {}",
+            channel_semantics_why(model)
+        )),
         _ => {}
     }
     let score = if grew && lasting {

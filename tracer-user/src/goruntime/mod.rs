@@ -25,6 +25,7 @@
 //! - Stacks: a frame-pointer walk from each goroutine's saved `sched.pc/sp/bp` (Go keeps frame
 //!   pointers on amd64) inside its own stack bounds.
 mod binary;
+pub mod godebug;
 mod memory;
 pub mod offsets;
 pub mod pclntab;
@@ -275,6 +276,8 @@ pub struct GoProcess {
     exe: PathBuf,
     version: GoVersion,
     version_string: String,
+    /// The build info's `DefaultGODEBUG`, if any.
+    default_godebug: Option<String>,
     pie: bool,
     bias: u64,
     offsets: GOffsets,
@@ -323,6 +326,7 @@ pub fn inspect(pid: u32) -> Result<Option<GoProcess>> {
         exe: real_exe,
         version: binary.version,
         version_string: binary.version_string.clone(),
+        default_godebug: binary.default_godebug.clone(),
         pie: binary.pie,
         bias,
         offsets,
@@ -445,6 +449,13 @@ impl GoProcess {
     /// As the build info says ("go1.21.13").
     pub fn version_string(&self) -> &str {
         &self.version_string
+    }
+
+    /// The `DefaultGODEBUG` of the executable's build info (`asynctimerchan=1,...`): the
+    /// GODEBUG defaults its main module's `go` line, `godebug` block and `//go:debug` lines
+    /// chose. None when the build info records none.
+    pub fn default_godebug(&self) -> Option<&str> {
+        self.default_godebug.as_deref()
     }
 
     pub fn is_pie(&self) -> bool {

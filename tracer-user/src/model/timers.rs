@@ -127,6 +127,9 @@ pub struct TimerModel {
     /// The target runs Go 1.23+ (channel timers are in a heap only while someone waits on
     /// them, and unreferenced ones are collected).
     pub go_1_23_or_later: bool,
+    /// The semantics of unstopped channel timers (GODEBUG `asynctimerchan` on Go 1.23-1.26),
+    /// once known; until then they follow `go_1_23_or_later`.
+    pub channels: Option<crate::goruntime::godebug::TimerChannels>,
     /// Pending timers of the last snapshot (stopped ones excluded).
     pub latest: Vec<GoTimer>,
     /// Stopped timers still in the heaps at the last snapshot.
@@ -148,6 +151,14 @@ pub struct TimerModel {
 const MAX_STARTS: usize = 65_536;
 
 impl TimerModel {
+    /// Whether unstopped, unreferenced channel timers are collected by the GC (Go 1.23+ without
+    /// `asynctimerchan=1`), so that they are no leak.
+    pub fn channel_timers_collected(&self) -> bool {
+        self.channels
+            .as_ref()
+            .map_or(self.go_1_23_or_later, |c| c.collected())
+    }
+
     /// The timer-start probe saw a timer start with this key and starter stack.
     pub fn start_seen(&mut self, key: u64, starter_stack: &[Frame]) {
         if self.starts.len() >= MAX_STARTS && !self.starts.contains_key(&key) {
