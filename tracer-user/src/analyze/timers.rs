@@ -121,7 +121,7 @@ pub fn analyze(
     for mut candidate in goroutine_candidates.drain(..) {
         if is_timer_callback(&candidate) {
             if let Some(CandidateDetail::Goroutines(group)) = candidate.detail.take() {
-                candidates.push(callback_candidate(candidate, group));
+                candidates.push(callback_candidate(candidate, group, model));
                 continue;
             }
         }
@@ -409,8 +409,55 @@ fn is_timer_callback(candidate: &Candidate) -> bool {
             .is_some_and(|f| f.function.as_deref() == Some("time.goFunc"))
 }
 
-fn callback_candidate(mut candidate: Candidate, group: GoroutineGroup) -> Candidate {
+/// The callback function a `time.goFunc` goroutine runs: the outermost frame of its stack
+/// below `runtime.goexit` (`go arg.(func())()` starts the goroutine in the callback itself).
+fn callback_function(stack: &[Frame]) -> Option<&str> {
+    stack
+        .iter()
+        .rev()
+        .filter_map(|f| f.function.as_deref())
+        .find(|f| *f != "runtime.goexit")
+}
+
+/// Who scheduled the callback: the timer-start probe's `AfterFunc` sample for the callback
+/// function, as a sentence and the stack from the `time.AfterFunc` call out.
+fn scheduler(model: &TimerModel, blocking_stack: &[Frame]) -> Option<(String, Vec<Frame>)> {
+    let callback = callback_function(blocking_stack)?;
+    let (times, stack) = model.callback_starts.get(callback)?;
+    if stack.is_empty() {
+        return None;
+    }
+    let site = crate::model::goroutines::own_frame(stack)
+        .map(crate::model::goroutines::place)
+        .unwrap_or_else(|| "unknown".into());
+    Some((
+        format!(
+            "scheduled at {site}: time.AfterFunc(..., {callback}) was called there (the timer-start probe saw {times} such call(s), a sample: attached 100 ms a second); when each timer fired, time.goFunc started the callback in a goroutine"
+        ),
+        stack.clone(),
+    ))
+}
+
+fn callback_candidate(
+    mut candidate: Candidate,
+    group: GoroutineGroup,
+    model: &TimerModel,
+) -> Candidate {
     let state = candidate.wait_reason.clone().unwrap_or(group.state.clone());
+    let scheduled = scheduler(model, &candidate.blocking_stack);
+    if let Some((site, starter)) = &scheduled {
+        // The creation chain: the `go` statement in time.goFunc, then who called AfterFunc.
+        let mut chain = candidate
+            .creation_stack
+            .take()
+            .unwrap_or_default()
+            .into_iter()
+            .take(1)
+            .collect::<Vec<_>>();
+        chain.extend(starter.iter().cloned());
+        candidate.creation_stack = Some(chain);
+        candidate.reasons.push(site.clone());
+    }
     // The runtime's timer code starts them: no user goroutine created them.
     candidate
         .reasons
@@ -439,9 +486,13 @@ fn callback_candidate(mut candidate: Candidate, group: GoroutineGroup) -> Candid
         due_in_ns: Percentiles::default(),
         overdue: 0,
         channel_full: None,
-        creation_site:
-            "the goroutines were started by the runtime's time.goFunc when the timers fired".into(),
-        starter_stack: None,
+        creation_site: match &scheduled {
+            Some((site, _)) => site.clone(),
+            None => format!(
+                "the goroutines were started by the runtime's time.goFunc when the timers fired; who called time.AfterFunc was not seen ({CREATION_SITE_UNKNOWN})"
+            ),
+        },
+        starter_stack: scheduled.map(|(_, stack)| stack),
         history: group.history.clone(),
         callback_goroutines: Some(Box::new(group)),
         not_a_candidate: None,

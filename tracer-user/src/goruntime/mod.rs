@@ -499,6 +499,17 @@ impl GoProcess {
         self.timer_probe.clone()
     }
 
+    /// Where the timer-start probe finds the timer's `f` and the data word of its `arg` inside
+    /// the `*timer` that `runtime.addtimer` gets (Go 1.22 and older; from DWARF): None on Go
+    /// 1.23+, whose `newTimer` has them in registers, or when the layout is unknown.
+    pub fn timer_start_fields(&self) -> Option<(u64, u64)> {
+        if self.version.minor >= 23 {
+            return None;
+        }
+        // `arg` is an interface: type word, then data word.
+        self.timer_layout.as_ref().ok().map(|l| (l.f, l.arg + 8))
+    }
+
     /// Which register of the timer-start probe identifies the timer in the heap: Go 1.23+'s
     /// `newTimer` gets `arg` (type in RDI, data in RSI) and the timer keeps that data word;
     /// earlier `addtimer` gets the `*timer` itself in RAX.

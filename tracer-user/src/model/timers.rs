@@ -144,6 +144,10 @@ pub struct TimerModel {
     pub slowest_read: Option<(u64, usize)>,
     /// Starter stacks seen by the timer-start probe, by the timers' `start_key`.
     pub starts: HashMap<u64, Vec<Frame>>,
+    /// `AfterFunc` starts seen by the timer-start probe, by callback function name: how many,
+    /// and the last starter stack (who called `time.AfterFunc`). Fired timers leave the heaps,
+    /// so this is what joins a callback goroutine (T4) to who scheduled it.
+    pub callback_starts: HashMap<String, (u64, Vec<Frame>)>,
 }
 
 /// Starts remembered at most: a timer-heavy program starts millions; the oldest are forgotten
@@ -171,6 +175,19 @@ impl TimerModel {
             }
         }
         self.starts.insert(key, starter_stack.to_vec());
+    }
+
+    /// The timer-start probe saw `time.AfterFunc(d, callback)` called with this starter stack.
+    pub fn callback_start_seen(&mut self, callback: &str, starter_stack: &[Frame]) {
+        // One entry per callback function (a program has few), not per timer.
+        let entry = self
+            .callback_starts
+            .entry(callback.to_string())
+            .or_insert_with(|| (0, Vec::new()));
+        entry.0 += 1;
+        if !starter_stack.is_empty() {
+            entry.1 = starter_stack.to_vec();
+        }
     }
 
     pub fn apply_snapshot(
