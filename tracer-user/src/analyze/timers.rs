@@ -630,4 +630,54 @@ mod tests {
         assert_eq!(group.callback_goroutines.as_ref().unwrap().count, 100);
         assert!(group.callback.starts_with("main.handle.func1"));
     }
+
+    #[test]
+    fn a_callback_candidate_names_who_called_after_func() {
+        use crate::model::goroutines::{tests::goroutine, GoroutineModel};
+        use crate::model::tests::frame;
+        let mut goroutines = GoroutineModel::default();
+        for (i, last) in [20, 60, 100].into_iter().enumerate() {
+            let snapshot: Vec<_> = (1..=last)
+                .map(|id| {
+                    goroutine(
+                        id,
+                        "time.goFunc",
+                        &["runtime.gopark", "sync.(*Mutex).Lock", "main.handle.func1"],
+                        "sync.Mutex.Lock",
+                    )
+                })
+                .collect();
+            goroutines.apply_snapshot((i as u64 + 2) * S, &snapshot, 0, S);
+        }
+        let (mut from_goroutines, _) = crate::analyze::goroutines::analyze(&goroutines, S, S);
+        let mut timers = TimerModel::default();
+        let starter: Vec<Frame> = ["time.AfterFunc", "main.handle", "main.serve"]
+            .iter()
+            .map(|f| frame(f))
+            .collect();
+        timers.callback_start_seen("main.other", &[frame("main.elsewhere")]);
+        timers.callback_start_seen("main.handle.func1", &starter);
+        let (candidates, _) = analyze(&timers, &mut from_goroutines, S);
+        let c = &candidates[0];
+        let functions: Vec<_> = c
+            .creation_stack
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|f| f.function.clone().unwrap())
+            .collect();
+        assert_eq!(
+            functions,
+            ["time.goFunc", "time.AfterFunc", "main.handle", "main.serve"]
+        );
+        let Some(CandidateDetail::GoTimers(group)) = &c.detail else {
+            panic!()
+        };
+        assert!(
+            group.creation_site.starts_with("scheduled at main.handle"),
+            "{}",
+            group.creation_site
+        );
+        assert_eq!(group.starter_stack.as_ref(), Some(&starter));
+    }
 }
