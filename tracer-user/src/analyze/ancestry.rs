@@ -44,7 +44,7 @@ impl CreationChain {
                 place(frame)
             )),
             None => text.push_str(
-                ": no frame of the program's own code was seen (the creation probe is a sample, and dead creators leave no trace)",
+                ": no frame of the program's own code was seen (the creation probe is a sample: creations before the trace or outside its windows are not seen, and dead creators leave no other trace)",
             ),
         }
         Some(text)
@@ -133,7 +133,16 @@ pub fn creation_chain(model: &GoroutineModel, goroutine: &Goroutine) -> Creation
         // creation probe's record of this go statement (the creator's gopc, read from its g).
         let creator = parent.and_then(|id| model.latest.iter().find(|g| g.goid == id));
         match (creator, observed.map(|o| o.creator_gopc)) {
-            (Some(creator), _) if creator.go_statement.addr != 0 => {
+            // The main goroutine (and the runtime's own) were started by the runtime: their
+            // `go` statement says nothing about the program.
+            (Some(creator), _)
+                if creator.go_statement.addr != 0
+                    && !creator
+                        .go_statement
+                        .function
+                        .as_deref()
+                        .is_none_or(|f| f.starts_with("runtime.")) =>
+            {
                 statement = creator.go_statement.clone();
                 parent = creator.parent_goid;
             }
@@ -230,6 +239,28 @@ mod tests {
         let text = chain.describe().unwrap();
         assert!(text.contains("queueForDial"), "{text}");
         assert!(text.contains("main.fetch (main.go:20)"), "{text}");
+    }
+
+    #[test]
+    fn the_main_goroutine_is_no_link() {
+        let mut served = goroutine(
+            9,
+            "net/http.(*Server).Serve",
+            &["runtime.gopark"],
+            "IO wait",
+        );
+        served.parent_goid = Some(1);
+        let main = goroutine(
+            1,
+            "runtime.newproc",
+            &["runtime.gopark", "main.main"],
+            "sleep",
+        );
+        let mut model = GoroutineModel::default();
+        model.apply_snapshot(1, &[main, served.clone()], 0, 1);
+        let chain = creation_chain(&model, &served);
+        assert_eq!(chain.go_statements.len(), 1, "{chain:?}");
+        assert!(chain.program_frame.is_none());
     }
 
     #[test]
