@@ -8,6 +8,7 @@
 /// Names of the maps and globals, so that both halves agree on them.
 pub mod names {
     pub const GO_STACK_BUDGET: &str = "GO_STACK_BUDGET";
+    pub const GO_LAYOUT: &str = "GO_LAYOUT";
     pub const GO_NEWPROC: &str = "go_newproc";
     pub const GO_TIMER_START: &str = "go_timer_start";
     pub const PENDING_WAITS: &str = "PENDING_WAITS";
@@ -329,6 +330,25 @@ pub struct GoCreation {
     /// its second is the creator's caller (the creator has not pushed its frame yet).
     pub stack_id: i32,
     pub _pad: u32,
+    /// The creating goroutine's own `goid` and `gopc` (the `go` statement that started it), read
+    /// from the current g (R14 in Go's register ABI); 0 when the layout is unknown or the read
+    /// failed. Links this creation to the sample of the creator's own creation.
+    pub creator_goid: u64,
+    pub creator_gopc: u64,
+}
+
+/// Slots of `GO_LAYOUT`: offsets the Go probes read at, set by userspace once it knows the
+/// target's Go version and layout (before the first probe window opens). 0 means unknown.
+pub mod go_layout {
+    /// `runtime.g.goid`.
+    pub const G_GOID: u32 = 0;
+    /// `runtime.g.gopc`.
+    pub const G_GOPC: u32 = 1;
+    /// Before Go 1.23 (`runtime.addtimer(t *timer)`): `timer.f` and the data word of
+    /// `timer.arg`. 0 on Go 1.23+, where `time.newTimer`'s registers hold them (RCX, RSI).
+    pub const TIMER_F: u32 = 2;
+    pub const TIMER_ARG_DATA: u32 = 3;
+    pub const COUNT: u32 = 4;
 }
 
 /// Slots of `GO_STACK_BUDGET`: stack captures left in the current probe window.
@@ -356,6 +376,12 @@ pub struct GoTimerStart {
     /// As in [`GoCreation::stack_id`].
     pub stack_id: i32,
     pub _pad: u32,
+    /// The code PC of the function the timer runs (`time.goFunc` for `AfterFunc`,
+    /// `time.sendTime` for channel timers): the first word of the `f` func value.
+    pub func_pc: u64,
+    /// The first word behind `arg`'s data pointer: for an `AfterFunc` timer (`arg` is the
+    /// user's `func()`), the callback's code PC; meaningless for other timers. 0 when unread.
+    pub arg_pc: u64,
 }
 
 #[cfg(feature = "user")]

@@ -15,13 +15,43 @@ use aya_ebpf::{
     maps::Array,
     programs::{tracing::StackIdContext, ProbeContext},
 };
-use tracer_common::{counter, event_kind, go_budget, GoCreation, GoTimerStart};
+use tracer_common::{counter, event_kind, go_budget, go_layout, GoCreation, GoTimerStart};
 
 use crate::{count, emit, target_thread, STACKS};
 
 /// Stack captures left in the current window (userspace refills it when a window opens).
 #[map(name = "GO_STACK_BUDGET")]
 static GO_STACK_BUDGET: Array<u64> = Array::with_max_entries(go_budget::COUNT, 0);
+
+/// Offsets the probes read at ([`go_layout`]); userspace fills them in before the first window.
+#[map(name = "GO_LAYOUT")]
+static GO_LAYOUT: Array<u64> = Array::with_max_entries(go_layout::COUNT, 0);
+
+#[inline(always)]
+fn layout(slot: u32) -> u64 {
+    GO_LAYOUT.get(slot).copied().unwrap_or(0)
+}
+
+/// The u64 at `base + offset` in the target's memory, 0 when `base` or `offset` is 0 or the read
+/// fails (a torn or swapped-out page: the record goes out without the link, never the probe's
+/// target harmed).
+#[inline(always)]
+fn word_at(base: u64, offset: u64) -> u64 {
+    if base == 0 {
+        return 0;
+    }
+    // SAFETY: bpf_probe_read_user validates the user pointer.
+    unsafe { bpf_probe_read_user((base.wrapping_add(offset)) as *const u64) }.unwrap_or(0)
+}
+
+/// The u64 at `base + offset` when the layout knows `offset` (non-zero).
+#[inline(always)]
+fn field(base: u64, offset: u64) -> u64 {
+    if offset == 0 {
+        return 0;
+    }
+    word_at(base, offset)
+}
 
 /// Takes one stack capture from budget `slot`; false when the window's budget is spent.
 #[inline(always)]
@@ -70,7 +100,17 @@ pub fn go_timer_start(ctx: ProbeContext) -> u32 {
         return 0;
     };
     // SAFETY: the registers of the probed thread.
-    let (rax, rsi) = unsafe { ((*ctx.regs).rax, (*ctx.regs).rsi) };
+    let (rax, rcx, rsi) = unsafe { ((*ctx.regs).rax, (*ctx.regs).rcx, (*ctx.regs).rsi) };
+    // Go 1.23+ `newTimer(when, period, f, arg, c)`: f in RCX, arg's data word in RSI (Go's
+    // register ABI: RAX, RBX, RCX, RDI, RSI, ...). Before: `addtimer(t)`, t in RAX, f and arg
+    // inside the timer.
+    let (f, arg_data) = match layout(go_layout::TIMER_F) {
+        0 => (rcx, rsi),
+        f_offset => (
+            word_at(rax, f_offset),
+            field(rax, layout(go_layout::TIMER_ARG_DATA)),
+        ),
+    };
     let sent = emit(GoTimerStart {
         kind: event_kind::GO_TIMER_START,
         tid,
@@ -79,6 +119,8 @@ pub fn go_timer_start(ctx: ProbeContext) -> u32 {
         rsi,
         stack_id,
         _pad: 0,
+        func_pc: word_at(f, 0),
+        arg_pc: word_at(arg_data, 0),
     });
     if sent {
         count(counter::GO_TIMER_STACKS);
@@ -98,12 +140,18 @@ pub fn go_newproc(ctx: ProbeContext) -> u32 {
     let Some((go_pc, stack_id)) = caller_and_stack(&ctx) else {
         return 0;
     };
+    // The creator's own g: Go's register ABI keeps the current g in R14, and the probe sits
+    // after newproc's stack check, which just used it.
+    // SAFETY: the registers of the probed thread.
+    let g = unsafe { (*ctx.regs).r14 };
     let sent = emit(GoCreation {
         kind: event_kind::GO_CREATION,
         tid,
         go_pc,
         stack_id,
         _pad: 0,
+        creator_goid: field(g, layout(go_layout::G_GOID)),
+        creator_gopc: field(g, layout(go_layout::G_GOPC)),
     });
     if sent {
         count(counter::GO_CREATION_STACKS);

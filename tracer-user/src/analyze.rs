@@ -3,6 +3,7 @@
 //! A candidate is a group of threads stuck at the same place (or in one wait-for cycle) for at
 //! least the threshold. Healthy activity (waits that completed) never becomes a candidate; it is
 //! summarised per futex word instead.
+pub mod ancestry;
 pub mod epoll;
 pub mod goroutines;
 pub mod threads;

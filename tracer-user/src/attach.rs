@@ -81,6 +81,7 @@ pub struct Probes {
     tracked_fds: Array<MapData, u32>,
     epoll_stats: HashMap<MapData, FdKey, EpollStats>,
     go_stack_budget: Array<MapData, u64>,
+    go_layout: Array<MapData, u64>,
     /// The Go uprobes (goroutine creation, timer starts) while a window is open.
     go_links: Vec<(&'static str, UProbeLinkId)>,
     go_loaded: Vec<&'static str>,
@@ -209,12 +210,23 @@ impl Probes {
             tracked_fds: Array::try_from(take(names::TRACKED_FDS)?)?,
             epoll_stats: HashMap::try_from(take(names::EPOLL_STATS)?)?,
             go_stack_budget: Array::try_from(take(names::GO_STACK_BUDGET)?)?,
+            go_layout: Array::try_from(take(names::GO_LAYOUT)?)?,
             go_links: Vec::new(),
             go_loaded: Vec::new(),
             ebpf,
             attached,
             notes,
         })
+    }
+
+    /// Tells the Go uprobes where to read (`tracer_common::go_layout` slots; 0: unknown).
+    pub fn set_go_layout(&mut self, values: &[(u32, u64)]) -> Result<()> {
+        for &(slot, value) in values {
+            self.go_layout
+                .set(slot, value, 0)
+                .context("setting the Go probes' layout")?;
+        }
+        Ok(())
     }
 
     /// Attaches the Go uprobe `program` at `offset` of the target's executable (past a

@@ -89,6 +89,8 @@ struct Collector<'a> {
     go_probes: Option<gocreation::GoProbes>,
     /// The timer-start probe's key is `arg`'s data word (Go 1.23+), else the timer's address.
     timer_key_is_arg: bool,
+    /// The timer-start probe reads the started timer's functions (AfterFunc callbacks).
+    timer_funcs_known: bool,
     scans: u32,
     /// The slowest goroutine snapshot: how long reading took, and how many goroutines.
     slowest_snapshot: Option<(Duration, usize)>,
@@ -119,6 +121,7 @@ pub async fn trace(
         go: None,
         go_probes: None,
         timer_key_is_arg: false,
+        timer_funcs_known: false,
         scans: 0,
         slowest_snapshot: None,
         native: native::Native::new(pid),
@@ -271,8 +274,24 @@ impl Collector<'_> {
                 self.model.apply(&Event::GoRuntime {
                     version: go.version_string().to_string(),
                 });
+                let env = goruntime::godebug::environ_godebug(self.pid).unwrap_or_else(|err| {
+                    self.notes.push(format!(
+                        "cannot read /proc/{}/environ ({err}): its GODEBUG is assumed unset",
+                        self.pid
+                    ));
+                    None
+                });
+                self.model
+                    .apply(&Event::GoTimerChannels(goruntime::godebug::timer_channels(
+                        go.version(),
+                        go.default_godebug(),
+                        env.as_deref(),
+                    )));
+                self.set_go_layout(&go);
                 self.go_probes = Some(self.go_probe_points(&go));
                 self.timer_key_is_arg = go.timer_start_key_is_arg();
+                self.timer_funcs_known =
+                    go.timer_start_key_is_arg() || go.timer_start_fields().is_some();
                 // Stripped binaries: blazesym finds no symbols; .gopclntab still names frames.
                 match go.line_table() {
                     Some(table) => self.symbolizer.set_go_line_table(
@@ -291,6 +310,23 @@ impl Collector<'_> {
             Err(err) => self
                 .notes
                 .push(format!("goroutines are not analysed: {err:#}; threads are")),
+        }
+    }
+
+    /// Where the Go uprobes read the creator's goid and gopc and a started timer's functions.
+    fn set_go_layout(&mut self, go: &GoProcess) {
+        use tracer_common::go_layout;
+        let (offsets, _) = go.offsets();
+        let (timer_f, timer_arg) = go.timer_start_fields().unwrap_or((0, 0));
+        if let Err(err) = self.probes.set_go_layout(&[
+            (go_layout::G_GOID, offsets.goid),
+            (go_layout::G_GOPC, offsets.gopc),
+            (go_layout::TIMER_F, timer_f),
+            (go_layout::TIMER_ARG_DATA, timer_arg),
+        ]) {
+            self.notes.push(format!(
+                "{err:#}: creation chains and AfterFunc callers are not linked"
+            ));
         }
     }
 
@@ -413,6 +449,7 @@ impl Collector<'_> {
             let event = gocreation::timer_start_event(
                 start,
                 self.timer_key_is_arg,
+                self.timer_funcs_known,
                 self.probes,
                 &mut self.symbolizer,
             );

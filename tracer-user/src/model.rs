@@ -121,15 +121,28 @@ pub enum Event {
     TargetExited { at_ns: u64 },
     /// The target is a Go program of this version.
     GoRuntime { version: String },
+    /// Which semantics the target's channel timers have (runtime version and GODEBUG).
+    GoTimerChannels(crate::goruntime::godebug::TimerChannels),
     /// A `go` statement ran (seen by the creation probe): its PC (the new goroutine's `gopc`)
     /// and the creator's stack, innermost first, from the `go` statement out.
     GoroutineCreated {
         go_pc: u64,
         creator_stack: Vec<Frame>,
+        /// The creating goroutine's id and its own `go` statement PC (0: unknown).
+        #[serde(default)]
+        creator_goid: u64,
+        #[serde(default)]
+        creator_gopc: u64,
     },
     /// A Go timer was started (seen by the timer-start probe): its key as the timer snapshot
-    /// sees it (`GoTimer::start_key`) and the starter's stack from the call out.
-    GoTimerStarted { key: u64, starter_stack: Vec<Frame> },
+    /// sees it (`GoTimer::start_key`) and the starter's stack from the call out; for an
+    /// `AfterFunc` timer, the callback function's name.
+    GoTimerStarted {
+        key: u64,
+        starter_stack: Vec<Frame>,
+        #[serde(default)]
+        callback: Option<String>,
+    },
     /// All live goroutines of a Go target at `at_ns` (replaces the previous snapshot).
     Goroutines {
         at_ns: u64,
@@ -303,15 +316,28 @@ impl Model {
             Event::GoroutineCreated {
                 go_pc,
                 creator_stack,
-            } => self.goroutines.creation_seen(*go_pc, creator_stack),
-            Event::GoTimerStarted { key, starter_stack } => {
-                self.go_timers.start_seen(*key, starter_stack)
+                creator_gopc,
+                ..
+            } => {
+                self.goroutines.creation_seen(*go_pc, creator_stack);
+                self.goroutines.creator_seen(*go_pc, *creator_gopc);
+            }
+            Event::GoTimerStarted {
+                key,
+                starter_stack,
+                callback,
+            } => {
+                self.go_timers.start_seen(*key, starter_stack);
+                if let Some(callback) = callback {
+                    self.go_timers.callback_start_seen(callback, starter_stack);
+                }
             }
             Event::GoRuntime { version } => {
                 self.goroutines.go_version = Some(version.clone());
                 self.go_timers.go_1_23_or_later = crate::goruntime::GoVersion::parse(version)
                     .is_some_and(|v| (v.major, v.minor) >= (1, 23));
             }
+            Event::GoTimerChannels(channels) => self.go_timers.channels = Some(channels.clone()),
             Event::GoTimers {
                 at_ns,
                 timers,

@@ -332,11 +332,11 @@ fn candidate(
     let creators: BTreeSet<u64> = members.iter().filter_map(|g| g.parent_goid).collect();
     // The creator's stack from the `go` statement out, when the creation probe saw this `go`
     // statement run; otherwise the `go` statement alone (the runtime records it in every g).
+    // When that statement is in the standard library, the chain goes on through the creators'
+    // own creations until the program's code (issue 13 item 5).
     let observed = model.creations.get(&representative.go_statement.addr);
-    let creation_stack: Vec<Frame> = match observed {
-        Some(seen) if !seen.creator_stack.is_empty() => seen.creator_stack.clone(),
-        _ => vec![representative.go_statement.clone()],
-    };
+    let chain = super::ancestry::creation_chain(model, representative);
+    let creation_stack: Vec<Frame> = chain.stack.clone();
     let wait_reason = representative.wait_reason.clone();
     let mut reasons = evidence.reasons;
     if let Some(seen) = observed {
@@ -345,6 +345,7 @@ fn candidate(
             seen.times
         ));
     }
+    reasons.extend(chain.describe());
     if !creators.is_empty() && creators.len() <= 3 {
         reasons.push(format!(
             "created by goroutine(s) {}",

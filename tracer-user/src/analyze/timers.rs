@@ -88,6 +88,12 @@ pub struct KindTotals {
 pub struct GoTimerOverview {
     /// `go1.23+` or `go1.22-`: which timer implementation the target runs.
     pub implementation: &'static str,
+    /// `go1.22-` (unstopped channel timers stay in the heap until they fire, tickers forever:
+    /// a leak) or `go1.23+` (the GC collects unreferenced ones): on Go 1.23-1.26 the GODEBUG
+    /// setting `asynctimerchan=1` (build info default or environment) keeps the old semantics.
+    pub channel_semantics: &'static str,
+    /// What decided `channel_semantics` (version, setting, where the setting came from).
+    pub channel_semantics_why: String,
     pub snapshots: u64,
     pub pending: usize,
     pub pending_at_start: usize,
@@ -115,7 +121,7 @@ pub fn analyze(
     for mut candidate in goroutine_candidates.drain(..) {
         if is_timer_callback(&candidate) {
             if let Some(CandidateDetail::Goroutines(group)) = candidate.detail.take() {
-                candidates.push(callback_candidate(candidate, group));
+                candidates.push(callback_candidate(candidate, group, model));
                 continue;
             }
         }
@@ -152,8 +158,8 @@ pub fn analyze(
         let not_candidate = match key.kind {
             TimerKind::Sleep => Some("sleep timers belong to sleeping goroutines (see the goroutines)".to_string()),
             TimerKind::Other => Some("the runtime's own timers (network deadlines, ...)".to_string()),
-            TimerKind::Chan | TimerKind::Ticker if model.go_1_23_or_later => Some(
-                "Go 1.23+: a channel timer is in a heap only while a goroutine waits on its channel (see the goroutines), and unstopped unreferenced ones are collected by the GC: not a timer leak".to_string(),
+            TimerKind::Chan | TimerKind::Ticker if model.channel_timers_collected() => Some(
+                format!("Go 1.23+ timer semantics ({}): a channel timer is in a heap only while a goroutine waits on its channel (see the goroutines), and unstopped unreferenced ones are collected by the GC: not a timer leak", channel_semantics_why(model)),
             ),
             _ if score < CANDIDATE_SCORE => Some(format!(
                 "no evidence of a leak: {} (score {score:.0} < {CANDIDATE_SCORE:.0})",
@@ -177,6 +183,12 @@ pub fn analyze(
         } else {
             "go1.22-"
         },
+        channel_semantics: if model.channel_timers_collected() {
+            "go1.23+"
+        } else {
+            "go1.22-"
+        },
+        channel_semantics_why: channel_semantics_why(model),
         snapshots: model.snapshots,
         pending: model.latest.len(),
         pending_at_start: model.total.first().map_or(0, |c| c.count),
@@ -188,6 +200,15 @@ pub fn analyze(
         other_groups: others,
     };
     (candidates, Some(overview))
+}
+
+/// Why channel timers have the semantics they have in the target.
+fn channel_semantics_why(model: &TimerModel) -> String {
+    match &model.channels {
+        Some(channels) => channels.why.clone(),
+        None if model.go_1_23_or_later => "Go 1.23+ runtime, GODEBUG unknown".into(),
+        None => "Go 1.22 or older runtime".into(),
+    }
 }
 
 /// The most common starter stack among `timers` (by function names) and a sentence on it.
@@ -327,9 +348,10 @@ fn describe(
         TimerKind::Func => reasons.push(
             "the runtime keeps an AfterFunc timer, its callback and all the callback captures until it fires or is stopped (on every Go version): Stop it when it is no longer needed".into(),
         ),
-        TimerKind::Chan | TimerKind::Ticker => reasons.push(
-            "Go 1.22 and older keep an unstopped timer and its channel in the runtime's heap until it fires (a ticker: forever), even when nothing references it: a leak; Stop it (Go 1.23+ collects unreferenced ones)".into(),
-        ),
+        TimerKind::Chan | TimerKind::Ticker => reasons.push(format!(
+            "Go 1.22 and older keep an unstopped timer and its channel in the runtime's heap until it fires (a ticker: forever), even when nothing references it: a leak; Stop it (Go 1.23+ collects unreferenced ones unless asynctimerchan=1). Here: {}",
+            channel_semantics_why(model)
+        )),
         _ => {}
     }
     let score = if grew && lasting {
@@ -387,8 +409,55 @@ fn is_timer_callback(candidate: &Candidate) -> bool {
             .is_some_and(|f| f.function.as_deref() == Some("time.goFunc"))
 }
 
-fn callback_candidate(mut candidate: Candidate, group: GoroutineGroup) -> Candidate {
+/// The callback function a `time.goFunc` goroutine runs: the outermost frame of its stack
+/// below `runtime.goexit` (`go arg.(func())()` starts the goroutine in the callback itself).
+fn callback_function(stack: &[Frame]) -> Option<&str> {
+    stack
+        .iter()
+        .rev()
+        .filter_map(|f| f.function.as_deref())
+        .find(|f| *f != "runtime.goexit")
+}
+
+/// Who scheduled the callback: the timer-start probe's `AfterFunc` sample for the callback
+/// function, as a sentence and the stack from the `time.AfterFunc` call out.
+fn scheduler(model: &TimerModel, blocking_stack: &[Frame]) -> Option<(String, Vec<Frame>)> {
+    let callback = callback_function(blocking_stack)?;
+    let (times, stack) = model.callback_starts.get(callback)?;
+    if stack.is_empty() {
+        return None;
+    }
+    let site = crate::model::goroutines::own_frame(stack)
+        .map(crate::model::goroutines::place)
+        .unwrap_or_else(|| "unknown".into());
+    Some((
+        format!(
+            "scheduled at {site}: time.AfterFunc(..., {callback}) was called there (the timer-start probe saw {times} such call(s), a sample: attached 100 ms a second); when each timer fired, time.goFunc started the callback in a goroutine"
+        ),
+        stack.clone(),
+    ))
+}
+
+fn callback_candidate(
+    mut candidate: Candidate,
+    group: GoroutineGroup,
+    model: &TimerModel,
+) -> Candidate {
     let state = candidate.wait_reason.clone().unwrap_or(group.state.clone());
+    let scheduled = scheduler(model, &candidate.blocking_stack);
+    if let Some((site, starter)) = &scheduled {
+        // The creation chain: the `go` statement in time.goFunc, then who called AfterFunc.
+        let mut chain = candidate
+            .creation_stack
+            .take()
+            .unwrap_or_default()
+            .into_iter()
+            .take(1)
+            .collect::<Vec<_>>();
+        chain.extend(starter.iter().cloned());
+        candidate.creation_stack = Some(chain);
+        candidate.reasons.push(site.clone());
+    }
     // The runtime's timer code starts them: no user goroutine created them.
     candidate
         .reasons
@@ -417,9 +486,13 @@ fn callback_candidate(mut candidate: Candidate, group: GoroutineGroup) -> Candid
         due_in_ns: Percentiles::default(),
         overdue: 0,
         channel_full: None,
-        creation_site:
-            "the goroutines were started by the runtime's time.goFunc when the timers fired".into(),
-        starter_stack: None,
+        creation_site: match &scheduled {
+            Some((site, _)) => site.clone(),
+            None => format!(
+                "the goroutines were started by the runtime's time.goFunc when the timers fired; who called time.AfterFunc was not seen ({CREATION_SITE_UNKNOWN})"
+            ),
+        },
+        starter_stack: scheduled.map(|(_, stack)| stack),
         history: group.history.clone(),
         callback_goroutines: Some(Box::new(group)),
         not_a_candidate: None,
@@ -556,5 +629,55 @@ mod tests {
         };
         assert_eq!(group.callback_goroutines.as_ref().unwrap().count, 100);
         assert!(group.callback.starts_with("main.handle.func1"));
+    }
+
+    #[test]
+    fn a_callback_candidate_names_who_called_after_func() {
+        use crate::model::goroutines::{tests::goroutine, GoroutineModel};
+        use crate::model::tests::frame;
+        let mut goroutines = GoroutineModel::default();
+        for (i, last) in [20, 60, 100].into_iter().enumerate() {
+            let snapshot: Vec<_> = (1..=last)
+                .map(|id| {
+                    goroutine(
+                        id,
+                        "time.goFunc",
+                        &["runtime.gopark", "sync.(*Mutex).Lock", "main.handle.func1"],
+                        "sync.Mutex.Lock",
+                    )
+                })
+                .collect();
+            goroutines.apply_snapshot((i as u64 + 2) * S, &snapshot, 0, S);
+        }
+        let (mut from_goroutines, _) = crate::analyze::goroutines::analyze(&goroutines, S, S);
+        let mut timers = TimerModel::default();
+        let starter: Vec<Frame> = ["time.AfterFunc", "main.handle", "main.serve"]
+            .iter()
+            .map(|f| frame(f))
+            .collect();
+        timers.callback_start_seen("main.other", &[frame("main.elsewhere")]);
+        timers.callback_start_seen("main.handle.func1", &starter);
+        let (candidates, _) = analyze(&timers, &mut from_goroutines, S);
+        let c = &candidates[0];
+        let functions: Vec<_> = c
+            .creation_stack
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|f| f.function.clone().unwrap())
+            .collect();
+        assert_eq!(
+            functions,
+            ["time.goFunc", "time.AfterFunc", "main.handle", "main.serve"]
+        );
+        let Some(CandidateDetail::GoTimers(group)) = &c.detail else {
+            panic!()
+        };
+        assert!(
+            group.creation_site.starts_with("scheduled at main.handle"),
+            "{}",
+            group.creation_site
+        );
+        assert_eq!(group.starter_stack.as_ref(), Some(&starter));
     }
 }

@@ -145,20 +145,31 @@ pub fn creation_event(
     Event::GoroutineCreated {
         go_pc: creation.go_pc,
         creator_stack: caller_stack(creation.go_pc, creation.stack_id, probes, symbolizer),
+        creator_goid: creation.creator_goid,
+        creator_gopc: creation.creator_gopc,
     }
 }
 
 /// A timer was started: the starter's stack from the call out (`time.AfterFunc`, then the
 /// program's code), keyed as the timer snapshot sees the timer (`key_is_arg`: its `arg` data
-/// word on Go 1.23+, else its address).
+/// word on Go 1.23+, else its address). `funcs_known`: the probe could read the timer's
+/// functions (Go 1.23+ registers, or the timer layout before); then an `AfterFunc` timer
+/// (it runs `time.goFunc`) names its callback.
 pub fn timer_start_event(
     start: &GoTimerStart,
     key_is_arg: bool,
+    funcs_known: bool,
     probes: &Probes,
     symbolizer: &mut Symbolizer,
 ) -> Event {
+    let after_func = funcs_known
+        && start.func_pc != 0
+        && symbolizer.function_at(start.func_pc).as_deref() == Some("time.goFunc");
     Event::GoTimerStarted {
         key: if key_is_arg { start.rsi } else { start.rax },
         starter_stack: caller_stack(start.caller_pc, start.stack_id, probes, symbolizer),
+        callback: (after_func && start.arg_pc != 0)
+            .then(|| symbolizer.function_at(start.arg_pc))
+            .flatten(),
     }
 }

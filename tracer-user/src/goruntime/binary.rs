@@ -34,6 +34,10 @@ pub(crate) struct GoBinary {
     pub version: GoVersion,
     /// The raw version string ("go1.21.13", possibly with " X:..." experiments).
     pub version_string: String,
+    /// The `DefaultGODEBUG` build setting of the module info (Go 1.21+ records it when the
+    /// main module's `go` line, its `godebug` block or `//go:debug` lines change a default);
+    /// None when the build info has none.
+    pub default_godebug: Option<String>,
     pub pie: bool,
     /// `(address, size)` by symbol name, for [`WANTED_SYMBOLS`] found in `.symtab`.
     pub symbols: HashMap<&'static str, (u64, u64)>,
@@ -130,11 +134,14 @@ pub(crate) fn read(path: &std::path::Path) -> Result<Option<GoBinary>> {
         lines.as_ref().ok(),
         timer_start_function(version.minor),
     );
+    let default_godebug = buildinfo_strings(&elf)
+        .and_then(|(_, modinfo)| default_godebug(&modinfo).map(str::to_string));
     Ok(Some(GoBinary {
         newproc_probe,
         timer_probe,
         version,
         version_string,
+        default_godebug,
         pie: elf.kind() == object::ObjectKind::Dynamic,
         symbols,
         dwarf_offsets,
@@ -146,9 +153,15 @@ pub(crate) fn read(path: &std::path::Path) -> Result<Option<GoBinary>> {
     }))
 }
 
-/// The version string stored inline in `.go.buildinfo` (Go 1.18 and later): after the 32-byte
-/// header, a uvarint length and the bytes.
+/// The version string stored inline in `.go.buildinfo` (Go 1.18 and later).
 fn buildinfo_version(elf: &object::File<'_>) -> Option<String> {
+    buildinfo_strings(elf).map(|(version, _)| version)
+}
+
+/// The two strings stored inline in `.go.buildinfo` (Go 1.18 and later, debug/buildinfo's
+/// `readRawBuildInfo`): after the 32-byte header, the version then the module info, each a
+/// uvarint length and the bytes. The module info is still wrapped in its 16-byte sentinels.
+fn buildinfo_strings(elf: &object::File<'_>) -> Option<(String, String)> {
     let data = elf.section_by_name(".go.buildinfo")?.data().ok()?;
     if !data.starts_with(BUILDINFO_MAGIC) || data.len() < 33 {
         return None;
@@ -158,10 +171,25 @@ fn buildinfo_version(elf: &object::File<'_>) -> Option<String> {
         // Pre-1.18 layout: pointers to string headers.
         return None;
     }
-    let (len, used) = uvarint(&data[32..])?;
-    let start = 32 + used;
-    let bytes = data.get(start..start.checked_add(usize::try_from(len).ok()?)?)?;
-    String::from_utf8(bytes.to_vec()).ok()
+    let mut at = 32;
+    let mut next = || {
+        let (len, used) = uvarint(data.get(at..)?)?;
+        let start = at + used;
+        let end = start.checked_add(usize::try_from(len).ok()?)?;
+        at = end;
+        Some(String::from_utf8_lossy(data.get(start..end)?).into_owned())
+    };
+    let version = next()?;
+    let modinfo = next().unwrap_or_default();
+    Some((version, modinfo))
+}
+
+/// The value of the `build\tDefaultGODEBUG=...` line of a module info text (the format of
+/// `go version -m`, runtime/debug's `BuildInfo.String`).
+fn default_godebug(modinfo: &str) -> Option<&str> {
+    modinfo
+        .lines()
+        .find_map(|line| line.strip_prefix("build\tDefaultGODEBUG="))
 }
 
 fn uvarint(bytes: &[u8]) -> Option<(u64, usize)> {
@@ -424,6 +452,13 @@ pub(crate) fn rip_relative_loads(code: &[u8], addr: u64) -> Vec<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_default_godebug_from_the_module_info() {
+        let modinfo = "path\tfieldcase\nmod\tfieldcase\t(devel)\t\nbuild\t-compiler=gc\nbuild\tDefaultGODEBUG=asynctimerchan=1,tls3des=1\nbuild\tGOOS=linux\n";
+        assert_eq!(default_godebug(modinfo), Some("asynctimerchan=1,tls3des=1"));
+        assert_eq!(default_godebug("path\tx\nbuild\tGOOS=linux\n"), None);
+    }
 
     #[test]
     fn finds_the_end_of_go_stack_check_prologues() {

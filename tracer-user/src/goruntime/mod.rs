@@ -25,6 +25,7 @@
 //! - Stacks: a frame-pointer walk from each goroutine's saved `sched.pc/sp/bp` (Go keeps frame
 //!   pointers on amd64) inside its own stack bounds.
 mod binary;
+pub mod godebug;
 mod memory;
 pub mod offsets;
 pub mod pclntab;
@@ -275,6 +276,8 @@ pub struct GoProcess {
     exe: PathBuf,
     version: GoVersion,
     version_string: String,
+    /// The build info's `DefaultGODEBUG`, if any.
+    default_godebug: Option<String>,
     pie: bool,
     bias: u64,
     offsets: GOffsets,
@@ -323,6 +326,7 @@ pub fn inspect(pid: u32) -> Result<Option<GoProcess>> {
         exe: real_exe,
         version: binary.version,
         version_string: binary.version_string.clone(),
+        default_godebug: binary.default_godebug.clone(),
         pie: binary.pie,
         bias,
         offsets,
@@ -447,6 +451,13 @@ impl GoProcess {
         &self.version_string
     }
 
+    /// The `DefaultGODEBUG` of the executable's build info (`asynctimerchan=1,...`): the
+    /// GODEBUG defaults its main module's `go` line, `godebug` block and `//go:debug` lines
+    /// chose. None when the build info records none.
+    pub fn default_godebug(&self) -> Option<&str> {
+        self.default_godebug.as_deref()
+    }
+
     pub fn is_pie(&self) -> bool {
         self.pie
     }
@@ -486,6 +497,17 @@ impl GoProcess {
     /// The file offset for the timer-start uprobe, or why there is none.
     pub fn timer_start_probe(&self) -> Result<u64, String> {
         self.timer_probe.clone()
+    }
+
+    /// Where the timer-start probe finds the timer's `f` and the data word of its `arg` inside
+    /// the `*timer` that `runtime.addtimer` gets (Go 1.22 and older; from DWARF): None on Go
+    /// 1.23+, whose `newTimer` has them in registers, or when the layout is unknown.
+    pub fn timer_start_fields(&self) -> Option<(u64, u64)> {
+        if self.version.minor >= 23 {
+            return None;
+        }
+        // `arg` is an interface: type word, then data word.
+        self.timer_layout.as_ref().ok().map(|l| (l.f, l.arg + 8))
     }
 
     /// Which register of the timer-start probe identifies the timer in the heap: Go 1.23+'s

@@ -107,6 +107,9 @@ pub struct ObservedCreation {
     pub times: u64,
     /// The creator's stack the last time it was seen, from the `go` statement out.
     pub creator_stack: Vec<Frame>,
+    /// The creator goroutine's own `go` statement PC (its gopc) in the same sample, 0 when
+    /// unknown: the key of the creator's own creation in `GoroutineModel::creations`.
+    pub creator_gopc: u64,
 }
 
 impl GoroutineModel {
@@ -117,10 +120,22 @@ impl GoroutineModel {
             .or_insert_with(|| ObservedCreation {
                 times: 0,
                 creator_stack: Vec::new(),
+                creator_gopc: 0,
             });
         seen.times += 1;
         if !creator_stack.is_empty() {
             seen.creator_stack = creator_stack.to_vec();
+        }
+    }
+
+    /// The creation probe saw the `go` statement at `go_pc` run in a goroutine that was itself
+    /// created at `creator_gopc` (0: unknown, ignored).
+    pub fn creator_seen(&mut self, go_pc: u64, creator_gopc: u64) {
+        if creator_gopc == 0 {
+            return;
+        }
+        if let Some(seen) = self.creations.get_mut(&go_pc) {
+            seen.creator_gopc = creator_gopc;
         }
     }
 

@@ -127,6 +127,9 @@ pub struct TimerModel {
     /// The target runs Go 1.23+ (channel timers are in a heap only while someone waits on
     /// them, and unreferenced ones are collected).
     pub go_1_23_or_later: bool,
+    /// The semantics of unstopped channel timers (GODEBUG `asynctimerchan` on Go 1.23-1.26),
+    /// once known; until then they follow `go_1_23_or_later`.
+    pub channels: Option<crate::goruntime::godebug::TimerChannels>,
     /// Pending timers of the last snapshot (stopped ones excluded).
     pub latest: Vec<GoTimer>,
     /// Stopped timers still in the heaps at the last snapshot.
@@ -141,6 +144,10 @@ pub struct TimerModel {
     pub slowest_read: Option<(u64, usize)>,
     /// Starter stacks seen by the timer-start probe, by the timers' `start_key`.
     pub starts: HashMap<u64, Vec<Frame>>,
+    /// `AfterFunc` starts seen by the timer-start probe, by callback function name: how many,
+    /// and the last starter stack (who called `time.AfterFunc`). Fired timers leave the heaps,
+    /// so this is what joins a callback goroutine (T4) to who scheduled it.
+    pub callback_starts: HashMap<String, (u64, Vec<Frame>)>,
 }
 
 /// Starts remembered at most: a timer-heavy program starts millions; the oldest are forgotten
@@ -148,6 +155,14 @@ pub struct TimerModel {
 const MAX_STARTS: usize = 65_536;
 
 impl TimerModel {
+    /// Whether unstopped, unreferenced channel timers are collected by the GC (Go 1.23+ without
+    /// `asynctimerchan=1`), so that they are no leak.
+    pub fn channel_timers_collected(&self) -> bool {
+        self.channels
+            .as_ref()
+            .map_or(self.go_1_23_or_later, |c| c.collected())
+    }
+
     /// The timer-start probe saw a timer start with this key and starter stack.
     pub fn start_seen(&mut self, key: u64, starter_stack: &[Frame]) {
         if self.starts.len() >= MAX_STARTS && !self.starts.contains_key(&key) {
@@ -160,6 +175,19 @@ impl TimerModel {
             }
         }
         self.starts.insert(key, starter_stack.to_vec());
+    }
+
+    /// The timer-start probe saw `time.AfterFunc(d, callback)` called with this starter stack.
+    pub fn callback_start_seen(&mut self, callback: &str, starter_stack: &[Frame]) {
+        // One entry per callback function (a program has few), not per timer.
+        let entry = self
+            .callback_starts
+            .entry(callback.to_string())
+            .or_insert_with(|| (0, Vec::new()));
+        entry.0 += 1;
+        if !starter_stack.is_empty() {
+            entry.1 = starter_stack.to_vec();
+        }
     }
 
     pub fn apply_snapshot(

@@ -82,12 +82,17 @@ pub fn write_overview(out: &mut String, timers: &GoTimerOverview) {
             String::new()
         }
     );
-    if timers.implementation == "go1.23+" {
+    if timers.channel_semantics == "go1.23+" {
         let _ = writeln!(
             out,
-            "  (Go 1.23+: channel timers - NewTimer, After, NewTicker - are in a heap only while a goroutine waits on their channel; unstopped, unreferenced ones are collected by the GC: not leaks)"
+            "  (Go 1.23+ timer semantics: channel timers - NewTimer, After, NewTicker - are in a heap only while a goroutine waits on their channel; unstopped, unreferenced ones are collected by the GC: not leaks)"
         );
     }
+    let _ = writeln!(
+        out,
+        "  channel timer semantics {}: {}",
+        timers.channel_semantics, timers.channel_semantics_why
+    );
     for (kind, totals) in &timers.by_kind {
         let _ = writeln!(
             out,
