@@ -28,6 +28,8 @@ mod binary;
 mod memory;
 pub mod offsets;
 pub mod pclntab;
+#[cfg(test)]
+mod robustness;
 pub mod timers;
 
 use std::path::PathBuf;
