@@ -222,3 +222,141 @@ fn an_uncorrupted_go_binary_reads_completely() {
         .expect("a Go program");
     assert!(table.function_range("runtime.newproc").is_some());
 }
+
+/// A copy of `binary` with every occurrence of `from` replaced by `to` (same length): the build
+/// info's inline version and `runtime.buildVersion`, or a section's name.
+fn patched(binary: &Path, from: &str, to: &str) -> PathBuf {
+    assert_eq!(from.len(), to.len(), "patches keep the file's layout");
+    let mut data = std::fs::read(binary).expect("read the binary");
+    let mut found = 0;
+    let mut i = 0;
+    while let Some(at) = data[i..]
+        .windows(from.len())
+        .position(|w| w == from.as_bytes())
+    {
+        let at = i + at;
+        data[at..at + to.len()].copy_from_slice(to.as_bytes());
+        found += 1;
+        i = at + to.len();
+    }
+    assert!(found > 0, "{from:?} is not in {}", binary.display());
+    let path = binary.with_file_name(format!(
+        "{}-{}",
+        binary.file_name().unwrap().to_string_lossy(),
+        to.trim_start_matches('.')
+    ));
+    std::fs::write(&path, data).expect("write the patched copy");
+    let mut perms = std::fs::metadata(&path).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o755);
+    std::fs::set_permissions(&path, perms).unwrap();
+    path
+}
+
+/// The exact version string a toolchain writes into its binaries ("go1.27.3").
+fn version_in(binary: &Path) -> String {
+    goruntime::read_binary(binary)
+        .expect("readable")
+        .expect("a Go program")
+        .version_string
+}
+
+/// Traces a Go program leaktrace cannot read goroutines of: the trace must succeed, say why
+/// goroutines are missing (the note contains each of `why`), and still report the threads.
+fn reports_threads_without_goroutines(binary: &Path, why: &[&str]) -> Value {
+    require_root();
+    let fixture = Fixture::start(binary, &[]);
+    let report = trace_pid(fixture.pid(), "2s", &[]);
+    let notes: Vec<&str> = report["tracer"]["notes"]
+        .as_array()
+        .expect("notes")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let note = notes
+        .iter()
+        .find(|n| n.contains("goroutines are not analysed"))
+        .unwrap_or_else(|| panic!("no note says goroutines are not analysed: {notes:#?}"));
+    for word in why {
+        assert!(note.contains(word), "{word:?} missing from {note:?}");
+    }
+    assert!(report.get("goroutines").is_none());
+    assert!(
+        report["native_io"]["threads_alive"].as_u64().unwrap_or(0) >= 2,
+        "the Go runtime's threads are still reported: {}",
+        report["native_io"]
+    );
+    report
+}
+
+#[test]
+fn a_future_go_version_is_named_and_the_threads_are_reported() {
+    let binary = build_go("g01_chan_recv", "1.27", &[]);
+    let version = version_in(&binary);
+    let future = version.replace("go1.27", "go1.28");
+    let patched = patched(&binary, &version, &future);
+    reports_threads_without_goroutines(&patched, &["Go 1.28", "not supported", "1.19 through 1.27"]);
+}
+
+#[test]
+fn an_old_go_version_is_named_and_the_threads_are_reported() {
+    let binary = build_go("g01_chan_recv", "1.19", &[]);
+    let version = version_in(&binary);
+    let old = version.replace("go1.19", "go1.18");
+    let patched = patched(&binary, &version, &old);
+    reports_threads_without_goroutines(&patched, &["Go 1.18", "not supported"]);
+}
+
+#[test]
+fn a_go_binary_without_symbols_or_line_table_is_reported_without_goroutines() {
+    let stripped = build_go("g01_chan_recv", "1.27", &["-ldflags=-s -w"]);
+    // The runtime finds its line table through moduledata, not the section header: renaming
+    // the section hides it from leaktrace and leaves the program running as before.
+    let hidden = patched(&stripped, ".gopclntab", ".xopclntab");
+    let facts = goruntime::read_binary(&hidden).unwrap().unwrap();
+    assert!(facts.allgs_symbol.is_none() && facts.allgs_from_code.is_err());
+    reports_threads_without_goroutines(&hidden, &["runtime.allgs", "pclntab"]);
+}
+
+/// Builds a Go fixture for another architecture (`GOARCH`), e.g. 386 (runs here through the
+/// kernel's IA32 emulation).
+fn build_go_arch(dir: &str, goarch: &str) -> PathBuf {
+    let binary = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("{dir}-{goarch}-{}", std::process::id()));
+    let cache = workspace_root().join(".cache");
+    let output = Command::new(go_toolchain("1.27"))
+        .args(["build", "-o"])
+        .arg(&binary)
+        .arg(format!("./{dir}"))
+        .current_dir(fixtures().join("go"))
+        .env("GOARCH", goarch)
+        .env("GOTOOLCHAIN", "local")
+        .env("GOFLAGS", "-mod=mod")
+        .env("GOCACHE", cache.join("go-build"))
+        .env("GOPATH", cache.join("gopath"))
+        .env_remove("GOROOT")
+        .output()
+        .expect("run go build");
+    assert!(
+        output.status.success(),
+        "building {dir} for {goarch}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    binary
+}
+
+#[test]
+fn a_non_x86_64_go_binary_is_refused_with_its_architecture() {
+    let binary = build_go_arch("g01_chan_recv", "386");
+    let err = goruntime::read_binary(&binary).expect_err("a 386 binary is not readable");
+    assert!(format!("{err:#}").contains("I386"), "{err:#}");
+    let report = {
+        require_root();
+        let fixture = Fixture::start(&binary, &[]);
+        trace_pid(fixture.pid(), "2s", &[])
+    };
+    let notes = report["tracer"]["notes"].to_string();
+    assert!(notes.contains("I386") && notes.contains("x86_64"), "{notes}");
+    // Its system calls are invisible to syscall tracepoints: said, not silently empty.
+    assert!(notes.contains("32-bit program"), "{notes}");
+    assert!(report.get("goroutines").is_none());
+}
