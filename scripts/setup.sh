@@ -37,3 +37,6 @@ log "toolchain ready"
 
 # Go toolchains for the Go test fixtures (tests/goruntime.rs).
 bash "$(dirname "${BASH_SOURCE[0]}")/setup-go.sh"
+
+# Tools the fault tests check the kernel's view with (bpftool).
+bash "$(dirname "${BASH_SOURCE[0]}")/setup-tools.sh"

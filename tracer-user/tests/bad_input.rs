@@ -125,10 +125,7 @@ fn parsed_sections(data: &[u8]) -> Vec<(String, std::ops::Range<usize>)> {
     .filter_map(|name| {
         let section = elf.section_by_name(name)?;
         let (start, len) = section.file_range()?;
-        Some((
-            name.to_string(),
-            start as usize..(start + len) as usize,
-        ))
+        Some((name.to_string(), start as usize..(start + len) as usize))
     })
     .chain(std::iter::once(("ELF headers".to_string(), 0..64)))
     .collect()
@@ -294,7 +291,10 @@ fn a_future_go_version_is_named_and_the_threads_are_reported() {
     let version = version_in(&binary);
     let future = version.replace("go1.27", "go1.28");
     let patched = patched(&binary, &version, &future);
-    reports_threads_without_goroutines(&patched, &["Go 1.28", "not supported", "1.19 through 1.27"]);
+    reports_threads_without_goroutines(
+        &patched,
+        &["Go 1.28", "not supported", "1.19 through 1.27"],
+    );
 }
 
 #[test]
@@ -355,8 +355,43 @@ fn a_non_x86_64_go_binary_is_refused_with_its_architecture() {
         trace_pid(fixture.pid(), "2s", &[])
     };
     let notes = report["tracer"]["notes"].to_string();
-    assert!(notes.contains("I386") && notes.contains("x86_64"), "{notes}");
+    assert!(
+        notes.contains("I386") && notes.contains("x86_64"),
+        "{notes}"
+    );
     // Its system calls are invisible to syscall tracepoints: said, not silently empty.
     assert!(notes.contains("32-bit program"), "{notes}");
     assert!(report.get("goroutines").is_none());
+}
+
+#[test]
+fn a_kernel_missing_optional_tracepoints_is_said_and_the_rest_reported() {
+    require_root();
+    let fixture = Fixture::start(&build_c("condvar_never_signalled"), &["1", "0"]);
+    let pid = fixture.pid().to_string();
+    // No task category at all (missing), and a timerfd tracepoint that cannot be attached.
+    let output = common::tracefs::leaktrace_without(
+        &["task", "syscalls/sys_enter_timerfd_create"],
+        &["--pid", &pid, "--duration", "2s", "--format", "json"],
+    );
+    let report = json_report(&output);
+    let notes = report["tracer"]["notes"].to_string();
+    assert!(
+        notes.contains("task:task_rename does not exist on this kernel; not traced"),
+        "{notes}"
+    );
+    assert!(
+        notes.contains("syscalls:sys_enter_timerfd_create not traced"),
+        "{notes}"
+    );
+    let probes = report["tracer"]["probes"].to_string();
+    assert!(!probes.contains("task_rename") && !probes.contains("sys_enter_timerfd_create"));
+    assert!(probes.contains("sys_enter_futex"), "{probes}");
+    // The rest still works: the waiter nobody signals is found.
+    assert_eq!(
+        of_kind(&report, "futex_wait").len(),
+        1,
+        "{:#?}",
+        candidates(&report)
+    );
 }

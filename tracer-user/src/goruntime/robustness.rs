@@ -164,10 +164,7 @@ fn the_fake_runtime_reads_back() {
         snapshot.goroutines[0].stack,
         vec![0x401000, 0x403000, 0x404000]
     );
-    assert_eq!(
-        snapshot.goroutines[3].wait_reason.as_deref(),
-        Some("")
-    );
+    assert_eq!(snapshot.goroutines[3].wait_reason.as_deref(), Some(""));
     let timers = go.timers().expect("readable");
     assert_eq!(timers.ps, 2);
 }
