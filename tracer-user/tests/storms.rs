@@ -319,3 +319,48 @@ fn go_stacks_that_move_while_read_are_counted_not_fatal() {
         rss_kb(&report)
     );
 }
+
+/// leaktrace's peak RSS bound while tracing a million goroutines. This is what holds today,
+/// not the 300 MiB the issue aims at: every snapshot symbolizes each goroutine into its own
+/// frames (owned strings) and the model keeps a second copy (`latest`), about 5 KiB a
+/// goroutine. README, "Reliability", says how to reach the aim.
+const MILLION_RSS_BOUND_KB: u64 = 6 * 1024 * 1024;
+
+#[test]
+fn a_million_goroutines_growing_while_traced() {
+    require_root();
+    let binary = build_go("grow", "1.27", &[]);
+    let fixture = Lines::start(
+        &binary,
+        &[
+            "-wait", "2s", "-n", "1000000", "-steps", "50", "-over", "5s",
+        ],
+    );
+    let tracer = Tracer::start(fixture.pid(), &["--duration", "12s"]);
+    let (report, _) = tracer.report(Duration::from_secs(900), Instant::now());
+    let go = &report["goroutines"];
+    assert!(go["count_max"].as_u64().unwrap() >= 1_000_000, "{go}");
+    let unreadable = go["unreadable"]
+        .as_u64()
+        .expect("partial reads are counted");
+    let leaks: Vec<&Value> = of_kind(&report, "goroutine_leak")
+        .into_iter()
+        .filter(|c| c["blocking_stack"].to_string().contains("main.leak"))
+        .collect();
+    assert_eq!(leaks.len(), 1, "{:#?}", candidates(&report));
+    let count = leaks[0]["count"].as_u64().unwrap();
+    println!(
+        "million: leak count {count}, unreadable {unreadable}, slowest read {}",
+        report["tracer"]["slowest_goroutine_read"]
+    );
+    // Goroutines that moved or were torn while read are the only ones allowed missing.
+    assert!(
+        count + unreadable >= 1_000_000 && count <= 1_000_000,
+        "the leak's count: {count} (+{unreadable} unreadable)"
+    );
+    assert!(
+        rss_kb(&report) <= MILLION_RSS_BOUND_KB,
+        "peak RSS {} KiB",
+        rss_kb(&report)
+    );
+}
