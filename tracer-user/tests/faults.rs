@@ -167,11 +167,14 @@ fn start_leaktrace(pid: u32) -> (Child, std::sync::mpsc::Receiver<String>) {
     });
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let line = rx
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .expect("leaktrace never said it is tracing");
-        if line.contains("tracing pid") {
-            return (child, rx);
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) if line.contains("tracing pid") => return (child, rx),
+            Ok(_) => {}
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("leaktrace never said it is tracing");
+            }
         }
     }
 }
