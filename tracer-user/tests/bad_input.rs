@@ -101,10 +101,11 @@ proptest! {
     }
 }
 
-/// A small Go program, built once per test process (Go 1.27, with DWARF and symbols).
+/// A small Go program, built once per test process (Go 1.27, with symbols and DWARF left
+/// uncompressed, so that corruptions reach the DWARF parser rather than the decompressor).
 fn go_binary() -> &'static Path {
     static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| build_go("g01_chan_recv", "1.27", &[]))
+    BINARY.get_or_init(|| build_go("g01_chan_recv", "1.27", &["-ldflags=-compressdwarf=false"]))
 }
 
 /// File range of each section worth corrupting in `data`: the ones leaktrace parses.

