@@ -396,3 +396,185 @@ fn a_kernel_missing_optional_tracepoints_is_said_and_the_rest_reported() {
         candidates(&report)
     );
 }
+
+/// A number as the target can make it reach a ring-buffer record: system call arguments and
+/// return values (fds, flags, timer values, futex addresses), tids, times.
+fn target_number() -> impl Strategy<Value = u64> {
+    prop_oneof![
+        0u64..8,
+        Just(u64::MAX),
+        Just(i64::MAX as u64),
+        Just(i64::MIN as u64),
+        Just(u32::MAX as u64),
+        Just(1_000_000_000u64 * 1_000_000_000),
+        any::<u64>(),
+    ]
+}
+
+fn frame() -> impl Strategy<Value = tracer_user::model::Frame> {
+    (any::<u64>(), prop::option::of("[a-z.]{0,8}")).prop_map(|(addr, function)| {
+        tracer_user::model::Frame {
+            function,
+            file: None,
+            line: None,
+            module: None,
+            addr,
+            inlined: false,
+        }
+    })
+}
+
+/// One event as the collector decodes it from a ring-buffer record (or a /proc scan).
+fn kernel_event() -> impl Strategy<Value = tracer_user::model::Event> {
+    use tracer_user::model::epoll::EpollEvent;
+    use tracer_user::model::threads::ThreadEvent;
+    use tracer_user::model::timerfd::{TimerfdEvent, TimerfdState};
+    use tracer_user::model::Event;
+    let n = target_number;
+    let stack = || prop::collection::vec(frame(), 0..3);
+    prop_oneof![
+        (n(), n(), n(), n(), n(), n(), prop::option::of(stack())).prop_map(
+            |(tid, addr, op, start, duration, ret, user_stack)| Event::WaitDone {
+                tid: tid as u32,
+                futex_addr: addr,
+                op: op as u32,
+                start_ns: start,
+                duration_ns: duration,
+                ret: ret as i64,
+                user_stack,
+                kernel_stack: None,
+            }
+        ),
+        (n(), n(), n(), n(), stack()).prop_map(|(at, creator, tid, flags, stack)| {
+            Event::Thread(ThreadEvent::Created {
+                at_ns: at,
+                creator: creator as u32,
+                tid: tid as u32,
+                flags,
+                stack,
+            })
+        }),
+        (n(), n()).prop_map(|(at, tid)| Event::Thread(ThreadEvent::Exited {
+            at_ns: at,
+            tid: tid as u32
+        })),
+        (n(), ".{0,20}").prop_map(|(tid, name)| Event::Thread(ThreadEvent::Renamed {
+            tid: tid as u32,
+            name
+        })),
+        (n(), n(), n(), stack()).prop_map(|(at, tid, epfd, stack)| {
+            Event::Epoll(EpollEvent::Created {
+                at_ns: at,
+                tid: tid as u32,
+                epfd: epfd as i32,
+                stack,
+            })
+        }),
+        (n(), n(), n(), n(), n(), n(), n()).prop_map(|(at, tid, epfd, op, fd, events, ret)| {
+            Event::Epoll(EpollEvent::Ctl {
+                at_ns: at,
+                tid: tid as u32,
+                epfd: epfd as i32,
+                op: op as u32,
+                fd: fd as i32,
+                events: events as u32,
+                ret: ret as i64,
+            })
+        }),
+        (n(), n()).prop_map(|(at, epfd)| Event::Epoll(EpollEvent::Closed {
+            at_ns: at,
+            epfd: epfd as i32
+        })),
+        (n(), n(), n(), n(), stack()).prop_map(|(at, tid, fd, clockid, stack)| {
+            Event::Timerfd(TimerfdEvent::Created {
+                at_ns: at,
+                tid: tid as u32,
+                fd: fd as i32,
+                clockid: clockid as i32,
+                flags: 0,
+                stack,
+            })
+        }),
+        (n(), n(), n(), n(), n(), n(), prop::option::of(n()), n()).prop_map(
+            |(at, tid, fd, flags, value, interval, deadline, ret)| {
+                Event::Timerfd(TimerfdEvent::Set {
+                    at_ns: at,
+                    tid: tid as u32,
+                    fd: fd as i32,
+                    flags: flags as u32,
+                    value_ns: value,
+                    interval_ns: interval,
+                    deadline_ns: deadline,
+                    ret: ret as i64,
+                    stack: Vec::new(),
+                })
+            }
+        ),
+        (n(), n(), n(), n(), n()).prop_map(|(at, tid, fd, ret, expirations)| {
+            Event::Timerfd(TimerfdEvent::Read {
+                at_ns: at,
+                tid: tid as u32,
+                fd: fd as i32,
+                ret: ret as i64,
+                expirations,
+            })
+        }),
+        (n(), n(), n(), n(), n()).prop_map(|(at, fd, ticks, value, interval)| {
+            Event::Timerfd(TimerfdEvent::Existing {
+                at_ns: at,
+                fd: fd as i32,
+                state: TimerfdState {
+                    clockid: 1,
+                    ticks,
+                    it_value_ns: value,
+                    it_interval_ns: interval,
+                },
+            })
+        }),
+        (n(), n()).prop_map(|(at, fd)| Event::Timerfd(TimerfdEvent::Closed {
+            at_ns: at,
+            fd: fd as i32
+        })),
+        n().prop_map(|at| Event::TargetExited { at_ns: at }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(cases(300))]
+
+    /// Whatever the records say (their fields are the target's system call arguments and
+    /// results), the model, the analysis and both report formats never panic.
+    #[test]
+    fn any_event_stream_is_modelled_analysed_and_reported(
+        started in target_number(),
+        events in prop::collection::vec(kernel_event(), 0..40),
+        now in target_number(),
+        min_blocked in target_number(),
+    ) {
+        use tracer_user::model::{Event, Model};
+        use tracer_user::report::{Report, TargetInfo, TracerInfo};
+        let mut model = Model::new();
+        model.apply(&Event::TraceStarted { at_ns: started });
+        for event in &events {
+            model.apply(event);
+        }
+        let analysis = tracer_user::analyze::analyze(&model, now, min_blocked, 20);
+        let report = Report::new(
+            TargetInfo { pid: 1, comm: "fuzz".into(), exe: "/fuzz".into() },
+            TracerInfo {
+                max_rss_kb: 0,
+                probes: Vec::new(),
+                notes: Vec::new(),
+                slowest_goroutine_read: None,
+            },
+            analysis,
+            &model,
+            now.saturating_sub(started),
+            false,
+            min_blocked,
+        );
+        let json = report.to_json();
+        prop_assert!(serde_json::from_str::<Value>(&json).is_ok());
+        let _ = report.to_text();
+    }
+}
