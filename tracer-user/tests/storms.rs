@@ -320,6 +320,28 @@ fn go_stacks_that_move_while_read_are_counted_not_fatal() {
     );
 }
 
+#[test]
+fn a_go_target_that_exits_while_its_goroutines_are_read() {
+    require_root();
+    let binary = build_go("grow", "1.27", &[]);
+    // 200,000 goroutines: one read of them takes seconds in a debug build, so the target is
+    // killed in the middle of one.
+    let mut fixture = Lines::start(
+        &binary,
+        &["-wait", "0s", "-n", "200000", "-steps", "1", "-over", "1ms"],
+    );
+    fixture.expect("GROWN", Duration::from_secs(60));
+    let tracer = Tracer::start(fixture.pid(), &[]);
+    std::thread::sleep(Duration::from_secs(6));
+    let _ = fixture.child.kill();
+    let _ = fixture.child.wait();
+    let (report, _) = tracer.report(Duration::from_secs(300), Instant::now());
+    assert_eq!(report["target_exited"], true);
+    let notes = report["tracer"]["notes"].to_string();
+    println!("notes: {notes}");
+    assert!(report["goroutines"].is_object(), "{notes}");
+}
+
 /// leaktrace's peak RSS bound while tracing a million goroutines. This is what holds today
 /// (4.9-5.6 GiB measured), not the 300 MiB the issue aims at: every snapshot symbolizes each
 /// goroutine into frames of its own (owned strings) and the model keeps a second copy
