@@ -41,3 +41,6 @@ if [ "${LEAKTRACE_SETUP:-all}" = build ]; then
     exit 0
 fi
 bash "$(dirname "${BASH_SOURCE[0]}")/setup-go.sh"
+
+# Tools the fault tests check the kernel's view with (bpftool).
+bash "$(dirname "${BASH_SOURCE[0]}")/setup-tools.sh"

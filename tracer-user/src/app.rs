@@ -61,6 +61,7 @@ pub fn run(cli: Cli) -> Result<()> {
     let (outcome, trace_notes) =
         runtime.block_on(collect::trace(&mut probes, &mut target, &settings))?;
     let mut notes = std::mem::take(&mut probes.notes);
+    notes.extend(crate::target::architecture_note(info.pid));
     notes.extend(trace_notes);
     let attached = std::mem::take(&mut probes.attached);
     // Detach before anything else can go wrong.

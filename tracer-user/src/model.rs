@@ -278,7 +278,7 @@ impl Model {
                 ..
             } => {
                 self.waits_seen += 1;
-                self.note_time(start_ns + duration_ns);
+                self.note_time(start_ns.saturating_add(*duration_ns));
                 let site = self.site_for(*futex_addr, *op);
                 site.waits += 1;
                 site.total_ns = site.total_ns.saturating_add(*duration_ns);

@@ -118,7 +118,7 @@ pub fn futex_wait_state(
         SYS_FUTEX_WAIT => (regs.args[0], futex_op::WAIT, regs.args[4] != 0),
         SYS_FUTEX_WAITV => {
             // struct futex_waitv { u64 val; u64 uaddr; ... }: the first word waited on.
-            let uaddr = memory?.read_u64(regs.args[0] + 8).ok()?;
+            let uaddr = memory?.read_u64(regs.args[0].wrapping_add(8)).ok()?;
             (uaddr, futex_op::WAIT, regs.args[3] != 0)
         }
         _ => return None,

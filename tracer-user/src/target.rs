@@ -177,3 +177,37 @@ fn pipe(flags: libc::c_int) -> Result<[libc::c_int; 2]> {
     }
     Ok(fds)
 }
+
+/// What cannot be traced because of the target's architecture, read from its executable's ELF
+/// header (`/proc/PID/exe`), or None for an x86_64 program (or an unreadable one).
+///
+/// A 32-bit x86 program makes its system calls through the kernel's compat entry
+/// (`int 0x80`/`sysenter`), and the kernel does not run syscall tracepoints for compat calls
+/// (`arch_trace_is_compat_syscall`, kernel/trace/trace_syscalls.c): none of its futex, epoll or
+/// timerfd calls reach the probes.
+pub fn architecture_note(pid: u32) -> Option<String> {
+    use std::io::Read as _;
+    let mut header = [0u8; 20];
+    std::fs::File::open(format!("/proc/{pid}/exe"))
+        .and_then(|mut exe| exe.read_exact(&mut header))
+        .ok()?;
+    if &header[..4] != b"\x7fELF" {
+        return None;
+    }
+    const EM_X86_64: u16 = 62;
+    let class = header[4];
+    let machine = u16::from_le_bytes([header[18], header[19]]);
+    match (class, machine) {
+        (2, EM_X86_64) => None,
+        (1, _) => Some(format!(
+            "PID {pid} is a 32-bit program (ELF machine {machine}): its system calls go through \
+             the kernel's compat entry, which syscall tracepoints do not see, so no futex, epoll, \
+             timerfd or thread-creation event of it is traced; threads blocked at the end are \
+             still read from /proc, without user stacks. leaktrace traces x86_64 programs"
+        )),
+        _ => Some(format!(
+            "PID {pid} is not an x86_64 program (ELF machine {machine}): system call arguments \
+             and stacks are read as x86_64's and may be wrong"
+        )),
+    }
+}

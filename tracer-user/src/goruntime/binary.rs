@@ -5,7 +5,7 @@
 //! Addresses here are link-time addresses (as in the file); the caller adds the load bias.
 use std::collections::HashMap;
 
-use anyhow::{anyhow, Context as _, Result};
+use anyhow::{anyhow, bail, Context as _, Result};
 use gimli::{EndianSlice, LittleEndian};
 use object::{Object as _, ObjectSection as _, ObjectSymbol as _};
 
@@ -72,6 +72,15 @@ pub(crate) fn read(path: &std::path::Path) -> Result<Option<GoBinary>> {
         || elf.section_by_name(".note.go.buildid").is_some();
     if !is_go {
         return Ok(None);
+    }
+    // Everything below (pointer size, register ABI, runtime.g layouts) is amd64's.
+    if elf.architecture() != object::Architecture::X86_64 {
+        bail!(
+            "{} is a Go program built for {:?}; leaktrace reads the Go runtime of x86_64 \
+             (amd64) programs only",
+            path.display(),
+            elf.architecture()
+        );
     }
     let mut symbols = HashMap::new();
     for symbol in elf.symbols() {

@@ -29,6 +29,8 @@ pub mod godebug;
 mod memory;
 pub mod offsets;
 pub mod pclntab;
+#[cfg(test)]
+mod robustness;
 pub mod timers;
 
 use std::path::PathBuf;

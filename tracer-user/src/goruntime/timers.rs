@@ -23,7 +23,7 @@ use super::binary::StructLayout;
 use super::memory::{u32_at, u64_at};
 use super::GoProcess;
 
-/// More timers than this on one P means we read garbage.
+/// More timers than this in all P heaps together means we read garbage.
 const MAX_TIMERS_PER_P: u64 = 50_000_000;
 /// More Ps than this means we read garbage.
 const MAX_PS: u64 = 1 << 16;
@@ -243,17 +243,17 @@ impl GoProcess {
         // Each P's heap slice header.
         let headers: Vec<(u64, usize)> = ps
             .iter()
-            .map(|&p| {
-                if p == 0 {
-                    (0, 0)
-                } else {
-                    (p + layout.p_heap, 16)
-                }
+            .map(|&p| match p.checked_add(layout.p_heap) {
+                // A P pointer that wraps is garbage: read nothing for it.
+                Some(header) if p != 0 => (header, 16),
+                _ => (0, 0),
             })
             .collect();
         let (header_buf, header_at) = self.memory.read_ranges(&headers);
         let mut torn = 0;
         let mut heaps = Vec::with_capacity(ps.len());
+        // All heaps are read into one buffer: their sum is what must stay bounded, not each.
+        let mut entries_total: u64 = 0;
         for (i, at) in header_at.iter().enumerate() {
             let Some(at) = *at else { continue };
             if headers[i].1 == 0 {
@@ -266,10 +266,11 @@ impl GoProcess {
             if count == 0 {
                 continue;
             }
-            if heap == 0 || count > MAX_TIMERS_PER_P {
+            if heap == 0 || count > MAX_TIMERS_PER_P - entries_total {
                 torn += 1;
                 continue;
             }
+            entries_total += count;
             heaps.push((i, heap, (count * layout.entry_size) as usize));
         }
         let heap_ranges: Vec<(u64, usize)> = heaps.iter().map(|&(_, a, l)| (a, l)).collect();

@@ -223,7 +223,12 @@ impl Timerfds {
                             timer.pushed_back += 1;
                         }
                     } else {
-                        timer.fired += 1 + expirations_since(previous, timer.interval_ns, *at_ns);
+                        // Saturating: counts and values are the target's (timerfd_settime
+                        // arguments, read() results); past u64's end means "very many".
+                        timer.fired = timer.fired.saturating_add(
+                            expirations_since(previous, timer.interval_ns, *at_ns)
+                                .saturating_add(1),
+                        );
                     }
                 }
                 if *value_ns == 0 {
@@ -254,14 +259,19 @@ impl Timerfds {
                     return;
                 };
                 timer.reads += 1;
-                timer.expirations_read += expirations;
+                timer.expirations_read = timer.expirations_read.saturating_add(*expirations);
                 if *expirations > 0 {
                     timer.fired = timer.fired.max(timer.expirations_read);
                     // A one-shot timer that fired is disarmed; a periodic one moves on.
                     match (timer.deadline_ns, timer.interval_ns) {
                         (Some(_), 0) => timer.deadline_ns = None,
                         (Some(d), i) => {
-                            timer.deadline_ns = Some(d + i * expirations_since(d, i, *at_ns) + i)
+                            timer.deadline_ns = Some(
+                                d.saturating_add(
+                                    i.saturating_mul(expirations_since(d, i, *at_ns))
+                                        .saturating_add(i),
+                                ),
+                            )
                         }
                         _ => {}
                     }
@@ -275,7 +285,9 @@ impl Timerfds {
                         timer.state = Some(*state);
                         timer.first_ticks.get_or_insert(state.ticks);
                         if state.ticks > 0 {
-                            timer.fired = timer.fired.max(timer.expirations_read + state.ticks);
+                            timer.fired = timer
+                                .fired
+                                .max(timer.expirations_read.saturating_add(state.ticks));
                         }
                     }
                 }

@@ -88,7 +88,10 @@ pub fn parse_timerfd_fdinfo(text: &str) -> Option<TimerfdState> {
     let timespec = |name: &str| -> Option<u64> {
         let inner = field(name)?.trim_start_matches('(').trim_end_matches(')');
         let (sec, nsec) = inner.split_once(',')?;
-        Some(sec.trim().parse::<u64>().ok()? * 1_000_000_000 + nsec.trim().parse::<u64>().ok()?)
+        // Saturating: fdinfo text is the kernel's, but a value past u64 ns is "never" anyway.
+        let sec = sec.trim().parse::<u64>().ok()?;
+        let nsec = nsec.trim().parse::<u64>().ok()?;
+        Some(sec.saturating_mul(1_000_000_000).saturating_add(nsec))
     };
     Some(TimerfdState {
         clockid: field("clockid:")?.parse().ok()?,

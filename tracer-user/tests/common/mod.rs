@@ -314,3 +314,4 @@ pub fn build_go(dir: &str, version: &str, flags: &[&str]) -> PathBuf {
     );
     binary
 }
+pub mod tracefs;
