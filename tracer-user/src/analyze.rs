@@ -3,6 +3,7 @@
 //! A candidate is a group of threads stuck at the same place (or in one wait-for cycle) for at
 //! least the threshold. Healthy activity (waits that completed) never becomes a candidate; it is
 //! summarised per futex word instead.
+pub mod chains;
 pub mod epoll;
 pub mod goroutines;
 pub mod threads;
@@ -88,6 +89,13 @@ pub struct StuckThread {
     pub joining_tid: Option<u32>,
     pub blocking_stack: Vec<Frame>,
     pub kernel_stack: Vec<String>,
+    /// When this thread waits for another (join, lock owner) that is stuck: the chain of waits,
+    /// first link from this thread.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub waits_on: Vec<chains::WaitLink>,
+    /// ... and the stuck thread at its end, with the candidate that explains it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stuck_behind: Option<chains::StuckTarget>,
 }
 
 /// One edge of a wait-for cycle: `tid` waits for the lock at `waits_for`, held by `held_by`.
@@ -196,18 +204,18 @@ pub fn analyze(model: &Model, now_ns: u64, min_blocked_ns: u64, max_sites: usize
         .collect();
 
     // Threads outside cycles, grouped by where they block (same code path = same addresses).
-    // Joining a thread that is not stuck itself is waiting for work to finish, not a leak.
-    let stuck_tids: BTreeSet<u32> = stuck.iter().map(|t| t.tid).collect();
+    // A join waits for another thread: it takes that thread's verdict, once all are known.
     let mut groups: BTreeMap<Vec<u64>, Vec<StuckThread>> = BTreeMap::new();
     let mut blocked_but_healthy = Vec::new();
+    let mut joiners = Vec::new();
+    let all_waiting: BTreeMap<u32, StuckThread> = stuck
+        .iter()
+        .filter(|t| t.waits_for_thread().is_some())
+        .map(|t| (t.tid, t.clone()))
+        .collect();
     for thread in stuck.into_iter().filter(|t| !in_cycle.contains(&t.tid)) {
-        if let Some(joined) = thread.joining_tid.filter(|j| !stuck_tids.contains(j)) {
-            blocked_but_healthy.push(BlockedButHealthy {
-                tid: thread.tid,
-                name: thread.name,
-                blocked_ns: thread.blocked_ns,
-                why: format!("joining thread {joined}, which is not stuck"),
-            });
+        if thread.owner_tid.is_none() && thread.joining_tid.is_some() {
+            joiners.push(thread);
             continue;
         }
         if is_go_scheduler_thread(&thread.blocking_stack) {
@@ -230,9 +238,73 @@ pub fn analyze(model: &Model, now_ns: u64, min_blocked_ns: u64, max_sites: usize
             .map(|threads| wait_candidate(model, threads, end_ns, min_blocked_ns)),
     );
     let (thread_leaks, leaked_tids) = threads::candidates(model, end_ns);
+    let (epoll_candidates, idle_loops) = epoll::candidates(model, end_ns, min_blocked_ns);
+    let stuck_targets = chains::stuck_threads(
+        &candidates
+            .iter()
+            .chain(&thread_leaks)
+            .chain(&epoll_candidates)
+            .collect::<Vec<_>>(),
+        &leaked_tids,
+    );
+    let waiting: BTreeMap<u32, &StuckThread> = all_waiting.iter().map(|(&k, v)| (k, v)).collect();
+    // A lock waiter is a candidate on its own evidence; when the owner is stuck, it says behind
+    // whom.
+    for candidate in candidates
+        .iter_mut()
+        .filter(|c| c.kind == CandidateKind::FutexWait)
+    {
+        let mut chain_reason = None;
+        for thread in candidate
+            .threads
+            .iter_mut()
+            .filter(|t| t.owner_tid.is_some())
+        {
+            if let Some(chains::Resolution::Stuck(links, target)) =
+                chains::resolve(thread, &waiting, &stuck_targets)
+            {
+                chain_reason.get_or_insert_with(|| {
+                    format!(
+                        "waiting for a lock held by thread {}, which is stuck itself: {}",
+                        links[0].waits_for,
+                        chains::describe(&links, &target)
+                    )
+                });
+                thread.waits_on = links;
+                thread.stuck_behind = Some(target);
+            }
+        }
+        if let Some(reason) = chain_reason {
+            candidate.reasons.insert(0, reason);
+        }
+    }
+    let mut chained: BTreeMap<Vec<u64>, Vec<StuckThread>> = BTreeMap::new();
+    for mut thread in joiners {
+        match chains::resolve(&thread, &waiting, &stuck_targets) {
+            Some(chains::Resolution::Stuck(links, target)) => {
+                thread.waits_on = links;
+                thread.stuck_behind = Some(target);
+                let key = thread.blocking_stack.iter().map(|f| f.addr).collect();
+                chained.entry(key).or_default().push(thread);
+            }
+            _ => blocked_but_healthy.push(BlockedButHealthy {
+                tid: thread.tid,
+                name: thread.name,
+                blocked_ns: thread.blocked_ns,
+                why: format!(
+                    "joining thread {}, which is not stuck",
+                    thread.joining_tid.unwrap_or_default()
+                ),
+            }),
+        }
+    }
+    candidates.extend(
+        chained
+            .into_values()
+            .map(|threads| wait_candidate(model, threads, end_ns, min_blocked_ns)),
+    );
     fold_into_thread_leaks(&mut candidates, &leaked_tids);
     candidates.extend(thread_leaks);
-    let (epoll_candidates, idle_loops) = epoll::candidates(model, end_ns, min_blocked_ns);
     candidates.extend(epoll_candidates);
     blocked_but_healthy.extend(idle_loops);
     candidates.extend(timerfd::candidates(model, end_ns, min_blocked_ns));
@@ -276,6 +348,8 @@ fn stuck_thread(thread: &BlockedThread, blocked_ns: u64, at_least: bool) -> Stuc
         joining_tid: thread.joining_tid,
         blocking_stack: thread.user_stack.clone(),
         kernel_stack: thread.kernel_stack.clone(),
+        waits_on: Vec::new(),
+        stuck_behind: None,
     }
 }
 
@@ -404,8 +478,13 @@ fn wait_candidate(
 
     let mut score = SCORE_BLOCKED;
     let mut reasons = Vec::new();
-    if let Some(joined) = threads.iter().find_map(|t| t.joining_tid) {
-        reasons.push(format!("joining thread {joined}, which is stuck itself"));
+    if let Some(thread) = threads.iter().find(|t| t.owner_tid.is_none()) {
+        if let (Some(joined), Some(target)) = (thread.joining_tid, &thread.stuck_behind) {
+            reasons.push(format!(
+                "joining thread {joined}, which is stuck itself: {}",
+                chains::describe(&thread.waits_on, target)
+            ));
+        }
     }
     reasons.push(format!(
         "{} thread(s) blocked in futex wait for {} or more (threshold {})",
@@ -445,7 +524,16 @@ fn wait_candidate(
     Candidate {
         kind: CandidateKind::FutexWait,
         count: threads.len(),
-        summary: format!("{} thread(s) stuck in futex wait in {site}", threads.len()),
+        summary: format!(
+            "{} thread(s) stuck in futex wait in {site}{}",
+            threads.len(),
+            threads
+                .first()
+                .filter(|t| t.stuck_behind.is_some() && t.owner_tid.is_none())
+                .and_then(|t| t.joining_tid)
+                .map(|joined| format!(", joining stuck thread {joined}"))
+                .unwrap_or_default()
+        ),
         score,
         reasons,
         blocking_stack: threads

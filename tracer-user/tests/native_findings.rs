@@ -6,6 +6,7 @@ mod common;
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -18,8 +19,13 @@ static SERIAL: Mutex<()> = Mutex::new(());
 /// Compiles `tests/fixtures/NAME.c` at `-O{level}` with frame pointers (how the field cases
 /// were built): -O0 keeps every function, -O2 inlines the helper into main.
 fn build_c_at(name: &str, level: u32) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("{name}-O{level}-{}", std::process::id()));
+    // Tests run in parallel: each build gets its own directory.
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        "{name}-O{level}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
     std::fs::create_dir_all(&dir).expect("create a build directory");
     let binary = dir.join(name);
     let output = Command::new("gcc")
@@ -113,4 +119,68 @@ fn timerfd_stacks_start_at_the_helper_that_made_the_call_at_o2() {
     let c = timerfd_helper(2);
     assert_stacks_reach_the_helper(&c);
     assert_one_leak_with_its_past(&c);
+}
+
+/// Item 3: B joins A, A waits forever in epoll_wait on a set nothing can wake: B is stuck
+/// because A is, and the report shows the chain B → A → the epoll candidate.
+#[test]
+fn a_join_on_a_thread_stuck_in_epoll_wait_is_stuck_with_the_chain() {
+    let report = trace(
+        &build_c_at("join_epoll", 1),
+        &[],
+        Duration::from_millis(1500),
+        "3s",
+    );
+    let loops = of_kind(&report, "epoll_wait");
+    assert_eq!(loops.len(), 1, "{report:#}");
+    let loop_tid = loops[0]["epoll"]["loops"][0]["tid"].as_u64().unwrap();
+    let joins = of_kind(&report, "futex_wait");
+    assert_eq!(joins.len(), 1, "the joiner is stuck: {report:#}");
+    let joiner = &joins[0]["threads"][0];
+    assert_eq!(joiner["joining_tid"].as_u64(), Some(loop_tid), "{joiner:#}");
+    assert_eq!(joiner["waits_on"][0]["relation"], "joins", "{joiner:#}");
+    assert_eq!(joiner["waits_on"][0]["waits_for"].as_u64(), Some(loop_tid));
+    assert_eq!(joiner["stuck_behind"]["tid"].as_u64(), Some(loop_tid));
+    assert_eq!(joiner["stuck_behind"]["kind"], "epoll_wait", "{joiner:#}");
+    assert!(
+        joins[0]["reasons"][0]
+            .as_str()
+            .is_some_and(|r| r.contains("which is stuck itself") && r.contains("epoll_wait")),
+        "{:#}",
+        joins[0]
+    );
+    let file = "join_epoll.c";
+    assert_frame_at(
+        &joins[0]["blocking_stack"],
+        "wait_for_loop",
+        file,
+        line_of(file, "/* joiner blocks here */"),
+    );
+    let healthy = report["blocked_but_healthy"].as_array().unwrap();
+    assert!(
+        healthy
+            .iter()
+            .all(|h| !h["why"].as_str().unwrap_or("").contains("joining")),
+        "{report:#}"
+    );
+}
+
+/// Item 3's fixed twin: the event loop gets an event every 50 ms, so the join waits on a thread
+/// that works: blocked but healthy, no candidate.
+#[test]
+fn a_join_on_a_working_event_loop_is_healthy() {
+    let report = trace(
+        &build_c_at("join_epoll", 1),
+        &["healthy"],
+        Duration::from_millis(1500),
+        "3s",
+    );
+    assert_eq!(candidates(&report).len(), 0, "{report:#}");
+    let healthy = report["blocked_but_healthy"].as_array().unwrap();
+    assert!(
+        healthy.iter().any(|h| h["why"]
+            .as_str()
+            .is_some_and(|w| w.contains("joining thread") && w.contains("not stuck"))),
+        "{report:#}"
+    );
 }
