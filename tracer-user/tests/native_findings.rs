@@ -4,7 +4,7 @@
 //! attach is described as such (4). Real fixtures, the real binary, real probes.
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
@@ -49,7 +49,7 @@ fn build_c_at(name: &str, level: u32) -> PathBuf {
 }
 
 /// Starts `binary` with `args`, lets it run `settle`, and traces it for `duration`.
-fn trace(binary: &PathBuf, args: &[&str], settle: Duration, duration: &str) -> Value {
+fn trace(binary: &Path, args: &[&str], settle: Duration, duration: &str) -> Value {
     require_root();
     let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let fixture = Fixture::start(binary, args);

@@ -107,7 +107,6 @@ fn ends_like(timers: &[&Timer], idle: &Timer) -> bool {
 pub fn candidates(model: &Model, end_ns: u64, min_blocked_ns: u64) -> Vec<Candidate> {
     let t = &model.timerfds;
     let started = model.started_ns.unwrap_or(end_ns);
-    let trace_s = (end_ns.saturating_sub(started) as f64 / 1e9).max(1e-3);
     let mut out = Vec::new();
     // Timerfds open since before the trace, disarmed then and unused since: what they were is
     // unknown ("never armed" would be a guess, and a wrong one for a leak of fired timers), so
@@ -162,9 +161,7 @@ pub fn candidates(model: &Model, end_ns: u64, min_blocked_ns: u64) -> Vec<Candid
             (TimerfdPattern::NeverArmed, never_armed),
         ] {
             if !group.is_empty() {
-                out.push(candidate(
-                    model, site_id, site, pattern, &group, 0, end_ns, trace_s,
-                ));
+                out.push(candidate(model, site_id, site, pattern, &group, 0, end_ns));
             }
         }
     }
@@ -189,7 +186,6 @@ pub fn candidates(model: &Model, end_ns: u64, min_blocked_ns: u64) -> Vec<Candid
             &timers,
             before,
             end_ns,
-            trace_s,
         ));
     }
     if !idle_taken && idle.len() as u64 >= MIN_LEAKED {
@@ -201,7 +197,6 @@ pub fn candidates(model: &Model, end_ns: u64, min_blocked_ns: u64) -> Vec<Candid
             &idle,
             idle.len(),
             end_ns,
-            trace_s,
         ));
     }
     out
@@ -215,9 +210,9 @@ fn candidate(
     timers: &[&Timer],
     open_before_trace: usize,
     end_ns: u64,
-    trace_s: f64,
 ) -> Candidate {
     let started = model.started_ns.unwrap_or(end_ns);
+    let trace_s = (end_ns.saturating_sub(started) as f64 / 1e9).max(1e-3);
     let creation_known = site_id != 0;
     let mut histogram = new_histogram(3);
     let mut max = 0;
