@@ -149,12 +149,15 @@ pub struct WaitSiteSummary {
 }
 
 /// A thread blocked past the threshold that is not a leak candidate, and why: shown, not dropped.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct BlockedButHealthy {
     pub tid: u32,
     pub name: String,
     pub blocked_ns: u64,
     pub why: String,
+    /// Where it waits, innermost first, when its stack was taken.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub user_stack: Vec<Frame>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -226,6 +229,7 @@ pub fn analyze(model: &Model, now_ns: u64, min_blocked_ns: u64, max_sites: usize
                 why: "a Go runtime thread parked by the scheduler while it has nothing to run \
                       (goroutines are analysed on their own)"
                     .to_string(),
+                user_stack: thread.blocking_stack,
             });
             continue;
         }
@@ -295,6 +299,7 @@ pub fn analyze(model: &Model, now_ns: u64, min_blocked_ns: u64, max_sites: usize
                     "joining thread {}, which is not stuck",
                     thread.joining_tid.unwrap_or_default()
                 ),
+                user_stack: thread.blocking_stack,
             }),
         }
     }
@@ -576,23 +581,47 @@ fn fold_into_thread_leaks(candidates: &mut Vec<Candidate>, leaked: &BTreeSet<u32
     });
 }
 
-/// A thread the Go scheduler parked because it has nothing to run: an idle M sleeps on its note
-/// in `runtime.futex`, and the network poller waits in `runtime.netpoll`'s epoll wait. Go code
-/// never blocks a thread in either for its own reasons (a parked goroutine holds no thread), so
-/// these are healthy whatever frames lie beyond (the unwinder may run on into the stack of the
-/// goroutine that last ran there). Goroutine leaks are analysed on their own.
+/// A thread the Go runtime parked for its own reasons: an idle M sleeping on its note
+/// (`runtime.stopm` → `mPark` → `notesleep` → `futex`), the network poller in
+/// `runtime.netpoll`'s epoll wait (from `findRunnable`), `sysmon` or the template thread between
+/// rounds. Go code never blocks a thread in these for its own reasons (a parked goroutine holds
+/// no thread), so they are healthy; goroutine leaks are analysed on their own.
+///
+/// The wait is the runtime's when every named frame from the innermost one up to a scheduler
+/// function is runtime code, wherever in the stack that function is (Go 1.22 calls the poller's
+/// syscall `runtime/internal/syscall.Syscall6`, 1.23+ `internal/runtime/syscall/linux.Syscall6`,
+/// with one or two `EpollWait` frames between; runtime/proc.go, runtime/netpoll_epoll.go).
+/// `runtime.futex` innermost is always the runtime's (`sync` blocks goroutines, not threads).
 pub fn is_go_scheduler_thread(stack: &[Frame]) -> bool {
-    let mut named = stack.iter().filter_map(|f| f.function.as_deref());
-    let Some(innermost) = named.next() else {
-        return false;
+    const SCHEDULER: &[&str] = &[
+        "runtime.netpoll",
+        "runtime.findRunnable",
+        "runtime.findrunnable",
+        "runtime.stopm",
+        "runtime.mPark",
+        "runtime.sysmon",
+        "runtime.templateThread",
+        "runtime.notesleep",
+        "runtime.notetsleep",
+    ];
+    let is_runtime = |f: &str| {
+        f.starts_with("runtime.")
+            || f.starts_with("runtime/internal/")
+            || f.starts_with("internal/runtime/")
     };
-    innermost == "runtime.futex"
-        || ((innermost.starts_with("internal/runtime/syscall")
-            || innermost.starts_with("runtime."))
-            && stack
-                .iter()
-                .take(4)
-                .any(|f| f.function.as_deref() == Some("runtime.netpoll")))
+    let mut named = stack.iter().filter_map(|f| f.function.as_deref());
+    if named.clone().next() == Some("runtime.futex") {
+        return true;
+    }
+    for function in named.by_ref() {
+        if SCHEDULER.contains(&function) {
+            return true;
+        }
+        if !is_runtime(function) {
+            return false;
+        }
+    }
+    false
 }
 
 /// The first frame that is not in the C library or a runtime: where the program's own code

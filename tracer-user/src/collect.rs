@@ -279,11 +279,16 @@ impl Collector<'_> {
                 self.timer_key_is_arg = go.timer_start_key_is_arg();
                 // Stripped binaries: blazesym finds no symbols; .gopclntab still names frames.
                 match go.line_table() {
-                    Some(table) => self.symbolizer.set_go_line_table(
-                        table,
-                        go.load_bias(),
-                        go.exe().to_string_lossy().into_owned(),
-                    ),
+                    Some(table) => {
+                        if let Some(unwinder) = self.unwinder.as_mut() {
+                            unwinder.set_go_line_table(table.clone(), go.load_bias());
+                        }
+                        self.symbolizer.set_go_line_table(
+                            table,
+                            go.load_bias(),
+                            go.exe().to_string_lossy().into_owned(),
+                        )
+                    }
                     None => self.notes.push(
                         "the Go executable's .gopclntab is unreadable: frames without symbols stay unnamed"
                             .into(),

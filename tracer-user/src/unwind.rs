@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use ::procfs::process::{MMPermissions, MMapPath, MemoryMap, Process};
 use anyhow::{anyhow, Context as _, Result};
@@ -19,6 +20,8 @@ use gimli::{
     UnwindSection as _, X86_64,
 };
 use object::{Object as _, ObjectSection as _, ObjectSegment as _};
+
+use crate::goruntime::pclntab::{GoFrameLayout, LineTable};
 
 /// How far above the stack pointer to look for a saved frame pointer: deeper than the locals of
 /// any sane frame, shallow enough that a miss costs one small read.
@@ -75,6 +78,9 @@ pub struct RemoteUnwinder {
     /// word, words). Stack reads are then served from it only, never from the live stack, which
     /// has moved on since.
     captured: Option<(u64, Vec<u64>)>,
+    /// The Go executable's line table and load bias: Go code has no .eh_frame, and its own
+    /// traceback unwinds with the table's SP deltas instead.
+    go: Option<(Arc<LineTable>, u64)>,
 }
 
 impl RemoteUnwinder {
@@ -90,6 +96,46 @@ impl RemoteUnwinder {
             modules: HashMap::new(),
             ctx: UnwindContext::new(),
             captured: None,
+            go: None,
+        })
+    }
+
+    /// Unwinds the frames of the Go executable as the Go runtime's traceback does
+    /// (runtime/traceback.go): the return address is at SP + the `pcsp` table's value for the pc,
+    /// which holds in assembly functions without frame pointers (`Syscall6`) as well, and the walk
+    /// ends at a top frame or one that writes SP (`mcall`, `systemstack`), past which the memory
+    /// above SP belongs to another stack. `load_bias`: run-time minus link address.
+    pub fn set_go_line_table(&mut self, table: Arc<LineTable>, load_bias: u64) {
+        self.go = Some((table, load_bias));
+    }
+
+    /// The Go frame layout at `pc` (a run-time address), when it is Go code.
+    fn go_layout(&self, pc: u64) -> Option<GoFrameLayout> {
+        let (table, bias) = self.go.as_ref()?;
+        let link = pc.checked_sub(*bias)?;
+        if !table.text_range().contains(&link) {
+            return None;
+        }
+        table.frame_layout(link)
+    }
+
+    fn go_step(&self, regs: &Regs, layout: GoFrameLayout) -> Option<Regs> {
+        if layout.last {
+            return None;
+        }
+        let ra_at = regs.sp.checked_add(u64::from(layout.sp_delta))?;
+        let ra = self.read_u64(ra_at)?;
+        // A Go frame that has one saves the caller's rbp right below its return address; it
+        // matters only when the walk leaves Go code (cgo, the C library).
+        let fp = if layout.sp_delta >= 8 {
+            self.read_u64(ra_at - 8)
+        } else {
+            regs.fp
+        };
+        Some(Regs {
+            pc: ra,
+            sp: ra_at.checked_add(8)?,
+            fp,
         })
     }
 
@@ -212,6 +258,9 @@ impl RemoteUnwinder {
         } else {
             regs.pc.checked_sub(1)?
         };
+        if let Some(layout) = self.go_layout(lookup_pc) {
+            return self.go_step(regs, layout);
+        }
         match self.cfi_row(lookup_pc) {
             Some(row) => self.cfi_step(regs, &row),
             None => self.heuristic_step(regs, innermost),

@@ -184,3 +184,44 @@ fn a_join_on_a_working_event_loop_is_healthy() {
         "{report:#}"
     );
 }
+
+/// Item 9: an idle Go program (its burst of work over, a control pipe nobody writes yet, no
+/// listening socket) traced 10 s: no candidate, and the runtime's network poller is a healthy
+/// wait whose stack, unwound with .gopclntab's SP deltas, reaches runtime.netpoll and
+/// findRunnable through the frameless assembly syscall stub.
+fn an_idle_go_program_has_no_candidate(go_version: &str) {
+    let binary = build_go("idle_server", go_version, &[]);
+    let report = trace(&binary, &["pipe"], Duration::from_millis(1000), "10s");
+    assert_eq!(candidates(&report).len(), 0, "{report:#}");
+    let healthy = report["blocked_but_healthy"].as_array().unwrap();
+    let poller = healthy
+        .iter()
+        .find(|h| {
+            h["why"]
+                .as_str()
+                .is_some_and(|w| w.contains("network poller"))
+        })
+        .unwrap_or_else(|| panic!("no poller among the healthy waits: {report:#}"));
+    let stack = functions(&poller["user_stack"]);
+    assert!(stack[0].ends_with("Syscall6"), "{stack:?}");
+    for function in [
+        "runtime.netpoll",
+        "runtime.findRunnable",
+        "runtime.schedule",
+    ] {
+        assert!(
+            stack.iter().any(|f| f == function),
+            "{function} in {stack:?}"
+        );
+    }
+}
+
+#[test]
+fn an_idle_go_1_27_program_has_no_candidate_and_a_healthy_poller() {
+    an_idle_go_program_has_no_candidate("1.27");
+}
+
+#[test]
+fn an_idle_go_1_22_program_has_no_candidate_and_a_healthy_poller() {
+    an_idle_go_program_has_no_candidate("1.22");
+}

@@ -75,25 +75,39 @@ pub fn candidates(
                     "the Go runtime's network poller, idle in {} on epoll fd {}",
                     waiter.syscall, waiter.epfd
                 ),
+                user_stack: waiter.user_stack.clone(),
             });
             continue;
         }
         let listening = waiter.fds.iter().any(|f| f.listening);
         let all_dead = !waiter.fds.is_empty() && waiter.fds.iter().all(|f| f.dead_end.is_some());
         let any_socket = waiter.fds.iter().any(|f| f.kind == "socket");
-        let evidence = waiter.fds.is_empty() || all_dead || !any_socket;
+        // A wait with a timeout wakes up by itself: only a set that nothing can ever make ready
+        // (empty, or every fd a dead end) shows it stuck, waking for nothing.
+        let evidence =
+            waiter.fds.is_empty() || all_dead || (!any_socket && waiter.timeout_ns.is_none());
         if (listening && !waiter.fds.is_empty()) || !evidence {
             healthy.push(BlockedButHealthy {
                 tid: waiter.tid,
                 name: waiter.name.clone(),
                 blocked_ns,
-                why: format!(
-                    "idle event loop in {} on epoll fd {} watching {} ({}): waiting for clients is normal",
-                    waiter.syscall,
-                    waiter.epfd,
-                    waiter.fds.len(),
-                    if listening { "a listening socket" } else { "sockets" }
-                ),
+                why: match waiter.timeout_ns {
+                    Some(timeout) if !listening && !any_socket => format!(
+                        "event loop in {} on epoll fd {} watching {} fd(s) that can still fire, with a timeout of {}: it wakes up by itself",
+                        waiter.syscall,
+                        waiter.epfd,
+                        waiter.fds.len(),
+                        human_ns(timeout)
+                    ),
+                    _ => format!(
+                        "idle event loop in {} on epoll fd {} watching {} ({}): waiting for clients is normal",
+                        waiter.syscall,
+                        waiter.epfd,
+                        waiter.fds.len(),
+                        if listening { "a listening socket" } else { "sockets" }
+                    ),
+                },
+                user_stack: waiter.user_stack.clone(),
             });
             continue;
         }
@@ -144,7 +158,10 @@ fn candidate(model: &Model, members: Vec<(EpollLoop, &EpollWaiter)>, trace_ns: u
             score += 10.0;
             reasons.push("no timeout: only an event can end the wait".to_string());
         }
-        Some(t) => reasons.push(format!("timeout {} (it wakes up by itself)", human_ns(t))),
+        Some(t) => reasons.push(format!(
+            "timeout {}: it wakes up by itself, but to a set that cannot fire (below)",
+            human_ns(t)
+        )),
     }
     if first.fds.is_empty() {
         score += 30.0;
@@ -185,9 +202,16 @@ fn candidate(model: &Model, members: Vec<(EpollLoop, &EpollWaiter)>, trace_ns: u
         kind: CandidateKind::EpollWait,
         count: members.len(),
         summary: format!(
-            "{} event loop(s) in {} never woken in {site} (epoll fd {}, {} fd(s): {})",
+            "{} event loop(s) in {} {} in {site} (epoll fd {}, {} fd(s): {})",
             members.len(),
             first.syscall,
+            match first.timeout_ns {
+                None => "never woken".to_string(),
+                Some(t) => format!(
+                    "woken only by its {} timeout, on a set nothing can make ready",
+                    human_ns(t)
+                ),
+            },
             first.epfd,
             first.fds.len(),
             first
