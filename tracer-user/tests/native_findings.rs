@@ -225,3 +225,27 @@ fn an_idle_go_1_27_program_has_no_candidate_and_a_healthy_poller() {
 fn an_idle_go_1_22_program_has_no_candidate_and_a_healthy_poller() {
     an_idle_go_program_has_no_candidate("1.22");
 }
+
+/// Item 1 for futex waits: the stack taken in the kernel when a long wait ends starts inside
+/// glibc's futex code (no frame pointers): it must still reach the helper at the line of the wait
+/// and its caller (before: the innermost glibc frame only).
+#[test]
+fn a_long_futex_wait_stack_reaches_the_code_that_waited() {
+    let report = trace(
+        &build_c_at("timed_wait", 2),
+        &[],
+        Duration::from_millis(500),
+        "2s",
+    );
+    assert_eq!(candidates(&report).len(), 0, "{report:#}");
+    let site = report["wait_sites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["longest_wait_stack"].is_array())
+        .unwrap_or_else(|| panic!("no wait site with a stack: {report:#}"));
+    let stack = &site["longest_wait_stack"];
+    let file = "timed_wait.c";
+    assert_frame_at(stack, "wait_a_bit", file, line_of(file, "/* timed wait */"));
+    assert_frame_at(stack, "main", file, line_of(file, "/* helper call */"));
+}
