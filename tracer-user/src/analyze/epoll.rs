@@ -262,6 +262,18 @@ mod tests {
     }
 
     fn run(fds: Vec<WatchedFd>) -> (Vec<Candidate>, Vec<BlockedButHealthy>) {
+        run_with(
+            fds,
+            None,
+            vec![frame("__epoll_wait"), frame("run_event_loop")],
+        )
+    }
+
+    fn run_with(
+        fds: Vec<WatchedFd>,
+        timeout_ns: Option<u64>,
+        user_stack: Vec<Frame>,
+    ) -> (Vec<Candidate>, Vec<BlockedButHealthy>) {
         let mut model = Model::new();
         model.apply(&Event::TraceStarted { at_ns: 0 });
         model.apply(&Event::Epoll(EpollEvent::Waiting {
@@ -271,9 +283,9 @@ mod tests {
                 name: "loop".into(),
                 epfd: 3,
                 syscall: "epoll_wait".into(),
-                timeout_ns: None,
+                timeout_ns,
                 since: BlockedSince::BeforeTrace,
-                user_stack: vec![frame("__epoll_wait"), frame("run_event_loop")],
+                user_stack,
                 fds,
             }],
         }));
@@ -291,5 +303,53 @@ mod tests {
         let (server, healthy) = run(vec![fd("socket", false, true)]);
         assert!(server.is_empty());
         assert_eq!(healthy.len(), 1);
+    }
+
+    #[test]
+    fn a_wait_with_a_timeout_is_never_woken_only_on_a_set_that_cannot_fire() {
+        let stack = || vec![frame("__epoll_wait"), frame("run_event_loop")];
+        // A pipe another thread of the process may write: it wakes by itself, healthy.
+        let (none, healthy) = run_with(vec![fd("pipe", false, false)], Some(60 * S), stack());
+        assert!(none.is_empty(), "{none:#?}");
+        assert!(healthy[0].why.contains("wakes up by itself"));
+        // Every fd a dead end: stuck, and the summary says why despite the timeout.
+        let (dead, _) = run_with(vec![fd("pipe", true, false)], Some(60 * S), stack());
+        assert_eq!(dead.len(), 1);
+        assert!(
+            !dead[0].summary.contains("never woken"),
+            "{}",
+            dead[0].summary
+        );
+        assert!(dead[0].summary.contains("nothing can make ready"));
+    }
+
+    #[test]
+    fn the_go_poller_is_healthy_wherever_netpoll_is_in_its_stack() {
+        // Go 1.22 names the stub runtime/internal/syscall, 1.23+ internal/runtime/syscall; both
+        // reach runtime.netpoll through one or two EpollWait frames.
+        for stub in [
+            "runtime/internal/syscall.Syscall6",
+            "internal/runtime/syscall/linux.Syscall6",
+        ] {
+            let stack = vec![
+                frame(stub),
+                frame("internal/runtime/syscall/linux.EpollWait"),
+                frame("runtime/internal/syscall.EpollWait"),
+                frame("runtime.netpoll"),
+                frame("runtime.findRunnable"),
+            ];
+            let (none, healthy) = run_with(vec![fd("pipe", false, false)], None, stack);
+            assert!(none.is_empty(), "{stub}: {none:#?}");
+            assert!(healthy[0].why.contains("network poller"), "{stub}");
+        }
+        // A program's own loop through the same stub is not the runtime's.
+        let own = vec![
+            frame("runtime/internal/syscall.Syscall6"),
+            frame("syscall.EpollWait"),
+            frame("main.loop"),
+            frame("runtime.netpoll"),
+        ];
+        let (stuck, _) = run_with(vec![fd("pipe", true, false)], None, own);
+        assert_eq!(stuck.len(), 1);
     }
 }
