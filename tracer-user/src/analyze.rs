@@ -243,7 +243,8 @@ pub fn analyze(model: &Model, now_ns: u64, min_blocked_ns: u64, max_sites: usize
     );
     let (thread_leaks, leaked_tids) = threads::candidates(model, end_ns);
     let (epoll_candidates, idle_loops) = epoll::candidates(model, end_ns, min_blocked_ns);
-    let stuck_targets = chains::stuck_threads(
+    let timerfd_candidates = timerfd::candidates(model, end_ns, min_blocked_ns);
+    let mut stuck_targets = chains::stuck_threads(
         &candidates
             .iter()
             .chain(&thread_leaks)
@@ -251,6 +252,7 @@ pub fn analyze(model: &Model, now_ns: u64, min_blocked_ns: u64, max_sites: usize
             .collect::<Vec<_>>(),
         &leaked_tids,
     );
+    chains::add_timerfd_readers(&mut stuck_targets, &timerfd_candidates, model);
     let waiting: BTreeMap<u32, &StuckThread> = all_waiting.iter().map(|(&k, v)| (k, v)).collect();
     // A lock waiter is a candidate on its own evidence; when the owner is stuck, it says behind
     // whom.
@@ -312,7 +314,7 @@ pub fn analyze(model: &Model, now_ns: u64, min_blocked_ns: u64, max_sites: usize
     candidates.extend(thread_leaks);
     candidates.extend(epoll_candidates);
     blocked_but_healthy.extend(idle_loops);
-    candidates.extend(timerfd::candidates(model, end_ns, min_blocked_ns));
+    candidates.extend(timerfd_candidates);
     let (mut goroutine_candidates, goroutines) = goroutines::analyze(
         &model.goroutines,
         model.started_ns.unwrap_or(end_ns),

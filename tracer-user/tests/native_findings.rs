@@ -249,3 +249,26 @@ fn a_long_futex_wait_stack_reaches_the_code_that_waited() {
     assert_frame_at(stack, "wait_a_bit", file, line_of(file, "/* timed wait */"));
     assert_frame_at(stack, "main", file, line_of(file, "/* helper call */"));
 }
+
+/// Item 3, another kind of stuck: B joins A, A reads a timerfd nobody ever armed (created during
+/// the trace). B takes the timerfd candidate's verdict.
+#[test]
+fn a_join_on_a_thread_reading_a_never_armed_timerfd_is_stuck() {
+    let report = trace(
+        &build_c_at("join_epoll", 1),
+        &["timerfd"],
+        Duration::from_millis(0),
+        "4s",
+    );
+    let timers = of_kind(&report, "timerfd");
+    assert_eq!(timers.len(), 1, "{report:#}");
+    assert_eq!(timers[0]["timerfd"]["pattern"], "never_armed", "{report:#}");
+    let joins = of_kind(&report, "futex_wait");
+    assert_eq!(joins.len(), 1, "the joiner is stuck: {report:#}");
+    let joiner = &joins[0]["threads"][0];
+    assert_eq!(joiner["stuck_behind"]["kind"], "timerfd", "{joiner:#}");
+    assert_eq!(
+        joiner["stuck_behind"]["tid"], joiner["joining_tid"],
+        "{joiner:#}"
+    );
+}

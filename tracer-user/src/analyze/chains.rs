@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 
 use super::{Candidate, CandidateDetail, CandidateKind, StuckThread};
+use crate::model::Model;
 
 /// How a thread waits for another.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -74,6 +75,38 @@ pub fn stuck_threads(
         }
     }
     stuck
+}
+
+/// Threads blocked in `read` on a timerfd of a timerfd candidate (never armed, never firing,
+/// leaked): such a read can only end when the timer fires, so the candidate explains them too.
+/// From the last thread snapshot (/proc/PID/task/TID/syscall: `read`, first argument the fd).
+pub fn add_timerfd_readers(
+    stuck: &mut BTreeMap<u32, StuckTarget>,
+    timerfd_candidates: &[Candidate],
+    model: &Model,
+) {
+    for candidate in timerfd_candidates {
+        let Some(CandidateDetail::Timerfd(detail)) = &candidate.detail else {
+            continue;
+        };
+        for thread in &model.threads.snapshot {
+            let reads_it = thread.state == "read"
+                && thread
+                    .args
+                    .first()
+                    .is_some_and(|&fd| detail.timers.iter().any(|t| i64::from(t.fd) == fd as i64));
+            if reads_it {
+                stuck.entry(thread.tid).or_insert_with(|| StuckTarget {
+                    tid: thread.tid,
+                    kind: candidate.kind,
+                    summary: format!(
+                        "blocked in read on timerfd {}: {}",
+                        thread.args[0], candidate.summary
+                    ),
+                });
+            }
+        }
+    }
 }
 
 fn link(thread: &StuckThread) -> Option<WaitLink> {
