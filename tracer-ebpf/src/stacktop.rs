@@ -70,20 +70,31 @@ pub fn send(stack_id: i32) {
         (*top).sp = sp;
         (*top).bp = bp;
         let words = (*top).words.as_mut_ptr();
-        let mut chunk = 0;
-        let mut ok = true;
-        while chunk < STACK_TOP_WORDS / STACK_TOP_CHUNK_WORDS {
-            let offset = chunk * STACK_TOP_CHUNK_WORDS;
-            let dst = words.add(offset).cast::<c_void>();
-            let src = (sp as usize + offset * 8) as *const c_void;
-            let size = (STACK_TOP_CHUNK_WORDS * 8) as u32;
-            // A failed read zeroes its destination: past the end of the stack mapping the rest
-            // stays zero, and only the chunks before the first failure count.
-            ok &= bpf_probe_read_user(dst, size, src) == 0;
-            if ok {
-                words_read += STACK_TOP_CHUNK_WORDS as u32;
+        // One read of the whole top when it lies inside the stack mapping (the usual case); by
+        // chunks only when that fails, near the mapping's end.
+        if bpf_probe_read_user(
+            words.cast::<c_void>(),
+            (STACK_TOP_WORDS * 8) as u32,
+            sp as usize as *const c_void,
+        ) == 0
+        {
+            words_read = STACK_TOP_WORDS as u32;
+        } else {
+            let mut chunk = 0;
+            let mut ok = true;
+            while chunk < STACK_TOP_WORDS / STACK_TOP_CHUNK_WORDS {
+                let offset = chunk * STACK_TOP_CHUNK_WORDS;
+                let dst = words.add(offset).cast::<c_void>();
+                let src = (sp as usize + offset * 8) as *const c_void;
+                let size = (STACK_TOP_CHUNK_WORDS * 8) as u32;
+                // A failed read zeroes its destination: past the end of the stack mapping the
+                // rest stays zero, and only the chunks before the first failure count.
+                ok &= bpf_probe_read_user(dst, size, src) == 0;
+                if ok {
+                    words_read += STACK_TOP_CHUNK_WORDS as u32;
+                }
+                chunk += 1;
             }
-            chunk += 1;
         }
         (*top).words_read = words_read;
     }
