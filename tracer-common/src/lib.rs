@@ -124,6 +124,8 @@ pub mod counter {
 /// Event kinds (the first `u32` of every ring buffer record).
 pub mod event_kind {
     pub const WAIT_DONE: u32 = 1;
+    /// [`super::UserStackTop`]: sent right before the record that carries the same stack id.
+    pub const USER_STACK_TOP: u32 = 8;
     /// [`super::CallDone`]: a tracked thread/epoll/timerfd call returned (or a close).
     pub const CALL_DONE: u32 = 16;
     /// [`super::ThreadExit`].
@@ -315,6 +317,37 @@ pub struct WaitDone {
     pub kernel_stack_id: i32,
 }
 
+/// Words of the user stack copied from the stack pointer up in a [`UserStackTop`]: 512 bytes,
+/// deeper than the frames of the libc functions that make syscalls (glibc's
+/// `__futex_abstimed_wait_common` and `pthread_cond_wait` take under 200 bytes).
+pub const STACK_TOP_WORDS: usize = 64;
+/// The copy is made in chunks of this many words, so that a stack top near the end of its
+/// mapping still yields the chunks below the end.
+pub const STACK_TOP_CHUNK_WORDS: usize = 8;
+
+/// Ring buffer record: the user registers and top of the user stack at the moment the kernel took
+/// user stack `stack_id` of thread `tid` with its frame-pointer walk (`perf_callchain_user`,
+/// arch/x86/events/core.c). The walk starts at `bp`, so it skips the caller of an innermost
+/// function that has not pushed a frame (a libc syscall wrapper, a function at a uprobe on its
+/// first instruction); userspace finds that caller with the CFI at the innermost pc and these
+/// words. Sent only when a user stack is taken, before the record that carries the stack id.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UserStackTop {
+    /// [`event_kind::USER_STACK_TOP`].
+    pub kind: u32,
+    pub tid: u32,
+    /// The stack id in `STACKS` these registers belong to.
+    pub stack_id: i32,
+    /// How many of `words` were read (whole chunks of [`STACK_TOP_CHUNK_WORDS`]).
+    pub words_read: u32,
+    /// User rsp and rbp (`struct pt_regs` of the task, arch/x86/include/asm/ptrace.h).
+    pub sp: u64,
+    pub bp: u64,
+    /// `words[i]` is the 8 bytes at `sp + 8 * i`.
+    pub words: [u64; STACK_TOP_WORDS],
+}
+
 /// Ring buffer record: a goroutine was created (a `go` statement ran) and its creator's stack
 /// was taken.
 #[repr(C)]
@@ -396,6 +429,7 @@ mod pod {
     unsafe impl aya::Pod for super::FutexKey {}
     unsafe impl aya::Pod for super::WakeStats {}
     unsafe impl aya::Pod for super::WaitDone {}
+    unsafe impl aya::Pod for super::UserStackTop {}
     unsafe impl aya::Pod for super::GoCreation {}
     unsafe impl aya::Pod for super::GoTimerStart {}
     unsafe impl aya::Pod for super::PendingCall {}

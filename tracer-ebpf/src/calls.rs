@@ -65,11 +65,15 @@ pub fn finish(tid: u32, call: u32) -> Option<PendingCall> {
     slots::take(&PENDING_CALLS, tid, |pending| pending.call == call)
 }
 
-/// The caller's user stack id, or -1 (counted) when it cannot be taken.
+/// The caller's user stack id, or -1 (counted) when it cannot be taken. The top of the stack
+/// goes to userspace with it (see `stacktop`).
 #[inline(always)]
 pub fn user_stack<C: StackIdContext>(ctx: &C) -> i32 {
     match ctx.get_stackid(&STACKS, BPF_F_USER_STACK as u64) {
-        Ok(id) => id as i32,
+        Ok(id) => {
+            crate::stacktop::send(id as i32);
+            id as i32
+        }
         Err(_) => {
             count(counter::STACK_ERRORS);
             -1

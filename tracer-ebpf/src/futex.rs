@@ -244,6 +244,9 @@ fn end_wait(ctx: &TracePointContext) -> u32 {
         if user.is_err() || kernel.is_err() {
             count(counter::STACK_ERRORS);
         }
+        if let Ok(id) = user {
+            crate::stacktop::send(id as i32);
+        }
         (
             user.map_or(-1, |id| id as i32),
             kernel.map_or(-1, |id| id as i32),

@@ -10,6 +10,7 @@ mod epoll;
 mod futex;
 mod go;
 mod slots;
+mod stacktop;
 mod task;
 mod timerfd;
 

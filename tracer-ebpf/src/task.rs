@@ -32,23 +32,22 @@ fn enter(call: u32, flags: u64) -> u32 {
     0
 }
 
-/// Creation sites taken by the pthread_create uprobe, by tid, for the clone that follows.
+/// Creation stacks taken by the pthread_create uprobe, by tid, for the clone that follows.
 #[map(name = "CREATE_SITES")]
-static CREATE_SITES: HashMap<u32, [i64; 2]> = HashMap::with_max_entries(4096, 0);
+static CREATE_SITES: HashMap<u32, i32> = HashMap::with_max_entries(4096, 0);
 
 /// Entry of libc's `pthread_create`. glibc itself is built without frame pointers, so the
 /// kernel's frame-pointer walk from inside `clone3` yields garbage beyond the first frame; here,
-/// at the entry, the walk starts from the caller's frame pointer, and the one frame it skips
-/// (the caller itself) is the return address at the stack pointer, sent alongside.
+/// at the entry, the walk starts from the caller's frame pointer. The one frame it skips (the
+/// caller itself, whose return address is at the stack pointer) is recovered by userspace from
+/// the stack top sent with every user stack.
 #[uprobe]
 pub fn pthread_create_entry(ctx: ProbeContext) -> u32 {
     let Some((_, tid)) = target_thread() else {
         return 0;
     };
-    // SAFETY: regs points at the probed thread's saved registers; the read is validated.
-    let return_address = unsafe { bpf_probe_read_user((*ctx.regs).rsp as *const u64) }.unwrap_or(0);
     let stack = user_stack(&ctx);
-    let _ = CREATE_SITES.insert(tid, [stack as i64, return_address as i64], 0);
+    let _ = CREATE_SITES.insert(tid, stack, 0);
     0
 }
 
@@ -68,9 +67,9 @@ fn exit(ctx: &TracePointContext, call: u32) -> u32 {
     count(counter::THREADS_CREATED);
     // SAFETY: the value is copied out before the entry is removed.
     match unsafe { CREATE_SITES.get(tid) }.copied() {
-        Some([stack, return_address]) => {
+        Some(stack) => {
             let _ = CREATE_SITES.remove(tid);
-            send(tid, pending, child, return_address as u64, stack as i32);
+            send(tid, pending, child, 0, stack);
         }
         None => send(tid, pending, child, 0, user_stack(ctx)),
     }

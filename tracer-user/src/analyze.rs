@@ -4,6 +4,7 @@
 //! least the threshold. Healthy activity (waits that completed) never becomes a candidate; it is
 //! summarised per futex word instead.
 pub mod ancestry;
+pub mod chains;
 pub mod epoll;
 pub mod goroutines;
 pub mod threads;
@@ -89,6 +90,13 @@ pub struct StuckThread {
     pub joining_tid: Option<u32>,
     pub blocking_stack: Vec<Frame>,
     pub kernel_stack: Vec<String>,
+    /// When this thread waits for another (join, lock owner) that is stuck: the chain of waits,
+    /// first link from this thread.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub waits_on: Vec<chains::WaitLink>,
+    /// ... and the stuck thread at its end, with the candidate that explains it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stuck_behind: Option<chains::StuckTarget>,
 }
 
 /// One edge of a wait-for cycle: `tid` waits for the lock at `waits_for`, held by `held_by`.
@@ -142,12 +150,15 @@ pub struct WaitSiteSummary {
 }
 
 /// A thread blocked past the threshold that is not a leak candidate, and why: shown, not dropped.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct BlockedButHealthy {
     pub tid: u32,
     pub name: String,
     pub blocked_ns: u64,
     pub why: String,
+    /// Where it waits, innermost first, when its stack was taken.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub user_stack: Vec<Frame>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -197,18 +208,18 @@ pub fn analyze(model: &Model, now_ns: u64, min_blocked_ns: u64, max_sites: usize
         .collect();
 
     // Threads outside cycles, grouped by where they block (same code path = same addresses).
-    // Joining a thread that is not stuck itself is waiting for work to finish, not a leak.
-    let stuck_tids: BTreeSet<u32> = stuck.iter().map(|t| t.tid).collect();
+    // A join waits for another thread: it takes that thread's verdict, once all are known.
     let mut groups: BTreeMap<Vec<u64>, Vec<StuckThread>> = BTreeMap::new();
     let mut blocked_but_healthy = Vec::new();
+    let mut joiners = Vec::new();
+    let all_waiting: BTreeMap<u32, StuckThread> = stuck
+        .iter()
+        .filter(|t| t.waits_for_thread().is_some())
+        .map(|t| (t.tid, t.clone()))
+        .collect();
     for thread in stuck.into_iter().filter(|t| !in_cycle.contains(&t.tid)) {
-        if let Some(joined) = thread.joining_tid.filter(|j| !stuck_tids.contains(j)) {
-            blocked_but_healthy.push(BlockedButHealthy {
-                tid: thread.tid,
-                name: thread.name,
-                blocked_ns: thread.blocked_ns,
-                why: format!("joining thread {joined}, which is not stuck"),
-            });
+        if thread.owner_tid.is_none() && thread.joining_tid.is_some() {
+            joiners.push(thread);
             continue;
         }
         if is_go_scheduler_thread(&thread.blocking_stack) {
@@ -219,6 +230,7 @@ pub fn analyze(model: &Model, now_ns: u64, min_blocked_ns: u64, max_sites: usize
                 why: "a Go runtime thread parked by the scheduler while it has nothing to run \
                       (goroutines are analysed on their own)"
                     .to_string(),
+                user_stack: thread.blocking_stack,
             });
             continue;
         }
@@ -231,12 +243,79 @@ pub fn analyze(model: &Model, now_ns: u64, min_blocked_ns: u64, max_sites: usize
             .map(|threads| wait_candidate(model, threads, end_ns, min_blocked_ns)),
     );
     let (thread_leaks, leaked_tids) = threads::candidates(model, end_ns);
+    let (epoll_candidates, idle_loops) = epoll::candidates(model, end_ns, min_blocked_ns);
+    let timerfd_candidates = timerfd::candidates(model, end_ns, min_blocked_ns);
+    let mut stuck_targets = chains::stuck_threads(
+        &candidates
+            .iter()
+            .chain(&thread_leaks)
+            .chain(&epoll_candidates)
+            .collect::<Vec<_>>(),
+        &leaked_tids,
+    );
+    chains::add_timerfd_readers(&mut stuck_targets, &timerfd_candidates, model);
+    let waiting: BTreeMap<u32, &StuckThread> = all_waiting.iter().map(|(&k, v)| (k, v)).collect();
+    // A lock waiter is a candidate on its own evidence; when the owner is stuck, it says behind
+    // whom.
+    for candidate in candidates
+        .iter_mut()
+        .filter(|c| c.kind == CandidateKind::FutexWait)
+    {
+        let mut chain_reason = None;
+        for thread in candidate
+            .threads
+            .iter_mut()
+            .filter(|t| t.owner_tid.is_some())
+        {
+            if let Some(chains::Resolution::Stuck(links, target)) =
+                chains::resolve(thread, &waiting, &stuck_targets)
+            {
+                chain_reason.get_or_insert_with(|| {
+                    format!(
+                        "waiting for a lock held by thread {}, which is stuck itself: {}",
+                        links[0].waits_for,
+                        chains::describe(&links, &target)
+                    )
+                });
+                thread.waits_on = links;
+                thread.stuck_behind = Some(target);
+            }
+        }
+        if let Some(reason) = chain_reason {
+            candidate.reasons.insert(0, reason);
+        }
+    }
+    let mut chained: BTreeMap<Vec<u64>, Vec<StuckThread>> = BTreeMap::new();
+    for mut thread in joiners {
+        match chains::resolve(&thread, &waiting, &stuck_targets) {
+            Some(chains::Resolution::Stuck(links, target)) => {
+                thread.waits_on = links;
+                thread.stuck_behind = Some(target);
+                let key = thread.blocking_stack.iter().map(|f| f.addr).collect();
+                chained.entry(key).or_default().push(thread);
+            }
+            _ => blocked_but_healthy.push(BlockedButHealthy {
+                tid: thread.tid,
+                name: thread.name,
+                blocked_ns: thread.blocked_ns,
+                why: format!(
+                    "joining thread {}, which is not stuck",
+                    thread.joining_tid.unwrap_or_default()
+                ),
+                user_stack: thread.blocking_stack,
+            }),
+        }
+    }
+    candidates.extend(
+        chained
+            .into_values()
+            .map(|threads| wait_candidate(model, threads, end_ns, min_blocked_ns)),
+    );
     fold_into_thread_leaks(&mut candidates, &leaked_tids);
     candidates.extend(thread_leaks);
-    let (epoll_candidates, idle_loops) = epoll::candidates(model, end_ns, min_blocked_ns);
     candidates.extend(epoll_candidates);
     blocked_but_healthy.extend(idle_loops);
-    candidates.extend(timerfd::candidates(model, end_ns, min_blocked_ns));
+    candidates.extend(timerfd_candidates);
     let (mut goroutine_candidates, goroutines) = goroutines::analyze(
         &model.goroutines,
         model.started_ns.unwrap_or(end_ns),
@@ -277,6 +356,8 @@ fn stuck_thread(thread: &BlockedThread, blocked_ns: u64, at_least: bool) -> Stuc
         joining_tid: thread.joining_tid,
         blocking_stack: thread.user_stack.clone(),
         kernel_stack: thread.kernel_stack.clone(),
+        waits_on: Vec::new(),
+        stuck_behind: None,
     }
 }
 
@@ -405,8 +486,13 @@ fn wait_candidate(
 
     let mut score = SCORE_BLOCKED;
     let mut reasons = Vec::new();
-    if let Some(joined) = threads.iter().find_map(|t| t.joining_tid) {
-        reasons.push(format!("joining thread {joined}, which is stuck itself"));
+    if let Some(thread) = threads.iter().find(|t| t.owner_tid.is_none()) {
+        if let (Some(joined), Some(target)) = (thread.joining_tid, &thread.stuck_behind) {
+            reasons.push(format!(
+                "joining thread {joined}, which is stuck itself: {}",
+                chains::describe(&thread.waits_on, target)
+            ));
+        }
     }
     reasons.push(format!(
         "{} thread(s) blocked in futex wait for {} or more (threshold {})",
@@ -446,7 +532,16 @@ fn wait_candidate(
     Candidate {
         kind: CandidateKind::FutexWait,
         count: threads.len(),
-        summary: format!("{} thread(s) stuck in futex wait in {site}", threads.len()),
+        summary: format!(
+            "{} thread(s) stuck in futex wait in {site}{}",
+            threads.len(),
+            threads
+                .first()
+                .filter(|t| t.stuck_behind.is_some() && t.owner_tid.is_none())
+                .and_then(|t| t.joining_tid)
+                .map(|joined| format!(", joining stuck thread {joined}"))
+                .unwrap_or_default()
+        ),
         score,
         reasons,
         blocking_stack: threads
@@ -489,23 +584,47 @@ fn fold_into_thread_leaks(candidates: &mut Vec<Candidate>, leaked: &BTreeSet<u32
     });
 }
 
-/// A thread the Go scheduler parked because it has nothing to run: an idle M sleeps on its note
-/// in `runtime.futex`, and the network poller waits in `runtime.netpoll`'s epoll wait. Go code
-/// never blocks a thread in either for its own reasons (a parked goroutine holds no thread), so
-/// these are healthy whatever frames lie beyond (the unwinder may run on into the stack of the
-/// goroutine that last ran there). Goroutine leaks are analysed on their own.
+/// A thread the Go runtime parked for its own reasons: an idle M sleeping on its note
+/// (`runtime.stopm` → `mPark` → `notesleep` → `futex`), the network poller in
+/// `runtime.netpoll`'s epoll wait (from `findRunnable`), `sysmon` or the template thread between
+/// rounds. Go code never blocks a thread in these for its own reasons (a parked goroutine holds
+/// no thread), so they are healthy; goroutine leaks are analysed on their own.
+///
+/// The wait is the runtime's when every named frame from the innermost one up to a scheduler
+/// function is runtime code, wherever in the stack that function is (Go 1.22 calls the poller's
+/// syscall `runtime/internal/syscall.Syscall6`, 1.23+ `internal/runtime/syscall/linux.Syscall6`,
+/// with one or two `EpollWait` frames between; runtime/proc.go, runtime/netpoll_epoll.go).
+/// `runtime.futex` innermost is always the runtime's (`sync` blocks goroutines, not threads).
 pub fn is_go_scheduler_thread(stack: &[Frame]) -> bool {
-    let mut named = stack.iter().filter_map(|f| f.function.as_deref());
-    let Some(innermost) = named.next() else {
-        return false;
+    const SCHEDULER: &[&str] = &[
+        "runtime.netpoll",
+        "runtime.findRunnable",
+        "runtime.findrunnable",
+        "runtime.stopm",
+        "runtime.mPark",
+        "runtime.sysmon",
+        "runtime.templateThread",
+        "runtime.notesleep",
+        "runtime.notetsleep",
+    ];
+    let is_runtime = |f: &str| {
+        f.starts_with("runtime.")
+            || f.starts_with("runtime/internal/")
+            || f.starts_with("internal/runtime/")
     };
-    innermost == "runtime.futex"
-        || ((innermost.starts_with("internal/runtime/syscall")
-            || innermost.starts_with("runtime."))
-            && stack
-                .iter()
-                .take(4)
-                .any(|f| f.function.as_deref() == Some("runtime.netpoll")))
+    let mut named = stack.iter().filter_map(|f| f.function.as_deref());
+    if named.clone().next() == Some("runtime.futex") {
+        return true;
+    }
+    for function in named.by_ref() {
+        if SCHEDULER.contains(&function) {
+            return true;
+        }
+        if !is_runtime(function) {
+            return false;
+        }
+    }
+    false
 }
 
 /// The first frame that is not in the C library or a runtime: where the program's own code

@@ -2,6 +2,7 @@
 //! runs, until the duration ends, the user interrupts, or the target exits.
 mod gocreation;
 mod native;
+mod stacktop;
 mod timers;
 
 use std::collections::HashMap;
@@ -96,6 +97,8 @@ struct Collector<'a> {
     slowest_snapshot: Option<(Duration, usize)>,
     /// Threads, epoll and timerfds.
     native: native::Native,
+    /// Stack tops of user stacks taken in the kernel, until their records come.
+    stack_tops: stacktop::StackTops,
     /// The Go runtime's timers.
     go_timers: timers::TimerReads,
 }
@@ -125,6 +128,7 @@ pub async fn trace(
         scans: 0,
         slowest_snapshot: None,
         native: native::Native::new(pid),
+        stack_tops: stacktop::StackTops::default(),
         go_timers: timers::TimerReads::default(),
     };
     collector
@@ -294,11 +298,16 @@ impl Collector<'_> {
                     go.timer_start_key_is_arg() || go.timer_start_fields().is_some();
                 // Stripped binaries: blazesym finds no symbols; .gopclntab still names frames.
                 match go.line_table() {
-                    Some(table) => self.symbolizer.set_go_line_table(
-                        table,
-                        go.load_bias(),
-                        go.exe().to_string_lossy().into_owned(),
-                    ),
+                    Some(table) => {
+                        if let Some(unwinder) = self.unwinder.as_mut() {
+                            unwinder.set_go_line_table(table.clone(), go.load_bias());
+                        }
+                        self.symbolizer.set_go_line_table(
+                            table,
+                            go.load_bias(),
+                            go.exe().to_string_lossy().into_owned(),
+                        )
+                    }
                     None => self.notes.push(
                         "the Go executable's .gopclntab is unreadable: frames without symbols stay unnamed"
                             .into(),
@@ -421,8 +430,11 @@ impl Collector<'_> {
         let mut others: Vec<Vec<u8>> = Vec::new();
         let mut creations = Vec::new();
         let mut timer_starts = Vec::new();
+        let tops = &mut self.stack_tops;
         self.probes.drain(|bytes| {
-            if bytes.len() >= std::mem::size_of::<WaitDone>()
+            if tops.record(bytes) {
+                // Kept until the record with its stack id is handled below.
+            } else if bytes.len() >= std::mem::size_of::<WaitDone>()
                 && bytes[..4] == event_kind::WAIT_DONE.to_ne_bytes()
             {
                 // SAFETY: the record is at least a WaitDone, a repr(C) POD written by the kernel
@@ -459,14 +471,19 @@ impl Collector<'_> {
             let event = gocreation::creation_event(creation, self.probes, &mut self.symbolizer);
             self.model.apply(&event);
         }
+        let mut stacks = stacktop::UserStacks {
+            probes: self.probes,
+            tops: &mut self.stack_tops,
+            unwinder: self.unwinder.as_mut(),
+            max_frames: self.settings.max_frames,
+        };
         for bytes in &others {
             self.native
-                .record(bytes, self.probes, &mut self.symbolizer, &mut self.model);
+                .record(bytes, &mut stacks, &mut self.symbolizer, &mut self.model);
         }
         for wait in done {
-            let user_stack = self
-                .probes
-                .stack(wait.user_stack_id)
+            let user_stack = stacks
+                .get(wait.tid, wait.user_stack_id)
                 .map(|ips| self.symbolizer.user_stack(&ips));
             let kernel_stack = self
                 .probes

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use ::procfs::process::{MMPermissions, MMapPath, MemoryMap, Process};
 use anyhow::{anyhow, Context as _, Result};
@@ -19,6 +20,8 @@ use gimli::{
     UnwindSection as _, X86_64,
 };
 use object::{Object as _, ObjectSection as _, ObjectSegment as _};
+
+use crate::goruntime::pclntab::{GoFrameLayout, LineTable};
 
 /// How far above the stack pointer to look for a saved frame pointer: deeper than the locals of
 /// any sane frame, shallow enough that a miss costs one small read.
@@ -71,6 +74,13 @@ pub struct RemoteUnwinder {
     /// tried once only.
     modules: HashMap<FileKey, Option<Module>>,
     ctx: UnwindContext<usize>,
+    /// While completing a stack the kernel took: the copy of its top (address of the first
+    /// word, words). Stack reads are then served from it only, never from the live stack, which
+    /// has moved on since.
+    captured: Option<(u64, Vec<u64>)>,
+    /// The Go executable's line table and load bias: Go code has no .eh_frame, and its own
+    /// traceback unwinds with the table's SP deltas instead.
+    go: Option<(Arc<LineTable>, u64)>,
 }
 
 impl RemoteUnwinder {
@@ -85,6 +95,47 @@ impl RemoteUnwinder {
             maps,
             modules: HashMap::new(),
             ctx: UnwindContext::new(),
+            captured: None,
+            go: None,
+        })
+    }
+
+    /// Unwinds the frames of the Go executable as the Go runtime's traceback does
+    /// (runtime/traceback.go): the return address is at SP + the `pcsp` table's value for the pc,
+    /// which holds in assembly functions without frame pointers (`Syscall6`) as well, and the walk
+    /// ends at a top frame or one that writes SP (`mcall`, `systemstack`), past which the memory
+    /// above SP belongs to another stack. `load_bias`: run-time minus link address.
+    pub fn set_go_line_table(&mut self, table: Arc<LineTable>, load_bias: u64) {
+        self.go = Some((table, load_bias));
+    }
+
+    /// The Go frame layout at `pc` (a run-time address), when it is Go code.
+    fn go_layout(&self, pc: u64) -> Option<GoFrameLayout> {
+        let (table, bias) = self.go.as_ref()?;
+        let link = pc.checked_sub(*bias)?;
+        if !table.text_range().contains(&link) {
+            return None;
+        }
+        table.frame_layout(link)
+    }
+
+    fn go_step(&self, regs: &Regs, layout: GoFrameLayout) -> Option<Regs> {
+        if layout.last {
+            return None;
+        }
+        let ra_at = regs.sp.checked_add(u64::from(layout.sp_delta))?;
+        let ra = self.read_u64(ra_at)?;
+        // A Go frame that has one saves the caller's rbp right below its return address; it
+        // matters only when the walk leaves Go code (cgo, the C library).
+        let fp = if layout.sp_delta >= 8 {
+            self.read_u64(ra_at - 8)
+        } else {
+            regs.fp
+        };
+        Some(Regs {
+            pc: ra,
+            sp: ra_at.checked_add(8)?,
+            fp,
         })
     }
 
@@ -121,6 +172,82 @@ impl RemoteUnwinder {
         frames
     }
 
+    /// Completes a user stack taken by the kernel's frame-pointer walk (`ips`: innermost pc, then
+    /// the return address at `bp + 8`, and so on up the rbp chain), given the user `sp` and `bp`
+    /// at that moment and a copy of the stack `words` from `sp` up.
+    ///
+    /// The walk assumes every frame, the innermost included, has pushed its frame pointer. A
+    /// libc syscall wrapper or a function stopped at its first instruction has not: its caller's
+    /// return address is on the stack but not in the rbp chain, so the walk skips that caller.
+    /// Here the CFI (.eh_frame) unwinds the innermost frames from `sp` over the copied words
+    /// until the frame whose base is `bp`, whose caller is the walk's second entry, and splices
+    /// the two. Returns `ips` unchanged when the innermost frame already has its frame base in
+    /// rbp, or when the frames cannot be followed (no CFI, beyond the copy): then the walk is
+    /// the best we have. When the CFI shows that rbp was not the frame base (code that uses rbp
+    /// as a general register), the walk beyond is not trusted and only the CFI frames are kept.
+    pub fn complete_kernel_stack(
+        &mut self,
+        ips: &[u64],
+        sp: u64,
+        bp: u64,
+        words: &[u64],
+        max_frames: usize,
+    ) -> Vec<u64> {
+        let Some(&pc) = ips.first() else {
+            return Vec::new();
+        };
+        if self.mapping(pc).is_none() {
+            if let Ok(maps) = read_maps(self.pid) {
+                self.maps = maps;
+            }
+        }
+        self.captured = Some((sp, words.to_vec()));
+        let completed = self.splice_kernel_stack(ips, sp, bp, max_frames);
+        self.captured = None;
+        completed.unwrap_or_else(|| ips.iter().copied().take(max_frames).collect())
+    }
+
+    fn splice_kernel_stack(
+        &mut self,
+        ips: &[u64],
+        sp: u64,
+        bp: u64,
+        max_frames: usize,
+    ) -> Option<Vec<u64>> {
+        let mut frames = vec![ips[0]];
+        let mut regs = Regs {
+            pc: ips[0],
+            sp,
+            fp: Some(bp),
+        };
+        while frames.len() < max_frames {
+            let innermost = frames.len() == 1;
+            let lookup_pc = if innermost {
+                regs.pc
+            } else {
+                regs.pc.checked_sub(1)?
+            };
+            let row = self.cfi_row(lookup_pc)?;
+            if matches!(row.cfa_base, CfaBase::Rbp) && regs.fp == Some(bp) {
+                // This frame's base is where the kernel's walk started: its caller is ips[1].
+                frames.extend(ips.iter().skip(1).copied());
+                frames.truncate(max_frames);
+                return Some(frames);
+            }
+            let Some(caller) = self.cfi_step(&regs, &row) else {
+                // The copy ends before the caller's frame: with frames found past the walk's
+                // start (rbp clobbered), they are all we can trust; else the walk stands.
+                return (frames.len() > 1 && regs.fp != Some(bp)).then_some(frames);
+            };
+            if caller.sp <= regs.sp || !self.is_executable(caller.pc) {
+                return None;
+            }
+            frames.push(caller.pc);
+            regs = caller;
+        }
+        Some(frames)
+    }
+
     /// The registers of the caller of the frame `regs` describes.
     fn step(&mut self, regs: &Regs, innermost: bool) -> Option<Regs> {
         // A return address may point just past the end of its function (a call to a function
@@ -131,6 +258,9 @@ impl RemoteUnwinder {
         } else {
             regs.pc.checked_sub(1)?
         };
+        if let Some(layout) = self.go_layout(lookup_pc) {
+            return self.go_step(regs, layout);
+        }
         match self.cfi_row(lookup_pc) {
             Some(row) => self.cfi_step(regs, &row),
             None => self.heuristic_step(regs, innermost),
@@ -285,12 +415,20 @@ impl RemoteUnwinder {
     }
 
     fn read_u64(&self, addr: u64) -> Option<u64> {
+        if let Some((base, words)) = &self.captured {
+            let index = usize::try_from(addr.checked_sub(*base)? / 8).ok()?;
+            return (addr % 8 == base % 8).then(|| words.get(index).copied())?;
+        }
         let mut buf = [0u8; 8];
         self.mem.read_exact_at(&mut buf, addr).ok()?;
         Some(u64::from_le_bytes(buf))
     }
 
     fn read_words(&self, addr: u64, len: u64) -> Option<Vec<u64>> {
+        if self.captured.is_some() {
+            // Only the CFI is followed over a copy: no scans.
+            return None;
+        }
         let mut buf = vec![0u8; usize::try_from(len).ok()?];
         self.mem.read_exact_at(&mut buf, addr).ok()?;
         Some(

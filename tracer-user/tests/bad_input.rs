@@ -561,12 +561,7 @@ proptest! {
         let analysis = tracer_user::analyze::analyze(&model, now, min_blocked, 20);
         let report = Report::new(
             TargetInfo { pid: 1, comm: "fuzz".into(), exe: "/fuzz".into() },
-            TracerInfo {
-                max_rss_kb: 0,
-                probes: Vec::new(),
-                notes: Vec::new(),
-                slowest_goroutine_read: None,
-            },
+            TracerInfo::default(),
             analysis,
             &model,
             now.saturating_sub(started),

@@ -75,25 +75,39 @@ pub fn candidates(
                     "the Go runtime's network poller, idle in {} on epoll fd {}",
                     waiter.syscall, waiter.epfd
                 ),
+                user_stack: waiter.user_stack.clone(),
             });
             continue;
         }
         let listening = waiter.fds.iter().any(|f| f.listening);
         let all_dead = !waiter.fds.is_empty() && waiter.fds.iter().all(|f| f.dead_end.is_some());
         let any_socket = waiter.fds.iter().any(|f| f.kind == "socket");
-        let evidence = waiter.fds.is_empty() || all_dead || !any_socket;
+        // A wait with a timeout wakes up by itself: only a set that nothing can ever make ready
+        // (empty, or every fd a dead end) shows it stuck, waking for nothing.
+        let evidence =
+            waiter.fds.is_empty() || all_dead || (!any_socket && waiter.timeout_ns.is_none());
         if (listening && !waiter.fds.is_empty()) || !evidence {
             healthy.push(BlockedButHealthy {
                 tid: waiter.tid,
                 name: waiter.name.clone(),
                 blocked_ns,
-                why: format!(
-                    "idle event loop in {} on epoll fd {} watching {} ({}): waiting for clients is normal",
-                    waiter.syscall,
-                    waiter.epfd,
-                    waiter.fds.len(),
-                    if listening { "a listening socket" } else { "sockets" }
-                ),
+                why: match waiter.timeout_ns {
+                    Some(timeout) if !listening && !any_socket => format!(
+                        "event loop in {} on epoll fd {} watching {} fd(s) that can still fire, with a timeout of {}: it wakes up by itself",
+                        waiter.syscall,
+                        waiter.epfd,
+                        waiter.fds.len(),
+                        human_ns(timeout)
+                    ),
+                    _ => format!(
+                        "idle event loop in {} on epoll fd {} watching {} ({}): waiting for clients is normal",
+                        waiter.syscall,
+                        waiter.epfd,
+                        waiter.fds.len(),
+                        if listening { "a listening socket" } else { "sockets" }
+                    ),
+                },
+                user_stack: waiter.user_stack.clone(),
             });
             continue;
         }
@@ -144,7 +158,10 @@ fn candidate(model: &Model, members: Vec<(EpollLoop, &EpollWaiter)>, trace_ns: u
             score += 10.0;
             reasons.push("no timeout: only an event can end the wait".to_string());
         }
-        Some(t) => reasons.push(format!("timeout {} (it wakes up by itself)", human_ns(t))),
+        Some(t) => reasons.push(format!(
+            "timeout {}: it wakes up by itself, but to a set that cannot fire (below)",
+            human_ns(t)
+        )),
     }
     if first.fds.is_empty() {
         score += 30.0;
@@ -185,9 +202,16 @@ fn candidate(model: &Model, members: Vec<(EpollLoop, &EpollWaiter)>, trace_ns: u
         kind: CandidateKind::EpollWait,
         count: members.len(),
         summary: format!(
-            "{} event loop(s) in {} never woken in {site} (epoll fd {}, {} fd(s): {})",
+            "{} event loop(s) in {} {} in {site} (epoll fd {}, {} fd(s): {})",
             members.len(),
             first.syscall,
+            match first.timeout_ns {
+                None => "never woken".to_string(),
+                Some(t) => format!(
+                    "woken only by its {} timeout, on a set nothing can make ready",
+                    human_ns(t)
+                ),
+            },
             first.epfd,
             first.fds.len(),
             first
@@ -238,6 +262,18 @@ mod tests {
     }
 
     fn run(fds: Vec<WatchedFd>) -> (Vec<Candidate>, Vec<BlockedButHealthy>) {
+        run_with(
+            fds,
+            None,
+            vec![frame("__epoll_wait"), frame("run_event_loop")],
+        )
+    }
+
+    fn run_with(
+        fds: Vec<WatchedFd>,
+        timeout_ns: Option<u64>,
+        user_stack: Vec<Frame>,
+    ) -> (Vec<Candidate>, Vec<BlockedButHealthy>) {
         let mut model = Model::new();
         model.apply(&Event::TraceStarted { at_ns: 0 });
         model.apply(&Event::Epoll(EpollEvent::Waiting {
@@ -247,9 +283,9 @@ mod tests {
                 name: "loop".into(),
                 epfd: 3,
                 syscall: "epoll_wait".into(),
-                timeout_ns: None,
+                timeout_ns,
                 since: BlockedSince::BeforeTrace,
-                user_stack: vec![frame("__epoll_wait"), frame("run_event_loop")],
+                user_stack,
                 fds,
             }],
         }));
@@ -267,5 +303,53 @@ mod tests {
         let (server, healthy) = run(vec![fd("socket", false, true)]);
         assert!(server.is_empty());
         assert_eq!(healthy.len(), 1);
+    }
+
+    #[test]
+    fn a_wait_with_a_timeout_is_never_woken_only_on_a_set_that_cannot_fire() {
+        let stack = || vec![frame("__epoll_wait"), frame("run_event_loop")];
+        // A pipe another thread of the process may write: it wakes by itself, healthy.
+        let (none, healthy) = run_with(vec![fd("pipe", false, false)], Some(60 * S), stack());
+        assert!(none.is_empty(), "{none:#?}");
+        assert!(healthy[0].why.contains("wakes up by itself"));
+        // Every fd a dead end: stuck, and the summary says why despite the timeout.
+        let (dead, _) = run_with(vec![fd("pipe", true, false)], Some(60 * S), stack());
+        assert_eq!(dead.len(), 1);
+        assert!(
+            !dead[0].summary.contains("never woken"),
+            "{}",
+            dead[0].summary
+        );
+        assert!(dead[0].summary.contains("nothing can make ready"));
+    }
+
+    #[test]
+    fn the_go_poller_is_healthy_wherever_netpoll_is_in_its_stack() {
+        // Go 1.22 names the stub runtime/internal/syscall, 1.23+ internal/runtime/syscall; both
+        // reach runtime.netpoll through one or two EpollWait frames.
+        for stub in [
+            "runtime/internal/syscall.Syscall6",
+            "internal/runtime/syscall/linux.Syscall6",
+        ] {
+            let stack = vec![
+                frame(stub),
+                frame("internal/runtime/syscall/linux.EpollWait"),
+                frame("runtime/internal/syscall.EpollWait"),
+                frame("runtime.netpoll"),
+                frame("runtime.findRunnable"),
+            ];
+            let (none, healthy) = run_with(vec![fd("pipe", false, false)], None, stack);
+            assert!(none.is_empty(), "{stub}: {none:#?}");
+            assert!(healthy[0].why.contains("network poller"), "{stub}");
+        }
+        // A program's own loop through the same stub is not the runtime's.
+        let own = vec![
+            frame("runtime/internal/syscall.Syscall6"),
+            frame("syscall.EpollWait"),
+            frame("main.loop"),
+            frame("runtime.netpoll"),
+        ];
+        let (stuck, _) = run_with(vec![fd("pipe", true, false)], None, own);
+        assert_eq!(stuck.len(), 1);
     }
 }

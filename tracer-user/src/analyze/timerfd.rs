@@ -17,7 +17,11 @@ const LISTED_TIMERS: usize = 50;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TimerfdPattern {
+    /// Created during the trace and not armed since.
     NeverArmed,
+    /// Open since before tracing started, disarmed then and unused during the trace, with no
+    /// growing site they look like (else they are counted with it).
+    IdleSinceAttach,
     NeverFires,
     UnreadExpirations,
     FdLeak,
@@ -40,6 +44,8 @@ pub struct TimerfdInfo {
     /// The value last armed.
     pub armed_value_ns: u64,
     pub age_ns: Option<u64>,
+    /// Open since before tracing started: its state then is all that is known of its past.
+    pub seen_at_attach: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -51,6 +57,9 @@ pub struct TimerfdDetail {
     pub created_during_trace: u64,
     pub closed_during_trace: u64,
     pub growth_per_s: f64,
+    /// Of `open`'s timers counted here, those open since before tracing started that look like
+    /// this site's (same clock, disarmed, unused): their creation stack is unknown.
+    pub open_before_trace: u64,
     pub timers: Vec<TimerfdInfo>,
 }
 
@@ -69,31 +78,55 @@ fn info(timer: &Timer, end_ns: u64) -> TimerfdInfo {
         interval_ns: state.it_interval_ns.max(timer.interval_ns),
         armed_value_ns: timer.last_value_ns,
         age_ns: timer.created_ns.map(|c| end_ns.saturating_sub(c)),
+        seen_at_attach: timer.state_at_attach.is_some(),
     }
+}
+
+/// True for a timerfd open since before tracing started that was disarmed then, and that
+/// nobody armed, read or saw fire during the trace: all we know is its state at attach.
+fn idle_since_attach(timer: &Timer) -> bool {
+    let disarmed = |s: &crate::model::timerfd::TimerfdState| s.it_value_ns == 0 && s.ticks == 0;
+    timer.created_ns.is_none()
+        && timer.state_at_attach.as_ref().is_some_and(disarmed)
+        && timer.state.as_ref().is_some_and(disarmed)
+        && timer.arms == 0
+        && timer.reads == 0
+}
+
+/// Whether `timers` (a growing site's) end the way an idle timerfd seen at attach is: same
+/// clock, disarmed, nothing pending.
+fn ends_like(timers: &[&Timer], idle: &Timer) -> bool {
+    let state = |x: &Timer| x.state.unwrap_or_default();
+    let like = timers
+        .iter()
+        .filter(|x| x.clockid == idle.clockid && state(x).it_value_ns == 0 && state(x).ticks == 0)
+        .count();
+    like * 2 > timers.len()
 }
 
 pub fn candidates(model: &Model, end_ns: u64, min_blocked_ns: u64) -> Vec<Candidate> {
     let t = &model.timerfds;
     let started = model.started_ns.unwrap_or(end_ns);
-    let trace_s = (end_ns.saturating_sub(started) as f64 / 1e9).max(1e-3);
     let mut out = Vec::new();
+    // Timerfds open since before the trace, disarmed then and unused since: what they were is
+    // unknown ("never armed" would be a guess, and a wrong one for a leak of fired timers), so
+    // they join a growing leak they look like, or stand on their own when there are many.
+    let idle: Vec<&Timer> = t.open.values().filter(|x| idle_since_attach(x)).collect();
+    let mut idle_taken = false;
+    let mut leaks: Vec<(usize, Vec<&Timer>)> = Vec::new();
     for (site_id, site) in t.sites.iter().enumerate() {
-        let timers: Vec<&Timer> = t.open.values().filter(|x| x.site == site_id).collect();
+        let timers: Vec<&Timer> = t
+            .open
+            .values()
+            .filter(|x| x.site == site_id && !idle_since_attach(x))
+            .collect();
         if timers.is_empty() {
             continue;
         }
         let age = |x: &Timer| end_ns.saturating_sub(x.created_ns.unwrap_or(started));
         let net = site.created.saturating_sub(site.closed);
         if net >= MIN_LEAKED {
-            out.push(candidate(
-                model,
-                site_id,
-                site,
-                TimerfdPattern::FdLeak,
-                &timers,
-                end_ns,
-                trace_s,
-            ));
+            leaks.push((site_id, timers));
             continue;
         }
         let never_fires: Vec<&Timer> = timers
@@ -111,11 +144,13 @@ pub fn candidates(model: &Model, end_ns: u64, min_blocked_ns: u64) -> Vec<Candid
                     && (ticks > x.first_ticks.unwrap_or(0) || age(x) >= min_blocked_ns)
             })
             .collect();
+        // Only a timerfd whose creation was seen can be known never to have been armed.
         let never_armed: Vec<&Timer> = timers
             .iter()
             .copied()
             .filter(|x| {
                 x.arms == 0
+                    && x.created_ns.is_some()
                     && x.state.is_some_and(|s| s.it_value_ns == 0 && s.ticks == 0)
                     && age(x) >= min_blocked_ns
             })
@@ -126,11 +161,43 @@ pub fn candidates(model: &Model, end_ns: u64, min_blocked_ns: u64) -> Vec<Candid
             (TimerfdPattern::NeverArmed, never_armed),
         ] {
             if !group.is_empty() {
-                out.push(candidate(
-                    model, site_id, site, pattern, &group, end_ns, trace_s,
-                ));
+                out.push(candidate(model, site_id, site, pattern, &group, 0, end_ns));
             }
         }
+    }
+    // The fastest-growing leak that ends like the idle ones takes them.
+    leaks.sort_by_key(|(site_id, _)| {
+        let site = &t.sites[*site_id];
+        std::cmp::Reverse(site.created.saturating_sub(site.closed))
+    });
+    for (site_id, mut timers) in leaks {
+        let before = if !idle_taken && idle.first().is_some_and(|x| ends_like(&timers, x)) {
+            idle_taken = true;
+            timers.extend(idle.iter().copied());
+            idle.len()
+        } else {
+            0
+        };
+        out.push(candidate(
+            model,
+            site_id,
+            &t.sites[site_id],
+            TimerfdPattern::FdLeak,
+            &timers,
+            before,
+            end_ns,
+        ));
+    }
+    if !idle_taken && idle.len() as u64 >= MIN_LEAKED {
+        out.push(candidate(
+            model,
+            0,
+            &t.sites[0],
+            TimerfdPattern::IdleSinceAttach,
+            &idle,
+            idle.len(),
+            end_ns,
+        ));
     }
     out
 }
@@ -141,10 +208,11 @@ fn candidate(
     site: &TimerSite,
     pattern: TimerfdPattern,
     timers: &[&Timer],
+    open_before_trace: usize,
     end_ns: u64,
-    trace_s: f64,
 ) -> Candidate {
     let started = model.started_ns.unwrap_or(end_ns);
+    let trace_s = (end_ns.saturating_sub(started) as f64 / 1e9).max(1e-3);
     let creation_known = site_id != 0;
     let mut histogram = new_histogram(3);
     let mut max = 0;
@@ -181,8 +249,13 @@ fn candidate(
     let (summary, mut reasons, score) = match pattern {
         TimerfdPattern::FdLeak => (
             format!(
-                "{} timerfd(s) created in {where_} and never closed: +{net} during the trace ({growth_per_s:.1}/s)",
-                timers.len()
+                "{} timerfd(s) created in {where_} and never closed: +{net} during the trace ({growth_per_s:.1}/s){}",
+                timers.len(),
+                if open_before_trace > 0 {
+                    format!(", {open_before_trace} more from before tracing")
+                } else {
+                    String::new()
+                }
             ),
             vec![
                 format!(
@@ -229,10 +302,25 @@ fn candidate(
         ),
         TimerfdPattern::NeverArmed => (
             format!("{} timerfd(s) from {where_} created and never armed", timers.len()),
-            vec!["never armed: it can never fire".to_string()],
+            vec!["created during the trace and never armed since: it can never fire".to_string()],
             55.0,
         ),
+        TimerfdPattern::IdleSinceAttach => (
+            format!(
+                "{} timerfd(s) created before tracing, disarmed when tracing started and unused during the trace",
+                timers.len()
+            ),
+            vec![
+                "open when tracing started, disarmed then, and not armed, read or closed during the trace: left open, or kept for later use".to_string(),
+            ],
+            35.0,
+        ),
     };
+    if open_before_trace > 0 && pattern == TimerfdPattern::FdLeak {
+        reasons.push(format!(
+            "{open_before_trace} more open since before tracing started, like these (same clock, disarmed when tracing started, unused during the trace): counted with this site, though their creation stack is unknown"
+        ));
+    }
     if !creation_known {
         reasons.push("created before tracing started: the creation stack is unknown".to_string());
     }
@@ -259,6 +347,7 @@ fn candidate(
             created_during_trace: site.created,
             closed_during_trace: site.closed,
             growth_per_s,
+            open_before_trace: open_before_trace as u64,
             timers: listed,
         })),
     }
@@ -356,5 +445,61 @@ mod tests {
         assert_eq!(c.len(), 1, "{c:#?}");
         assert_eq!(c[0].count, 20);
         assert!(c[0].summary.contains("handle_request"));
+    }
+
+    fn existing(fd: i32, it_value_ns: u64) -> Event {
+        Event::Timerfd(TimerfdEvent::Existing {
+            at_ns: 0,
+            fd,
+            state: TimerfdState {
+                clockid: 1,
+                ticks: 0,
+                it_value_ns,
+                it_interval_ns: 0,
+            },
+        })
+    }
+
+    #[test]
+    fn disarmed_timers_seen_at_attach_join_the_leak_they_look_like_and_are_not_never_armed() {
+        let mut m = model();
+        for fd in 3..13 {
+            m.apply(&existing(fd, 0));
+        }
+        for fd in 13..33 {
+            let at = (fd as u64 - 13) * 100 * MS;
+            m.apply(&created(at, fd, "make_deadline_timer"));
+            m.apply(&set(at, fd, MS, 0));
+            m.apply(&set(at + 2 * MS, fd, 0, 0));
+        }
+        let c = candidates(&m, 3 * S, S);
+        assert_eq!(c.len(), 1, "{c:#?}");
+        assert_eq!(c[0].count, 30);
+        let Some(CandidateDetail::Timerfd(d)) = &c[0].detail else {
+            panic!("{c:#?}");
+        };
+        assert_eq!(
+            (d.pattern, d.open_before_trace),
+            (TimerfdPattern::FdLeak, 10)
+        );
+        assert!(c[0].reasons.iter().all(|r| !r.contains("never armed")));
+    }
+
+    #[test]
+    fn many_idle_timers_seen_at_attach_alone_are_described_as_seen_at_attach() {
+        let mut m = model();
+        for fd in 3..13 {
+            m.apply(&existing(fd, 0));
+        }
+        // An armed one is not idle, and not part of the group.
+        m.apply(&existing(13, 5 * S));
+        let c = candidates(&m, 3 * S, S);
+        assert_eq!(c.len(), 1, "{c:#?}");
+        let Some(CandidateDetail::Timerfd(d)) = &c[0].detail else {
+            panic!("{c:#?}");
+        };
+        assert_eq!(d.pattern, TimerfdPattern::IdleSinceAttach);
+        assert_eq!(c[0].count, 10);
+        assert!(c[0].summary.contains("disarmed when tracing started"));
     }
 }

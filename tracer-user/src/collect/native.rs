@@ -14,6 +14,8 @@ use crate::procfs::{self, fds};
 use crate::symbolize::Symbolizer;
 use crate::unwind::{RemoteUnwinder, SyscallState};
 
+use super::stacktop::UserStacks;
+
 const SYS_EPOLL_WAIT: i64 = 232;
 const SYS_EPOLL_PWAIT: i64 = 281;
 const SYS_EPOLL_PWAIT2: i64 = 441;
@@ -79,13 +81,6 @@ fn clock_ns(clock: libc::clockid_t) -> i128 {
     ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
 }
 
-fn is_creation(call: u32) -> bool {
-    matches!(
-        call,
-        native_call::CLONE | native_call::CLONE3 | native_call::FORK | native_call::VFORK
-    )
-}
-
 impl Native {
     pub fn new(pid: u32) -> Self {
         Native {
@@ -145,7 +140,7 @@ impl Native {
     pub fn record(
         &mut self,
         bytes: &[u8],
-        probes: &Probes,
+        stacks: &mut UserStacks,
         symbolizer: &mut Symbolizer,
         model: &mut Model,
     ) -> bool {
@@ -160,16 +155,9 @@ impl Native {
                 // SAFETY: the record is at least a CallDone, a repr(C) POD written by the kernel
                 // half; read_unaligned makes no alignment assumption.
                 let done = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<CallDone>()) };
-                let stack = probes
-                    .stack(done.user_stack_id)
-                    .map(|mut ips| {
-                        // A creation seen by the pthread_create uprobe: its caller's return
-                        // address goes right after pthread_create (see tracer-ebpf task.rs).
-                        if is_creation(done.call.call) && done.value != 0 && !ips.is_empty() {
-                            ips.insert(1, done.value);
-                        }
-                        symbolizer.user_stack(&ips)
-                    })
+                let stack = stacks
+                    .get(done.tid, done.user_stack_id)
+                    .map(|ips| symbolizer.user_stack(&ips))
                     .unwrap_or_default();
                 if let Some(event) = self.call_event(&done, stack) {
                     model.apply(&event);

@@ -24,6 +24,24 @@ const FUNCDATA_INL_TREE: u32 = 3;
 /// More nested inlining than this means the table is being misread.
 const MAX_INLINE_DEPTH: usize = 256;
 
+/// `abi.FuncFlagTopFrame`: the function is the outermost frame of a stack (`runtime.goexit`,
+/// `mstart`, `rt0_go`); and `abi.FuncFlagSPWrite`: it writes SP in ways the table cannot follow
+/// (`mcall`, `systemstack`, `morestack`). Go's traceback stops at either
+/// (runtime/traceback.go, `unwinder.next`; internal/abi/symtab.go).
+const FUNC_FLAG_TOP_FRAME: u8 = 1;
+const FUNC_FLAG_SP_WRITE: u8 = 2;
+
+/// What unwinding needs of the Go function at a pc, as the runtime's own traceback reads it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GoFrameLayout {
+    /// `runtime.funcspdelta`: bytes the function has pushed below its return address at the pc
+    /// (the return address is at SP + sp_delta, the caller's SP right above it). From the
+    /// `pcsp` table, which also covers assembly functions without frame pointers.
+    pub sp_delta: u32,
+    /// The stack ends here (top frame) or cannot be followed past it (SP written).
+    pub last: bool,
+}
+
 /// One frame at an address, as the Go runtime reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GoFrame {
@@ -333,6 +351,20 @@ impl LineTable {
     }
 
     /// The name of the (outermost) function containing `pc`, as `runtime.FuncForPC(pc).Name()`.
+    /// The frame layout of the Go function at `pc` (a link address; look return addresses up
+    /// one byte earlier). None outside Go code or where the table has no SP delta.
+    pub fn frame_layout(&self, pc: u64) -> Option<GoFrameLayout> {
+        let f = self.find(pc)?;
+        let sp_delta = u32::try_from(self.pcvalue(f, self.func_u32(f, 16)?, pc)?).ok()?;
+        // funcID and flag are the two bytes before nfuncdata (after a padding byte: `funcID
+        // uint8; flag FuncFlag; _ [1]byte; nfuncdata uint8`, internal/abi/symtab.go).
+        let flag = *self.tab.get(f.at + self.layout.nfuncdata_offset() - 2)?;
+        Some(GoFrameLayout {
+            sp_delta,
+            last: flag & (FUNC_FLAG_TOP_FRAME | FUNC_FLAG_SP_WRITE) != 0,
+        })
+    }
+
     pub fn function_at(&self, pc: u64) -> Option<String> {
         let f = self.find(pc)?;
         self.name_at(self.func_u32(f, 4)?)

@@ -72,6 +72,7 @@ fn process(arena: &[u64]) -> GoProcess {
         max_frames: 16,
         allp: Some(base + 8 * ALLP as u64),
         timer_layout: Ok(layout()),
+        default_godebug: None,
     }
 }
 

@@ -96,6 +96,9 @@ pub struct Timer {
     pub last_value_ns: u64,
     pub arm_stack: Vec<Frame>,
     pub state: Option<TimerfdState>,
+    /// What fdinfo said when tracing started, for a timerfd that was open then (its history
+    /// before that is unknown: a disarmed timer may have fired many times).
+    pub state_at_attach: Option<TimerfdState>,
     /// Expirations pending (fdinfo `ticks`) at the first and the last snapshot.
     pub first_ticks: Option<u64>,
 }
@@ -170,6 +173,7 @@ impl Timerfds {
                         clockid: state.clockid,
                         interval_ns: state.it_interval_ns,
                         state: Some(*state),
+                        state_at_attach: Some(*state),
                         first_ticks: Some(state.ticks),
                         ..Default::default()
                     },

@@ -105,7 +105,23 @@ pub fn write_detail(out: &mut String, c: &Candidate) {
                 "   open {} · created {} · closed {} during the trace · {:.1}/s",
                 d.open, d.created_during_trace, d.closed_during_trace, d.growth_per_s
             );
+            if d.open_before_trace > 0 {
+                let _ = writeln!(
+                    out,
+                    "   + {} open since before tracing (seen at attach only)",
+                    d.open_before_trace
+                );
+            }
             for timer in d.timers.iter().take(5) {
+                if timer.seen_at_attach && timer.arms == 0 && timer.reads == 0 {
+                    let _ = writeln!(
+                        out,
+                        "   fd {}: open before tracing, {} when tracing started, unused during the trace",
+                        timer.fd,
+                        timer.next_expiry_ns.map_or("disarmed".to_string(), |ns| format!("armed ({} to go)", human_ns(ns))),
+                    );
+                    continue;
+                }
                 let _ = writeln!(
                     out,
                     "   fd {}: armed {}x (pushed back {}x), fired {}, read {}x, pending {}, next {}, interval {}",

@@ -1,0 +1,70 @@
+//! User stacks taken in the kernel, completed with the stack top sent alongside them (see
+//! `tracer_common::UserStackTop` and `RemoteUnwinder::complete_kernel_stack`).
+use std::collections::HashMap;
+
+use tracer_common::{event_kind, UserStackTop};
+
+use crate::attach::Probes;
+use crate::unwind::RemoteUnwinder;
+
+/// The last stack top of each (thread, stack id), for the records that carry that stack id. A
+/// top comes before its record, possibly in an earlier drain (the pthread_create uprobe runs
+/// before the clone whose exit sends the creation), and one drain may hold several records with
+/// the same stack id: a top is kept after use. Tops of one stack id differ only in words the CFI
+/// walk does not read, or in frames the kernel's walk did see.
+#[derive(Default)]
+pub struct StackTops {
+    by_stack: HashMap<(u32, i32), UserStackTop>,
+}
+
+/// More tops than this kept: start over rather than grow (a top missed costs one frame).
+const MAX_WAITING: usize = 4096;
+
+impl StackTops {
+    /// Keeps `bytes` when it is a stack top; false when it is another record.
+    pub fn record(&mut self, bytes: &[u8]) -> bool {
+        if bytes.len() < size_of::<UserStackTop>()
+            || bytes[..4] != event_kind::USER_STACK_TOP.to_ne_bytes()
+        {
+            return false;
+        }
+        // SAFETY: the record is at least a UserStackTop, a repr(C) POD written by the kernel
+        // half; read_unaligned makes no alignment assumption.
+        let top = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<UserStackTop>()) };
+        if self.by_stack.len() >= MAX_WAITING {
+            self.by_stack.clear();
+        }
+        self.by_stack.insert((top.tid, top.stack_id), top);
+        true
+    }
+}
+
+/// Where the user stacks of kernel records come from.
+pub struct UserStacks<'a> {
+    pub probes: &'a Probes,
+    pub tops: &'a mut StackTops,
+    pub unwinder: Option<&'a mut RemoteUnwinder>,
+    pub max_frames: usize,
+}
+
+impl UserStacks<'_> {
+    /// The return addresses of user stack `id` that thread `tid` took, innermost first,
+    /// completed with its stack top when one came. None when the id is none (negative) or gone.
+    pub fn get(&mut self, tid: u32, id: i32) -> Option<Vec<u64>> {
+        let ips = self.probes.stack(id)?;
+        let top = self.tops.by_stack.get(&(tid, id)).copied();
+        Some(match (top, self.unwinder.as_deref_mut()) {
+            (Some(top), Some(unwinder)) => {
+                let read = (top.words_read as usize).min(top.words.len());
+                unwinder.complete_kernel_stack(
+                    &ips,
+                    top.sp,
+                    top.bp,
+                    &top.words[..read],
+                    self.max_frames,
+                )
+            }
+            _ => ips,
+        })
+    }
+}
