@@ -37,3 +37,6 @@ log "toolchain ready"
 
 # Go toolchains for the Go test fixtures (tests/goruntime.rs).
 bash "$(dirname "${BASH_SOURCE[0]}")/setup-go.sh"
+
+# Headless Chromium for the HTML report test (tests/formats.rs).
+bash "$(dirname "${BASH_SOURCE[0]}")/setup-chromium.sh"

@@ -4,6 +4,7 @@
 //! least the threshold. Healthy activity (waits that completed) never becomes a candidate; it is
 //! summarised per futex word instead.
 pub mod epoll;
+pub mod fingerprint;
 pub mod goroutines;
 pub mod threads;
 pub mod timerfd;
