@@ -616,6 +616,10 @@ fn symbolized_goroutine(symbolizer: &mut Symbolizer, g: &GoroutineState) -> Goro
         go_statement: symbolizer.call_site(g.gopc),
         start_function: symbolizer.function_at(g.startpc),
         parent_goid: g.parent_goid,
-        stack: symbolizer.user_stack(&g.stack),
+        // A goroutine's saved `sched.pc` is a return address too (mcall/gosave saved it after
+        // a call), so it is looked up one byte earlier like the rest, as the runtime's own
+        // traceback does (runtime/traceback.go `symPC`); otherwise gopark shows the line after
+        // its mcall.
+        stack: symbolizer.return_addresses(&g.stack),
     }
 }
