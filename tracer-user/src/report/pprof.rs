@@ -18,7 +18,7 @@ use flate2::write::GzEncoder;
 use prost::Message as _;
 
 use crate::analyze::fingerprint::{goroutine_group, kind_name};
-use crate::model::goroutines::{group_key, place};
+use crate::model::goroutines::{group_key, place, Goroutine};
 use crate::model::Frame;
 use crate::report::Report;
 
@@ -216,14 +216,23 @@ fn profile(report: &Report) -> proto::Profile {
     let (Some(overview), Some(snapshot)) = (&report.goroutines, &report.goroutine_snapshot) else {
         return b.profile;
     };
+    // One pass over the snapshot (100k goroutines), not one per group.
+    let mut members: HashMap<(String, String, String), &Goroutine> = HashMap::new();
+    for (g, _) in &snapshot.goroutines {
+        let key = group_key(g);
+        members
+            .entry((key.created_at, key.sits_at, key.state))
+            .or_insert(g);
+    }
     for group in &overview.other_groups {
-        let member = snapshot.goroutines.iter().map(|(g, _)| g).find(|g| {
-            let key = group_key(g);
-            key.created_at == group.created_at
-                && key.sits_at == group.sits_at
-                && key.state == group.state
-        });
-        let Some(member) = member else { continue };
+        let key = (
+            group.created_at.clone(),
+            group.sits_at.clone(),
+            group.state.clone(),
+        );
+        let Some(member) = members.get(&key) else {
+            continue;
+        };
         let fingerprint = goroutine_group(&group.created_at, &group.sits_at, &group.state);
         b.sample(
             &member.stack,
