@@ -585,6 +585,30 @@ mod tests {
     }
 
     #[test]
+    fn suppressed_candidates_stay_listed_with_their_rule_and_fingerprint() {
+        let mut report = report();
+        let fingerprint = report.candidates[0].fingerprint.clone();
+        assert!(fingerprint.starts_with("deadlock:"), "{fingerprint}");
+        let rules =
+            ignore::IgnoreRules::parse("known.txt", "# ok\nfunction lock_b_then_a").unwrap();
+        report.apply_ignore_rules(&rules);
+        let text = report.to_text();
+        assert!(
+            text.contains("SUPPRESSED by known.txt:2 `function lock_b_then_a`"),
+            "{text}"
+        );
+        assert!(text.contains("#1 DEADLOCK"), "still listed: {text}");
+        let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
+        let candidate = &json["candidates"][0];
+        assert_eq!(candidate["fingerprint"], fingerprint.as_str());
+        assert_eq!(candidate["suppressed_by"]["line"], 2);
+        assert_eq!(
+            candidate["kind"], "deadlock",
+            "the candidate's own fields stay"
+        );
+    }
+
+    #[test]
     fn durations_read_naturally() {
         assert_eq!(human_ns(950), "950ns");
         assert_eq!(human_ns(12_300), "12.3us");

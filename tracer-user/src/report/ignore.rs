@@ -8,7 +8,7 @@
 //! | key | holds when |
 //! |---|---|
 //! | `kind K` | the candidate's kind is K (`goroutine_leak`, `futex_wait`, ... as in the JSON) |
-//! | `function F` | F names a frame of the blocking or the creation stack |
+//! | `function F` | F names a frame of the blocking stack (the candidate's or any of its threads') or of the creation stack |
 //! | `top-function F` | F is the innermost frame of the blocking stack outside the Go runtime and standard library (`runtime.`, `sync.`, `internal/` ...), goleak's `IgnoreTopFunction` |
 //! | `blocking-function F` | F names a frame of the blocking stack |
 //! | `creation-function F` | F names a frame of the creation stack |
@@ -174,19 +174,21 @@ fn parse_condition(condition: &str) -> Result<Condition> {
 
 fn holds(condition: &Condition, c: &Candidate) -> bool {
     let creation = c.creation_stack.as_deref().unwrap_or(&[]);
+    // The candidate's stack, and each of its threads' own (a deadlock's threads differ).
+    let blocking = || {
+        std::iter::once(c.blocking_stack.as_slice())
+            .chain(c.threads.iter().map(|t| t.blocking_stack.as_slice()))
+    };
     match condition {
         Condition::Kind(kind) => kind_name(c.kind) == kind,
-        Condition::Function(p) => c
-            .blocking_stack
-            .iter()
-            .chain(creation)
-            .any(|f| p.matches(f)),
-        Condition::TopFunction(p) => c
-            .blocking_stack
-            .iter()
-            .find(|f| !is_runtime_frame(f))
-            .is_some_and(|f| p.matches(f)),
-        Condition::BlockingFunction(p) => c.blocking_stack.iter().any(|f| p.matches(f)),
+        Condition::Function(p) => blocking().flatten().chain(creation).any(|f| p.matches(f)),
+        Condition::TopFunction(p) => blocking().any(|stack| {
+            stack
+                .iter()
+                .find(|f| !is_runtime_frame(f))
+                .is_some_and(|f| p.matches(f))
+        }),
+        Condition::BlockingFunction(p) => blocking().flatten().any(|f| p.matches(f)),
         Condition::CreationFunction(p) => creation.iter().any(|f| p.matches(f)),
         Condition::WaitReason(reason) => c.wait_reason.as_deref() == Some(reason.as_str()),
     }
