@@ -5,8 +5,9 @@
 //! (threads count as goroutines here, so it reads like Go's) and `blocked/nanoseconds`: the sum
 //! of the members' blocked times where each is known (stuck threads), else the group's median
 //! blocked time times its count. Samples: every candidate (threads, goroutines, timer groups)
-//! and, for Go targets, every goroutine group that is not a candidate, with a member's stack
-//! from the last snapshot. Locations carry function, file and line; functions inlined at one
+//! and, for Go targets, every goroutine group and Go timer group that is not a candidate (a
+//! goroutine group with a member's stack from the last snapshot, a timer group with the stack
+//! that started its timers where the sampling probe saw one). Locations carry function, file and line; functions inlined at one
 //! address share a Location, innermost Line first, as Go writes them. String labels: `kind`,
 //! `wait_reason`, `creation_site`, `verdict` (`candidate`, `suppressed`, `not a candidate`),
 //! `score`, `fingerprint`, `summary`.
@@ -213,6 +214,23 @@ fn profile(report: &Report) -> proto::Profile {
         );
     }
 
+    // Timer groups that are not candidates: who started them where that was seen (a timer
+    // blocks nothing, so no blocked time).
+    for group in report.go_timers.iter().flat_map(|t| &t.other_groups) {
+        b.sample(
+            group.starter_stack.as_deref().unwrap_or(&[]),
+            group.count as i64,
+            0,
+            &[
+                ("kind", "go_timers"),
+                ("callback", &group.callback),
+                ("creation_site", &group.creation_site),
+                ("verdict", "not a candidate"),
+                ("why", group.not_a_candidate.as_deref().unwrap_or("")),
+            ],
+        );
+    }
+
     let (Some(overview), Some(snapshot)) = (&report.goroutines, &report.goroutine_snapshot) else {
         return b.profile;
     };
@@ -249,4 +267,59 @@ fn profile(report: &Report) -> proto::Profile {
         );
     }
     b.profile
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn builder() -> Builder {
+        let mut b = Builder {
+            profile: proto::Profile::default(),
+            strings: HashMap::new(),
+            functions: HashMap::new(),
+            locations: HashMap::new(),
+        };
+        b.string("");
+        b
+    }
+
+    fn frame(function: &str, line: u32, addr: u64, inlined: bool) -> Frame {
+        Frame {
+            function: Some(function.into()),
+            file: Some("/src/main.go".into()),
+            line: Some(line),
+            module: None,
+            addr,
+            inlined,
+        }
+    }
+
+    #[test]
+    fn inlined_frames_share_a_location_innermost_line_first() {
+        let mut b = builder();
+        let stack = [
+            frame("runtime.gopark", 474, 0x100, false),
+            frame("main.wait", 15, 0x200, true),
+            frame("main.handle.gowrap1", 8, 0x200, false),
+        ];
+        let ids = b.stack(&stack);
+        assert_eq!(ids, [1, 2], "two addresses, two locations");
+        let location = &b.profile.location[1];
+        assert_eq!(location.address, 0x200);
+        let names: Vec<&str> = location
+            .line
+            .iter()
+            .map(|l| {
+                let f = &b.profile.function[l.function_id as usize - 1];
+                b.profile.string_table[f.name as usize].as_str()
+            })
+            .collect();
+        assert_eq!(names, ["main.wait", "main.handle.gowrap1"]);
+        assert_eq!(location.line[0].line, 15);
+        // The same stack again reuses locations and functions.
+        assert_eq!(b.stack(&stack), ids);
+        assert_eq!(b.profile.function.len(), 3);
+        assert_eq!(b.profile.string_table[0], "");
+    }
 }
