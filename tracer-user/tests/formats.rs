@@ -94,12 +94,35 @@ fn pprof_reads_in_go_tool_pprof_with_counts_functions_and_labels() {
     let binary = build_go("g01_chan_recv", GO, &[]);
     let leaking = Fixture::start(&binary, &[]);
     let fixed = Fixture::start(&binary, &["-fixed"]);
+    let deadlock = Fixture::start(&build_c("abba_deadlock"), &[]);
     let dir = out_dir("pprof");
     let (leak_file, fixed_file) = (dir.join("leak.pb.gz"), dir.join("fixed.pb.gz"));
+    let c_file = dir.join("abba.pb.gz");
     std::thread::scope(|s| {
         s.spawn(|| trace_to(fixed.pid(), "3s", &fixed_file, &[]));
+        s.spawn(|| trace_to(deadlock.pid(), "2s", &c_file, &[]));
         trace_to(leaking.pid(), "3s", &leak_file, &[]);
     });
+
+    // A C program's deadlock: one sample of 2 threads, both threads' functions in it.
+    let c_raw = go_tool_pprof(&["-raw"], &c_file);
+    println!("{c_raw}");
+    let c_samples = raw_samples(&c_raw);
+    let deadlocks: Vec<_> = c_samples
+        .iter()
+        .filter(|(_, labels)| labels.contains("kind:[deadlock]"))
+        .collect();
+    assert_eq!(deadlocks.len(), 1, "{c_samples:?}");
+    assert_eq!(deadlocks[0].0[0], 2, "two threads");
+    assert!(
+        deadlocks[0].0[1] >= 2_000_000_000,
+        "two threads blocked >= 1 s each"
+    );
+    let c_top = go_tool_pprof(&["-top"], &c_file);
+    assert!(
+        c_top.contains("transfer_a_to_b") || c_top.contains("transfer_b_to_a"),
+        "{c_top}"
+    );
     let bytes = std::fs::read(&leak_file).unwrap();
     assert_eq!(&bytes[..2], b"\x1f\x8b", "pprof files are gzip");
 
@@ -321,6 +344,22 @@ fn folded_stacks_of_a_deadlock_and_a_flame_graph_of_a_go_leak() {
         let start = frames.iter().position(|f| f.starts_with("teller_"));
         assert!(start < at, "root first: {stack}");
     }
+    // A goroutine dump of a program that has no goroutines: a clear error, not an empty file.
+    let output = run_leaktrace(
+        &[
+            "--pid",
+            &c_fixture.pid().to_string(),
+            "--duration",
+            "500ms",
+            "--format",
+            "goroutines",
+        ],
+        TIMEOUT,
+    );
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("not a Go program"), "{stderr}");
+
     let svg = std::fs::read_to_string(&svg).unwrap();
     assert!(
         svg.starts_with("<?xml") && svg.contains("<svg"),
