@@ -506,13 +506,13 @@ pub fn human_ns(ns: u64) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::analyze::analyze;
     use crate::model::tests::blocked;
     use crate::model::{BlockedSince, Event, Model};
 
-    fn report() -> Report {
+    pub(crate) fn report() -> Report {
         let mut model = Model::new();
         model.apply(&Event::TraceStarted { at_ns: 0 });
         let mut a = blocked(

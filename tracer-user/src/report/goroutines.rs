@@ -148,19 +148,17 @@ mod tests {
 
     #[test]
     fn renders_the_runtime_traceback_format() {
-        let worker = Goroutine {
-            goid: 18,
-            status: "waiting".into(),
-            wait_reason: Some("chan receive".into()),
-            go_statement: frame("main.start", "/src/main.go", 20),
-            start_function: Some("main.worker".into()),
-            parent_goid: Some(1),
-            stack: vec![
-                frame("runtime.gopark", "/go/src/runtime/proc.go", 425),
-                frame("main.worker", "/src/main.go", 12),
-                frame("runtime.goexit", "/go/src/runtime/asm_amd64.s", 1700),
-            ],
-        };
+        // Built on the model's own test helper, so fields added to `Goroutine` need no edit here.
+        let mut worker =
+            crate::model::goroutines::tests::goroutine(18, "main.start", &[], "chan receive");
+        worker.go_statement = frame("main.start", "/src/main.go", 20);
+        worker.start_function = Some("main.worker".into());
+        worker.parent_goid = Some(1);
+        worker.stack = vec![
+            frame("runtime.gopark", "/go/src/runtime/proc.go", 425),
+            frame("main.worker", "/src/main.go", 12),
+            frame("runtime.goexit", "/go/src/runtime/asm_amd64.s", 1700),
+        ];
         let gc = Goroutine {
             goid: 2,
             start_function: Some("runtime.forcegchelper".into()),

@@ -197,7 +197,7 @@ fn holds(condition: &Condition, c: &Candidate) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analyze::{CandidateKind, Percentiles};
+    use crate::analyze::CandidateKind;
 
     fn frame(function: &str) -> Frame {
         Frame {
@@ -206,27 +206,22 @@ mod tests {
         }
     }
 
+    /// A goroutine candidate made from a real analysis' candidate, so fields added to
+    /// `Candidate` need no edit here.
     fn goroutine_candidate() -> Candidate {
-        Candidate {
-            kind: CandidateKind::GoroutineLeak,
-            count: 3,
-            summary: "3 goroutines".into(),
-            score: 80.0,
-            reasons: vec![],
-            blocking_stack: vec![
-                frame("runtime.gopark"),
-                frame("runtime.chanrecv1"),
-                frame("main.worker"),
-            ],
-            creation_stack: Some(vec![frame("main.start")]),
-            blocked_ns: Percentiles::default(),
-            wakes_during_trace: 0,
-            threads: vec![],
-            cycle: vec![],
-            wait_reason: Some("chan receive".into()),
-            grew: Some(true),
-            detail: None,
-        }
+        let mut c = crate::report::tests::report().candidates[0]
+            .candidate
+            .clone();
+        c.kind = CandidateKind::GoroutineLeak;
+        c.threads.clear();
+        c.blocking_stack = vec![
+            frame("runtime.gopark"),
+            frame("runtime.chanrecv1"),
+            frame("main.worker"),
+        ];
+        c.creation_stack = Some(vec![frame("main.start")]);
+        c.wait_reason = Some("chan receive".into());
+        c
     }
 
     #[test]

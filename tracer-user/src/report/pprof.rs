@@ -289,9 +289,8 @@ mod tests {
             function: Some(function.into()),
             file: Some("/src/main.go".into()),
             line: Some(line),
-            module: None,
-            addr,
             inlined,
+            ..Frame::unknown(addr)
         }
     }
 
