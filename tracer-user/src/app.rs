@@ -5,7 +5,7 @@ use std::io::Write as _;
 
 use anyhow::{Context as _, Result};
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, Format};
 use crate::collect::{EndReason, Settings};
 use crate::report::{GoroutineRead, Report, TargetInfo, TracerInfo};
 use crate::target::Target;
@@ -107,6 +107,9 @@ pub fn run(cli: Cli) -> Result<()> {
     );
     if let Some(rules) = &ignore {
         report.apply_ignore_rules(rules);
+    }
+    if matches!(format, Format::Goroutines | Format::Pprof) {
+        report.keep_goroutine_snapshot(&outcome.model);
     }
     let rendered = report.render(format)?;
     write_out(output, cli.output.as_deref(), &rendered)

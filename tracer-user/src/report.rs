@@ -69,7 +69,8 @@ pub struct Report {
     pub go_timers: Option<crate::analyze::timers::GoTimerOverview>,
     /// Threads, epoll sets and timerfds seen during the trace.
     pub native_io: native::NativeSummary,
-    /// Go targets: the last goroutine snapshot, for the `goroutines` dump (not in the JSON).
+    /// Go targets: the last goroutine snapshot, for the `goroutines` dump and pprof's groups
+    /// that are not candidates (not in the JSON; see [`Report::keep_goroutine_snapshot`]).
     #[serde(skip)]
     pub goroutine_snapshot: Option<goroutines::Snapshot>,
 }
@@ -131,8 +132,14 @@ impl Report {
             goroutines: analysis.goroutines,
             go_timers: analysis.go_timers,
             native_io: native::NativeSummary::of(model),
-            goroutine_snapshot: goroutines::Snapshot::of(&model.goroutines),
+            goroutine_snapshot: None,
         }
+    }
+
+    /// Keeps the last goroutine snapshot for the formats that show every goroutine (a copy of
+    /// up to 100k goroutines' stacks, so only taken for them).
+    pub fn keep_goroutine_snapshot(&mut self, model: &Model) {
+        self.goroutine_snapshot = goroutines::Snapshot::of(&model.goroutines);
     }
 
     /// Marks the candidates the rules match, and moves them after the others (order kept).
