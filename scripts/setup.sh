@@ -44,3 +44,5 @@ bash "$(dirname "${BASH_SOURCE[0]}")/setup-go.sh"
 
 # Tools the fault tests check the kernel's view with (bpftool).
 bash "$(dirname "${BASH_SOURCE[0]}")/setup-tools.sh"
+# Headless Chromium for the HTML report test (tests/formats.rs).
+bash "$(dirname "${BASH_SOURCE[0]}")/setup-chromium.sh"

@@ -6,6 +6,7 @@
 pub mod ancestry;
 pub mod chains;
 pub mod epoll;
+pub mod fingerprint;
 pub mod goroutines;
 pub mod threads;
 pub mod timerfd;

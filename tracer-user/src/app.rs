@@ -5,7 +5,7 @@ use std::io::Write as _;
 
 use anyhow::{Context as _, Result};
 
-use crate::cli::{Cli, Format};
+use crate::cli::{Cli, Command, Format};
 use crate::collect::{EndReason, Settings};
 use crate::report::{GoroutineRead, Report, TargetInfo, TracerInfo};
 use crate::target::Target;
@@ -16,6 +16,16 @@ const REPORTED_WAIT_SITES: usize = 20;
 
 /// Traces the target the command line names and writes the report.
 pub fn run(cli: Cli) -> Result<()> {
+    if let Some(Command::Diff { old, new }) = &cli.subcommand {
+        return write_out(None, None, crate::report::diff::run(old, new)?.as_bytes());
+    }
+    let format = cli.report_format();
+    // Bad rules fail before tracing, with the line.
+    let ignore = cli
+        .ignore
+        .as_deref()
+        .map(crate::report::ignore::IgnoreRules::load)
+        .transpose()?;
     // Fail on an unwritable output before spending a whole trace on it.
     let output = cli
         .output
@@ -78,7 +88,7 @@ pub fn run(cli: Cli) -> Result<()> {
         REPORTED_WAIT_SITES,
     );
     let usage = own_usage();
-    let report = Report::new(
+    let mut report = Report::new(
         info,
         TracerInfo {
             max_rss_kb: usage.ru_maxrss as u64,
@@ -98,19 +108,25 @@ pub fn run(cli: Cli) -> Result<()> {
         outcome.end == EndReason::TargetExited,
         settings.min_blocked_ns,
     );
-    let rendered = match cli.format {
-        Format::Text => report.to_text(),
-        Format::Json => report.to_json(),
-    };
-    match (output, &cli.output) {
-        (Some(mut file), Some(path)) => file
-            .write_all(rendered.as_bytes())
-            .with_context(|| format!("cannot write the report to {}", path.display()))?,
-        _ => std::io::stdout()
-            .write_all(rendered.as_bytes())
-            .context("cannot write the report to stdout")?,
+    if let Some(rules) = &ignore {
+        report.apply_ignore_rules(rules);
     }
-    Ok(())
+    if matches!(format, Format::Goroutines | Format::Pprof) {
+        report.keep_goroutine_snapshot(&outcome.model);
+    }
+    let rendered = report.render(format)?;
+    write_out(output, cli.output.as_deref(), &rendered)
+}
+
+fn write_out(file: Option<File>, path: Option<&std::path::Path>, bytes: &[u8]) -> Result<()> {
+    match (file, path) {
+        (Some(mut file), Some(path)) => file
+            .write_all(bytes)
+            .with_context(|| format!("cannot write the report to {}", path.display())),
+        _ => std::io::stdout()
+            .write_all(bytes)
+            .context("cannot write the report to stdout"),
+    }
 }
 
 /// leaktrace's own resource use so far (`getrusage(RUSAGE_SELF)`: peak RSS in KiB, CPU time).

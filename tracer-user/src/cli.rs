@@ -2,7 +2,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Format {
@@ -10,6 +10,62 @@ pub enum Format {
     Text,
     /// Machine-readable; fields are only ever added.
     Json,
+    /// gzipped pprof profile (`go tool pprof`, Pyroscope, Parca): one sample per group,
+    /// goroutine/count and blocked/nanoseconds, labels kind, wait_reason, creation_site,
+    /// verdict, score.
+    Pprof,
+    /// Go targets: every goroutine in the runtime's own traceback text (like a SIGQUIT or
+    /// debug=2 dump), read without stopping the world.
+    Goroutines,
+    /// Collapsed stacks (`root;...;leaf count`) of stuck threads and goroutines.
+    Folded,
+    /// An SVG flame graph of the stuck threads and goroutines.
+    Flamegraph,
+    /// One self-contained HTML page: candidates, stacks, charts, flame graph.
+    Html,
+}
+
+impl Cli {
+    /// --format, else the format -o's extension names, else text.
+    pub fn report_format(&self) -> Format {
+        self.format
+            .or_else(|| self.output.as_deref().and_then(Format::from_extension))
+            .unwrap_or(Format::Text)
+    }
+}
+
+impl Format {
+    /// The format a report file's name asks for, where the extension is unambiguous.
+    pub fn from_extension(path: &std::path::Path) -> Option<Format> {
+        let name = path.file_name()?.to_str()?.to_ascii_lowercase();
+        [
+            (".pb.gz", Format::Pprof),
+            (".svg", Format::Flamegraph),
+            (".html", Format::Html),
+            (".htm", Format::Html),
+            (".folded", Format::Folded),
+            (".json", Format::Json),
+            (".txt", Format::Text),
+        ]
+        .into_iter()
+        .find(|(ext, _)| name.ends_with(ext))
+        .map(|(_, format)| format)
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Compare two JSON reports (--format json) of the same program: candidates and goroutine
+    /// groups that are new, grown, shrunk, resolved or unchanged, matched by their fingerprint
+    /// (kind, creation site and blocking site: stable across runs and restarts).
+    ///
+    /// Example: leaktrace diff before.json after.json
+    Diff {
+        /// The earlier report.
+        old: PathBuf,
+        /// The later report.
+        new: PathBuf,
+    },
 }
 
 /// Find what is stuck in a live process: deadlocked threads, threads waiting on a condition
@@ -29,9 +85,22 @@ pub enum Format {
 ///   sudo leaktrace --pid 4242                      # trace until Ctrl-C, then report
 ///   sudo leaktrace --pid 4242 --duration 30s --format json -o report.json
 ///   sudo leaktrace --duration 10s -- ./server --port 8080
+///   sudo leaktrace --pid 4242 --duration 10s -o leaks.html      # format from the extension
+///   sudo leaktrace --pid 4242 --duration 10s -o goroutines.pb.gz && go tool pprof -top goroutines.pb.gz
+///   sudo leaktrace --pid 4242 --duration 5s --format goroutines # like a SIGQUIT dump
+///   leaktrace diff before.json after.json
 #[derive(Debug, Parser)]
-#[command(name = "leaktrace", version, verbatim_doc_comment)]
+#[command(
+    name = "leaktrace",
+    version,
+    verbatim_doc_comment,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
 pub struct Cli {
+    #[command(subcommand)]
+    pub subcommand: Option<Command>,
+
     /// Trace this running process.
     #[arg(
         long,
@@ -56,13 +125,24 @@ pub struct Cli {
     #[arg(long, value_name = "DURATION", default_value = "10ms", value_parser = humantime::parse_duration)]
     pub stack_after: Duration,
 
-    /// Report format.
-    #[arg(long, value_enum, default_value_t = Format::Text)]
-    pub format: Format,
+    /// Report format. Default: from the -o file's extension (.txt, .json, .pb.gz pprof, .folded,
+    /// .svg flame graph, .html), else text.
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
 
     /// Write the report to this file instead of stdout (checked before tracing starts).
     #[arg(short = 'o', long, value_name = "FILE")]
     pub output: Option<PathBuf>,
+
+    /// Suppression rules: candidates they match are marked as suppressed, with the rule, and
+    /// listed after the others (never dropped). One rule a line, conditions joined by ` & `:
+    /// `kind K`, `function F` (any frame of the blocking or creation stack), `top-function F`
+    /// (innermost frame outside the Go runtime/standard library, like goleak's
+    /// IgnoreTopFunction), `blocking-function F`, `creation-function F`, `wait-reason R`;
+    /// `F*` matches a prefix; `#` starts a comment. Example:
+    ///   kind goroutine_leak & top-function net/http.(*persistConn).readLoop
+    #[arg(long, value_name = "FILE", verbatim_doc_comment)]
+    pub ignore: Option<PathBuf>,
 
     /// Deepest user stack taken from a blocked thread.
     #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=512))]
@@ -95,6 +175,32 @@ mod tests {
         assert_eq!(cli.command, vec!["sleep", "5"]);
         assert_eq!(cli.duration, Some(Duration::from_secs(2)));
         assert_eq!(cli.min_blocked, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn the_format_follows_the_output_extension_unless_given() {
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(["leaktrace", "--pid", "1"].iter().chain(args)).unwrap()
+        };
+        assert_eq!(parse(&[]).report_format(), Format::Text);
+        assert_eq!(parse(&["-o", "r.pb.gz"]).report_format(), Format::Pprof);
+        assert_eq!(parse(&["-o", "R.HTML"]).report_format(), Format::Html);
+        assert_eq!(parse(&["-o", "f.svg"]).report_format(), Format::Flamegraph);
+        assert_eq!(parse(&["-o", "x.gz"]).report_format(), Format::Text);
+        let explicit = parse(&["-o", "r.json", "--format", "goroutines"]);
+        assert_eq!(explicit.report_format(), Format::Goroutines);
+    }
+
+    #[test]
+    fn diff_is_a_subcommand_and_tracing_needs_none() {
+        let cli = Cli::try_parse_from(["leaktrace", "diff", "a.json", "b.json"]).unwrap();
+        assert!(matches!(cli.subcommand, Some(Command::Diff { .. })));
+        assert!(Cli::try_parse_from(["leaktrace", "--pid", "3", "diff", "a", "b"]).is_err());
+        assert!(Cli::try_parse_from(["leaktrace", "diff", "a.json"]).is_err());
+        assert!(Cli::try_parse_from(["leaktrace", "--pid", "3"])
+            .unwrap()
+            .subcommand
+            .is_none());
     }
 
     #[test]

@@ -670,6 +670,20 @@ fn symbolized_goroutine(symbolizer: &mut Symbolizer, g: &GoroutineState) -> Goro
         go_statement: symbolizer.call_site(g.gopc),
         start_function: symbolizer.function_at(g.startpc),
         parent_goid: g.parent_goid,
-        stack: symbolizer.user_stack(&g.stack),
+        stack: goroutine_stack(symbolizer, &g.stack),
+    }
+}
+
+/// A goroutine's saved `sched.pc` is a return address too (mcall/gosave saved it after a call),
+/// so it is looked up one byte earlier like the rest, as the runtime's own traceback does
+/// (runtime/traceback.go `symPC`; otherwise gopark shows the line after its mcall) — except
+/// when it is a function's entry (a goroutine that has not run yet), where `symPC` does not
+/// subtract either.
+fn goroutine_stack(symbolizer: &mut Symbolizer, pcs: &[u64]) -> Vec<Frame> {
+    match pcs.first() {
+        Some(&pc) if pc == 0 || symbolizer.function_at(pc) != symbolizer.function_at(pc - 1) => {
+            symbolizer.user_stack(pcs)
+        }
+        _ => symbolizer.return_addresses(pcs),
     }
 }

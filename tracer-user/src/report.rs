@@ -1,5 +1,11 @@
 //! Renders an analysis as text for people or JSON for machines. Nothing here reads the system.
+pub mod diff;
+pub mod folded;
+pub mod goroutines;
+pub mod html;
+pub mod ignore;
 mod native;
+pub mod pprof;
 mod timers;
 
 use std::fmt::Write as _;
@@ -51,7 +57,8 @@ pub struct Report {
     pub waits_seen: u64,
     pub counters: KernelCounters,
     pub tracer: TracerInfo,
-    pub candidates: Vec<Candidate>,
+    /// Worst first; candidates suppressed by `--ignore` rules come after the others.
+    pub candidates: Vec<ReportedCandidate>,
     pub wait_sites: Vec<crate::analyze::WaitSiteSummary>,
     /// Threads blocked past the threshold that are not candidates, with the reason.
     pub blocked_but_healthy: Vec<crate::analyze::BlockedButHealthy>,
@@ -64,6 +71,29 @@ pub struct Report {
     pub go_timers: Option<crate::analyze::timers::GoTimerOverview>,
     /// Threads, epoll sets and timerfds seen during the trace.
     pub native_io: native::NativeSummary,
+    /// Go targets: the last goroutine snapshot, for the `goroutines` dump and pprof's groups
+    /// that are not candidates (not in the JSON; see [`Report::keep_goroutine_snapshot`]).
+    #[serde(skip)]
+    pub goroutine_snapshot: Option<goroutines::Snapshot>,
+}
+
+/// A candidate as reported: the analysis' candidate plus its stable fingerprint and, when an
+/// `--ignore` rule matched it, that rule. Dereferences to the candidate.
+#[derive(Clone, Debug, Serialize)]
+pub struct ReportedCandidate {
+    #[serde(flatten)]
+    pub candidate: Candidate,
+    /// `KIND:HASH`, stable across runs and restarts (see `analyze::fingerprint`).
+    pub fingerprint: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suppressed_by: Option<ignore::Suppression>,
+}
+
+impl std::ops::Deref for ReportedCandidate {
+    type Target = Candidate;
+    fn deref(&self) -> &Candidate {
+        &self.candidate
+    }
 }
 
 impl Report {
@@ -90,13 +120,56 @@ impl Report {
             waits_seen: model.waits_seen,
             counters,
             tracer,
-            candidates: analysis.candidates,
+            candidates: analysis
+                .candidates
+                .into_iter()
+                .map(|candidate| ReportedCandidate {
+                    fingerprint: crate::analyze::fingerprint::of(&candidate),
+                    candidate,
+                    suppressed_by: None,
+                })
+                .collect(),
             wait_sites: analysis.wait_sites,
             blocked_but_healthy: analysis.blocked_but_healthy,
             goroutines: analysis.goroutines,
             go_timers: analysis.go_timers,
             native_io: native::NativeSummary::of(model),
+            goroutine_snapshot: None,
         }
+    }
+
+    /// Keeps the last goroutine snapshot for the formats that show every goroutine (a copy of
+    /// up to 100k goroutines' stacks, so only taken for them).
+    pub fn keep_goroutine_snapshot(&mut self, model: &Model) {
+        self.goroutine_snapshot = goroutines::Snapshot::of(&model.goroutines);
+    }
+
+    /// Marks the candidates the rules match, and moves them after the others (order kept).
+    pub fn apply_ignore_rules(&mut self, rules: &ignore::IgnoreRules) {
+        for candidate in &mut self.candidates {
+            candidate.suppressed_by = rules.matching(&candidate.candidate);
+        }
+        self.candidates.sort_by_key(|c| c.suppressed_by.is_some());
+    }
+
+    /// The report in one of the formats (bytes: pprof is gzip).
+    pub fn render(&self, format: crate::cli::Format) -> anyhow::Result<Vec<u8>> {
+        use crate::cli::Format;
+        Ok(match format {
+            Format::Text => self.to_text().into_bytes(),
+            Format::Json => self.to_json().into_bytes(),
+            Format::Pprof => pprof::render(self)?,
+            Format::Goroutines => match &self.goroutine_snapshot {
+                Some(snapshot) => goroutines::render(snapshot).into_bytes(),
+                None => anyhow::bail!(
+                    "no goroutine dump: pid {} is not a Go program leaktrace could read (see the notes of --format text)",
+                    self.target.pid
+                ),
+            },
+            Format::Folded => folded::render(self).into_bytes(),
+            Format::Flamegraph => folded::flamegraph(self)?.into_bytes(),
+            Format::Html => html::render(self, &folded::flamegraph(self)?)?.into_bytes(),
+        })
     }
 
     pub fn to_json(&self) -> String {
@@ -129,7 +202,12 @@ impl Report {
             let _ = writeln!(out, "note: {note}");
         }
         let _ = writeln!(out);
-        if self.candidates.is_empty() {
+        let suppressed = self
+            .candidates
+            .iter()
+            .filter(|c| c.suppressed_by.is_some())
+            .count();
+        if self.candidates.len() == suppressed {
             let _ = writeln!(
                 out,
                 "No leak candidates: no thread stayed blocked for {} or more, no thread group or timerfd count grew, no timer misbehaved.",
@@ -139,11 +217,18 @@ impl Report {
             let _ = writeln!(
                 out,
                 "{} leak candidate(s), worst first:",
-                self.candidates.len()
+                self.candidates.len() - suppressed
             );
         }
         for (i, candidate) in self.candidates.iter().enumerate() {
             let _ = writeln!(out);
+            if let Some(rule) = &candidate.suppressed_by {
+                let _ = writeln!(
+                    out,
+                    "SUPPRESSED by {}:{} `{}`:",
+                    rule.file, rule.line, rule.rule
+                );
+            }
             write_candidate(&mut out, i + 1, candidate);
         }
         if !self.blocked_but_healthy.is_empty() {
@@ -430,13 +515,13 @@ pub fn human_ns(ns: u64) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::analyze::analyze;
     use crate::model::tests::blocked;
     use crate::model::{BlockedSince, Event, Model};
 
-    fn report() -> Report {
+    pub(crate) fn report() -> Report {
         let mut model = Model::new();
         model.apply(&Event::TraceStarted { at_ns: 0 });
         let mut a = blocked(
@@ -506,6 +591,30 @@ mod tests {
         assert!(text.contains("thread 11 \"t11\""), "{text}");
         assert!(text.contains("held by thread 12"), "{text}");
         assert!(text.contains("lock_b_then_a (fixture.c:1)"), "{text}");
+    }
+
+    #[test]
+    fn suppressed_candidates_stay_listed_with_their_rule_and_fingerprint() {
+        let mut report = report();
+        let fingerprint = report.candidates[0].fingerprint.clone();
+        assert!(fingerprint.starts_with("deadlock:"), "{fingerprint}");
+        let rules =
+            ignore::IgnoreRules::parse("known.txt", "# ok\nfunction lock_b_then_a").unwrap();
+        report.apply_ignore_rules(&rules);
+        let text = report.to_text();
+        assert!(
+            text.contains("SUPPRESSED by known.txt:2 `function lock_b_then_a`"),
+            "{text}"
+        );
+        assert!(text.contains("#1 DEADLOCK"), "still listed: {text}");
+        let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
+        let candidate = &json["candidates"][0];
+        assert_eq!(candidate["fingerprint"], fingerprint.as_str());
+        assert_eq!(candidate["suppressed_by"]["line"], 2);
+        assert_eq!(
+            candidate["kind"], "deadlock",
+            "the candidate's own fields stay"
+        );
     }
 
     #[test]
