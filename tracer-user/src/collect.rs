@@ -617,5 +617,8 @@ fn symbolized_goroutine(symbolizer: &mut Symbolizer, g: &GoroutineState) -> Goro
         start_function: symbolizer.function_at(g.startpc),
         parent_goid: g.parent_goid,
         stack: symbolizer.user_stack(&g.stack),
+        tracking_seq: g.tracking_seq,
+        waitsince_ns: u64::try_from(g.waitsince_ns).ok().filter(|&ns| ns > 0),
+        waits_on: g.waits_on.clone(),
     }
 }

@@ -30,6 +30,19 @@ pub struct Goroutine {
     /// Where it is now, innermost first (empty for a goroutine on a CPU: its saved registers
     /// are stale while it runs).
     pub stack: Vec<Frame>,
+    /// `g.trackingSeq`, which moves each time it leaves a CPU (None when unreadable).
+    #[serde(default)]
+    pub tracking_seq: Option<u8>,
+    /// `g.waitsince` (CLOCK_MONOTONIC ns, like the snapshot times) when the runtime has filled
+    /// it in: the start of a GC that found it parked, so it has been parked at least since then.
+    /// None when 0: the runtime sets it only during a GC's stack scans (runtime/mgcmark.go) and
+    /// clears it whenever the goroutine runs (runtime/proc.go `execute`).
+    #[serde(default)]
+    pub waitsince_ns: Option<u64>,
+    /// The channels it is parked on (`g.waiting` -> `sudog.c`; one per select case): empty for
+    /// other waits and when unreadable.
+    #[serde(default)]
+    pub waits_on: Vec<u64>,
 }
 
 /// What makes goroutines "the same" for the report: created by the same `go` statement, parked
@@ -54,6 +67,53 @@ pub struct Seen {
     pub key: GroupKey,
     /// Since when it has been in `key` without leaving it between snapshots.
     pub at_key_since_ns: u64,
+    /// Since when it has stayed at the same place: for a parked goroutine, in `key` (or longer,
+    /// when `g.waitsince` says it has been parked since earlier); for one on a CPU or ready for
+    /// it, in the same function whatever the line (a spinning loop stays in its loop).
+    pub at_place_since_ns: u64,
+    /// Since when it has been parked without running (its `g.trackingSeq` did not move), when
+    /// that is known.
+    pub parked_since_ns: Option<u64>,
+    /// `parked_since_ns`/`at_place_since_ns` come from the runtime's `g.waitsince`.
+    pub since_from_waitsince: bool,
+    /// Its `g.trackingSeq` at the last snapshot.
+    pub tracking_seq: Option<u8>,
+}
+
+impl Seen {
+    /// `g.waitsince` is a lower bound of how long a parked goroutine has been parked (set to
+    /// the start of a GC that found it parked, cleared when it runs): it moves the times back
+    /// when it is earlier than what the snapshots showed.
+    fn refine_with_waitsince(&mut self, goroutine: &Goroutine) {
+        let Some(since) = goroutine
+            .waitsince_ns
+            .filter(|_| goroutine.status == "waiting")
+        else {
+            return;
+        };
+        if since < self.at_place_since_ns {
+            self.at_place_since_ns = since;
+            self.since_from_waitsince = true;
+        }
+        if let Some(parked) = self.parked_since_ns.as_mut() {
+            *parked = (*parked).min(since);
+        } else {
+            self.parked_since_ns = Some(since);
+        }
+    }
+}
+
+/// The function of a `function (file:line)` place.
+fn function_of(place: &str) -> &str {
+    place.split(" (").next().unwrap_or(place)
+}
+
+/// Whether a group key is that of parked goroutines (its state is a wait reason).
+fn is_parked_key(key: &GroupKey) -> bool {
+    !matches!(
+        key.state.as_str(),
+        "running" | "runnable" | "syscall" | "copystack" | "other"
+    )
 }
 
 /// How many goroutines a group had at one snapshot.
@@ -145,12 +205,35 @@ impl GoroutineModel {
         for goroutine in goroutines {
             let key = group_key(goroutine);
             *counts.entry(key.clone()).or_default() += 1;
+            let parked = goroutine.status == "waiting";
             let entry = match self.seen.remove(&goroutine.goid) {
                 Some(mut previous) => {
+                    let stayed = if parked {
+                        previous.key == key
+                    } else {
+                        !is_parked_key(&previous.key)
+                            && previous.key.created_at == key.created_at
+                            && function_of(&previous.key.sits_at) == function_of(&key.sits_at)
+                    };
+                    if !stayed {
+                        previous.at_place_since_ns = at_ns;
+                        previous.since_from_waitsince = false;
+                    }
+                    let still = parked
+                        && stayed
+                        && previous.parked_since_ns.is_some()
+                        && goroutine.tracking_seq.is_some()
+                        && previous.tracking_seq == goroutine.tracking_seq;
+                    if !still {
+                        previous.parked_since_ns =
+                            (parked && goroutine.tracking_seq.is_some()).then_some(at_ns);
+                    }
+                    previous.tracking_seq = goroutine.tracking_seq;
                     if previous.key != key {
                         previous.key = key;
                         previous.at_key_since_ns = at_ns;
                     }
+                    previous.refine_with_waitsince(goroutine);
                     previous
                 }
                 None => {
@@ -162,12 +245,19 @@ impl GoroutineModel {
                     } else {
                         at_ns
                     };
-                    Seen {
+                    let mut seen = Seen {
                         first_seen_ns: since,
                         before_trace,
                         key,
                         at_key_since_ns: since,
-                    }
+                        at_place_since_ns: since,
+                        parked_since_ns: (parked && goroutine.tracking_seq.is_some())
+                            .then_some(since),
+                        since_from_waitsince: false,
+                        tracking_seq: goroutine.tracking_seq,
+                    };
+                    seen.refine_with_waitsince(goroutine);
+                    seen
                 }
             };
             seen.insert(goroutine.goid, entry);
@@ -263,6 +353,9 @@ pub mod tests {
             start_function: None,
             parent_goid: None,
             stack: stack.iter().map(|f| frame(f)).collect(),
+            tracking_seq: None,
+            waitsince_ns: None,
+            waits_on: Vec::new(),
         }
     }
 
