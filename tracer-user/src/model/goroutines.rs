@@ -108,6 +108,20 @@ fn function_of(place: &str) -> &str {
     place.split(" (").next().unwrap_or(place)
 }
 
+/// Where a goroutine of this group sits, as dwell counts it: the group for parked goroutines;
+/// the `go` statement and the function (any line) for goroutines on a CPU or ready for one.
+pub fn place_of(key: &GroupKey) -> String {
+    if is_parked_key(key) {
+        format!("{} | {} | {}", key.created_at, key.sits_at, key.state)
+    } else {
+        format!(
+            "{} | {} | running",
+            key.created_at,
+            function_of(&key.sits_at)
+        )
+    }
+}
+
 /// Whether a group key is that of parked goroutines (its state is a wait reason).
 fn is_parked_key(key: &GroupKey) -> bool {
     !matches!(
@@ -159,6 +173,17 @@ pub struct GoroutineModel {
     pub unreadable: u64,
     /// Creator stacks seen by the creation probe, by `go` statement PC (the goroutines' gopc).
     pub creations: HashMap<u64, ObservedCreation>,
+    /// Goroutines that exited, by the place ([`place_of`]) they last sat at: how long a
+    /// goroutine sits there and still finishes.
+    pub exits: HashMap<String, PlaceExits>,
+}
+
+/// Goroutines seen to exit from one place.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PlaceExits {
+    pub count: u64,
+    /// The longest any of them had sat there, as seen at its last snapshot.
+    pub longest_dwell_ns: u64,
 }
 
 /// What the creation probe saw of one `go` statement.
@@ -192,6 +217,7 @@ impl GoroutineModel {
         trace_started_ns: u64,
     ) {
         let first = self.first_snapshot_ns.is_none();
+        let previous_snapshot_ns = self.last_snapshot_ns;
         if first {
             self.first_snapshot_ns = Some(at_ns);
             self.max_goid_at_start = goroutines.iter().map(|g| g.goid).max().unwrap_or(0);
@@ -208,13 +234,7 @@ impl GoroutineModel {
             let parked = goroutine.status == "waiting";
             let entry = match self.seen.remove(&goroutine.goid) {
                 Some(mut previous) => {
-                    let stayed = if parked {
-                        previous.key == key
-                    } else {
-                        !is_parked_key(&previous.key)
-                            && previous.key.created_at == key.created_at
-                            && function_of(&previous.key.sits_at) == function_of(&key.sits_at)
-                    };
+                    let stayed = place_of(&previous.key) == place_of(&key);
                     if !stayed {
                         previous.at_place_since_ns = at_ns;
                         previous.since_from_waitsince = false;
@@ -262,7 +282,16 @@ impl GoroutineModel {
             };
             seen.insert(goroutine.goid, entry);
         }
-        // Goroutines that exited are forgotten: the report is about what is alive.
+        // Goroutines that exited are forgotten (the report is about what is alive), except how
+        // long they had sat where they were: that is how long this place holds goroutines that
+        // finish.
+        for gone in self.seen.values() {
+            let exits = self.exits.entry(place_of(&gone.key)).or_default();
+            exits.count += 1;
+            exits.longest_dwell_ns = exits
+                .longest_dwell_ns
+                .max(previous_snapshot_ns.saturating_sub(gone.at_place_since_ns));
+        }
         self.seen = seen;
         self.latest = goroutines.to_vec();
 
