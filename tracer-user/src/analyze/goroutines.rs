@@ -21,7 +21,7 @@ use std::collections::{BTreeSet, HashMap};
 use serde::Serialize;
 
 use crate::analyze::{Candidate, CandidateDetail, CandidateKind, Percentiles};
-use crate::model::goroutines::{place_of, CountAt, Goroutine, GoroutineModel, GroupKey};
+use crate::model::goroutines::{CountAt, Goroutine, GoroutineModel, GroupKey};
 use crate::model::{new_histogram, record, Frame};
 use crate::report::human_ns;
 
@@ -293,11 +293,16 @@ impl Judge<'_> {
             record(&mut dwells, dwell);
             max_dwell = max_dwell.max(dwell);
         }
-        // A place that goroutines leave by finishing after sitting there a while (a slow step
-        // of a busy process) holds its goroutines longer than that before they count as stuck.
-        let exits = model.exits.get(&place_of(key)).copied().unwrap_or_default();
-        let threshold = if exits.longest_dwell_ns >= self.min_blocked_ns {
-            exits.longest_dwell_ns + 1
+        // When goroutines of this `go` statement were seen to finish after living a while (slow
+        // requests of a busy process, sampled once a second, can be caught in the same function
+        // twice), sitting at one place for less than that is no evidence of being stuck.
+        let exits = model
+            .exits
+            .get(&key.created_at)
+            .copied()
+            .unwrap_or_default();
+        let threshold = if exits.longest_life_ns >= self.min_blocked_ns {
+            exits.longest_life_ns + 1
         } else {
             self.min_blocked_ns
         };
@@ -344,9 +349,10 @@ impl Judge<'_> {
         };
         if threshold > self.min_blocked_ns {
             evidence.missing.push(format!(
-                "{} goroutine(s) finished after sitting here up to {}: only longer counts as stuck",
+                "{} goroutine(s) of this go statement finished during the trace, after up to {}: \
+                 only longer at one place counts as stuck",
                 exits.count,
-                human_ns(exits.longest_dwell_ns)
+                human_ns(exits.longest_life_ns)
             ));
         }
         // Growth: a rising trend over the whole history, through goroutines created while we
@@ -429,7 +435,9 @@ impl Judge<'_> {
             .copied()
             .filter(|g| self.parked_for(g) >= threshold)
             .collect();
-        if parked.len() >= 2 && NOT_IDLE_WAITS.contains(&key.state.as_str()) {
+        // Many of them: a few goroutines waiting a while on a WaitGroup or a lock may be waiting
+        // for others that are busy (a client waiting for its slow requests).
+        if parked.len() >= MANY && NOT_IDLE_WAITS.contains(&key.state.as_str()) {
             evidence.score += SCORE_NOT_IDLE_WAIT;
             evidence.reasons.push(format!(
                 "{} of them have waited {} or more in {:?} without running: a pool idles on a \

@@ -173,17 +173,18 @@ pub struct GoroutineModel {
     pub unreadable: u64,
     /// Creator stacks seen by the creation probe, by `go` statement PC (the goroutines' gopc).
     pub creations: HashMap<u64, ObservedCreation>,
-    /// Goroutines that exited, by the place ([`place_of`]) they last sat at: how long a
-    /// goroutine sits there and still finishes.
-    pub exits: HashMap<String, PlaceExits>,
+    /// Goroutines seen to exit during the trace, by their `go` statement
+    /// ([`GroupKey::created_at`]): how long goroutines of that statement live and still finish.
+    pub exits: HashMap<String, Exits>,
 }
 
-/// Goroutines seen to exit from one place.
+/// Goroutines of one `go` statement seen to exit.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PlaceExits {
+pub struct Exits {
     pub count: u64,
-    /// The longest any of them had sat there, as seen at its last snapshot.
-    pub longest_dwell_ns: u64,
+    /// The longest any of them was seen alive (first to last snapshot; from the trace's start
+    /// for those older than the trace).
+    pub longest_life_ns: u64,
 }
 
 /// What the creation probe saw of one `go` statement.
@@ -283,14 +284,14 @@ impl GoroutineModel {
             seen.insert(goroutine.goid, entry);
         }
         // Goroutines that exited are forgotten (the report is about what is alive), except how
-        // long they had sat where they were: that is how long this place holds goroutines that
+        // long they had lived: goroutines of the same `go` statement that live that long still
         // finish.
         for gone in self.seen.values() {
-            let exits = self.exits.entry(place_of(&gone.key)).or_default();
+            let exits = self.exits.entry(gone.key.created_at.clone()).or_default();
             exits.count += 1;
-            exits.longest_dwell_ns = exits
-                .longest_dwell_ns
-                .max(previous_snapshot_ns.saturating_sub(gone.at_place_since_ns));
+            exits.longest_life_ns = exits
+                .longest_life_ns
+                .max(previous_snapshot_ns.saturating_sub(gone.first_seen_ns));
         }
         self.seen = seen;
         self.latest = goroutines.to_vec();
