@@ -16,8 +16,18 @@ const LATE_LEAKS: &[(&str, &[&str], &str, &str)] = &[
     ("send", &["chan send"], "main.handleSend", "// LEAK send"),
     ("recv", &["chan receive"], "main.handleRecv", "// LEAK recv"),
     ("select", &["select"], "main.handleSelect", "// LEAK select"),
-    ("cond", &["sync.Cond.Wait"], "main.handleCond", "// LEAK cond"),
-    ("mutex", &["sync.Mutex.Lock"], "main.handleMutex", "// LEAK mutex"),
+    (
+        "cond",
+        &["sync.Cond.Wait"],
+        "main.handleCond",
+        "// LEAK cond",
+    ),
+    (
+        "mutex",
+        &["sync.Mutex.Lock"],
+        "main.handleMutex",
+        "// LEAK mutex",
+    ),
 ];
 
 const VERSIONS: &[&str] = &["1.27", "1.22"];
@@ -115,19 +125,20 @@ fn a_leak_over_before_attach_is_found_and_a_pool_is_not() {
         let (go, mode) = (run.go, run.mode);
         let report = trace_pid(run.fixture.pid(), "3s", &[]);
         assert!(report["goroutines"]["snapshots"].as_u64().unwrap() >= 2);
+        // Only goroutine candidates are judged here: the runtime's own idle netpoller thread
+        // is issue 13's item 9, not this.
+        let goroutine_leaks = of_kind(&report, "goroutine_leak");
         if run.fixed {
             assert!(
-                candidates(&report).is_empty(),
-                "{mode} -fixed (Go {go}) reported: {:#?}",
-                candidates(&report)
+                goroutine_leaks.is_empty(),
+                "{mode} -fixed (Go {go}) reported: {goroutine_leaks:#?}"
             );
             continue;
         }
         if mode == "pool" {
             assert!(
-                candidates(&report).is_empty(),
-                "the idle pool (Go {go}) reported: {:#?}",
-                candidates(&report)
+                goroutine_leaks.is_empty(),
+                "the idle pool (Go {go}) reported: {goroutine_leaks:#?}"
             );
             let pool = other_groups(&report)
                 .iter()
@@ -144,7 +155,7 @@ fn a_leak_over_before_attach_is_found_and_a_pool_is_not() {
             .iter()
             .find(|l| l.0 == mode)
             .expect("a mode of the table");
-        let leaks = of_kind(&report, "goroutine_leak");
+        let leaks = goroutine_leaks;
         assert_eq!(
             leaks.len(),
             1,

@@ -21,7 +21,7 @@ use std::collections::{BTreeSet, HashMap};
 use serde::Serialize;
 
 use crate::analyze::{Candidate, CandidateDetail, CandidateKind, Percentiles};
-use crate::model::goroutines::{CountAt, Goroutine, GoroutineModel, GroupKey};
+use crate::model::goroutines::{place_of, CountAt, Goroutine, GoroutineModel, GroupKey};
 use crate::model::{new_histogram, record, Frame};
 use crate::report::human_ns;
 
@@ -138,9 +138,16 @@ pub fn analyze(
             *waiters.entry(chan).or_default() += 1;
         }
     }
+    let mut children: HashMap<u64, Vec<&Goroutine>> = HashMap::new();
+    for goroutine in &model.latest {
+        if let Some(parent) = goroutine.parent_goid {
+            children.entry(parent).or_default().push(goroutine);
+        }
+    }
     let judge = Judge {
         model,
         waiters: &waiters,
+        children: &children,
         now,
         trace_s,
         min_blocked_ns,
@@ -178,9 +185,14 @@ pub fn analyze(
                 )
             } else {
                 format!(
-                    "busy, not stuck: {stayers} of them ({} needed) stayed at this place for {}",
+                    "busy, not stuck: {stayers} of them ({} needed) stayed at this place for {}{}",
                     (members.len() / STAYERS_SHARE).max(1),
-                    human_ns(min_blocked_ns)
+                    human_ns(min_blocked_ns),
+                    if evidence.missing.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", evidence.missing.join("; "))
+                    }
                 )
             };
             others.push(GoroutineGroup {
@@ -219,6 +231,8 @@ struct Judge<'a> {
     model: &'a GoroutineModel,
     /// Goroutines of the whole process parked on each channel.
     waiters: &'a HashMap<u64, usize>,
+    /// Live goroutines by the goroutine that created them (Go 1.21+ records it).
+    children: &'a HashMap<u64, Vec<&'a Goroutine>>,
     now: u64,
     trace_s: f64,
     min_blocked_ns: u64,
@@ -248,6 +262,17 @@ impl Judge<'_> {
     fn dwell(&self, goroutine: &Goroutine) -> u64 {
         self.now
             .saturating_sub(self.model.seen[&goroutine.goid].at_place_since_ns)
+    }
+
+    /// Whether a goroutine it created is alive and working (on a CPU, ready for one, or parked
+    /// only briefly): its wait is likely for that work, which is in progress, so it takes that
+    /// goroutine's verdict rather than being stuck by itself.
+    fn waits_for_busy_child(&self, goroutine: &Goroutine) -> bool {
+        self.children.get(&goroutine.goid).is_some_and(|children| {
+            children
+                .iter()
+                .any(|c| c.status != "waiting" || self.parked_for(c) < self.min_blocked_ns)
+        })
     }
 
     /// How long it has been parked without running; its dwell when that is unknown (no
@@ -296,16 +321,22 @@ impl Judge<'_> {
         // When goroutines of this `go` statement were seen to finish after living a while (slow
         // requests of a busy process, sampled once a second, can be caught in the same function
         // twice), sitting at one place for less than that is no evidence of being stuck.
+        // Likewise a place that lets goroutines go after a while (a client waiting for its
+        // slow request): only longer than that there is evidence.
         let exits = model
             .exits
             .get(&key.created_at)
             .copied()
             .unwrap_or_default();
-        let threshold = if exits.longest_life_ns >= self.min_blocked_ns {
-            exits.longest_life_ns + 1
-        } else {
-            self.min_blocked_ns
-        };
+        let released = model
+            .released
+            .get(&place_of(key))
+            .copied()
+            .unwrap_or_default();
+        let threshold = self
+            .min_blocked_ns
+            .max(exits.longest_life_ns + 1)
+            .max(released.longest_life_ns + 1);
         let stuck: Vec<&Goroutine> = members
             .iter()
             .copied()
@@ -349,10 +380,12 @@ impl Judge<'_> {
         };
         if threshold > self.min_blocked_ns {
             evidence.missing.push(format!(
-                "{} goroutine(s) of this go statement finished during the trace, after up to {}: \
-                 only longer at one place counts as stuck",
+                "goroutines of this go statement finished after up to {} ({} seen) and this \
+                 place let goroutines go after up to {} ({} seen): only longer counts as stuck",
+                human_ns(exits.longest_life_ns),
                 exits.count,
-                human_ns(exits.longest_life_ns)
+                human_ns(released.longest_life_ns),
+                released.count
             ));
         }
         // Growth: a rising trend over the whole history, through goroutines created while we
@@ -435,6 +468,19 @@ impl Judge<'_> {
             .copied()
             .filter(|g| self.parked_for(g) >= threshold)
             .collect();
+        let waiting_for_work = parked
+            .iter()
+            .filter(|g| self.waits_for_busy_child(g))
+            .count();
+        let parked: Vec<&Goroutine> = parked
+            .into_iter()
+            .filter(|g| !self.waits_for_busy_child(g))
+            .collect();
+        if waiting_for_work > 0 {
+            evidence.missing.push(format!(
+                "{waiting_for_work} of them wait while a goroutine each created is still working"
+            ));
+        }
         // Many of them: a few goroutines waiting a while on a WaitGroup or a lock may be waiting
         // for others that are busy (a client waiting for its slow requests).
         if parked.len() >= MANY && NOT_IDLE_WAITS.contains(&key.state.as_str()) {
@@ -540,7 +586,7 @@ fn candidate(
     let wait_reason = representative.wait_reason.clone();
     let mut reasons = evidence.reasons;
     if wait_reason.is_some() {
-        let seen_for = human_ns(now.saturating_sub(model.first_snapshot_ns.unwrap_or(now)));
+        let seen_for = human_ns(Percentiles::of(&blocked, max, at_least).p50);
         reasons.push(if from_waitsince > 0 {
             format!(
                 "the runtime's g.waitsince dates the wait of {from_waitsince} of them before \
@@ -551,7 +597,7 @@ fn candidate(
             format!(
                 "g.waitsince is 0 for all of them (the runtime sets it only when a GC scans a \
                  parked goroutine): how long they were parked before tracing is unknown, at \
-                 least the {seen_for} seen"
+                 least the {seen_for} seen (p50)"
             )
         });
         if parked_throughout > 0 {

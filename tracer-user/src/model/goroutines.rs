@@ -176,15 +176,26 @@ pub struct GoroutineModel {
     /// Goroutines seen to exit during the trace, by their `go` statement
     /// ([`GroupKey::created_at`]): how long goroutines of that statement live and still finish.
     pub exits: HashMap<String, Exits>,
+    /// Goroutines seen to leave a place ([`place_of`]) during the trace (moved on, exited, or
+    /// woke and parked there again, as `g.trackingSeq` shows): how long that place holds
+    /// goroutines it lets go.
+    pub released: HashMap<String, Exits>,
 }
 
-/// Goroutines of one `go` statement seen to exit.
+/// Goroutines seen to exit (by `go` statement) or to leave (by place).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Exits {
     pub count: u64,
-    /// The longest any of them was seen alive (first to last snapshot; from the trace's start
-    /// for those older than the trace).
+    /// The longest any of them was seen alive (exits: first to last snapshot, from the trace's
+    /// start for those older than the trace) or at the place (releases), in ns.
     pub longest_life_ns: u64,
+}
+
+impl Exits {
+    fn add(&mut self, ns: u64) {
+        self.count += 1;
+        self.longest_life_ns = self.longest_life_ns.max(ns);
+    }
 }
 
 /// What the creation probe saw of one `go` statement.
@@ -235,8 +246,13 @@ impl GoroutineModel {
             let parked = goroutine.status == "waiting";
             let entry = match self.seen.remove(&goroutine.goid) {
                 Some(mut previous) => {
-                    let stayed = place_of(&previous.key) == place_of(&key);
+                    let place = place_of(&previous.key);
+                    let stayed = place == place_of(&key);
                     if !stayed {
+                        self.released
+                            .entry(place.clone())
+                            .or_default()
+                            .add(previous_snapshot_ns.saturating_sub(previous.at_place_since_ns));
                         previous.at_place_since_ns = at_ns;
                         previous.since_from_waitsince = false;
                     }
@@ -246,6 +262,13 @@ impl GoroutineModel {
                         && goroutine.tracking_seq.is_some()
                         && previous.tracking_seq == goroutine.tracking_seq;
                     if !still {
+                        if let (true, Some(since)) = (stayed && parked, previous.parked_since_ns) {
+                            // It woke and parked here again: this wait ends after that long.
+                            self.released
+                                .entry(place)
+                                .or_default()
+                                .add(previous_snapshot_ns.saturating_sub(since));
+                        }
                         previous.parked_since_ns =
                             (parked && goroutine.tracking_seq.is_some()).then_some(at_ns);
                     }
@@ -287,11 +310,14 @@ impl GoroutineModel {
         // long they had lived: goroutines of the same `go` statement that live that long still
         // finish.
         for gone in self.seen.values() {
-            let exits = self.exits.entry(gone.key.created_at.clone()).or_default();
-            exits.count += 1;
-            exits.longest_life_ns = exits
-                .longest_life_ns
-                .max(previous_snapshot_ns.saturating_sub(gone.first_seen_ns));
+            self.exits
+                .entry(gone.key.created_at.clone())
+                .or_default()
+                .add(previous_snapshot_ns.saturating_sub(gone.first_seen_ns));
+            self.released
+                .entry(place_of(&gone.key))
+                .or_default()
+                .add(previous_snapshot_ns.saturating_sub(gone.at_place_since_ns));
         }
         self.seen = seen;
         self.latest = goroutines.to_vec();
