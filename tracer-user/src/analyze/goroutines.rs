@@ -859,4 +859,223 @@ mod tests {
         let (candidates, _) = analyze(&traced(&snapshots), S, S);
         assert!(candidates.is_empty(), "{candidates:?}");
     }
+
+    fn on_channels(mut goroutines: Vec<Goroutine>, chan_of: impl Fn(u64) -> u64) -> Vec<Goroutine> {
+        for g in &mut goroutines {
+            g.waits_on = vec![chan_of(g.goid)];
+            g.tracking_seq = Some(7);
+        }
+        goroutines
+    }
+
+    #[test]
+    fn trend_is_the_direction_of_the_whole_history() {
+        let history = |counts: &[usize]| -> Vec<CountAt> {
+            counts
+                .iter()
+                .enumerate()
+                .map(|(i, &count)| CountAt {
+                    at_ns: i as u64,
+                    count,
+                })
+                .collect()
+        };
+        assert_eq!(trend(&history(&[1, 2, 3, 4])), 1.0);
+        assert_eq!(trend(&history(&[5, 5, 5])), 0.0);
+        assert_eq!(trend(&history(&[4, 3, 2])), -1.0);
+        // The busy group: up more often than down, but that alone is not growth.
+        let busy = trend(&history(&[1, 8, 16, 59, 17, 33, 16, 102]));
+        assert!(busy > 0.5 && busy < 0.7, "{busy}");
+    }
+
+    #[test]
+    fn busy_goroutines_that_keep_moving_are_not_stuck() {
+        // The history (1, 8, 16, 59, 17, 33, 16, 102) at one line, new goroutines every
+        // snapshot; some live on into the next snapshot, but somewhere else by then.
+        let counts = [1u64, 8, 16, 59, 17, 33, 16, 102];
+        let mut next_id = 100;
+        let mut snapshots = Vec::new();
+        let mut previous: Vec<u64> = Vec::new();
+        for &count in &counts {
+            let mut snapshot = Vec::new();
+            // Half of the previous snapshot's goroutines are still alive, now in main.render.
+            for &id in previous.iter().step_by(2) {
+                snapshot.extend(parked(
+                    [id].into_iter(),
+                    "main.serve",
+                    "main.render",
+                    "running",
+                ));
+            }
+            let ids: Vec<u64> = (next_id..next_id + count).collect();
+            next_id += count * 3;
+            snapshot.extend(parked(
+                ids.iter().copied(),
+                "main.serve",
+                "main.parse",
+                "running",
+            ));
+            previous = ids;
+            snapshots.push(snapshot);
+        }
+        let model = traced(&snapshots);
+        let (candidates, overview) = analyze(&model, S, S);
+        assert!(candidates.is_empty(), "{candidates:#?}");
+        let parse = overview
+            .unwrap()
+            .other_groups
+            .into_iter()
+            .find(|g| g.sits_at.starts_with("main.parse"))
+            .unwrap();
+        assert_eq!(parse.count, 102);
+        assert!(parse
+            .not_a_candidate
+            .unwrap()
+            .starts_with("busy, not stuck"));
+    }
+
+    #[test]
+    fn a_spinning_loop_stays_a_candidate() {
+        // The same goroutines in the same loop function the whole trace, caught on a CPU (no
+        // stack: grouped by their start function) or preempted in it, more of them over time.
+        let spinner = |id: u64, on_cpu: bool| {
+            let mut g = goroutine(id, "main.handle", &["main.spin"], "");
+            g.wait_reason = None;
+            g.status = "running".into();
+            g.start_function = Some("main.spin".into());
+            if on_cpu {
+                g.stack.clear();
+            }
+            g
+        };
+        let snapshots: Vec<Vec<Goroutine>> = (0..5u64)
+            .map(|i| {
+                (0..=i)
+                    .map(|j| spinner(10 + j * 7, (i + j) % 2 == 0))
+                    .collect()
+            })
+            .collect();
+        let model = traced(&snapshots);
+        let (candidates, _) = analyze(&model, S, S);
+        assert_eq!(candidates.len(), 1, "{candidates:#?}");
+        assert_eq!(candidates[0].grew, Some(true));
+        assert_eq!(model.seen[&10].at_place_since_ns, S);
+    }
+
+    #[test]
+    fn a_leak_over_before_attach_is_judged_from_memory() {
+        // 50 goroutines, consecutive ids (created together), each alone on its own channel,
+        // parked without running: leaked requests.
+        let leaked = on_channels(
+            parked(6..=55, "main.handle", "main.handle.func1", "chan receive"),
+            |id| 0x1000 + id * 0x60,
+        );
+        let model = traced(&[leaked.clone(), leaked.clone(), leaked]);
+        let (candidates, _) = analyze(&model, S, S);
+        assert_eq!(candidates.len(), 1, "{candidates:#?}");
+        assert_eq!(candidates[0].grew, Some(false));
+        assert!(candidates[0]
+            .reasons
+            .iter()
+            .any(|r| r.contains("each of the 50 waits alone on its own channel")));
+        assert!(candidates[0]
+            .reasons
+            .iter()
+            .any(|r| r.contains("g.waitsince is 0")));
+
+        // 50 on a mutex: a pool does not idle there.
+        let mut on_mutex = parked(
+            6..=55,
+            "main.handle",
+            "main.handle.func2",
+            "sync.Mutex.Lock",
+        );
+        for g in &mut on_mutex {
+            g.tracking_seq = Some(3);
+        }
+        let model = traced(&[on_mutex.clone(), on_mutex.clone(), on_mutex]);
+        let (candidates, _) = analyze(&model, S, S);
+        assert_eq!(candidates.len(), 1, "{candidates:#?}");
+        assert!(candidates[0]
+            .reasons
+            .iter()
+            .any(|r| r.contains("a pool idles on a receive or a select")));
+    }
+
+    #[test]
+    fn an_idle_pool_on_one_shared_channel_is_not_a_candidate() {
+        let pool = on_channels(
+            parked(10..=25, "main.main", "main.worker", "chan receive"),
+            |_| 0x4000,
+        );
+        let model = traced(&[pool.clone(), pool.clone(), pool]);
+        let (candidates, overview) = analyze(&model, S, S);
+        assert!(candidates.is_empty(), "{candidates:#?}");
+        let why = overview.unwrap().other_groups[0]
+            .not_a_candidate
+            .clone()
+            .unwrap();
+        assert!(
+            why.contains("16 of them wait on one shared channel"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn waiting_for_a_goroutine_that_still_works_is_not_being_alone() {
+        // 40 clients, each on its own reply channel, each with a request goroutine it created
+        // that is working: the wait is for work in progress.
+        let clients = on_channels(
+            parked(1..=40, "main.main", "main.client", "chan receive"),
+            |id| 0x8000 + id * 0x60,
+        );
+        let snapshot = |round: u64| {
+            let mut all = clients.clone();
+            for client in 1..=40u64 {
+                let mut request =
+                    goroutine(1000 * round + client, "main.client", &["main.request"], "");
+                request.status = "running".into();
+                request.wait_reason = None;
+                request.parent_goid = Some(client);
+                all.push(request);
+            }
+            all
+        };
+        let model = traced(&[snapshot(1), snapshot(2), snapshot(3)]);
+        let (candidates, overview) = analyze(&model, S, S);
+        assert!(candidates.is_empty(), "{candidates:#?}");
+        let why = overview
+            .unwrap()
+            .other_groups
+            .into_iter()
+            .find(|g| g.sits_at.starts_with("main.client"))
+            .and_then(|g| g.not_a_candidate)
+            .unwrap();
+        assert!(why.contains("created is still working"), "{why}");
+    }
+
+    #[test]
+    fn a_place_that_lets_goroutines_go_raises_the_bar() {
+        // Requests that sit 2 s in one place and then finish: a third one there for 2 s is
+        // not stuck, though it is past --min-blocked.
+        let at = |ids: std::ops::RangeInclusive<u64>| {
+            parked(ids, "main.serve", "main.slow", "chan receive")
+        };
+        let snapshots = vec![
+            at(1..=12),
+            at(1..=12),
+            at(1..=12),
+            at(20..=31),
+            at(20..=31),
+            at(20..=31),
+        ];
+        let model = traced(&snapshots);
+        let (candidates, overview) = analyze(&model, S, S);
+        assert!(candidates.is_empty(), "{candidates:#?}");
+        let why = overview.unwrap().other_groups[0]
+            .not_a_candidate
+            .clone()
+            .unwrap();
+        assert!(why.contains("only longer counts as stuck"), "{why}");
+    }
 }

@@ -381,8 +381,14 @@ pub fn place(frame: &Frame) -> String {
 }
 
 pub fn group_key(goroutine: &Goroutine) -> GroupKey {
+    // A goroutine on a CPU or ready for one is in a function, not at a line: it moves between
+    // snapshots, and one caught running has no stack (only its start function) at all.
+    let on_cpu = goroutine.status != "waiting";
     let sits_at = own_frame(&goroutine.stack)
-        .map(place)
+        .map(|frame| match (&frame.function, on_cpu) {
+            (Some(function), true) => function.clone(),
+            _ => place(frame),
+        })
         .or_else(|| goroutine.start_function.clone())
         .unwrap_or_else(|| "unknown".to_string());
     GroupKey {
@@ -470,5 +476,33 @@ pub mod tests {
         assert!(history.len() <= MAX_HISTORY);
         assert_eq!(history[0].at_ns, 0);
         assert_eq!(history.last().unwrap().at_ns, 9_999);
+    }
+
+    #[test]
+    fn waitsince_and_tracking_seq_date_a_wait() {
+        let s = 1_000_000_000;
+        let mut model = GoroutineModel::default();
+        let mut g = goroutine(5, "main.serve", &["main.wait"], "chan receive");
+        g.tracking_seq = Some(9);
+        // The runtime saw it parked at a GC 20 s before the trace.
+        g.waitsince_ns = Some(10 * s);
+        model.apply_snapshot(30 * s, &[g.clone()], 0, 30 * s);
+        let seen = &model.seen[&5];
+        assert_eq!(seen.at_place_since_ns, 10 * s);
+        assert_eq!(seen.parked_since_ns, Some(10 * s));
+        assert!(seen.since_from_waitsince);
+        // It ran (trackingSeq moved) and parked at the same place again: still there, but the
+        // wait is new, and the place let a goroutine go after 20 s.
+        g.tracking_seq = Some(10);
+        g.waitsince_ns = None;
+        model.apply_snapshot(31 * s, &[g.clone()], 0, 30 * s);
+        let seen = &model.seen[&5];
+        assert_eq!(seen.at_place_since_ns, 10 * s);
+        assert_eq!(seen.parked_since_ns, Some(31 * s));
+        let place = place_of(&seen.key);
+        assert_eq!(model.released[&place].longest_life_ns, 20 * s);
+        // It exits: its go statement's goroutines live that long and finish.
+        model.apply_snapshot(32 * s, &[], 0, 30 * s);
+        assert_eq!(model.exits["main.serve (fixture.c:1)"].count, 1);
     }
 }
