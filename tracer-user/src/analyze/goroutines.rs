@@ -397,9 +397,17 @@ impl Judge<'_> {
             .filter(|g| g.goid > model.max_goid_at_start)
             .map(|g| model.seen[&g.goid].first_seen_ns)
             .collect();
-        let new_stayers = stuck
+        // New ones that stay: seen at this place in two snapshots or more (with snapshots once a
+        // second, a short trace cannot show a new goroutine sitting --min-blocked), and longer
+        // than goroutines of this place and go statement that moved on or finished.
+        let bar = exits.longest_life_ns.max(released.longest_life_ns);
+        let new_stayers = members
             .iter()
             .filter(|g| g.goid > model.max_goid_at_start)
+            .filter(|g| {
+                let dwell = self.dwell(g);
+                dwell > 0 && dwell > bar
+            })
             .count();
         let tau = trend(history);
         if created_during_trace >= 2
