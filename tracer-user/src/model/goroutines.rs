@@ -176,9 +176,8 @@ pub struct GoroutineModel {
     /// Goroutines seen to exit during the trace, by their `go` statement
     /// ([`GroupKey::created_at`]): how long goroutines of that statement live and still finish.
     pub exits: HashMap<String, Exits>,
-    /// Goroutines seen to leave a place ([`place_of`]) during the trace (moved on, exited, or
-    /// woke and parked there again, as `g.trackingSeq` shows): how long that place holds
-    /// goroutines it lets go.
+    /// Goroutines seen to leave a place ([`place_of`]) during the trace (moved on or exited):
+    /// how long that place holds goroutines it lets go.
     pub released: HashMap<String, Exits>,
 }
 
@@ -250,7 +249,7 @@ impl GoroutineModel {
                     let stayed = place == place_of(&key);
                     if !stayed {
                         self.released
-                            .entry(place.clone())
+                            .entry(place)
                             .or_default()
                             .add(previous_snapshot_ns.saturating_sub(previous.at_place_since_ns));
                         previous.at_place_since_ns = at_ns;
@@ -262,13 +261,8 @@ impl GoroutineModel {
                         && goroutine.tracking_seq.is_some()
                         && previous.tracking_seq == goroutine.tracking_seq;
                     if !still {
-                        if let (true, Some(since)) = (stayed && parked, previous.parked_since_ns) {
-                            // It woke and parked here again: this wait ends after that long.
-                            self.released
-                                .entry(place)
-                                .or_default()
-                                .add(previous_snapshot_ns.saturating_sub(since));
-                        }
+                        // It ran. Back at the same place, it is a loop that keeps coming back
+                        // (a poll, a ticker): the place did not let it go.
                         previous.parked_since_ns =
                             (parked && goroutine.tracking_seq.is_some()).then_some(at_ns);
                     }
@@ -491,8 +485,8 @@ pub mod tests {
         assert_eq!(seen.at_place_since_ns, 10 * s);
         assert_eq!(seen.parked_since_ns, Some(10 * s));
         assert!(seen.since_from_waitsince);
-        // It ran (trackingSeq moved) and parked at the same place again: still there, but the
-        // wait is new, and the place let a goroutine go after 20 s.
+        // It ran (trackingSeq moved) and parked at the same place again: still there (a loop
+        // that keeps coming back), but the wait is new.
         g.tracking_seq = Some(10);
         g.waitsince_ns = None;
         model.apply_snapshot(31 * s, &[g.clone()], 0, 30 * s);
@@ -500,9 +494,11 @@ pub mod tests {
         assert_eq!(seen.at_place_since_ns, 10 * s);
         assert_eq!(seen.parked_since_ns, Some(31 * s));
         let place = place_of(&seen.key);
-        assert_eq!(model.released[&place].longest_life_ns, 20 * s);
-        // It exits: its go statement's goroutines live that long and finish.
+        assert!(!model.released.contains_key(&place));
+        // It exits: its go statement's goroutines live that long and finish, and its place
+        // let it go after 21 s there.
         model.apply_snapshot(32 * s, &[], 0, 30 * s);
         assert_eq!(model.exits["main.serve (fixture.c:1)"].count, 1);
+        assert_eq!(model.released[&place].longest_life_ns, 21 * s);
     }
 }
