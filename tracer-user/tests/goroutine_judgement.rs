@@ -199,3 +199,59 @@ fn a_leak_over_before_attach_is_found_and_a_pool_is_not() {
         );
     }
 }
+
+/// The reader itself: the channel each parked goroutine waits on, read from the target's memory
+/// (`g.waiting` -> `sudog.c`), and its run count (`g.trackingSeq`). 1,000 goroutines parked on
+/// one channel share it; 50 leaked requests have one each; a select shows both its channels.
+#[test]
+fn the_reader_sees_which_channel_each_goroutine_waits_on() {
+    use std::collections::HashSet;
+    use tracer_user::goruntime;
+    require_root();
+    for go in VERSIONS {
+        let on = |binary: &std::path::Path, args: &[&str], function: &str| {
+            let fixture = Fixture::start(binary, args);
+            // The last goroutines started just before READY: let them park.
+            std::thread::sleep(Duration::from_millis(300));
+            let process = goruntime::inspect(fixture.pid())
+                .expect("inspect")
+                .expect("a Go program");
+            assert!(process.wait_layout().is_ok(), "{:?}", process.wait_layout());
+            let snapshot = process.snapshot().expect("snapshot");
+            snapshot
+                .goroutines
+                .into_iter()
+                // In that function's frame (a `go f(x)` starts in a wrapper, `main.main.gowrap1`).
+                .filter(|g| {
+                    g.stack.iter().any(|&pc| {
+                        process
+                            .function_at(pc.wrapping_sub(1))
+                            .is_some_and(|f| f.starts_with(function))
+                    })
+                })
+                .collect::<Vec<_>>()
+        };
+        let shared = on(&build_go("many", go, &[]), &["-n", "1000"], "main.park");
+        assert_eq!(shared.len(), 1000, "many (Go {go})");
+        let channels: HashSet<&Vec<u64>> = shared.iter().map(|g| &g.waits_on).collect();
+        assert_eq!(channels.len(), 1, "many (Go {go}): {channels:?}");
+        assert_eq!(shared[0].waits_on.len(), 1);
+        assert!(shared.iter().all(|g| g.tracking_seq.is_some()));
+
+        let late = build_go("late_leak", go, &[]);
+        for (mode, cases) in [("recv", 1), ("select", 2)] {
+            let leaked = on(&late, &["-mode", mode], "main.handle");
+            assert_eq!(leaked.len(), 50, "{mode} (Go {go})");
+            assert!(
+                leaked.iter().all(|g| g.waits_on.len() == cases),
+                "{mode} (Go {go}): {:?}",
+                leaked.iter().map(|g| &g.waits_on).collect::<Vec<_>>()
+            );
+            let distinct: HashSet<u64> = leaked.iter().flat_map(|g| g.waits_on.clone()).collect();
+            assert_eq!(distinct.len(), 50 * cases, "{mode} (Go {go})");
+        }
+        // A semaphore wait (sync.Cond) has no channel.
+        let on_cond = on(&late, &["-mode", "cond"], "main.handle");
+        assert!(on_cond.iter().all(|g| g.waits_on.is_empty()));
+    }
+}
