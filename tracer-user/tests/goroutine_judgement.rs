@@ -209,7 +209,9 @@ fn the_reader_sees_which_channel_each_goroutine_waits_on() {
     use tracer_user::goruntime;
     require_root();
     for go in VERSIONS {
-        let on = |binary: &std::path::Path, args: &[&str], function: &str| {
+        // The goroutines whose start function (a `go func() {...}()`, no wrapper) begins with
+        // `function`, or, for None, those parked in a channel receive.
+        let on = |binary: &std::path::Path, args: &[&str], function: Option<&str>| {
             let fixture = Fixture::start(binary, args);
             // The last goroutines started just before READY: let them park.
             std::thread::sleep(Duration::from_millis(300));
@@ -221,17 +223,15 @@ fn the_reader_sees_which_channel_each_goroutine_waits_on() {
             snapshot
                 .goroutines
                 .into_iter()
-                // In that function's frame (a `go f(x)` starts in a wrapper, `main.main.gowrap1`).
-                .filter(|g| {
-                    g.stack.iter().any(|&pc| {
-                        process
-                            .function_at(pc.wrapping_sub(1))
-                            .is_some_and(|f| f.starts_with(function))
-                    })
+                .filter(|g| match function {
+                    Some(function) => process
+                        .function_at(g.startpc)
+                        .is_some_and(|f| f.starts_with(function)),
+                    None => g.wait_reason.as_deref() == Some("chan receive"),
                 })
                 .collect::<Vec<_>>()
         };
-        let shared = on(&build_go("many", go, &[]), &["-n", "1000"], "main.park");
+        let shared = on(&build_go("many", go, &[]), &["-n", "1000"], None);
         assert_eq!(shared.len(), 1000, "many (Go {go})");
         let channels: HashSet<&Vec<u64>> = shared.iter().map(|g| &g.waits_on).collect();
         assert_eq!(channels.len(), 1, "many (Go {go}): {channels:?}");
@@ -240,7 +240,7 @@ fn the_reader_sees_which_channel_each_goroutine_waits_on() {
 
         let late = build_go("late_leak", go, &[]);
         for (mode, cases) in [("recv", 1), ("select", 2)] {
-            let leaked = on(&late, &["-mode", mode], "main.handle");
+            let leaked = on(&late, &["-mode", mode], Some("main.handle"));
             assert_eq!(leaked.len(), 50, "{mode} (Go {go})");
             assert!(
                 leaked.iter().all(|g| g.waits_on.len() == cases),
@@ -251,7 +251,8 @@ fn the_reader_sees_which_channel_each_goroutine_waits_on() {
             assert_eq!(distinct.len(), 50 * cases, "{mode} (Go {go})");
         }
         // A semaphore wait (sync.Cond) has no channel.
-        let on_cond = on(&late, &["-mode", "cond"], "main.handle");
+        let on_cond = on(&late, &["-mode", "cond"], Some("main.handle"));
+        assert_eq!(on_cond.len(), 50, "cond (Go {go})");
         assert!(on_cond.iter().all(|g| g.waits_on.is_empty()));
     }
 }
