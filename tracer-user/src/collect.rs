@@ -671,6 +671,9 @@ fn symbolized_goroutine(symbolizer: &mut Symbolizer, g: &GoroutineState) -> Goro
         start_function: symbolizer.function_at(g.startpc),
         parent_goid: g.parent_goid,
         stack: goroutine_stack(symbolizer, &g.stack),
+        tracking_seq: g.tracking_seq,
+        waitsince_ns: u64::try_from(g.waitsince_ns).ok().filter(|&ns| ns > 0),
+        waits_on: g.waits_on.clone(),
     }
 }
 

@@ -1,17 +1,27 @@
 //! Goroutine leak candidates from the goroutine model: pure and explained.
 //!
 //! Goroutines are grouped by the `go` statement that created them, the place in the program's
-//! own code where they sit and their wait reason. A group becomes a candidate on evidence, each
-//! piece named in the reasons: it grew during the trace; it can never be woken (`select {}`, a
-//! nil channel); it is large; its members were created over time (their ids are spread out)
-//! rather than together as a pool. A quiet pool of workers parked on a channel, created at
-//! start-up, is not a leak and is listed among the other groups, with why.
-use std::collections::BTreeSet;
+//! own code where they sit and their wait reason. A group is judged only when its goroutines
+//! stay: enough of the *same* goroutines have sat at the same place (the same wait; the same
+//! function for one on a CPU, so a spinning loop stays) for `--min-blocked`. Age is not
+//! evidence (a busy process has old goroutines that keep moving), nor is the last count being
+//! above the first (a busy group's size jumps around).
+//!
+//! A group that stays becomes a candidate on evidence, each piece named in the reasons: it grew
+//! as a trend over the whole trace through goroutines created while tracing that stayed; it can
+//! never be woken (`select {}`, a nil channel); it is large; its members were created over time
+//! (their ids are spread out) rather than together as a pool; they wait where a pool does not
+//! idle (a send, a mutex, a WaitGroup, a Cond); each waits alone on its own channel (leaked
+//! requests) rather than all on one shared channel (a pool's job queue). The last three let a
+//! leak that ended before leaktrace attached be found from the target's memory alone. A quiet
+//! pool of workers parked on one channel is not a leak and is listed among the other groups,
+//! with why.
+use std::collections::{BTreeSet, HashMap};
 
 use serde::Serialize;
 
 use crate::analyze::{Candidate, CandidateDetail, CandidateKind, Percentiles};
-use crate::model::goroutines::{CountAt, Goroutine, GoroutineModel, GroupKey};
+use crate::model::goroutines::{place_of, CountAt, Goroutine, GoroutineModel, GroupKey};
 use crate::model::{new_histogram, record, Frame};
 use crate::report::human_ns;
 
@@ -43,6 +53,20 @@ const SCORE_NEVER_WAKES: f64 = 40.0;
 const SCORE_MANY: f64 = 10.0;
 const SCORE_VERY_MANY: f64 = 20.0;
 const SCORE_SPREAD: f64 = 20.0;
+const SCORE_NOT_IDLE_WAIT: f64 = 20.0;
+const SCORE_OWN_CHANNELS: f64 = 20.0;
+/// Wait reasons (runtime2.go `waitReasonStrings`, Go 1.19-1.27) of waits a worker pool does not
+/// idle in: an idle worker receives or selects on its job channel. "semacquire" is what runtimes
+/// before 1.20 say for the sync waits.
+const NOT_IDLE_WAITS: &[&str] = &[
+    "chan send",
+    "sync.Mutex.Lock",
+    "sync.RWMutex.Lock",
+    "sync.RWMutex.RLock",
+    "sync.WaitGroup.Wait",
+    "sync.Cond.Wait",
+    "semacquire",
+];
 /// A group is a candidate from this score on: long-lived members plus at least one more piece
 /// of evidence that is not just "there are a few of them".
 const CANDIDATE_SCORE: f64 = 60.0;
@@ -107,6 +131,27 @@ pub fn analyze(
     let trace_s = (now.saturating_sub(trace_started_ns) as f64 / 1e9).max(1e-3);
     let mut candidates = Vec::new();
     let mut others = Vec::new();
+    // How many goroutines of the whole process are parked on each channel.
+    let mut waiters: HashMap<u64, usize> = HashMap::new();
+    for goroutine in &model.latest {
+        for &chan in &goroutine.waits_on {
+            *waiters.entry(chan).or_default() += 1;
+        }
+    }
+    let mut children: HashMap<u64, Vec<&Goroutine>> = HashMap::new();
+    for goroutine in &model.latest {
+        if let Some(parent) = goroutine.parent_goid {
+            children.entry(parent).or_default().push(goroutine);
+        }
+    }
+    let judge = Judge {
+        model,
+        waiters: &waiters,
+        children: &children,
+        now,
+        trace_s,
+        min_blocked_ns,
+    };
     for (key, history) in &model.groups {
         let members: Vec<&Goroutine> = model
             .latest
@@ -116,7 +161,7 @@ pub fn analyze(
         if members.is_empty() {
             continue;
         }
-        let (group, evidence) = describe(model, key, history, &members, now, trace_s);
+        let (group, evidence) = judge.describe(key, history, &members);
         if let Some(why) = runtime_owned(key) {
             others.push(GoroutineGroup {
                 not_a_candidate: Some(why),
@@ -124,12 +169,10 @@ pub fn analyze(
             });
             continue;
         }
-        // Whether its goroutines stay: a share of them has lived past the threshold. Not the
-        // median age: most members of a fast-growing leak are young by nature.
-        let stayers = members
-            .iter()
-            .filter(|g| now.saturating_sub(model.seen[&g.goid].first_seen_ns) >= min_blocked_ns)
-            .count();
+        // Whether its goroutines stay: a share of them has sat at this place past the threshold.
+        // Not a share of all (most members of a fast-growing leak are young by nature), and not
+        // their age (a busy goroutine is old but moves).
+        let stayers = evidence.stayers;
         let long_lived = stayers >= (members.len() / STAYERS_SHARE).max(1);
         let score = if long_lived { evidence.score } else { 0.0 };
         if score >= CANDIDATE_SCORE {
@@ -142,9 +185,14 @@ pub fn analyze(
                 )
             } else {
                 format!(
-                    "short-lived: {stayers} of them ({} needed) older than {}",
+                    "busy, not stuck: {stayers} of them ({} needed) stayed at this place for {}{}",
                     (members.len() / STAYERS_SHARE).max(1),
-                    human_ns(min_blocked_ns)
+                    human_ns(min_blocked_ns),
+                    if evidence.missing.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", evidence.missing.join("; "))
+                    }
                 )
             };
             others.push(GoroutineGroup {
@@ -174,125 +222,323 @@ struct Evidence {
     /// What a candidate would need and this group lacks (for groups that are not candidates).
     missing: Vec<String>,
     grew: bool,
+    /// Members that have sat at this place for `--min-blocked` or more.
+    stayers: usize,
 }
 
-fn describe(
-    model: &GoroutineModel,
-    key: &GroupKey,
-    history: &[CountAt],
-    members: &[&Goroutine],
+/// What the judgement of every group needs.
+struct Judge<'a> {
+    model: &'a GoroutineModel,
+    /// Goroutines of the whole process parked on each channel.
+    waiters: &'a HashMap<u64, usize>,
+    /// Live goroutines by the goroutine that created them (Go 1.21+ records it).
+    children: &'a HashMap<u64, Vec<&'a Goroutine>>,
     now: u64,
     trace_s: f64,
-) -> (GoroutineGroup, Evidence) {
-    let count = members.len();
-    // The history starts when the group first appeared: before that it had none.
-    let count_at_start = match history.first() {
-        Some(first) if Some(first.at_ns) == model.first_snapshot_ns => first.count,
-        _ => 0,
-    };
-    let count_max = history.iter().map(|c| c.count).max().unwrap_or(count);
-    let created_during_trace = members
-        .iter()
-        .filter(|g| g.goid > model.max_goid_at_start)
-        .count();
-    let mut ages = new_histogram(2);
-    let mut max_age = 0;
-    let mut at_least = false;
-    for goroutine in members {
-        let seen = &model.seen[&goroutine.goid];
-        let age = now.saturating_sub(seen.first_seen_ns);
-        record(&mut ages, age);
-        max_age = max_age.max(age);
-        at_least |= seen.before_trace;
-    }
-    let mut goids: Vec<u64> = members.iter().map(|g| g.goid).collect();
-    goids.sort_unstable();
-    let growth = count as f64 - count_at_start as f64;
-    let group = GoroutineGroup {
-        created_at: key.created_at.clone(),
-        sits_at: key.sits_at.clone(),
-        state: key.state.clone(),
-        count,
-        count_at_start,
-        count_max,
-        created_during_trace,
-        growth_per_s: growth / trace_s,
-        age_ns: Percentiles::of(&ages, max_age, at_least),
-        sample_goids: goids.iter().copied().take(SAMPLE_GOIDS).collect(),
-        history: history.to_vec(),
-        not_a_candidate: None,
-    };
+    min_blocked_ns: u64,
+}
 
-    let mut evidence = Evidence {
-        score: SCORE_LONG_LIVED,
-        reasons: vec![format!(
-            "{count} goroutine(s) created at {} alive for {}{} (p50), {} at {}",
-            key.created_at,
-            human_ns(group.age_ns.p50),
-            if at_least { " or more" } else { "" },
-            key.state,
-            key.sits_at
-        )],
-        missing: Vec::new(),
-        grew: false,
-    };
-    // Growth: more now than at the start, through goroutines created while we watched, and not
-    // in one burst (a pool started once, as every pool of a program traced from its start is,
-    // is steady): the new ones were first seen in two snapshots or more.
-    let creation_snapshots: BTreeSet<u64> = members
-        .iter()
-        .filter(|g| g.goid > model.max_goid_at_start)
-        .map(|g| model.seen[&g.goid].first_seen_ns)
-        .collect();
-    if count > count_at_start && created_during_trace >= 2 && creation_snapshots.len() >= 2 {
-        evidence.grew = true;
-        evidence.score += SCORE_GREW;
-        evidence.reasons.push(format!(
-            "grew from {count_at_start} to {count} during the trace (+{:.1}/s), {created_during_trace} created while tracing and still there",
-            group.growth_per_s
-        ));
-    } else if created_during_trace >= 2 && creation_snapshots.len() < 2 {
-        evidence
-            .missing
-            .push("created in one burst during the trace, not over time".into());
-    } else {
-        evidence
-            .missing
-            .push("did not grow during the trace".into());
+/// Kendall's tau-a of a history against time, in [-1, 1]: the share of pairs of snapshots in
+/// which the later one has more goroutines, minus the share in which it has fewer. A leak's count
+/// rises steadily (near 1); a busy group's jumps up and down; a pool's is flat (0).
+pub fn trend(history: &[CountAt]) -> f64 {
+    let n = history.len();
+    if n < 2 {
+        return 0.0;
     }
-    if NEVER_WAKES.contains(&key.state.as_str()) {
-        evidence.score += SCORE_NEVER_WAKES;
-        evidence
-            .reasons
-            .push(format!("{}: nothing can ever wake them", key.state));
-    }
-    if count >= VERY_MANY {
-        evidence.score += SCORE_VERY_MANY;
-        evidence
-            .reasons
-            .push(format!("{count} goroutines at the same place"));
-    } else if count >= MANY {
-        evidence.score += SCORE_MANY;
-        evidence
-            .reasons
-            .push(format!("{count} goroutines at the same place"));
-    } else {
-        evidence.missing.push(format!("only {count}"));
-    }
-    if let (Some(&lowest), Some(&highest)) = (goids.first(), goids.last()) {
-        let span = highest - lowest + 1;
-        if count >= MANY && span >= SPREAD_FACTOR * count as u64 {
-            evidence.score += SCORE_SPREAD;
-            evidence.reasons.push(format!(
-                "created over time, not as one pool: their ids span {lowest}..{highest}"
-            ));
-        } else if count >= MANY {
-            evidence.missing.push(format!(
-                "created together (ids {lowest}..{highest}), like a pool"
-            ));
+    let mut sum: i64 = 0;
+    for (i, a) in history.iter().enumerate() {
+        for b in &history[i + 1..] {
+            sum += (b.count as i64 - a.count as i64).signum();
         }
     }
-    (group, evidence)
+    sum as f64 / (n * (n - 1) / 2) as f64
+}
+
+/// A group's count rises as a trend from this tau on.
+const GROWING_TREND: f64 = 0.5;
+
+impl Judge<'_> {
+    fn dwell(&self, goroutine: &Goroutine) -> u64 {
+        self.now
+            .saturating_sub(self.model.seen[&goroutine.goid].at_place_since_ns)
+    }
+
+    /// Whether a goroutine it created is alive and working (on a CPU, ready for one, or parked
+    /// only briefly): its wait is likely for that work, which is in progress, so it takes that
+    /// goroutine's verdict rather than being stuck by itself.
+    fn waits_for_busy_child(&self, goroutine: &Goroutine) -> bool {
+        self.children.get(&goroutine.goid).is_some_and(|children| {
+            children
+                .iter()
+                .any(|c| c.status != "waiting" || self.parked_for(c) < self.min_blocked_ns)
+        })
+    }
+
+    /// How long it has been parked without running; its dwell when that is unknown (no
+    /// `g.trackingSeq`).
+    fn parked_for(&self, goroutine: &Goroutine) -> u64 {
+        match self.model.seen[&goroutine.goid].parked_since_ns {
+            Some(since) => self.now.saturating_sub(since),
+            None => self.dwell(goroutine),
+        }
+    }
+
+    fn describe(
+        &self,
+        key: &GroupKey,
+        history: &[CountAt],
+        members: &[&Goroutine],
+    ) -> (GoroutineGroup, Evidence) {
+        let model = self.model;
+        let now = self.now;
+        let count = members.len();
+        // The history starts when the group first appeared: before that it had none.
+        let count_at_start = match history.first() {
+            Some(first) if Some(first.at_ns) == model.first_snapshot_ns => first.count,
+            _ => 0,
+        };
+        let count_max = history.iter().map(|c| c.count).max().unwrap_or(count);
+        let created_during_trace = members
+            .iter()
+            .filter(|g| g.goid > model.max_goid_at_start)
+            .count();
+        let mut ages = new_histogram(2);
+        let mut max_age = 0;
+        let mut at_least = false;
+        let mut dwells = new_histogram(2);
+        let mut max_dwell = 0;
+        for goroutine in members {
+            let seen = &model.seen[&goroutine.goid];
+            let age = now.saturating_sub(seen.first_seen_ns);
+            record(&mut ages, age);
+            max_age = max_age.max(age);
+            at_least |= seen.before_trace;
+            let dwell = self.dwell(goroutine);
+            record(&mut dwells, dwell);
+            max_dwell = max_dwell.max(dwell);
+        }
+        // When goroutines of this `go` statement were seen to finish after living a while (slow
+        // requests of a busy process, sampled once a second, can be caught in the same function
+        // twice), sitting at one place for less than that is no evidence of being stuck.
+        // Likewise a place that lets goroutines go after a while (a client waiting for its
+        // slow request): only longer than that there is evidence.
+        let exits = model
+            .exits
+            .get(&key.created_at)
+            .copied()
+            .unwrap_or_default();
+        let released = model
+            .released
+            .get(&place_of(key))
+            .copied()
+            .unwrap_or_default();
+        let threshold = self
+            .min_blocked_ns
+            .max(exits.longest_life_ns + 1)
+            .max(released.longest_life_ns + 1);
+        let stuck: Vec<&Goroutine> = members
+            .iter()
+            .copied()
+            .filter(|g| self.dwell(g) >= threshold)
+            .collect();
+        let mut goids: Vec<u64> = members.iter().map(|g| g.goid).collect();
+        goids.sort_unstable();
+        let growth = count as f64 - count_at_start as f64;
+        let group = GoroutineGroup {
+            created_at: key.created_at.clone(),
+            sits_at: key.sits_at.clone(),
+            state: key.state.clone(),
+            count,
+            count_at_start,
+            count_max,
+            created_during_trace,
+            growth_per_s: growth / self.trace_s,
+            age_ns: Percentiles::of(&ages, max_age, at_least),
+            sample_goids: goids.iter().copied().take(SAMPLE_GOIDS).collect(),
+            history: history.to_vec(),
+            not_a_candidate: None,
+        };
+        let dwell = Percentiles::of(&dwells, max_dwell, at_least);
+
+        let mut evidence = Evidence {
+            score: SCORE_LONG_LIVED,
+            reasons: vec![format!(
+                "{count} goroutine(s) created at {}, {} at {}: {} of them there for {} or more \
+                 without leaving (p50 {}{})",
+                key.created_at,
+                key.state,
+                key.sits_at,
+                stuck.len(),
+                human_ns(self.min_blocked_ns),
+                human_ns(dwell.p50),
+                if at_least { " or more" } else { "" },
+            )],
+            missing: Vec::new(),
+            grew: false,
+            stayers: stuck.len(),
+        };
+        if threshold > self.min_blocked_ns {
+            evidence.missing.push(format!(
+                "goroutines of this go statement finished after up to {} ({} seen) and this \
+                 place let goroutines go after up to {} ({} seen): only longer counts as stuck",
+                human_ns(exits.longest_life_ns),
+                exits.count,
+                human_ns(released.longest_life_ns),
+                released.count
+            ));
+        }
+        // Growth: a rising trend over the whole history, through goroutines created while we
+        // watched that stay, and not in one burst (a pool started once, as every pool of a
+        // program traced from its start is, is steady): the new ones were first seen in two
+        // snapshots or more.
+        let creation_snapshots: BTreeSet<u64> = members
+            .iter()
+            .filter(|g| g.goid > model.max_goid_at_start)
+            .map(|g| model.seen[&g.goid].first_seen_ns)
+            .collect();
+        // New ones that stay: seen at this place in two snapshots or more (with snapshots once a
+        // second, a short trace cannot show a new goroutine sitting --min-blocked), and longer
+        // than goroutines of this place and go statement that moved on or finished.
+        let bar = exits.longest_life_ns.max(released.longest_life_ns);
+        let new_stayers = members
+            .iter()
+            .filter(|g| g.goid > model.max_goid_at_start)
+            .filter(|g| {
+                let dwell = self.dwell(g);
+                dwell > 0 && dwell > bar
+            })
+            .count();
+        let tau = trend(history);
+        if created_during_trace >= 2
+            && creation_snapshots.len() >= 2
+            && new_stayers >= 1
+            && tau >= GROWING_TREND
+        {
+            evidence.grew = true;
+            evidence.score += SCORE_GREW;
+            evidence.reasons.push(format!(
+                "grew from {count_at_start} to {count} during the trace (+{:.1}/s, trend {tau:.2}), \
+                 {created_during_trace} created while tracing and still there",
+                group.growth_per_s
+            ));
+        } else if created_during_trace >= 2 && creation_snapshots.len() < 2 {
+            evidence
+                .missing
+                .push("created in one burst during the trace, not over time".into());
+        } else if created_during_trace >= 2 && tau >= GROWING_TREND {
+            evidence.missing.push(format!(
+                "none of the {created_during_trace} created while tracing stayed {}",
+                human_ns(self.min_blocked_ns)
+            ));
+        } else {
+            evidence.missing.push(format!(
+                "did not grow during the trace (trend {tau:.2} over {} snapshots)",
+                history.len()
+            ));
+        }
+        if NEVER_WAKES.contains(&key.state.as_str()) {
+            evidence.score += SCORE_NEVER_WAKES;
+            evidence
+                .reasons
+                .push(format!("{}: nothing can ever wake them", key.state));
+        }
+        if count >= VERY_MANY {
+            evidence.score += SCORE_VERY_MANY;
+            evidence
+                .reasons
+                .push(format!("{count} goroutines at the same place"));
+        } else if count >= MANY {
+            evidence.score += SCORE_MANY;
+            evidence
+                .reasons
+                .push(format!("{count} goroutines at the same place"));
+        } else {
+            evidence.missing.push(format!("only {count}"));
+        }
+        if let (Some(&lowest), Some(&highest)) = (goids.first(), goids.last()) {
+            let span = highest - lowest + 1;
+            if count >= MANY && span >= SPREAD_FACTOR * count as u64 {
+                evidence.score += SCORE_SPREAD;
+                evidence.reasons.push(format!(
+                    "created over time, not as one pool: their ids span {lowest}..{highest}"
+                ));
+            } else if count >= MANY {
+                evidence.missing.push(format!(
+                    "created together (ids {lowest}..{highest}), like a pool"
+                ));
+            }
+        }
+        // Where they wait, for those that stayed parked without running: what a pool does not
+        // do. (One that keeps coming back to the same wait is busy there, not idle.)
+        let parked: Vec<&Goroutine> = stuck
+            .iter()
+            .copied()
+            .filter(|g| self.parked_for(g) >= threshold)
+            .collect();
+        let waiting_for_work = parked
+            .iter()
+            .filter(|g| self.waits_for_busy_child(g))
+            .count();
+        let parked: Vec<&Goroutine> = parked
+            .into_iter()
+            .filter(|g| !self.waits_for_busy_child(g))
+            .collect();
+        if waiting_for_work > 0 {
+            evidence.missing.push(format!(
+                "{waiting_for_work} of them wait while a goroutine each created is still working"
+            ));
+        }
+        // Many of them: a few goroutines waiting a while on a WaitGroup or a lock may be waiting
+        // for others that are busy (a client waiting for its slow requests).
+        if parked.len() >= MANY && NOT_IDLE_WAITS.contains(&key.state.as_str()) {
+            evidence.score += SCORE_NOT_IDLE_WAIT;
+            evidence.reasons.push(format!(
+                "{} of them have waited {} or more in {:?} without running: a pool idles on a \
+                 receive or a select, not there",
+                parked.len(),
+                human_ns(threshold),
+                key.state
+            ));
+        }
+        self.channel_evidence(&parked, &mut evidence);
+        (group, evidence)
+    }
+
+    /// Each alone on its own channel (leaked requests), or many on one (a pool's job queue).
+    fn channel_evidence(&self, stuck: &[&Goroutine], evidence: &mut Evidence) {
+        let on_channels: Vec<&&Goroutine> =
+            stuck.iter().filter(|g| !g.waits_on.is_empty()).collect();
+        if on_channels.len() < 2 {
+            return;
+        }
+        let alone = on_channels
+            .iter()
+            .filter(|g| g.waits_on.iter().all(|c| self.waiters.get(c) == Some(&1)))
+            .count();
+        if alone == on_channels.len() {
+            evidence.score += SCORE_OWN_CHANNELS;
+            evidence.reasons.push(format!(
+                "each of the {alone} waits alone on its own channel ({alone} channels), with \
+                 no other goroutine on it: not workers sharing a job queue"
+            ));
+            return;
+        }
+        let mut shares: HashMap<u64, usize> = HashMap::new();
+        for goroutine in &on_channels {
+            for &chan in &goroutine.waits_on {
+                *shares.entry(chan).or_default() += 1;
+            }
+        }
+        if let Some((chan, shared)) = shares.into_iter().max_by_key(|&(c, n)| (n, c)) {
+            if shared >= 2 {
+                evidence.missing.push(format!(
+                    "{shared} of them wait on one shared channel ({chan:#x}), like a pool's \
+                     job queue"
+                ));
+            }
+        }
+    }
 }
 
 fn runtime_owned(key: &GroupKey) -> Option<String> {
@@ -317,12 +563,20 @@ fn candidate(
     let mut blocked = new_histogram(2);
     let mut max = 0;
     let mut at_least = false;
+    let mut from_waitsince = 0;
+    let mut parked_throughout = 0;
     for goroutine in members {
         let seen = &model.seen[&goroutine.goid];
-        let at_place = now.saturating_sub(seen.at_key_since_ns);
+        let at_place = now.saturating_sub(seen.at_place_since_ns);
         record(&mut blocked, at_place);
         max = max.max(at_place);
-        at_least |= seen.before_trace && seen.at_key_since_ns == seen.first_seen_ns;
+        // Before the trace, or from g.waitsince (a GC's start after it parked): lower bounds.
+        at_least |= seen.before_trace && seen.at_place_since_ns <= seen.first_seen_ns;
+        from_waitsince += usize::from(seen.since_from_waitsince);
+        parked_throughout += usize::from(
+            seen.parked_since_ns
+                .is_some_and(|since| since <= seen.first_seen_ns),
+        );
     }
     // The stack of the oldest member stands for the group (they share the place).
     let representative = members
@@ -339,6 +593,28 @@ fn candidate(
     let creation_stack: Vec<Frame> = chain.stack.clone();
     let wait_reason = representative.wait_reason.clone();
     let mut reasons = evidence.reasons;
+    if wait_reason.is_some() {
+        let seen_for = human_ns(Percentiles::of(&blocked, max, at_least).p50);
+        reasons.push(if from_waitsince > 0 {
+            format!(
+                "the runtime's g.waitsince dates the wait of {from_waitsince} of them before \
+                 the first snapshot (parked {} or more, p50)",
+                human_ns(Percentiles::of(&blocked, max, true).p50)
+            )
+        } else {
+            format!(
+                "g.waitsince is 0 for all of them (the runtime sets it only when a GC scans a \
+                 parked goroutine): how long they were parked before tracing is unknown, at \
+                 least the {seen_for} seen (p50)"
+            )
+        });
+        if parked_throughout > 0 {
+            reasons.push(format!(
+                "{parked_throughout} of them did not run once while traced (g.trackingSeq \
+                 unchanged)"
+            ));
+        }
+    }
     if let Some(seen) = observed {
         reasons.push(format!(
             "the creation probe saw this go statement run {} time(s) during the trace",
@@ -591,5 +867,224 @@ mod tests {
             .collect();
         let (candidates, _) = analyze(&traced(&snapshots), S, S);
         assert!(candidates.is_empty(), "{candidates:?}");
+    }
+
+    fn on_channels(mut goroutines: Vec<Goroutine>, chan_of: impl Fn(u64) -> u64) -> Vec<Goroutine> {
+        for g in &mut goroutines {
+            g.waits_on = vec![chan_of(g.goid)];
+            g.tracking_seq = Some(7);
+        }
+        goroutines
+    }
+
+    #[test]
+    fn trend_is_the_direction_of_the_whole_history() {
+        let history = |counts: &[usize]| -> Vec<CountAt> {
+            counts
+                .iter()
+                .enumerate()
+                .map(|(i, &count)| CountAt {
+                    at_ns: i as u64,
+                    count,
+                })
+                .collect()
+        };
+        assert_eq!(trend(&history(&[1, 2, 3, 4])), 1.0);
+        assert_eq!(trend(&history(&[5, 5, 5])), 0.0);
+        assert_eq!(trend(&history(&[4, 3, 2])), -1.0);
+        // The issue's busy group: up more often than down, but that alone is not growth.
+        let busy = trend(&history(&[1, 8, 16, 59, 17, 33, 16, 102]));
+        assert!(busy > 0.5 && busy < 0.7, "{busy}");
+    }
+
+    #[test]
+    fn busy_goroutines_that_keep_moving_are_not_stuck() {
+        // The issue's history (1, 8, 16, 59, 17, 33, 16, 102) at one line, new goroutines every
+        // snapshot; some live on into the next snapshot, but somewhere else by then.
+        let counts = [1u64, 8, 16, 59, 17, 33, 16, 102];
+        let mut next_id = 100;
+        let mut snapshots = Vec::new();
+        let mut previous: Vec<u64> = Vec::new();
+        for &count in &counts {
+            let mut snapshot = Vec::new();
+            // Half of the previous snapshot's goroutines are still alive, now in main.render.
+            for &id in previous.iter().step_by(2) {
+                snapshot.extend(parked(
+                    [id].into_iter(),
+                    "main.serve",
+                    "main.render",
+                    "running",
+                ));
+            }
+            let ids: Vec<u64> = (next_id..next_id + count).collect();
+            next_id += count * 3;
+            snapshot.extend(parked(
+                ids.iter().copied(),
+                "main.serve",
+                "main.parse",
+                "running",
+            ));
+            previous = ids;
+            snapshots.push(snapshot);
+        }
+        let model = traced(&snapshots);
+        let (candidates, overview) = analyze(&model, S, S);
+        assert!(candidates.is_empty(), "{candidates:#?}");
+        let parse = overview
+            .unwrap()
+            .other_groups
+            .into_iter()
+            .find(|g| g.sits_at.starts_with("main.parse"))
+            .unwrap();
+        assert_eq!(parse.count, 102);
+        assert!(parse
+            .not_a_candidate
+            .unwrap()
+            .starts_with("busy, not stuck"));
+    }
+
+    #[test]
+    fn a_spinning_loop_stays_a_candidate() {
+        // The same goroutines in the same loop function the whole trace, caught on a CPU (no
+        // stack: grouped by their start function) or preempted in it, more of them over time.
+        let spinner = |id: u64, on_cpu: bool| {
+            let mut g = goroutine(id, "main.handle", &["main.spin"], "");
+            g.wait_reason = None;
+            g.status = "running".into();
+            g.start_function = Some("main.spin".into());
+            if on_cpu {
+                g.stack.clear();
+            }
+            g
+        };
+        let snapshots: Vec<Vec<Goroutine>> = (0..5u64)
+            .map(|i| {
+                (0..=i)
+                    .map(|j| spinner(10 + j * 7, (i + j) % 2 == 0))
+                    .collect()
+            })
+            .collect();
+        let model = traced(&snapshots);
+        let (candidates, _) = analyze(&model, S, S);
+        assert_eq!(candidates.len(), 1, "{candidates:#?}");
+        assert_eq!(candidates[0].grew, Some(true));
+        assert_eq!(model.seen[&10].at_place_since_ns, S);
+    }
+
+    #[test]
+    fn a_leak_over_before_attach_is_judged_from_memory() {
+        // 50 goroutines, consecutive ids (created together), each alone on its own channel,
+        // parked without running: leaked requests.
+        let leaked = on_channels(
+            parked(6..=55, "main.handle", "main.handle.func1", "chan receive"),
+            |id| 0x1000 + id * 0x60,
+        );
+        let model = traced(&[leaked.clone(), leaked.clone(), leaked]);
+        let (candidates, _) = analyze(&model, S, S);
+        assert_eq!(candidates.len(), 1, "{candidates:#?}");
+        assert_eq!(candidates[0].grew, Some(false));
+        assert!(candidates[0]
+            .reasons
+            .iter()
+            .any(|r| r.contains("each of the 50 waits alone on its own channel")));
+        assert!(candidates[0]
+            .reasons
+            .iter()
+            .any(|r| r.contains("g.waitsince is 0")));
+
+        // 50 on a mutex: a pool does not idle there.
+        let mut on_mutex = parked(
+            6..=55,
+            "main.handle",
+            "main.handle.func2",
+            "sync.Mutex.Lock",
+        );
+        for g in &mut on_mutex {
+            g.tracking_seq = Some(3);
+        }
+        let model = traced(&[on_mutex.clone(), on_mutex.clone(), on_mutex]);
+        let (candidates, _) = analyze(&model, S, S);
+        assert_eq!(candidates.len(), 1, "{candidates:#?}");
+        assert!(candidates[0]
+            .reasons
+            .iter()
+            .any(|r| r.contains("a pool idles on a receive or a select")));
+    }
+
+    #[test]
+    fn an_idle_pool_on_one_shared_channel_is_not_a_candidate() {
+        let pool = on_channels(
+            parked(10..=25, "main.main", "main.worker", "chan receive"),
+            |_| 0x4000,
+        );
+        let model = traced(&[pool.clone(), pool.clone(), pool]);
+        let (candidates, overview) = analyze(&model, S, S);
+        assert!(candidates.is_empty(), "{candidates:#?}");
+        let why = overview.unwrap().other_groups[0]
+            .not_a_candidate
+            .clone()
+            .unwrap();
+        assert!(
+            why.contains("16 of them wait on one shared channel"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn waiting_for_a_goroutine_that_still_works_is_not_being_alone() {
+        // 40 clients, each on its own reply channel, each with a request goroutine it created
+        // that is working: the wait is for work in progress.
+        let clients = on_channels(
+            parked(1..=40, "main.main", "main.client", "chan receive"),
+            |id| 0x8000 + id * 0x60,
+        );
+        let snapshot = |round: u64| {
+            let mut all = clients.clone();
+            for client in 1..=40u64 {
+                let mut request =
+                    goroutine(1000 * round + client, "main.client", &["main.request"], "");
+                request.status = "running".into();
+                request.wait_reason = None;
+                request.parent_goid = Some(client);
+                all.push(request);
+            }
+            all
+        };
+        let model = traced(&[snapshot(1), snapshot(2), snapshot(3)]);
+        let (candidates, overview) = analyze(&model, S, S);
+        assert!(candidates.is_empty(), "{candidates:#?}");
+        let why = overview
+            .unwrap()
+            .other_groups
+            .into_iter()
+            .find(|g| g.sits_at.starts_with("main.client"))
+            .and_then(|g| g.not_a_candidate)
+            .unwrap();
+        assert!(why.contains("created is still working"), "{why}");
+    }
+
+    #[test]
+    fn a_place_that_lets_goroutines_go_raises_the_bar() {
+        // Requests that sit 2 s in one place and then finish: a third one there for 2 s is
+        // not stuck, though it is past --min-blocked.
+        let at = |ids: std::ops::RangeInclusive<u64>| {
+            parked(ids, "main.serve", "main.slow", "chan receive")
+        };
+        let snapshots = vec![
+            at(1..=12),
+            at(1..=12),
+            at(1..=12),
+            at(20..=31),
+            at(20..=31),
+            at(20..=31),
+        ];
+        let model = traced(&snapshots);
+        let (candidates, overview) = analyze(&model, S, S);
+        assert!(candidates.is_empty(), "{candidates:#?}");
+        let why = overview.unwrap().other_groups[0]
+            .not_a_candidate
+            .clone()
+            .unwrap();
+        assert!(why.contains("only longer counts as stuck"), "{why}");
     }
 }

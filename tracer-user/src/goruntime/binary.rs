@@ -45,6 +45,8 @@ pub(crate) struct GoBinary {
     pub dwarf_offsets: Option<Result<GOffsets>>,
     /// Layout of the runtime's timers from DWARF, when the binary has DWARF.
     pub timer_layout: Option<Result<super::timers::TimerLayout>>,
+    /// Where goroutines' wait objects and run counts are, from DWARF.
+    pub wait_layout: Option<Result<super::waits::WaitLayout>>,
     /// runtime.allgs found through .gopclntab and the code of runtime.forEachG (link address).
     pub allgs_from_code: Result<u64>,
     /// Function, file, line and inlined frames from `.gopclntab`.
@@ -118,6 +120,10 @@ pub(crate) fn read(path: &std::path::Path) -> Result<Option<GoBinary>> {
         Ok(found) => super::timers::TimerLayout::from_dwarf(found),
         Err(e) => Err(anyhow!("{e:#}")),
     });
+    let wait_layout = structs.as_ref().map(|s| match s {
+        Ok(found) => super::waits::WaitLayout::from_dwarf(found),
+        Err(e) => Err(anyhow!("{e:#}")),
+    });
     let data_sections = [".data", ".noptrdata", ".bss", ".noptrbss"]
         .iter()
         .filter_map(|name| {
@@ -155,6 +161,7 @@ pub(crate) fn read(path: &std::path::Path) -> Result<Option<GoBinary>> {
         symbols,
         dwarf_offsets,
         timer_layout,
+        wait_layout,
         allgs_from_code,
         lines,
         data_sections,
@@ -302,7 +309,8 @@ pub(crate) struct StructLayout {
 }
 
 /// Structs of the runtime leaktrace reads, from DWARF: the goroutine (g, gobuf, stack) and the
-/// timers (p, timer, timers, timerWhen, hchan).
+/// timers (p, timer, timers, timerWhen, hchan), and what goroutines wait on (sudog,
+/// maybeTraceablePtr).
 const DWARF_STRUCTS: &[&str] = &[
     "runtime.g",
     "runtime.gobuf",
@@ -312,6 +320,8 @@ const DWARF_STRUCTS: &[&str] = &[
     "runtime.timers",
     "runtime.timerWhen",
     "runtime.hchan",
+    "runtime.sudog",
+    "runtime.maybeTraceablePtr",
 ];
 
 /// The layouts of `wanted` structs (first definition of each name) from the binary's DWARF.

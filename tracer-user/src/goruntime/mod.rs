@@ -32,6 +32,7 @@ pub mod pclntab;
 #[cfg(test)]
 mod robustness;
 pub mod timers;
+pub mod waits;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -180,6 +181,14 @@ pub struct GoroutineState {
     pub waitsince_ns: i64,
     /// Goroutine that created it (Go 1.21+; None before).
     pub parent_goid: Option<u64>,
+    /// `g.trackingSeq`: moves (mod 256) each time the goroutine leaves a CPU, so an unchanged
+    /// value across snapshots means it did not run in between. None without DWARF.
+    #[serde(default)]
+    pub tracking_seq: Option<u8>,
+    /// Addresses of the channels a waiting goroutine is parked on (`g.waiting` -> `sudog.c`,
+    /// one per select case): empty for other waits, without DWARF, or when the read was torn.
+    #[serde(default)]
+    pub waits_on: Vec<u64>,
     pub stack_lo: u64,
     pub stack_hi: u64,
     /// User stack, innermost first: `sched_pc` then return addresses (not adjusted by -1), from
@@ -297,6 +306,8 @@ pub struct GoProcess {
     allp: Option<u64>,
     /// Where the timer fields are, or why that is unknown.
     timer_layout: Result<timers::TimerLayout, String>,
+    /// Where the wait objects and run counts are, or why that is unknown.
+    wait_layout: Result<waits::WaitLayout, String>,
 }
 
 /// Recognises a Go program: Ok(None) when PID runs something else; an error when it is Go but
@@ -351,6 +362,13 @@ pub fn inspect(pid: u32) -> Result<Option<GoProcess>> {
                  runtime's timers is unknown"
                     .into(),
             ),
+        },
+        wait_layout: match &binary.wait_layout {
+            Some(Ok(layout)) => Ok(*layout),
+            Some(Err(e)) => Err(format!(
+                "the binary's DWARF does not describe g.waiting/sudog: {e:#}"
+            )),
+            None => Err("no DWARF (built with -ldflags=-w or stripped)".into()),
         },
     };
     process.wait_reasons = process.read_wait_reasons(&binary).unwrap_or_default();
@@ -525,6 +543,11 @@ impl GoProcess {
         self.lines.clone()
     }
 
+    /// Where what goroutines wait on (and whether they ran) is read from, or why it is not.
+    pub fn wait_layout(&self) -> Result<waits::WaitLayout, String> {
+        self.wait_layout.clone()
+    }
+
     pub fn set_max_frames(&mut self, max_frames: usize) {
         self.max_frames = max_frames;
     }
@@ -537,19 +560,33 @@ impl GoProcess {
         let taken_at_ns = monotonic_ns();
         let gs = self.all_g_pointers()?;
         let o = &self.offsets;
-        let g_len = o.read_len();
+        let layout = self.wait_layout.as_ref().ok();
+        let g_len = o.read_len().max(layout.map_or(0, |l| l.g_read_len()));
         let ranges: Vec<(u64, usize)> = gs.iter().map(|&g| (g, g_len)).collect();
         let (g_buf, g_at) = self.memory.read_coalesced(&ranges, G_MERGE_GAP);
         let mut torn = 0;
         let mut dead = 0;
         let mut live = Vec::with_capacity(gs.len());
+        // Each live goroutine's g.waiting (0 unless it is parked on channels).
+        let mut sudogs = Vec::with_capacity(gs.len());
         for (&g_addr, at) in gs.iter().zip(g_at) {
             let Some(at) = at else {
                 torn += 1;
                 continue;
             };
-            match self.decode_g(g_addr, &g_buf[at..at + g_len]) {
-                Decoded::Live(state) => live.push(state),
+            let buf = &g_buf[at..at + g_len];
+            match self.decode_g(g_addr, buf) {
+                Decoded::Live(mut state) => {
+                    let mut sudog = 0;
+                    if let Some(layout) = layout {
+                        state.tracking_seq = buf.get(layout.g_tracking_seq as usize).copied();
+                        if state.status == GStatus::Waiting {
+                            sudog = u64_at(buf, layout.g_waiting as usize).unwrap_or(0);
+                        }
+                    }
+                    sudogs.push((g_addr, sudog));
+                    live.push(state);
+                }
                 Decoded::Dead => dead += 1,
                 Decoded::Torn => torn += 1,
             }
@@ -567,8 +604,18 @@ impl GoProcess {
             })
             .collect();
         let (stack_buf, stack_at) = self.memory.read_coalesced(&stack_ranges, STACK_MERGE_GAP);
+        let mut waits_on = match layout {
+            Some(layout) => waits::channels(&self.memory, layout, &sudogs),
+            None => vec![Vec::new(); live.len()],
+        };
         let mut goroutines = Vec::with_capacity(live.len());
-        for ((mut g, at), &(base, len)) in live.into_iter().zip(stack_at).zip(&stack_ranges) {
+        for (((mut g, at), &(base, len)), waits_on) in live
+            .into_iter()
+            .zip(stack_at)
+            .zip(&stack_ranges)
+            .zip(waits_on.iter_mut())
+        {
+            g.waits_on = std::mem::take(waits_on);
             if len > 0 {
                 let Some(at) = at else {
                     // Its stack moved or was freed under us.
@@ -676,6 +723,8 @@ impl GoProcess {
             sched_bp: bp,
             waitsince_ns: word(o.waitsince).unwrap_or(0) as i64,
             parent_goid: o.parent_goid.and_then(word),
+            tracking_seq: None,
+            waits_on: Vec::new(),
             stack_lo: lo,
             stack_hi: hi,
             stack: Vec::new(),

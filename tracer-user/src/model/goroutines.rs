@@ -30,6 +30,19 @@ pub struct Goroutine {
     /// Where it is now, innermost first (empty for a goroutine on a CPU: its saved registers
     /// are stale while it runs).
     pub stack: Vec<Frame>,
+    /// `g.trackingSeq`, which moves each time it leaves a CPU (None when unreadable).
+    #[serde(default)]
+    pub tracking_seq: Option<u8>,
+    /// `g.waitsince` (CLOCK_MONOTONIC ns, like the snapshot times) when the runtime has filled
+    /// it in: the start of a GC that found it parked, so it has been parked at least since then.
+    /// None when 0: the runtime sets it only during a GC's stack scans (runtime/mgcmark.go) and
+    /// clears it whenever the goroutine runs (runtime/proc.go `execute`).
+    #[serde(default)]
+    pub waitsince_ns: Option<u64>,
+    /// The channels it is parked on (`g.waiting` -> `sudog.c`; one per select case): empty for
+    /// other waits and when unreadable.
+    #[serde(default)]
+    pub waits_on: Vec<u64>,
 }
 
 /// What makes goroutines "the same" for the report: created by the same `go` statement, parked
@@ -54,6 +67,67 @@ pub struct Seen {
     pub key: GroupKey,
     /// Since when it has been in `key` without leaving it between snapshots.
     pub at_key_since_ns: u64,
+    /// Since when it has stayed at the same place: for a parked goroutine, in `key` (or longer,
+    /// when `g.waitsince` says it has been parked since earlier); for one on a CPU or ready for
+    /// it, in the same function whatever the line (a spinning loop stays in its loop).
+    pub at_place_since_ns: u64,
+    /// Since when it has been parked without running (its `g.trackingSeq` did not move), when
+    /// that is known.
+    pub parked_since_ns: Option<u64>,
+    /// `parked_since_ns`/`at_place_since_ns` come from the runtime's `g.waitsince`.
+    pub since_from_waitsince: bool,
+    /// Its `g.trackingSeq` at the last snapshot.
+    pub tracking_seq: Option<u8>,
+}
+
+impl Seen {
+    /// `g.waitsince` is a lower bound of how long a parked goroutine has been parked (set to
+    /// the start of a GC that found it parked, cleared when it runs): it moves the times back
+    /// when it is earlier than what the snapshots showed.
+    fn refine_with_waitsince(&mut self, goroutine: &Goroutine) {
+        let Some(since) = goroutine
+            .waitsince_ns
+            .filter(|_| goroutine.status == "waiting")
+        else {
+            return;
+        };
+        if since < self.at_place_since_ns {
+            self.at_place_since_ns = since;
+            self.since_from_waitsince = true;
+        }
+        if let Some(parked) = self.parked_since_ns.as_mut() {
+            *parked = (*parked).min(since);
+        } else {
+            self.parked_since_ns = Some(since);
+        }
+    }
+}
+
+/// The function of a `function (file:line)` place.
+fn function_of(place: &str) -> &str {
+    place.split(" (").next().unwrap_or(place)
+}
+
+/// Where a goroutine of this group sits, as dwell counts it: the group for parked goroutines;
+/// the `go` statement and the function (any line) for goroutines on a CPU or ready for one.
+pub fn place_of(key: &GroupKey) -> String {
+    if is_parked_key(key) {
+        format!("{} | {} | {}", key.created_at, key.sits_at, key.state)
+    } else {
+        format!(
+            "{} | {} | running",
+            key.created_at,
+            function_of(&key.sits_at)
+        )
+    }
+}
+
+/// Whether a group key is that of parked goroutines (its state is a wait reason).
+fn is_parked_key(key: &GroupKey) -> bool {
+    !matches!(
+        key.state.as_str(),
+        "running" | "runnable" | "syscall" | "copystack" | "other"
+    )
 }
 
 /// How many goroutines a group had at one snapshot.
@@ -99,6 +173,28 @@ pub struct GoroutineModel {
     pub unreadable: u64,
     /// Creator stacks seen by the creation probe, by `go` statement PC (the goroutines' gopc).
     pub creations: HashMap<u64, ObservedCreation>,
+    /// Goroutines seen to exit during the trace, by their `go` statement
+    /// ([`GroupKey::created_at`]): how long goroutines of that statement live and still finish.
+    pub exits: HashMap<String, Exits>,
+    /// Goroutines seen to leave a place ([`place_of`]) during the trace (moved on or exited):
+    /// how long that place holds goroutines it lets go.
+    pub released: HashMap<String, Exits>,
+}
+
+/// Goroutines seen to exit (by `go` statement) or to leave (by place).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Exits {
+    pub count: u64,
+    /// The longest any of them was seen alive (exits: first to last snapshot, from the trace's
+    /// start for those older than the trace) or at the place (releases), in ns.
+    pub longest_life_ns: u64,
+}
+
+impl Exits {
+    fn add(&mut self, ns: u64) {
+        self.count += 1;
+        self.longest_life_ns = self.longest_life_ns.max(ns);
+    }
 }
 
 /// What the creation probe saw of one `go` statement.
@@ -147,6 +243,7 @@ impl GoroutineModel {
         trace_started_ns: u64,
     ) {
         let first = self.first_snapshot_ns.is_none();
+        let previous_snapshot_ns = self.last_snapshot_ns;
         if first {
             self.first_snapshot_ns = Some(at_ns);
             self.max_goid_at_start = goroutines.iter().map(|g| g.goid).max().unwrap_or(0);
@@ -160,12 +257,36 @@ impl GoroutineModel {
         for goroutine in goroutines {
             let key = group_key(goroutine);
             *counts.entry(key.clone()).or_default() += 1;
+            let parked = goroutine.status == "waiting";
             let entry = match self.seen.remove(&goroutine.goid) {
                 Some(mut previous) => {
+                    let place = place_of(&previous.key);
+                    let stayed = place == place_of(&key);
+                    if !stayed {
+                        self.released
+                            .entry(place)
+                            .or_default()
+                            .add(previous_snapshot_ns.saturating_sub(previous.at_place_since_ns));
+                        previous.at_place_since_ns = at_ns;
+                        previous.since_from_waitsince = false;
+                    }
+                    let still = parked
+                        && stayed
+                        && previous.parked_since_ns.is_some()
+                        && goroutine.tracking_seq.is_some()
+                        && previous.tracking_seq == goroutine.tracking_seq;
+                    if !still {
+                        // It ran. Back at the same place, it is a loop that keeps coming back
+                        // (a poll, a ticker): the place did not let it go.
+                        previous.parked_since_ns =
+                            (parked && goroutine.tracking_seq.is_some()).then_some(at_ns);
+                    }
+                    previous.tracking_seq = goroutine.tracking_seq;
                     if previous.key != key {
                         previous.key = key;
                         previous.at_key_since_ns = at_ns;
                     }
+                    previous.refine_with_waitsince(goroutine);
                     previous
                 }
                 None => {
@@ -177,17 +298,36 @@ impl GoroutineModel {
                     } else {
                         at_ns
                     };
-                    Seen {
+                    let mut seen = Seen {
                         first_seen_ns: since,
                         before_trace,
                         key,
                         at_key_since_ns: since,
-                    }
+                        at_place_since_ns: since,
+                        parked_since_ns: (parked && goroutine.tracking_seq.is_some())
+                            .then_some(since),
+                        since_from_waitsince: false,
+                        tracking_seq: goroutine.tracking_seq,
+                    };
+                    seen.refine_with_waitsince(goroutine);
+                    seen
                 }
             };
             seen.insert(goroutine.goid, entry);
         }
-        // Goroutines that exited are forgotten: the report is about what is alive.
+        // Goroutines that exited are forgotten (the report is about what is alive), except how
+        // long they had lived: goroutines of the same `go` statement that live that long still
+        // finish.
+        for gone in self.seen.values() {
+            self.exits
+                .entry(gone.key.created_at.clone())
+                .or_default()
+                .add(previous_snapshot_ns.saturating_sub(gone.first_seen_ns));
+            self.released
+                .entry(place_of(&gone.key))
+                .or_default()
+                .add(previous_snapshot_ns.saturating_sub(gone.at_place_since_ns));
+        }
         self.seen = seen;
         self.latest = goroutines.to_vec();
 
@@ -250,8 +390,14 @@ pub fn place(frame: &Frame) -> String {
 }
 
 pub fn group_key(goroutine: &Goroutine) -> GroupKey {
+    // A goroutine on a CPU or ready for one is in a function, not at a line: it moves between
+    // snapshots, and one caught running has no stack (only its start function) at all.
+    let on_cpu = goroutine.status != "waiting";
     let sits_at = own_frame(&goroutine.stack)
-        .map(place)
+        .map(|frame| match (&frame.function, on_cpu) {
+            (Some(function), true) => function.clone(),
+            _ => place(frame),
+        })
         .or_else(|| goroutine.start_function.clone())
         .unwrap_or_else(|| "unknown".to_string());
     GroupKey {
@@ -278,6 +424,9 @@ pub mod tests {
             start_function: None,
             parent_goid: None,
             stack: stack.iter().map(|f| frame(f)).collect(),
+            tracking_seq: None,
+            waitsince_ns: None,
+            waits_on: Vec::new(),
         }
     }
 
@@ -336,5 +485,35 @@ pub mod tests {
         assert!(history.len() <= MAX_HISTORY);
         assert_eq!(history[0].at_ns, 0);
         assert_eq!(history.last().unwrap().at_ns, 9_999);
+    }
+
+    #[test]
+    fn waitsince_and_tracking_seq_date_a_wait() {
+        let s = 1_000_000_000;
+        let mut model = GoroutineModel::default();
+        let mut g = goroutine(5, "main.serve", &["main.wait"], "chan receive");
+        g.tracking_seq = Some(9);
+        // The runtime saw it parked at a GC 20 s before the trace.
+        g.waitsince_ns = Some(10 * s);
+        model.apply_snapshot(30 * s, &[g.clone()], 0, 30 * s);
+        let seen = &model.seen[&5];
+        assert_eq!(seen.at_place_since_ns, 10 * s);
+        assert_eq!(seen.parked_since_ns, Some(10 * s));
+        assert!(seen.since_from_waitsince);
+        // It ran (trackingSeq moved) and parked at the same place again: still there (a loop
+        // that keeps coming back), but the wait is new.
+        g.tracking_seq = Some(10);
+        g.waitsince_ns = None;
+        model.apply_snapshot(31 * s, &[g.clone()], 0, 30 * s);
+        let seen = &model.seen[&5];
+        assert_eq!(seen.at_place_since_ns, 10 * s);
+        assert_eq!(seen.parked_since_ns, Some(31 * s));
+        let place = place_of(&seen.key);
+        assert!(!model.released.contains_key(&place));
+        // It exits: its go statement's goroutines live that long and finish, and its place
+        // let it go after 21 s there.
+        model.apply_snapshot(32 * s, &[], 0, 30 * s);
+        assert_eq!(model.exits["main.serve (fixture.c:1)"].count, 1);
+        assert_eq!(model.released[&place].longest_life_ns, 21 * s);
     }
 }
