@@ -39,6 +39,21 @@ pub enum CandidateKind {
     GoTimer,
 }
 
+impl CandidateKind {
+    /// The kind's JSON name (`goroutine_leak`, ...), for the formats that print it as text.
+    pub fn name(self) -> &'static str {
+        match self {
+            CandidateKind::Deadlock => "deadlock",
+            CandidateKind::FutexWait => "futex_wait",
+            CandidateKind::GoroutineLeak => "goroutine_leak",
+            CandidateKind::ThreadLeak => "thread_leak",
+            CandidateKind::EpollWait => "epoll_wait",
+            CandidateKind::Timerfd => "timerfd",
+            CandidateKind::GoTimer => "go_timer",
+        }
+    }
+}
+
 /// Kind-specific details of a candidate; serialized flattened, as one key named after the
 /// variant (`thread_group`, `epoll`, `timerfd`).
 #[derive(Clone, Debug, PartialEq, Serialize)]

@@ -115,7 +115,8 @@ pub struct Cli {
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub duration: Option<Duration>,
 
-    /// A thread blocked (or a goroutine alive) at least this long can be reported as stuck.
+    /// A thread blocked (or a goroutine staying at one place) at least this long can be
+    /// reported as stuck.
     /// Shorter waits are normal activity and only appear in the summaries.
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = humantime::parse_duration)]
     pub min_blocked: Duration,

@@ -16,38 +16,6 @@ use serde_json::Value;
 /// The machines have 2 cores: these traces run one at a time so that timing stays predictable.
 static SERIAL: Mutex<()> = Mutex::new(());
 
-/// Compiles `tests/fixtures/NAME.c` at `-O{level}` with frame pointers (how the field cases
-/// were built): -O0 keeps every function, -O2 inlines the helper into main.
-fn build_c_at(name: &str, level: u32) -> PathBuf {
-    // Tests run in parallel: each build gets its own directory.
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
-        "{name}-O{level}-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&dir).expect("create a build directory");
-    let binary = dir.join(name);
-    let output = Command::new("gcc")
-        .args([
-            "-g",
-            &format!("-O{level}"),
-            "-fno-omit-frame-pointer",
-            "-pthread",
-        ])
-        .arg("-o")
-        .arg(&binary)
-        .arg(fixtures().join(format!("{name}.c")))
-        .output()
-        .expect("run gcc");
-    assert!(
-        output.status.success(),
-        "building {name} at -O{level} failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    binary
-}
-
 /// Starts `binary` with `args`, lets it run `settle`, and traces it for `duration`.
 fn trace(binary: &Path, args: &[&str], settle: Duration, duration: &str) -> Value {
     require_root();

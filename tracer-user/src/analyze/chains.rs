@@ -164,23 +164,12 @@ pub fn describe(links: &[WaitLink], target: &StuckTarget) -> String {
     text.push_str(&format!(
         "thread {} is stuck ({}: {})",
         target.tid,
-        kind_name(target.kind),
+        target.kind.name(),
         target.summary
     ));
     text
 }
 
-fn kind_name(kind: CandidateKind) -> &'static str {
-    match kind {
-        CandidateKind::Deadlock => "deadlock",
-        CandidateKind::FutexWait => "futex_wait",
-        CandidateKind::GoroutineLeak => "goroutine_leak",
-        CandidateKind::ThreadLeak => "thread_leak",
-        CandidateKind::EpollWait => "epoll_wait",
-        CandidateKind::Timerfd => "timerfd",
-        CandidateKind::GoTimer => "go_timer",
-    }
-}
 
 #[cfg(test)]
 mod tests {

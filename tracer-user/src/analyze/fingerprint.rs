@@ -15,7 +15,7 @@ const SITE_FRAMES: usize = 8;
 
 /// The fingerprint of a candidate (see the module doc for the shape).
 pub fn of(candidate: &Candidate) -> String {
-    let kind = kind_name(candidate.kind);
+    let kind = candidate.kind.name();
     match &candidate.detail {
         Some(CandidateDetail::Goroutines(group)) => {
             goroutine_group(&group.created_at, &group.sits_at, &group.state)
@@ -45,23 +45,11 @@ pub fn of(candidate: &Candidate) -> String {
 /// when it becomes (or stops being) a candidate. Arguments as in `GoroutineGroup`.
 pub fn goroutine_group(created_at: &str, sits_at: &str, state: &str) -> String {
     fingerprint(
-        kind_name(CandidateKind::GoroutineLeak),
+        CandidateKind::GoroutineLeak.name(),
         &[created_at, sits_at, state],
     )
 }
 
-/// The JSON name of a kind (`goroutine_leak`, ...).
-pub fn kind_name(kind: CandidateKind) -> &'static str {
-    match kind {
-        CandidateKind::Deadlock => "deadlock",
-        CandidateKind::FutexWait => "futex_wait",
-        CandidateKind::GoroutineLeak => "goroutine_leak",
-        CandidateKind::ThreadLeak => "thread_leak",
-        CandidateKind::EpollWait => "epoll_wait",
-        CandidateKind::Timerfd => "timerfd",
-        CandidateKind::GoTimer => "go_timer",
-    }
-}
 
 /// Function names of a stack's first named frames, `;`-joined (unnamed frames have only an
 /// address, which moves between runs).

@@ -9,7 +9,6 @@ use std::fmt::Write as _;
 
 use anyhow::{Context as _, Result};
 
-use crate::analyze::fingerprint::kind_name;
 use crate::model::Frame;
 use crate::report::{Report, ReportedCandidate};
 
@@ -61,7 +60,7 @@ pub fn flamegraph(report: &Report) -> Result<String> {
 /// (root-first stack, count) of one candidate: each stuck thread with its own stack when the
 /// threads have them (deadlocks), else the candidate's stack times its count.
 fn stacks(c: &ReportedCandidate) -> Vec<(String, usize)> {
-    let root = kind_name(c.kind);
+    let root = c.kind.name();
     let per_thread: Vec<(String, usize)> = c
         .threads
         .iter()

@@ -16,8 +16,9 @@
 //! It comes from leaktrace's last read of the goroutines (made from outside, without stopping
 //! the world), so it differs from Go's own in three ways: arguments are not read and print as
 //! `(...)` (as Go prints inlined frames), the `+0x..` PC offset is left out (parsers treat it as
-//! optional), and the minutes come from how long leaktrace saw the goroutine at the same place,
-//! a lower bound for goroutines parked before the trace.
+//! optional), and the minutes come from the runtime's `g.waitsince` where the runtime has set it
+//! (as Go's own dump does, runtime/traceback.go `goroutineheader`), else from how long leaktrace
+//! saw the goroutine at the same place: a lower bound for goroutines parked before the trace.
 use std::fmt::Write as _;
 
 use crate::model::goroutines::{Goroutine, GoroutineModel};
@@ -46,7 +47,7 @@ impl Snapshot {
                 let since = model
                     .seen
                     .get(&g.goid)
-                    .map_or(model.last_snapshot_ns, |s| s.at_key_since_ns);
+                    .map_or(model.last_snapshot_ns, |s| s.at_place_since_ns);
                 (g.clone(), since)
             })
             .collect();

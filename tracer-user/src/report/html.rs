@@ -161,7 +161,7 @@ fn write_candidate(out: &mut String, rank: usize, c: &ReportedCandidate) {
         out,
         "<div class=\"{class}\" data-fingerprint=\"{}\"><p><span class=\"kind\">#{rank} {}</span> {} (score {:.0})</p>",
         esc(&c.fingerprint),
-        crate::analyze::fingerprint::kind_name(c.kind),
+        c.kind.name(),
         esc(&c.summary),
         c.score
     );

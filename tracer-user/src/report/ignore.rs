@@ -20,7 +20,6 @@ use std::path::Path;
 use anyhow::{bail, Context as _, Result};
 use serde::Serialize;
 
-use crate::analyze::fingerprint::kind_name;
 use crate::analyze::Candidate;
 use crate::model::goroutines::is_runtime_frame;
 use crate::model::Frame;
@@ -180,7 +179,7 @@ fn holds(condition: &Condition, c: &Candidate) -> bool {
             .chain(c.threads.iter().map(|t| t.blocking_stack.as_slice()))
     };
     match condition {
-        Condition::Kind(kind) => kind_name(c.kind) == kind,
+        Condition::Kind(kind) => c.kind.name() == kind,
         Condition::Function(p) => blocking().flatten().chain(creation).any(|f| p.matches(f)),
         Condition::TopFunction(p) => blocking().any(|stack| {
             stack

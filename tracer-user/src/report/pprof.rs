@@ -18,7 +18,7 @@ use anyhow::{Context as _, Result};
 use flate2::write::GzEncoder;
 use prost::Message as _;
 
-use crate::analyze::fingerprint::{goroutine_group, kind_name};
+use crate::analyze::fingerprint::goroutine_group;
 use crate::model::goroutines::{group_key, place, Goroutine};
 use crate::model::Frame;
 use crate::report::Report;
@@ -203,7 +203,7 @@ fn profile(report: &Report) -> proto::Profile {
             c.count as i64,
             blocked as i64,
             &[
-                ("kind", kind_name(c.kind)),
+                ("kind", c.kind.name()),
                 ("wait_reason", c.wait_reason.as_deref().unwrap_or("")),
                 ("creation_site", &creation_site),
                 ("verdict", verdict),

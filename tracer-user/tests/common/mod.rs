@@ -53,12 +53,18 @@ fn check_build(what: &str, output: std::io::Result<Output>) {
 /// Compiles `tests/fixtures/NAME.c` as a user's program would be built: debug info, optimised,
 /// frame pointers, PIE (gcc's default here).
 pub fn build_c(name: &str) -> PathBuf {
-    let binary = build_dir(name).join(name);
+    build_c_at(name, 1)
+}
+
+/// Compiles `tests/fixtures/NAME.c` like [`build_c`] at `-O{level}`: -O0 keeps every function,
+/// -O2 inlines small helpers into their callers.
+pub fn build_c_at(name: &str, level: u32) -> PathBuf {
+    let binary = build_dir(&format!("{name}-O{level}")).join(name);
     let source = fixtures().join(format!("{name}.c"));
     check_build(
         name,
         Command::new("gcc")
-            .args(["-g", "-O1", "-fno-omit-frame-pointer", "-pthread", "-o"])
+            .args(["-g", &format!("-O{level}"), "-fno-omit-frame-pointer", "-pthread", "-o"])
             .arg(&binary)
             .arg(&source)
             .output(),
