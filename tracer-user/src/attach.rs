@@ -261,7 +261,7 @@ impl Probes {
         let link = prog
             .attach(
                 UProbeAttachLocation::AbsoluteOffset(offset),
-                format!("/proc/{pid}/exe"),
+                crate::procfs::root::exe(pid),
                 scope,
             )
             .with_context(|| format!("attaching the Go uprobe {program} failed"))?;
@@ -398,8 +398,11 @@ fn libc_path(pid: u32) -> Option<String> {
 }
 
 /// A uprobe on the target's `pthread_create`, for full creation stacks of C/C++/Rust threads.
+/// Returns the library's path as the target sees it.
 fn attach_pthread_create(ebpf: &mut Ebpf, pid: u32) -> Result<String> {
     let library = libc_path(pid).context("the target has no C library mapped (yet)")?;
+    // The maps path is the target's: in a container it is not (or is another file) on our side.
+    let opened = crate::procfs::root::in_target_root(pid, Path::new(&library))?;
     let prog: &mut aya::programs::UProbe = ebpf
         .program_mut("pthread_create_entry")
         .context("program pthread_create_entry missing from the eBPF object")?
@@ -409,7 +412,7 @@ fn attach_pthread_create(ebpf: &mut Ebpf, pid: u32) -> Result<String> {
     let scope = std::num::NonZeroU32::new(pid)
         .map(aya::programs::uprobe::UProbeScope::OneProcess)
         .context("pid 0")?;
-    prog.attach("pthread_create", &library, scope)
+    prog.attach("pthread_create", &opened, scope)
         .with_context(|| format!("attaching a uprobe to pthread_create in {library} failed"))?;
     Ok(library)
 }

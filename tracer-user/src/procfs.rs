@@ -2,6 +2,7 @@
 //! words of memory that name a lock's owner. Read-only: nothing here writes to or stops the
 //! target.
 pub mod fds;
+pub mod root;
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;

@@ -15,7 +15,11 @@ use crate::model::{Frame, KernelCounters, Model};
 pub struct TargetInfo {
     pub pid: u32,
     pub comm: String,
+    /// Its executable's path as the target sees it (in its own mount namespace).
     pub exe: String,
+    /// How its container names it, when it is in another mount or pid namespace.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<crate::procfs::root::ContainerView>,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -112,6 +116,20 @@ impl Report {
             "leaktrace report for pid {} ({}) {}",
             t.pid, t.comm, t.exe
         );
+        if let Some(c) = &t.container {
+            let _ = writeln!(
+                out,
+                "in a container: cgroup {}, pid {} in its pid namespace{}",
+                c.cgroup.as_deref().unwrap_or("unknown"),
+                c.namespace_pid
+                    .map_or_else(|| "unknown".to_string(), |p| p.to_string()),
+                if c.other_mount_namespace {
+                    "; its files read through /proc/PID/root"
+                } else {
+                    ""
+                }
+            );
+        }
         let _ = writeln!(
             out,
             "traced {}{}; {} futex waits completed; {} events lost; stuck threshold {}",
@@ -463,6 +481,7 @@ mod tests {
                 pid: 10,
                 comm: "abba".into(),
                 exe: "/tmp/abba".into(),
+                container: None,
             },
             TracerInfo::default(),
             analysis,

@@ -349,13 +349,9 @@ impl Mapping {
     /// when deleted or in another mount namespace; the root path is for when map_files is not
     /// allowed.
     fn file_paths(&self, pid: u32) -> Vec<PathBuf> {
-        let mut paths = vec![PathBuf::from(format!(
-            "/proc/{pid}/map_files/{:x}-{:x}",
-            self.start, self.end
-        ))];
+        let mut paths = vec![crate::procfs::root::mapped_file(pid, self.start, self.end)];
         if let Some(path) = &self.path {
-            let relative = path.strip_prefix("/").unwrap_or(path);
-            paths.push(Path::new(&format!("/proc/{pid}/root")).join(relative));
+            paths.extend(crate::procfs::root::in_target_root(pid, path).ok());
         }
         paths
     }
