@@ -92,14 +92,10 @@ pub fn container_view(pid: u32) -> Result<Option<ContainerView>> {
     if !other_mount_namespace && !other_pid_namespace {
         return Ok(None);
     }
-    let cgroup = process.cgroups().ok().and_then(|groups| {
-        let groups = groups.0;
-        groups
-            .iter()
-            .find(|g| g.hierarchy == 0)
-            .or(groups.first())
-            .map(|g| g.pathname.clone())
-    });
+    let cgroup = process
+        .cgroups()
+        .ok()
+        .and_then(|groups| cgroup_path(&groups.0));
     let namespace_pid = process
         .status()
         .ok()
@@ -112,6 +108,29 @@ pub fn container_view(pid: u32) -> Result<Option<ContainerView>> {
         other_mount_namespace,
         other_pid_namespace,
     }))
+}
+
+/// The cgroup that names a container among a process's /proc/PID/cgroup lines: the v2 one
+/// (hierarchy 0), else systemd's v1 one (`name=systemd`), else any v1 one; the first of these
+/// that is not the root "/", since a hybrid host often leaves some hierarchies at the root (a
+/// runtime that moved the process moved it everywhere it could). "/" when all are at the root.
+fn cgroup_path(groups: &[::procfs::ProcessCGroup]) -> Option<String> {
+    let rank = |g: &::procfs::ProcessCGroup| {
+        if g.hierarchy == 0 {
+            0
+        } else if g.controllers.iter().any(|c| c == "name=systemd") {
+            1
+        } else {
+            2
+        }
+    };
+    let mut ranked: Vec<_> = groups.iter().collect();
+    ranked.sort_by_key(|g| rank(g));
+    ranked
+        .iter()
+        .find(|g| g.pathname != "/")
+        .or(ranked.first())
+        .map(|g| g.pathname.clone())
 }
 
 #[cfg(test)]
@@ -149,6 +168,35 @@ mod tests {
             (through_root.dev(), through_root.ino()),
             (direct.dev(), direct.ino())
         );
+    }
+
+    fn group(hierarchy: u32, controllers: &[&str], pathname: &str) -> ::procfs::ProcessCGroup {
+        ::procfs::ProcessCGroup {
+            hierarchy,
+            controllers: controllers.iter().map(|c| c.to_string()).collect(),
+            pathname: pathname.into(),
+        }
+    }
+
+    #[test]
+    fn the_container_cgroup_is_the_most_specific_one() {
+        // Pure v2 (docker, podman, kubernetes on current hosts).
+        let v2 = [group(0, &[], "/system.slice/docker-1f2e.scope")];
+        assert_eq!(
+            cgroup_path(&v2).as_deref(),
+            Some("/system.slice/docker-1f2e.scope")
+        );
+        // Hybrid, the v2 hierarchy left at the root: systemd's v1 path names it.
+        let hybrid = [
+            group(4, &["memory"], "/docker/1f2e"),
+            group(9, &["name=systemd"], "/docker/1f2e"),
+            group(0, &[], "/"),
+        ];
+        assert_eq!(cgroup_path(&hybrid).as_deref(), Some("/docker/1f2e"));
+        let memory_only = [group(4, &["memory"], "/job/7"), group(0, &[], "/")];
+        assert_eq!(cgroup_path(&memory_only).as_deref(), Some("/job/7"));
+        assert_eq!(cgroup_path(&[group(0, &[], "/")]).as_deref(), Some("/"));
+        assert_eq!(cgroup_path(&[]), None);
     }
 
     #[test]
