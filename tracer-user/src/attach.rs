@@ -40,6 +40,7 @@ const TRACEPOINTS: &[(&str, &str, Need)] = &[
     ("syscalls", "sys_exit_vfork", Need::Optional),
     ("sched", "sched_process_exit", Need::Optional),
     ("task", "task_rename", Need::Optional),
+    ("task", "task_newtask", Need::Optional),
     ("syscalls", "sys_enter_epoll_create", Need::Optional),
     ("syscalls", "sys_exit_epoll_create", Need::Optional),
     ("syscalls", "sys_enter_epoll_create1", Need::Optional),
@@ -385,24 +386,31 @@ impl Probes {
     }
 }
 
-/// The C library the target has mapped (by path in /proc/PID/maps).
-fn libc_path(pid: u32) -> Option<String> {
+/// The C library the target has mapped: its path in /proc/PID/maps, and the address range of
+/// one of its mappings (which names the file in /proc/PID/map_files).
+fn libc_path(pid: u32) -> Option<(String, u64, u64)> {
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
-    maps.lines()
-        .filter_map(|line| line.split_whitespace().nth(5))
-        .find(|path| {
-            let name = path.rsplit('/').next().unwrap_or(path);
-            name.starts_with("libc.so") || name.starts_with("libc-")
-        })
-        .map(str::to_string)
+    maps.lines().find_map(|line| {
+        let mut fields = line.split_whitespace();
+        let (start, end) = fields.next()?.split_once('-')?;
+        let path = fields.nth(4)?;
+        let name = path.rsplit('/').next().unwrap_or(path);
+        if !(name.starts_with("libc.so") || name.starts_with("libc-")) {
+            return None;
+        }
+        let address = |hex| u64::from_str_radix(hex, 16).ok();
+        Some((path.to_string(), address(start)?, address(end)?))
+    })
 }
 
 /// A uprobe on the target's `pthread_create`, for full creation stacks of C/C++/Rust threads.
-/// Returns the library's path as the target sees it.
+/// Returns the library's path as /proc/PID/maps names it.
 fn attach_pthread_create(ebpf: &mut Ebpf, pid: u32) -> Result<String> {
-    let library = libc_path(pid).context("the target has no C library mapped (yet)")?;
-    // The maps path is the target's: in a container it is not (or is another file) on our side.
-    let opened = crate::procfs::root::in_target_root(pid, Path::new(&library))?;
+    let (library, start, end) =
+        libc_path(pid).context("the target has no C library mapped (yet)")?;
+    // The maps path need not exist on our side (a container's library); map_files reaches the
+    // very file mapped, the inode the uprobe must be on.
+    let opened = crate::procfs::root::mapped_file(pid, start, end);
     let prog: &mut aya::programs::UProbe = ebpf
         .program_mut("pthread_create_entry")
         .context("program pthread_create_entry missing from the eBPF object")?
@@ -467,6 +475,7 @@ pub fn probe_summary(probes: &[String]) -> String {
                 "fork",
                 "sched_process_exit",
                 "task_rename",
+                "task_newtask",
                 "pthread_create",
             ],
         ),

@@ -1,27 +1,33 @@
-//! Paths as the target sees them, turned into paths leaktrace can open, and the container view of
+//! Paths of the target's files turned into paths leaktrace can open, and the container view of
 //! a target in other namespaces.
 //!
-//! A target in a container names its files (in /proc/PID/maps, its ELF headers) relative to its
-//! own root and mount namespace: "/usr/lib/x86_64-linux-gnu/libc.so.6" may not exist on the host,
-//! or worse, be a different library there. Every file read from the target goes through
-//! [`in_target_root`] (or [`mapped_file`] / [`exe`], which name the very mapped file): the kernel
-//! resolves `/proc/PID/root` to the target's root directory in its mount namespace
-//! (fs/proc/base.c `proc_root_link`), so the path reaches the inode the target uses. Uprobes key
-//! on that inode (kernel/events/uprobes.c `uprobe_register` takes the inode the path resolves to),
-//! so a uprobe attached through this path fires in the target.
+//! A target in a container has its files in its own mount namespace and root directory: a
+//! library it maps may not exist on leaktrace's side, or worse, another file may be there under
+//! the same name. Every file read from the target goes through this module, by what names it:
+//! - a file the target maps (its executable, its libraries): [`mapped_file`] and [`exe`], which
+//!   reach the very inode mapped in any namespace. The path /proc/PID/maps prints is no good for
+//!   opening: the kernel prints it relative to the *reader's* root (fs/proc/task_mmu.c
+//!   `show_map_vma` → `seq_path` → `d_path`), so for a chrooted target it is neither the
+//!   target's path nor one that exists in our mount namespace;
+//! - a path the target itself names (its debug directories, perf maps, configuration):
+//!   [`in_target_root`], through `/proc/PID/root`, which the kernel resolves to the target's root
+//!   directory in its mount namespace (fs/proc/base.c `proc_root_link`).
+//!
+//! Uprobes key on the inode the path resolves to (kernel/events/uprobes.c `uprobe_register`), so a
+//! uprobe attached through `/proc/PID/map_files/...` fires in the target, as the container test
+//! checks.
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::{bail, Context as _, Result};
 use serde::Serialize;
 
-/// `path` as the target with process id `pid` sees it (absolute, as /proc/PID/maps prints it)
-/// → `/proc/PID/root/PATH`, openable from leaktrace's mount namespace.
+/// `path` as the target with process id `pid` names it itself (absolute, relative to its own
+/// root directory) → `/proc/PID/root/PATH`, openable from leaktrace's mount namespace. Not for
+/// /proc/PID/maps paths: see the module documentation, and use [`mapped_file`].
 ///
-/// Paths from /proc/PID/maps are resolved by the kernel (d_path: no symlinks, no `..`), so they
-/// name exactly the mapped file. A path with `..` is refused, since the kernel would walk `..`
-/// from the target's root up into the host's tree. A symbolic link *inside* the target's tree
-/// that is absolute resolves against leaktrace's root, not the target's: callers pass resolved
-/// paths (maps), or use [`mapped_file`] / [`exe`].
+/// A path with `..` is refused, since the kernel would walk `..` from the target's root up into
+/// the host's tree. An absolute symbolic link inside the target's tree resolves against
+/// leaktrace's root, not the target's: pass paths without links where it matters.
 ///
 /// Errors: a relative path, or one with `..`.
 pub fn in_target_root(pid: u32, path: &Path) -> Result<PathBuf> {
@@ -108,6 +114,76 @@ pub fn container_view(pid: u32) -> Result<Option<ContainerView>> {
         other_mount_namespace,
         other_pid_namespace,
     }))
+}
+
+/// Thread ids of one target as its own pid namespace numbers them (what clone returns to it,
+/// what it writes into its mutexes) → as leaktrace's numbers them (the ids of /proc/PID/task,
+/// of the eBPF events). Identity when the target shares leaktrace's pid namespace.
+///
+/// Source: the NSpid line of /proc/PID/task/TID/status (fs/proc/array.c), "host … innermost";
+/// kept per thread, and only threads not seen yet are read on a miss.
+#[derive(Debug, Default)]
+pub struct NamespaceTids {
+    pid: u32,
+    other_namespace: bool,
+    /// Namespace tid → host tid.
+    host_of: std::collections::HashMap<u32, u32>,
+    /// Host tids whose status was read.
+    read: std::collections::HashSet<u32>,
+}
+
+impl NamespaceTids {
+    pub fn new(pid: u32) -> Self {
+        let ns = |proc: &str| std::fs::metadata(format!("/proc/{proc}/ns/pid")).ok();
+        let other_namespace = {
+            use std::os::unix::fs::MetadataExt as _;
+            match (ns(&pid.to_string()), ns("self")) {
+                (Some(theirs), Some(ours)) => {
+                    (theirs.dev(), theirs.ino()) != (ours.dev(), ours.ino())
+                }
+                // Unreadable: numbers are taken as they are, as before namespaces were known.
+                _ => false,
+            }
+        };
+        NamespaceTids {
+            pid,
+            other_namespace,
+            ..Default::default()
+        }
+    }
+
+    /// The host tid of the target's thread `ns_tid`; None when no live thread of the target has
+    /// that id (it already exited, or is not a thread of the target: a forked child).
+    pub fn host_tid(&mut self, ns_tid: u32) -> Option<u32> {
+        if !self.other_namespace {
+            return Some(ns_tid);
+        }
+        if let Some(&host) = self.host_of.get(&ns_tid) {
+            return Some(host);
+        }
+        let tasks = std::fs::read_dir(format!("/proc/{}/task", self.pid)).ok()?;
+        for host in tasks.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok()) {
+            if !self.read.insert(host) {
+                continue;
+            }
+            let status = std::fs::read_to_string(format!("/proc/{}/task/{host}/status", self.pid));
+            if let Some(inner) = status.ok().as_deref().and_then(innermost_nspid) {
+                self.host_of.insert(inner, host);
+            }
+        }
+        self.host_of.get(&ns_tid).copied()
+    }
+}
+
+/// The innermost id of a /proc status file's "NSpid:\t41020\t7" line (7).
+fn innermost_nspid(status: &str) -> Option<u32> {
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("NSpid:"))?
+        .split_whitespace()
+        .last()?
+        .parse()
+        .ok()
 }
 
 /// The cgroup that names a container among a process's /proc/PID/cgroup lines: the v2 one
@@ -197,6 +273,20 @@ mod tests {
         assert_eq!(cgroup_path(&memory_only).as_deref(), Some("/job/7"));
         assert_eq!(cgroup_path(&[group(0, &[], "/")]).as_deref(), Some("/"));
         assert_eq!(cgroup_path(&[]), None);
+    }
+
+    #[test]
+    fn the_innermost_namespace_id_is_the_last() {
+        let status = "Name:\tthread_leak\nTgid:\t41020\nNSpid:\t41020\t7\nNSpgid:\t1\n";
+        assert_eq!(innermost_nspid(status), Some(7));
+        assert_eq!(innermost_nspid("NSpid:\t512\n"), Some(512));
+        assert_eq!(innermost_nspid("Name:\tx\n"), None);
+    }
+
+    #[test]
+    fn in_our_own_pid_namespace_thread_ids_are_kept() {
+        let mut tids = NamespaceTids::new(std::process::id());
+        assert_eq!(tids.host_tid(12345), Some(12345));
     }
 
     #[test]
