@@ -47,37 +47,6 @@ fn run_ok(what: &str, command: &mut Command) {
     );
 }
 
-/// `thread_leak.c` built to run from /app with its own copies of the C library and dynamic
-/// loader in /app/lib (as a container image carries its own), same flags as `build_c`.
-fn stage_thread_leak(stage: &Path) -> String {
-    let lib = stage.join("app/lib");
-    std::fs::create_dir_all(&lib).unwrap();
-    let binary = stage.join("app/thread_leak");
-    run_ok(
-        "gcc thread_leak.c",
-        Command::new("gcc")
-            .args(["-g", "-O1", "-fno-omit-frame-pointer", "-pthread"])
-            .arg(format!(
-                "-Wl,--dynamic-linker={APP}/lib/ld-linux-x86-64.so.2"
-            ))
-            .arg(format!("-Wl,-rpath,{APP}/lib"))
-            .arg("-o")
-            .arg(&binary)
-            .arg(fixtures().join("thread_leak.c")),
-    );
-    for (name, host) in [
-        ("libc.so.6", host_library("libc.so.6")),
-        (
-            "ld-linux-x86-64.so.2",
-            std::fs::canonicalize("/lib64/ld-linux-x86-64.so.2").expect("the host's ld.so"),
-        ),
-    ] {
-        std::fs::copy(&host, lib.join(name))
-            .unwrap_or_else(|e| panic!("copy {}: {e}", host.display()));
-    }
-    format!("{APP}/thread_leak")
-}
-
 /// The host library gcc links against (resolved: a copy must be the file, not a link).
 fn host_library(name: &str) -> PathBuf {
     let output = Command::new("gcc")
@@ -246,7 +215,7 @@ fn a_c_thread_leak_in_a_container_has_its_creation_stack() {
     require_root();
     let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let stage = scratch("stage-c");
-    let program = stage_thread_leak(&stage);
+    let program = stage_c(&stage, "thread_leak");
 
     let container = Container::start(&stage, &program, &["leak"]);
     std::thread::sleep(Duration::from_millis(200));
@@ -283,6 +252,63 @@ fn a_c_thread_leak_in_a_container_has_its_creation_stack() {
     let report = trace(&container);
     assert!(candidates(&report).is_empty(), "{report:#}");
     assert!(report["native_io"]["threads_created"].as_u64().unwrap() >= 10);
+}
+
+/// `NAME.c` built to run from /app with its own copies of the C library and dynamic loader in
+/// /app/lib (as a container image carries its own), same flags as `build_c`.
+fn stage_c(stage: &Path, name: &str) -> String {
+    let lib = stage.join("app/lib");
+    std::fs::create_dir_all(&lib).unwrap();
+    run_ok(
+        &format!("gcc {name}.c"),
+        Command::new("gcc")
+            .args(["-g", "-O1", "-fno-omit-frame-pointer", "-pthread"])
+            .arg(format!(
+                "-Wl,--dynamic-linker={APP}/lib/ld-linux-x86-64.so.2"
+            ))
+            .arg(format!("-Wl,-rpath,{APP}/lib"))
+            .arg("-o")
+            .arg(stage.join("app").join(name))
+            .arg(fixtures().join(format!("{name}.c"))),
+    );
+    for (name, host) in [
+        ("libc.so.6", host_library("libc.so.6")),
+        (
+            "ld-linux-x86-64.so.2",
+            std::fs::canonicalize("/lib64/ld-linux-x86-64.so.2").expect("the host's ld.so"),
+        ),
+    ] {
+        std::fs::copy(&host, lib.join(name))
+            .unwrap_or_else(|e| panic!("copy {}: {e}", host.display()));
+    }
+    format!("{APP}/{name}")
+}
+
+/// A mutex names its owner by the id the owner has in the container's pid namespace: the cycle
+/// is only found when that id is translated to the one the host traces by.
+#[test]
+fn an_abba_deadlock_in_a_container_names_both_owners() {
+    require_root();
+    let _guard = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let stage = scratch("stage-abba");
+    let program = stage_c(&stage, "abba_deadlock");
+
+    let container = Container::start(&stage, &program, &[]);
+    let report = trace(&container);
+    let deadlocks = of_kind(&report, "deadlock");
+    assert_eq!(deadlocks.len(), 1, "{report:#}");
+    let cycle = deadlocks[0]["cycle"].as_array().expect("the cycle");
+    assert_eq!(cycle.len(), 2, "{cycle:?}");
+    assert_eq!(cycle[0]["held_by"], cycle[1]["tid"]);
+    assert_eq!(cycle[1]["held_by"], cycle[0]["tid"]);
+    // Host ids: the threads of the container as the host numbers them.
+    let tasks: Vec<u64> = std::fs::read_dir(format!("/proc/{}/task", container.host_pid))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    for link in cycle {
+        assert!(tasks.contains(&link["tid"].as_u64().unwrap()), "{link}");
+    }
 }
 
 #[test]
