@@ -189,15 +189,18 @@ impl Drop for Container {
     }
 }
 
-/// Traces the container's fixture by its host pid and checks the report names its container.
+/// Traces the container's fixture by its host pid.
 fn trace(container: &Container) -> Value {
-    let report = trace_pid(container.host_pid, "3s", &["--min-blocked", "1s"]);
+    trace_pid(container.host_pid, "3s", &["--min-blocked", "1s"])
+}
+
+/// The report names the container: its cgroup, and the fixture's pid (1) in its pid namespace.
+fn assert_names_the_container(report: &Value, container: &Container) {
     let view = &report["target"]["container"];
     assert_eq!(view["cgroup"], container.cgroup.as_str(), "{view}");
     assert_eq!(view["namespace_pid"], 1, "{view}");
     assert_eq!(view["other_mount_namespace"], true, "{view}");
     assert_eq!(view["other_pid_namespace"], true, "{view}");
-    report
 }
 
 fn has_frame_at(stack: &Value, function: &str, file: &str, line: u64) -> bool {
@@ -244,6 +247,7 @@ fn a_c_thread_leak_in_a_container_has_its_creation_stack() {
         ),
         "{leak:#}"
     );
+    assert_names_the_container(&report, &container);
     drop(container);
 
     // The fixed twin in the same container stays unreported.
@@ -252,6 +256,7 @@ fn a_c_thread_leak_in_a_container_has_its_creation_stack() {
     let report = trace(&container);
     assert!(candidates(&report).is_empty(), "{report:#}");
     assert!(report["native_io"]["threads_created"].as_u64().unwrap() >= 10);
+    assert_names_the_container(&report, &container);
 }
 
 /// `NAME.c` built to run from /app with its own copies of the C library and dynamic loader in
@@ -309,6 +314,7 @@ fn an_abba_deadlock_in_a_container_names_both_owners() {
     for link in cycle {
         assert!(tasks.contains(&link["tid"].as_u64().unwrap()), "{link}");
     }
+    assert_names_the_container(&report, &container);
 }
 
 #[test]
@@ -346,6 +352,7 @@ fn a_static_go_goroutine_leak_in_a_container_has_its_frames() {
         "{go_statement}"
     );
     assert!(leak["count"].as_u64().unwrap() >= 100, "{leak:#}");
+    assert_names_the_container(&report, &container);
     drop(container);
 
     // The fixed twin stays unreported, and was analysed as Go.
@@ -354,4 +361,5 @@ fn a_static_go_goroutine_leak_in_a_container_has_its_frames() {
     let report = trace(&container);
     assert!(candidates(&report).is_empty(), "{:#?}", candidates(&report));
     assert!(report["goroutines"]["snapshots"].as_u64().unwrap() >= 2);
+    assert_names_the_container(&report, &container);
 }
