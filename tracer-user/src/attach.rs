@@ -386,31 +386,32 @@ impl Probes {
     }
 }
 
-/// The C library the target has mapped: its path in /proc/PID/maps, and the address range of
-/// one of its mappings (which names the file in /proc/PID/map_files).
-fn libc_path(pid: u32) -> Option<(String, u64, u64)> {
+/// One mapping of the C library the target has mapped: its path as /proc/PID/maps prints it,
+/// its address range and inode.
+fn libc_path(pid: u32) -> Option<(String, u64, u64, u64)> {
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
     maps.lines().find_map(|line| {
         let mut fields = line.split_whitespace();
         let (start, end) = fields.next()?.split_once('-')?;
-        let path = fields.nth(4)?;
+        let inode = fields.nth(3)?.parse().ok()?;
+        let path = fields.next()?;
         let name = path.rsplit('/').next().unwrap_or(path);
         if !(name.starts_with("libc.so") || name.starts_with("libc-")) {
             return None;
         }
         let address = |hex| u64::from_str_radix(hex, 16).ok();
-        Some((path.to_string(), address(start)?, address(end)?))
+        Some((path.to_string(), address(start)?, address(end)?, inode))
     })
 }
 
 /// A uprobe on the target's `pthread_create`, for full creation stacks of C/C++/Rust threads.
 /// Returns the library's path as /proc/PID/maps names it.
 fn attach_pthread_create(ebpf: &mut Ebpf, pid: u32) -> Result<String> {
-    let (library, start, end) =
+    let (library, start, end, inode) =
         libc_path(pid).context("the target has no C library mapped (yet)")?;
-    // The maps path need not exist on our side (a container's library); map_files reaches the
-    // very file mapped, the inode the uprobe must be on.
-    let opened = crate::procfs::root::mapped_file(pid, start, end);
+    // The maps path need not exist on our side (a container's library), or be another file.
+    let opened =
+        crate::procfs::root::mapped_file_path(pid, start, end, Path::new(&library), inode)?;
     let prog: &mut aya::programs::UProbe = ebpf
         .program_mut("pthread_create_entry")
         .context("program pthread_create_entry missing from the eBPF object")?

@@ -58,6 +58,37 @@ pub fn mapped_file(pid: u32, start: u64, end: u64) -> PathBuf {
     PathBuf::from(format!("/proc/{pid}/map_files/{start:x}-{end:x}"))
 }
 
+/// A path that opens the file the target maps at `start..end`, which /proc/PID/maps shows as
+/// `maps_path` with inode `inode`: [`mapped_file`] when we may open map_files, else `maps_path`
+/// under the target's root ([`in_target_root`]) if that is the same inode (true for host
+/// processes and containers whose root is their mount namespace's root, as pivot_root leaves it).
+///
+/// Errors: neither reaches the mapped file (no CAP_SYS_ADMIN / CAP_CHECKPOINT_RESTORE for
+/// map_files, and a chrooted target or a deleted file).
+pub fn mapped_file_path(
+    pid: u32,
+    start: u64,
+    end: u64,
+    maps_path: &Path,
+    inode: u64,
+) -> Result<PathBuf> {
+    use std::os::unix::fs::MetadataExt as _;
+    let exact = mapped_file(pid, start, end);
+    if std::fs::metadata(&exact).is_ok() {
+        return Ok(exact);
+    }
+    let by_root = in_target_root(pid, maps_path)?;
+    match std::fs::metadata(&by_root) {
+        Ok(meta) if meta.ino() == inode => Ok(by_root),
+        _ => bail!(
+            "cannot reach {} of PID {pid}: {} needs CAP_SYS_ADMIN, and {} is not the file mapped",
+            maps_path.display(),
+            exact.display(),
+            by_root.display()
+        ),
+    }
+}
+
 /// The target's executable, by `/proc/PID/exe`: the very file it runs, in any mount namespace.
 pub fn exe(pid: u32) -> PathBuf {
     PathBuf::from(format!("/proc/{pid}/exe"))
@@ -287,6 +318,33 @@ mod tests {
     fn in_our_own_pid_namespace_thread_ids_are_kept() {
         let mut tids = NamespaceTids::new(std::process::id());
         assert_eq!(tids.host_tid(12345), Some(12345));
+    }
+
+    #[test]
+    fn our_own_mapped_executable_is_reachable() {
+        use std::os::unix::fs::MetadataExt as _;
+        let me = std::process::id();
+        let exe = std::fs::read_link("/proc/self/exe").unwrap();
+        let inode = std::fs::metadata(&exe).unwrap().ino();
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        let line = maps
+            .lines()
+            .find(|l| l.ends_with(exe.to_str().unwrap()))
+            .expect("our executable is mapped");
+        let (start, end) = line
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .split_once('-')
+            .unwrap();
+        let (start, end) = (
+            u64::from_str_radix(start, 16).unwrap(),
+            u64::from_str_radix(end, 16).unwrap(),
+        );
+        let path = mapped_file_path(me, start, end, &exe, inode).unwrap();
+        assert_eq!(std::fs::metadata(path).unwrap().ino(), inode);
+        // The wrong inode behind the path, and no map_files entry: refused, not guessed.
+        assert!(mapped_file_path(me, 1, 2, &exe, inode + 1).is_err());
     }
 
     #[test]
