@@ -534,4 +534,24 @@ mod tests {
         assert_eq!(human_ns(2_000_000_000), "2.00s");
         assert_eq!(human_ns(185_000_000_000), "3m05s");
     }
+
+    #[test]
+    fn a_target_in_a_container_is_named_as_its_container_sees_it() {
+        let mut report = report();
+        assert!(!report.to_text().contains("in a container"));
+        assert!(report.to_json().find("\"container\"").is_none());
+        report.target.container = Some(crate::procfs::root::ContainerView {
+            cgroup: Some("/system.slice/docker-1f2e.scope".into()),
+            namespace_pid: Some(1),
+            other_mount_namespace: true,
+            other_pid_namespace: true,
+        });
+        let text = report.to_text();
+        assert!(
+            text.contains("in a container: cgroup /system.slice/docker-1f2e.scope, pid 1 in its pid namespace"),
+            "{text}"
+        );
+        let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
+        assert_eq!(json["target"]["container"]["namespace_pid"], 1);
+    }
 }
