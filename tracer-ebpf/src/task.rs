@@ -51,6 +51,28 @@ pub fn pthread_create_entry(ctx: ProbeContext) -> u32 {
     0
 }
 
+/// The child each creator's clone made, by creator tid, as leaktrace numbers it: clone returns
+/// the child's id in the creator's pid namespace (kernel/fork.c `kernel_clone`: `pid_vnr`), which
+/// in a container is not the id its events carry.
+#[map(name = "NEW_TASKS")]
+static NEW_TASKS: HashMap<u32, u32> = HashMap::with_max_entries(4096, 0);
+
+/// Fires in the creator inside clone/fork (kernel/fork.c `copy_process`), with the child's id in
+/// the initial pid namespace.
+#[tracepoint(category = "task", name = "task_newtask")]
+pub fn task_newtask(ctx: TracePointContext) -> u32 {
+    let Some((_, tid)) = target_thread() else {
+        return 0;
+    };
+    // task_newtask: pid at 8, comm[16] at 12, clone_flags at 32.
+    // SAFETY: reading a fixed slot of the tracepoint record.
+    let child = unsafe { ctx.read_at::<i32>(8) }.unwrap_or(0);
+    if child > 0 {
+        let _ = NEW_TASKS.insert(tid, child as u32, 0);
+    }
+    0
+}
+
 #[inline(always)]
 fn exit(ctx: &TracePointContext, call: u32) -> u32 {
     let Some((_, tid)) = target_thread() else {
@@ -60,10 +82,17 @@ fn exit(ctx: &TracePointContext, call: u32) -> u32 {
     let Some(pending) = finish(tid, call) else {
         return 0;
     };
+    // SAFETY: the value is copied out before the entry is removed.
+    let global_child = unsafe { NEW_TASKS.get(tid) }.copied();
+    if global_child.is_some() {
+        let _ = NEW_TASKS.remove(tid);
+    }
     let child = ret(ctx);
     if child <= 0 {
         return 0;
     }
+    // Without task_newtask (not attached), the namespace's id is all there is.
+    let child = global_child.map_or(child, i64::from);
     count(counter::THREADS_CREATED);
     // SAFETY: the value is copied out before the entry is removed.
     match unsafe { CREATE_SITES.get(tid) }.copied() {

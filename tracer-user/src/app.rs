@@ -47,6 +47,8 @@ pub fn run(cli: Cli) -> Result<()> {
         pid: target.pid,
         comm: procfs::comm(target.pid),
         exe: procfs::exe(target.pid),
+        // A target that already exited has no namespaces to read; the trace says it exited.
+        container: procfs::root::container_view(target.pid).ok().flatten(),
     };
     eprintln!(
         "leaktrace: tracing pid {} ({}) with {}; {}",

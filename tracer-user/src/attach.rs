@@ -40,6 +40,7 @@ const TRACEPOINTS: &[(&str, &str, Need)] = &[
     ("syscalls", "sys_exit_vfork", Need::Optional),
     ("sched", "sched_process_exit", Need::Optional),
     ("task", "task_rename", Need::Optional),
+    ("task", "task_newtask", Need::Optional),
     ("syscalls", "sys_enter_epoll_create", Need::Optional),
     ("syscalls", "sys_exit_epoll_create", Need::Optional),
     ("syscalls", "sys_enter_epoll_create1", Need::Optional),
@@ -261,7 +262,7 @@ impl Probes {
         let link = prog
             .attach(
                 UProbeAttachLocation::AbsoluteOffset(offset),
-                format!("/proc/{pid}/exe"),
+                crate::procfs::root::exe(pid),
                 scope,
             )
             .with_context(|| format!("attaching the Go uprobe {program} failed"))?;
@@ -385,21 +386,32 @@ impl Probes {
     }
 }
 
-/// The C library the target has mapped (by path in /proc/PID/maps).
-fn libc_path(pid: u32) -> Option<String> {
+/// One mapping of the C library the target has mapped: its path as /proc/PID/maps prints it,
+/// its address range and inode.
+fn libc_path(pid: u32) -> Option<(String, u64, u64, u64)> {
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
-    maps.lines()
-        .filter_map(|line| line.split_whitespace().nth(5))
-        .find(|path| {
-            let name = path.rsplit('/').next().unwrap_or(path);
-            name.starts_with("libc.so") || name.starts_with("libc-")
-        })
-        .map(str::to_string)
+    maps.lines().find_map(|line| {
+        let mut fields = line.split_whitespace();
+        let (start, end) = fields.next()?.split_once('-')?;
+        let inode = fields.nth(3)?.parse().ok()?;
+        let path = fields.next()?;
+        let name = path.rsplit('/').next().unwrap_or(path);
+        if !(name.starts_with("libc.so") || name.starts_with("libc-")) {
+            return None;
+        }
+        let address = |hex| u64::from_str_radix(hex, 16).ok();
+        Some((path.to_string(), address(start)?, address(end)?, inode))
+    })
 }
 
 /// A uprobe on the target's `pthread_create`, for full creation stacks of C/C++/Rust threads.
+/// Returns the library's path as /proc/PID/maps names it.
 fn attach_pthread_create(ebpf: &mut Ebpf, pid: u32) -> Result<String> {
-    let library = libc_path(pid).context("the target has no C library mapped (yet)")?;
+    let (library, start, end, inode) =
+        libc_path(pid).context("the target has no C library mapped (yet)")?;
+    // The maps path need not exist on our side (a container's library), or be another file.
+    let opened =
+        crate::procfs::root::mapped_file_path(pid, start, end, Path::new(&library), inode)?;
     let prog: &mut aya::programs::UProbe = ebpf
         .program_mut("pthread_create_entry")
         .context("program pthread_create_entry missing from the eBPF object")?
@@ -409,7 +421,7 @@ fn attach_pthread_create(ebpf: &mut Ebpf, pid: u32) -> Result<String> {
     let scope = std::num::NonZeroU32::new(pid)
         .map(aya::programs::uprobe::UProbeScope::OneProcess)
         .context("pid 0")?;
-    prog.attach("pthread_create", &library, scope)
+    prog.attach("pthread_create", &opened, scope)
         .with_context(|| format!("attaching a uprobe to pthread_create in {library} failed"))?;
     Ok(library)
 }
@@ -464,6 +476,7 @@ pub fn probe_summary(probes: &[String]) -> String {
                 "fork",
                 "sched_process_exit",
                 "task_rename",
+                "task_newtask",
                 "pthread_create",
             ],
         ),

@@ -2,6 +2,7 @@
 //! words of memory that name a lock's owner. Read-only: nothing here writes to or stops the
 //! target.
 pub mod fds;
+pub mod root;
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -134,13 +135,23 @@ pub fn futex_wait_state(
 /// Reads the target's memory through /proc/PID/mem (pread: the target is not stopped).
 pub struct ProcessMemory {
     mem: File,
+    /// The thread ids its memory holds are its pid namespace's.
+    tids: std::cell::RefCell<root::NamespaceTids>,
 }
 
 impl ProcessMemory {
     pub fn open(pid: u32) -> Result<Self> {
         let path = proc_path(pid).join("mem");
         let mem = File::open(&path).with_context(|| format!("cannot read {}", path.display()))?;
-        Ok(ProcessMemory { mem })
+        Ok(ProcessMemory {
+            mem,
+            tids: std::cell::RefCell::new(root::NamespaceTids::new(pid)),
+        })
+    }
+
+    /// Our id of the thread the target's memory names `tid` (see [`root::NamespaceTids`]).
+    pub fn host_tid(&self, tid: u32) -> Option<u32> {
+        self.tids.borrow_mut().host_tid(tid)
     }
 
     pub fn read_u32(&self, addr: u64) -> std::io::Result<u32> {
@@ -183,6 +194,8 @@ pub fn waits_on(
             .read_u32(addr)
             .ok()
             .map(|v| v & mask)
+            .filter(|&t| t != 0)
+            .and_then(|t| memory.host_tid(t))
             .filter(|&t| is_other_thread(t))
     };
     let in_stack = |names: &[&str]| {

@@ -21,7 +21,11 @@ use crate::model::{Frame, KernelCounters, Model};
 pub struct TargetInfo {
     pub pid: u32,
     pub comm: String,
+    /// Its executable's path as the target sees it (in its own mount namespace).
     pub exe: String,
+    /// How its container names it, when it is in another mount or pid namespace.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<crate::procfs::root::ContainerView>,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -185,6 +189,20 @@ impl Report {
             "leaktrace report for pid {} ({}) {}",
             t.pid, t.comm, t.exe
         );
+        if let Some(c) = &t.container {
+            let _ = writeln!(
+                out,
+                "in a container: cgroup {}, pid {} in its pid namespace{}",
+                c.cgroup.as_deref().unwrap_or("unknown"),
+                c.namespace_pid
+                    .map_or_else(|| "unknown".to_string(), |p| p.to_string()),
+                if c.other_mount_namespace {
+                    "; its files read through /proc/PID/root"
+                } else {
+                    ""
+                }
+            );
+        }
         let _ = writeln!(
             out,
             "traced {}{}; {} futex waits completed; {} events lost; stuck threshold {}",
@@ -548,6 +566,7 @@ pub(crate) mod tests {
                 pid: 10,
                 comm: "abba".into(),
                 exe: "/tmp/abba".into(),
+                container: None,
             },
             TracerInfo::default(),
             analysis,
@@ -623,5 +642,25 @@ pub(crate) mod tests {
         assert_eq!(human_ns(12_300), "12.3us");
         assert_eq!(human_ns(2_000_000_000), "2.00s");
         assert_eq!(human_ns(185_000_000_000), "3m05s");
+    }
+
+    #[test]
+    fn a_target_in_a_container_is_named_as_its_container_sees_it() {
+        let mut report = report();
+        assert!(!report.to_text().contains("in a container"));
+        assert!(report.to_json().find("\"container\"").is_none());
+        report.target.container = Some(crate::procfs::root::ContainerView {
+            cgroup: Some("/system.slice/docker-1f2e.scope".into()),
+            namespace_pid: Some(1),
+            other_mount_namespace: true,
+            other_pid_namespace: true,
+        });
+        let text = report.to_text();
+        assert!(
+            text.contains("in a container: cgroup /system.slice/docker-1f2e.scope, pid 1 in its pid namespace"),
+            "{text}"
+        );
+        let json: serde_json::Value = serde_json::from_str(&report.to_json()).unwrap();
+        assert_eq!(json["target"]["container"]["namespace_pid"], 1);
     }
 }

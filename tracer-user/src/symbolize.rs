@@ -10,6 +10,7 @@
 //! Symbolization must happen while the target is alive (it reads the target's mappings), so the
 //! collector symbolizes as it observes, and caches by address.
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::Arc;
 
 use blazesym::symbolize::{
@@ -64,8 +65,15 @@ impl GoLines {
 
 impl Symbolizer {
     pub fn new(pid: u32) -> Self {
+        // Separate debug files (debug links, build ids) are the target's: in a container they
+        // live in its file system, not ours. blazesym itself reads the mapped files through
+        // /proc/PID/map_files and the perf map through /proc/PID/root (its `Process` defaults).
+        let debug_dirs: Vec<_> = ["/usr/lib/debug", "/lib/debug"]
+            .iter()
+            .filter_map(|dir| crate::procfs::root::in_target_root(pid, Path::new(dir)).ok())
+            .collect();
         Symbolizer {
-            blazesym: Blazesym::new(),
+            blazesym: Blazesym::builder().set_debug_dirs(Some(debug_dirs)).build(),
             pid,
             user: HashMap::new(),
             kernel: HashMap::new(),

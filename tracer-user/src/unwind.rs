@@ -404,11 +404,11 @@ impl RemoteUnwinder {
         let mapping = self.mapping(pc).filter(|m| m.executable)?;
         let key = mapping.file?;
         let file_offset = pc - mapping.start + mapping.offset;
-        let candidates = mapping.file_paths(self.pid);
+        let opened = mapping.file_path(self.pid);
         let module = self
             .modules
             .entry(key)
-            .or_insert_with(|| candidates.iter().find_map(|path| Module::load(path).ok()))
+            .or_insert_with(|| opened.and_then(|path| Module::load(&path).ok()))
             .as_ref()?;
         let address = module.address_of_file_offset(file_offset)?;
         module.row(&mut self.ctx, address)
@@ -483,19 +483,10 @@ impl Mapping {
         }
     }
 
-    /// Where to open the mapped file from our side. map_files reaches the very file mapped, even
-    /// when deleted or in another mount namespace; the root path is for when map_files is not
-    /// allowed.
-    fn file_paths(&self, pid: u32) -> Vec<PathBuf> {
-        let mut paths = vec![PathBuf::from(format!(
-            "/proc/{pid}/map_files/{:x}-{:x}",
-            self.start, self.end
-        ))];
-        if let Some(path) = &self.path {
-            let relative = path.strip_prefix("/").unwrap_or(path);
-            paths.push(Path::new(&format!("/proc/{pid}/root")).join(relative));
-        }
-        paths
+    /// Where to open the mapped file from our side (see `procfs::root::mapped_file_path`).
+    fn file_path(&self, pid: u32) -> Option<PathBuf> {
+        let (path, file) = (self.path.as_ref()?, self.file?);
+        crate::procfs::root::mapped_file_path(pid, self.start, self.end, path, file.inode).ok()
     }
 }
 

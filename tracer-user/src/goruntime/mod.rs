@@ -313,7 +313,7 @@ pub struct GoProcess {
 /// Recognises a Go program: Ok(None) when PID runs something else; an error when it is Go but
 /// cannot be read (unsupported version, stripped without a known layout, no access).
 pub fn inspect(pid: u32) -> Result<Option<GoProcess>> {
-    let exe = PathBuf::from(format!("/proc/{pid}/exe"));
+    let exe = crate::procfs::root::exe(pid);
     let real_exe = std::fs::read_link(&exe)
         .with_context(|| format!("PID {pid} does not exist or its executable is unreadable"))?;
     let Some(binary) = binary::read(&exe)? else {
@@ -429,7 +429,7 @@ fn load_bias(pid: u32, binary: &GoBinary) -> Result<u64> {
     }
     let process = ::procfs::process::Process::new(pid as i32)
         .with_context(|| format!("PID {pid} does not exist"))?;
-    let exe_meta = std::fs::metadata(format!("/proc/{pid}/exe"))
+    let exe_meta = std::fs::metadata(crate::procfs::root::exe(pid))
         .with_context(|| format!("cannot stat /proc/{pid}/exe"))?;
     let maps = process
         .maps()
