@@ -560,7 +560,7 @@ proptest! {
         }
         let analysis = tracer_user::analyze::analyze(&model, now, min_blocked, 20);
         let report = Report::new(
-            TargetInfo { pid: 1, comm: "fuzz".into(), exe: "/fuzz".into() },
+            TargetInfo { pid: 1, comm: "fuzz".into(), exe: "/fuzz".into(), container: None },
             TracerInfo::default(),
             analysis,
             &model,

@@ -4,9 +4,7 @@
 //! attach is described as such (4). Real fixtures, the real binary, real probes.
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 

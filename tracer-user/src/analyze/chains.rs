@@ -170,7 +170,6 @@ pub fn describe(links: &[WaitLink], target: &StuckTarget) -> String {
     text
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

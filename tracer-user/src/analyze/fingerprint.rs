@@ -50,7 +50,6 @@ pub fn goroutine_group(created_at: &str, sits_at: &str, state: &str) -> String {
     )
 }
 
-
 /// Function names of a stack's first named frames, `;`-joined (unnamed frames have only an
 /// address, which moves between runs).
 fn stack_site(stack: &[Frame]) -> String {

@@ -1,6 +1,6 @@
 //! Thread lifecycle as pure state: which threads exist, where each was created, which exited,
 //! and what each alive thread is doing at the last snapshot.
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
@@ -104,7 +104,16 @@ pub struct Threads {
     pub processes_forked: u64,
     pub snapshot: Vec<ThreadState>,
     pub snapshot_at_ns: u64,
+    /// Threads whose exit arrived before their creation: a short-lived child can run and exit on
+    /// another CPU before its creator's clone returns, and the ring buffer keeps the order in
+    /// which the records were made. Oldest first, at most [`MAX_EARLY_EXITS`].
+    early_exits: VecDeque<u32>,
 }
+
+/// Exits of unknown threads remembered for a creation that may still come. A creation arrives
+/// within a drain or two of its child's exit, and is taken out then, so only a few are ever
+/// waiting; the bound covers creations lost by the kernel side (counted as lost events).
+const MAX_EARLY_EXITS: usize = 4096;
 
 /// The site of threads whose creation was not seen.
 pub const UNKNOWN_SITE: SiteId = 0;
@@ -172,6 +181,16 @@ impl Threads {
                     return;
                 }
                 let site = self.site(stack);
+                if let Some(at) = self.early_exits.iter().position(|t| t == tid) {
+                    // Created and already gone: counted, never alive.
+                    self.early_exits.remove(at);
+                    let s = &mut self.sites[site];
+                    s.created += 1;
+                    s.exited += 1;
+                    s.first_created_ns.get_or_insert(*at_ns);
+                    s.last_created_ns = Some(*at_ns);
+                    return;
+                }
                 // A recycled tid whose exit was missed: the old thread is gone.
                 if let Some(old) = self.alive.remove(tid) {
                     self.sites[old.site].exited += 1;
@@ -201,6 +220,11 @@ impl Threads {
                 if let Some(thread) = self.alive.remove(tid) {
                     self.sites[thread.site].exited += 1;
                     self.note_alive(thread.site, *at_ns);
+                } else {
+                    if self.early_exits.len() >= MAX_EARLY_EXITS {
+                        self.early_exits.pop_front();
+                    }
+                    self.early_exits.push_back(*tid);
                 }
             }
             ThreadEvent::Renamed { tid, name } => {
@@ -266,5 +290,32 @@ mod tests {
         assert_eq!(t.alive[&11].name, "main");
         assert_eq!(t.sites[UNKNOWN_SITE].alive(), 1);
         assert_eq!(site.alive_curve.last(), Some(&(20, 4)));
+    }
+
+    #[test]
+    fn a_thread_whose_exit_arrives_before_its_creation_is_not_alive() {
+        let mut t = Threads::default();
+        let stack = vec![frame("clone3"), frame("spawn_worker")];
+        // The child ran and exited on another CPU before its creator's clone returned.
+        t.apply(&ThreadEvent::Exited { at_ns: 5, tid: 42 });
+        t.apply(&ThreadEvent::Created {
+            at_ns: 6,
+            creator: 1,
+            tid: 42,
+            flags: CLONE_THREAD,
+            stack: stack.clone(),
+        });
+        let site = &t.sites[1];
+        assert_eq!((site.created, site.exited, site.alive()), (1, 1, 0));
+        assert!(t.alive.is_empty());
+        // The tid is free again: a later thread with it is alive.
+        t.apply(&ThreadEvent::Created {
+            at_ns: 7,
+            creator: 1,
+            tid: 42,
+            flags: CLONE_THREAD,
+            stack,
+        });
+        assert_eq!(t.alive.len(), 1);
     }
 }

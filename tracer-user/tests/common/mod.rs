@@ -64,7 +64,13 @@ pub fn build_c_at(name: &str, level: u32) -> PathBuf {
     check_build(
         name,
         Command::new("gcc")
-            .args(["-g", &format!("-O{level}"), "-fno-omit-frame-pointer", "-pthread", "-o"])
+            .args([
+                "-g",
+                &format!("-O{level}"),
+                "-fno-omit-frame-pointer",
+                "-pthread",
+                "-o",
+            ])
             .arg(&binary)
             .arg(&source)
             .output(),
