@@ -253,11 +253,20 @@ pub fn analyze(model: &Model, now_ns: u64, min_blocked_ns: u64, max_sites: usize
         let key = thread.blocking_stack.iter().map(|f| f.addr).collect();
         groups.entry(key).or_default().push(thread);
     }
-    candidates.extend(
-        groups
-            .into_values()
-            .map(|threads| wait_candidate(model, threads, end_ns, min_blocked_ns)),
-    );
+    for threads in groups.into_values() {
+        match taking_turns(model, &threads) {
+            Some(why) => {
+                blocked_but_healthy.extend(threads.into_iter().map(|thread| BlockedButHealthy {
+                    tid: thread.tid,
+                    name: thread.name,
+                    blocked_ns: thread.blocked_ns,
+                    why: why.clone(),
+                    user_stack: thread.blocking_stack,
+                }))
+            }
+            None => candidates.push(wait_candidate(model, threads, end_ns, min_blocked_ns)),
+        }
+    }
     let (thread_leaks, leaked_tids) = threads::candidates(model, end_ns);
     let (epoll_candidates, idle_loops) = epoll::candidates(model, end_ns, min_blocked_ns);
     let timerfd_candidates = timerfd::candidates(model, end_ns, min_blocked_ns);
@@ -450,6 +459,31 @@ fn wakes_on(model: &Model, addrs: impl Iterator<Item = u64>) -> u64 {
         .into_iter()
         .filter_map(|addr| model.wakes.get(&addr))
         .sum()
+}
+
+/// Why threads blocked on futex words that others were woken from during the trace are not
+/// stuck: the words are woken (counted on the watched words) and waits on them completed, so the
+/// condition is signalled or the lock handed on, and these threads wait their turn: an idle pool
+/// on its job condition, or a contended lock that moves. None when that was not seen: a word
+/// nobody wakes is the stuck case (catalogue N2), and a wait on a stuck owner is not served.
+fn taking_turns(model: &Model, threads: &[StuckThread]) -> Option<String> {
+    if threads.iter().any(|t| t.stuck_behind.is_some()) {
+        return None;
+    }
+    let words: BTreeSet<u64> = threads.iter().map(|t| t.futex_addr).collect();
+    let wakes = wakes_on(model, words.iter().copied());
+    let completed: u64 = words
+        .iter()
+        .filter_map(|addr| model.wait_sites.get(addr))
+        .map(|site| site.waits.saturating_sub(site.timeouts))
+        .sum();
+    (wakes > 0 && completed > 0).then(|| {
+        format!(
+            "waits its turn: the futex word it waits on was woken {wakes} time(s) during the \
+             trace and {completed} wait(s) on it completed (an idle pool on its job condition, \
+             or a lock that is handed on)"
+        )
+    })
 }
 
 fn deadlock_candidate(model: &Model, stuck: &[StuckThread], cycle: Vec<CycleEdge>) -> Candidate {

@@ -165,6 +165,29 @@ fn a_healthy_ping_pong_produces_no_candidate_but_shows_its_waits() {
 }
 
 #[test]
+fn an_idle_pool_whose_condition_is_signalled_is_healthy() {
+    require_root();
+    // Four workers, a job every 700 ms: each worker waits ~2.8 s between jobs, past the
+    // threshold, on a condition variable that is signalled all along.
+    let fixture = Fixture::start(&build_c("idle_pool"), &["4", "700"]);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let report = trace_pid(fixture.pid(), "5s", &["--min-blocked", "1s"]);
+    assert!(
+        candidates(&report).is_empty(),
+        "an idle pool reported: {:#?}",
+        candidates(&report)
+    );
+    let healthy = report["blocked_but_healthy"].as_array().unwrap();
+    assert!(
+        healthy.iter().any(|t| t["why"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("waits its turn")),
+        "the waiting workers are shown as healthy, with why: {healthy:#?}"
+    );
+}
+
+#[test]
 fn a_rust_std_mutex_deadlock_shows_both_threads_in_rust_code() {
     require_root();
     let fixture = Fixture::start(&build_rust("rust_mutex_deadlock"), &[]);

@@ -191,9 +191,17 @@ impl Threads {
                     s.last_created_ns = Some(*at_ns);
                     return;
                 }
-                // A recycled tid whose exit was missed: the old thread is gone.
-                if let Some(old) = self.alive.remove(tid) {
-                    self.sites[old.site].exited += 1;
+                match self.alive.remove(tid) {
+                    // Found by the scan at attach, which ran after the probes were attached: this
+                    // is that thread's own creation, made in between (a started command creating
+                    // its first threads), not a new thread.
+                    Some(seen) if seen.created_ns.is_none() && seen.site == UNKNOWN_SITE => {
+                        let existing = &mut self.sites[UNKNOWN_SITE].existing;
+                        *existing = existing.saturating_sub(1);
+                    }
+                    // A recycled tid whose exit was missed: the old thread is gone.
+                    Some(old) => self.sites[old.site].exited += 1,
+                    None => {}
                 }
                 let name = self
                     .alive
@@ -317,5 +325,32 @@ mod tests {
             stack,
         });
         assert_eq!(t.alive.len(), 1);
+    }
+
+    #[test]
+    fn a_creation_of_a_thread_the_attach_scan_already_found_is_that_thread() {
+        let mut t = Threads::default();
+        // The probes were attached, the command made a worker, then the scan found both.
+        for tid in [1, 2] {
+            t.apply(&ThreadEvent::Existing {
+                at_ns: 0,
+                tid,
+                name: "pool".into(),
+            });
+        }
+        t.apply(&ThreadEvent::Created {
+            at_ns: 1,
+            creator: 1,
+            tid: 2,
+            flags: CLONE_THREAD,
+            stack: vec![frame("clone3"), frame("start_worker")],
+        });
+        let (unknown, site) = (&t.sites[UNKNOWN_SITE], &t.sites[1]);
+        assert_eq!(
+            (unknown.existing, unknown.exited, unknown.alive()),
+            (1, 0, 1)
+        );
+        assert_eq!((site.created, site.exited, site.alive()), (1, 0, 1));
+        assert_eq!(t.alive.len(), 2);
     }
 }

@@ -186,8 +186,17 @@ impl Timerfds {
                 stack,
                 ..
             } => {
-                // A reused fd whose close was missed.
-                self.close(*fd);
+                match self.open.get(fd) {
+                    // Seen by the scan at attach, which ran after the probes were attached: this
+                    // is that timerfd's own creation, made in between, not a new one.
+                    Some(seen) if seen.created_ns.is_none() && seen.state_at_attach.is_some() => {
+                        let site = seen.site;
+                        self.open.remove(fd);
+                        self.sites[site].existing = self.sites[site].existing.saturating_sub(1);
+                    }
+                    // A reused fd whose close was missed.
+                    _ => self.close(*fd),
+                }
                 let site = self.site(stack);
                 let s = &mut self.sites[site];
                 s.created += 1;
@@ -372,5 +381,24 @@ mod tests {
         t.apply(&TimerfdEvent::Closed { at_ns: 2000, fd: 5 });
         assert!(t.open.is_empty());
         assert_eq!((t.sites[1].created, t.sites[1].closed), (1, 1));
+    }
+
+    #[test]
+    fn a_creation_of_a_timerfd_the_attach_scan_already_found_is_that_timerfd() {
+        let mut t = Timerfds::default();
+        // The probes were attached, the command created fd 5, then the scan found it.
+        t.apply(&TimerfdEvent::Existing {
+            at_ns: 0,
+            fd: 5,
+            state: TimerfdState {
+                clockid: 1,
+                ..Default::default()
+            },
+        });
+        t.apply(&created(1, 5));
+        assert_eq!(t.open.len(), 1);
+        assert_eq!(t.open[&5].created_ns, Some(1));
+        assert_eq!((t.sites[0].existing, t.sites[0].closed), (0, 0));
+        assert_eq!((t.sites[1].created, t.sites[1].closed), (1, 0));
     }
 }
