@@ -504,7 +504,7 @@ fn deadlock_candidate(model: &Model, stuck: &[StuckThread], cycle: Vec<CycleEdge
     Candidate {
         kind: CandidateKind::Deadlock,
         count: threads.len(),
-        summary: format!("deadlock: {} threads wait for each other's locks", threads.len()),
+        summary: format!("{} threads wait for each other's locks", threads.len()),
         score: SCORE_DEADLOCK + threads.len() as f64,
         reasons: vec![
             format!("wait-for cycle: {description}"),
@@ -547,7 +547,7 @@ fn wait_candidate(
     reasons.push(format!(
         "{} thread(s) blocked in futex wait for {} or more (threshold {})",
         threads.len(),
-        crate::report::human_ns(blocked.p50),
+        crate::report::human_ns(threads.iter().map(|t| t.blocked_ns).min().unwrap_or(0)),
         crate::report::human_ns(min_blocked_ns)
     ));
     if wakes == 0 {

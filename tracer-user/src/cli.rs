@@ -86,7 +86,7 @@ pub enum Command {
 ///   sudo leaktrace --pid 4242 --duration 30s --format json -o report.json
 ///   sudo leaktrace --duration 10s -- ./server --port 8080
 ///   sudo leaktrace --pid 4242 --duration 10s -o leaks.html      # format from the extension
-///   sudo leaktrace --pid 4242 --duration 10s -o goroutines.pb.gz && go tool pprof -top goroutines.pb.gz
+///   sudo leaktrace --pid 4242 --duration 10s -o goroutines.pb.gz && go tool pprof -top -sample_index=goroutine goroutines.pb.gz
 ///   sudo leaktrace --pid 4242 --duration 5s --format goroutines # like a SIGQUIT dump
 ///   leaktrace diff before.json after.json
 #[derive(Debug, Parser)]

@@ -225,11 +225,16 @@ impl Report {
             .iter()
             .filter(|c| c.suppressed_by.is_some())
             .count();
-        if self.candidates.len() == suppressed {
+        if self.candidates.is_empty() {
             let _ = writeln!(
                 out,
                 "No leak candidates: no thread stayed blocked for {} or more, no thread group or timerfd count grew, no timer misbehaved.",
                 human_ns(self.min_blocked_ns)
+            );
+        } else if self.candidates.len() == suppressed {
+            let _ = writeln!(
+                out,
+                "No leak candidates but the {suppressed} suppressed by --ignore rules, listed below."
             );
         } else {
             let _ = writeln!(

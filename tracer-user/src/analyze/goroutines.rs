@@ -379,14 +379,27 @@ impl Judge<'_> {
             stayers: stuck.len(),
         };
         if threshold > self.min_blocked_ns {
-            evidence.missing.push(format!(
-                "goroutines of this go statement finished after up to {} ({} seen) and this \
-                 place let goroutines go after up to {} ({} seen): only longer counts as stuck",
-                human_ns(exits.longest_life_ns),
-                exits.count,
-                human_ns(released.longest_life_ns),
-                released.count
-            ));
+            // Only the side that raised the bar is named (a count of 0 says nothing).
+            let seen = [
+                (
+                    exits.count,
+                    exits.longest_life_ns,
+                    "goroutines of this go statement finished",
+                ),
+                (
+                    released.count,
+                    released.longest_life_ns,
+                    "this place let goroutines go",
+                ),
+            ]
+            .into_iter()
+            .filter(|(count, _, _)| *count > 0)
+            .map(|(count, ns, what)| format!("{what} after up to {} ({count} seen)", human_ns(ns)))
+            .collect::<Vec<_>>()
+            .join(" and ");
+            evidence
+                .missing
+                .push(format!("{seen}: only staying longer counts as stuck"));
         }
         // Growth: a rising trend over the whole history, through goroutines created while we
         // watched that stay, and not in one burst (a pool started once, as every pool of a
@@ -1085,6 +1098,6 @@ mod tests {
             .not_a_candidate
             .clone()
             .unwrap();
-        assert!(why.contains("only longer counts as stuck"), "{why}");
+        assert!(why.contains("only staying longer counts as stuck"), "{why}");
     }
 }

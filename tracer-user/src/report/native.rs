@@ -124,7 +124,7 @@ pub fn write_detail(out: &mut String, c: &Candidate) {
                 }
                 let _ = writeln!(
                     out,
-                    "   fd {}: armed {}x (pushed back {}x), fired {}, read {}x, pending {}, next {}, interval {}",
+                    "   fd {}: armed {} time(s) (pushed back {}), fired {}, read {} time(s), pending {}, next {}, interval {}",
                     timer.fd,
                     timer.arms,
                     timer.pushed_back,
