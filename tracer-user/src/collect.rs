@@ -134,6 +134,9 @@ pub async fn trace(
     collector
         .model
         .apply(&Event::TraceStarted { at_ns: started_ns });
+    if target.was_started() {
+        collector.model.apply(&Event::TargetStartedByTrace);
+    }
     collector.open_process();
     // The probes are attached: whatever is blocked now began before them.
     collector.find_blocked_before();

@@ -94,6 +94,9 @@ pub struct BlockedThread {
 pub enum Event {
     /// Tracing started (probes attached) at this time.
     TraceStarted { at_ns: u64 },
+    /// The target was started by leaktrace (`-- CMD`), held before exec until the probes were
+    /// attached: nothing in it predates the trace.
+    TargetStartedByTrace,
     /// A futex wait returned.
     WaitDone {
         tid: u32,
@@ -337,6 +340,7 @@ impl Model {
                 self.go_timers.go_1_23_or_later = crate::goruntime::GoVersion::parse(version)
                     .is_some_and(|v| (v.major, v.minor) >= (1, 23));
             }
+            Event::TargetStartedByTrace => self.goroutines.target_started_by_trace = true,
             Event::GoTimerChannels(channels) => self.go_timers.channels = Some(channels.clone()),
             Event::GoTimers {
                 at_ns,

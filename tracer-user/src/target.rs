@@ -86,6 +86,11 @@ impl Target {
     }
 
     /// Lets a held command exec; reports an exec failure (e.g. command not found).
+    /// Whether leaktrace started this target (`-- CMD`) rather than attaching to it.
+    pub fn was_started(&self) -> bool {
+        self.child.is_some()
+    }
+
     pub fn release(&mut self) -> Result<()> {
         let Some(child) = self.child.as_mut() else {
             return Ok(());

@@ -578,6 +578,7 @@ fn candidate(
     let mut at_least = false;
     let mut from_waitsince = 0;
     let mut parked_throughout = 0;
+    let mut any_before_trace = false;
     for goroutine in members {
         let seen = &model.seen[&goroutine.goid];
         let at_place = now.saturating_sub(seen.at_place_since_ns);
@@ -586,6 +587,7 @@ fn candidate(
         // Before the trace, or from g.waitsince (a GC's start after it parked): lower bounds.
         at_least |= seen.before_trace && seen.at_place_since_ns <= seen.first_seen_ns;
         from_waitsince += usize::from(seen.since_from_waitsince);
+        any_before_trace |= seen.before_trace;
         parked_throughout += usize::from(
             seen.parked_since_ns
                 .is_some_and(|since| since <= seen.first_seen_ns),
@@ -614,12 +616,14 @@ fn candidate(
                  the first snapshot (parked {} or more, p50)",
                 human_ns(Percentiles::of(&blocked, max, true).p50)
             )
-        } else {
+        } else if any_before_trace {
             format!(
                 "g.waitsince is 0 for all of them (the runtime sets it only when a GC scans a \
                  parked goroutine): how long they were parked before tracing is unknown, at \
                  least the {seen_for} seen (p50)"
             )
+        } else {
+            format!("all of them were created while traced: parked {seen_for} (p50)")
         });
         if parked_throughout > 0 {
             reasons.push(format!(

@@ -163,6 +163,8 @@ pub struct GoroutineModel {
     /// The highest goroutine id of the first snapshot: goroutine ids only grow, so any higher id
     /// was created during the trace.
     pub max_goid_at_start: u64,
+    /// The target was started by leaktrace: every goroutine was created during the trace.
+    pub target_started_by_trace: bool,
     pub latest: Vec<Goroutine>,
     pub seen: HashMap<u64, Seen>,
     /// Total live goroutines per snapshot.
@@ -246,7 +248,11 @@ impl GoroutineModel {
         let previous_snapshot_ns = self.last_snapshot_ns;
         if first {
             self.first_snapshot_ns = Some(at_ns);
-            self.max_goid_at_start = goroutines.iter().map(|g| g.goid).max().unwrap_or(0);
+            self.max_goid_at_start = if self.target_started_by_trace {
+                0
+            } else {
+                goroutines.iter().map(|g| g.goid).max().unwrap_or(0)
+            };
         }
         self.snapshots += 1;
         self.last_snapshot_ns = at_ns;
@@ -292,7 +298,8 @@ impl GoroutineModel {
                 None => {
                     // In the first snapshot, or an id from before the trace that we had not
                     // seen (it was dead-and-reused or unreadable): it existed before tracing.
-                    let before_trace = first || goroutine.goid <= self.max_goid_at_start;
+                    let before_trace = !self.target_started_by_trace
+                        && (first || goroutine.goid <= self.max_goid_at_start);
                     let since = if before_trace {
                         trace_started_ns.min(at_ns)
                     } else {
@@ -442,6 +449,19 @@ pub mod tests {
         assert_eq!(key.created_at, "main.handle (fixture.c:1)");
         assert_eq!(key.sits_at, "main.handle.func1 (fixture.c:1)");
         assert_eq!(key.state, "chan receive");
+    }
+
+    #[test]
+    fn nothing_predates_a_trace_that_started_the_target() {
+        let s = 1_000_000_000;
+        let mut model = GoroutineModel {
+            target_started_by_trace: true,
+            ..Default::default()
+        };
+        let snapshot = vec![goroutine(1, "main.serve", &["main.worker"], "chan receive")];
+        model.apply_snapshot(2 * s, &snapshot, 0, s);
+        assert!(!model.seen[&1].before_trace);
+        assert_eq!(model.seen[&1].first_seen_ns, 2 * s);
     }
 
     #[test]
