@@ -7,6 +7,7 @@ mod timers;
 
 use std::collections::HashMap;
 use std::io::{IsTerminal as _, Write as _};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
@@ -101,6 +102,8 @@ struct Collector<'a> {
     stack_tops: stacktop::StackTops,
     /// The Go runtime's timers.
     go_timers: timers::TimerReads,
+    /// The last goroutine snapshot's symbolized stacks and `go` statements, reused by the next.
+    shared_frames: SharedLookups,
 }
 
 pub async fn trace(
@@ -130,6 +133,7 @@ pub async fn trace(
         native: native::Native::new(pid),
         stack_tops: stacktop::StackTops::default(),
         go_timers: timers::TimerReads::default(),
+        shared_frames: SharedLookups::default(),
     };
     collector
         .model
@@ -390,16 +394,19 @@ impl Collector<'_> {
         {
             self.slowest_snapshot = Some((snapshot.elapsed, count));
         }
+        let mut shared = SharedFrames {
+            previous: std::mem::take(&mut self.shared_frames),
+            ..SharedFrames::default()
+        };
         let goroutines = snapshot
             .goroutines
-            .iter()
-            .map(|g| symbolized_goroutine(&mut self.symbolizer, g))
+            .into_iter()
+            .map(|g| shared.goroutine(&mut self.symbolizer, g))
             .collect();
-        self.model.apply(&Event::Goroutines {
-            at_ns: snapshot.taken_at_ns,
-            goroutines,
-            unreadable: snapshot.torn,
-        });
+        shared.previous = SharedLookups::default();
+        self.shared_frames = shared.current;
+        self.model
+            .apply_goroutines(snapshot.taken_at_ns, goroutines, snapshot.torn);
     }
 
     fn find_blocked_before(&mut self) {
@@ -653,27 +660,83 @@ impl Collector<'_> {
     }
 }
 
-/// A goroutine as the model sees it: its stack and `go` statement symbolized.
-fn symbolized_goroutine(symbolizer: &mut Symbolizer, g: &GoroutineState) -> Goroutine {
-    let status = match g.status {
-        GStatus::Waiting | GStatus::Leaked => "waiting",
-        // On a CPU or ready for one: the same place for grouping, whichever it was caught in.
-        GStatus::Runnable | GStatus::Running | GStatus::Preempted => "running",
-        GStatus::Syscall => "syscall",
-        GStatus::CopyStack => "copystack",
-        _ => "other",
-    };
-    Goroutine {
-        goid: g.goid,
-        status: status.to_string(),
-        wait_reason: g.wait_reason.clone(),
-        go_statement: symbolizer.call_site(g.gopc),
-        start_function: symbolizer.function_at(g.startpc),
-        parent_goid: g.parent_goid,
-        stack: goroutine_stack(symbolizer, &g.stack),
-        tracking_seq: g.tracking_seq,
-        waitsince_ns: u64::try_from(g.waitsince_ns).ok().filter(|&ns| ns > 0),
-        waits_on: g.waits_on.clone(),
+/// Symbolized stacks, `go` statements and start functions by raw address(es).
+#[derive(Default)]
+struct SharedLookups {
+    stacks: HashMap<Vec<u64>, Arc<[Frame]>>,
+    statements: HashMap<u64, Arc<Frame>>,
+    functions: HashMap<u64, Option<String>>,
+}
+
+/// Symbolizes a goroutine snapshot once per distinct raw stack, `go` statement PC and start PC,
+/// not once per goroutine: a million leaked goroutines are a few distinct stacks, and each
+/// goroutine then holds shared frames (two pointers) instead of owned strings. What the
+/// previous snapshot symbolized is reused, so only a snapshot's own lookups stay in memory.
+#[derive(Default)]
+struct SharedFrames {
+    current: SharedLookups,
+    previous: SharedLookups,
+}
+
+impl SharedFrames {
+    /// A goroutine as the model sees it: its stack and `go` statement symbolized.
+    fn goroutine(&mut self, symbolizer: &mut Symbolizer, g: GoroutineState) -> Goroutine {
+        let status = match g.status {
+            GStatus::Waiting | GStatus::Leaked => "waiting",
+            // On a CPU or ready for one: the same place for grouping, whichever it was caught in.
+            GStatus::Runnable | GStatus::Running | GStatus::Preempted => "running",
+            GStatus::Syscall => "syscall",
+            GStatus::CopyStack => "copystack",
+            _ => "other",
+        };
+        Goroutine {
+            goid: g.goid,
+            status: status.to_string(),
+            wait_reason: g.wait_reason,
+            go_statement: self.statement(symbolizer, g.gopc),
+            start_function: self.function(symbolizer, g.startpc),
+            parent_goid: g.parent_goid,
+            stack: self.stack(symbolizer, g.stack),
+            tracking_seq: g.tracking_seq,
+            waitsince_ns: u64::try_from(g.waitsince_ns).ok().filter(|&ns| ns > 0),
+            waits_on: g.waits_on,
+        }
+    }
+
+    fn statement(&mut self, symbolizer: &mut Symbolizer, gopc: u64) -> Arc<Frame> {
+        if let Some(frame) = self.current.statements.get(&gopc) {
+            return frame.clone();
+        }
+        let frame = match self.previous.statements.get(&gopc) {
+            Some(frame) => frame.clone(),
+            None => Arc::new(symbolizer.call_site(gopc)),
+        };
+        self.current.statements.insert(gopc, frame.clone());
+        frame
+    }
+
+    fn function(&mut self, symbolizer: &mut Symbolizer, startpc: u64) -> Option<String> {
+        if let Some(function) = self.current.functions.get(&startpc) {
+            return function.clone();
+        }
+        let function = match self.previous.functions.get(&startpc) {
+            Some(function) => function.clone(),
+            None => symbolizer.function_at(startpc),
+        };
+        self.current.functions.insert(startpc, function.clone());
+        function
+    }
+
+    fn stack(&mut self, symbolizer: &mut Symbolizer, pcs: Vec<u64>) -> Arc<[Frame]> {
+        if let Some(frames) = self.current.stacks.get(&pcs) {
+            return frames.clone();
+        }
+        let frames = match self.previous.stacks.get(&pcs) {
+            Some(frames) => frames.clone(),
+            None => goroutine_stack(symbolizer, &pcs).into(),
+        };
+        self.current.stacks.insert(pcs, frames.clone());
+        frames
     }
 }
 
