@@ -377,9 +377,19 @@ impl Collector<'_> {
         let Some(go) = self.go.as_ref() else {
             return;
         };
-        let snapshot = match go.snapshot() {
+        // Each goroutine is symbolized as it is read: the raw snapshot is never whole in
+        // memory, only the model's compact one.
+        let mut shared = SharedFrames {
+            previous: std::mem::take(&mut self.shared_frames),
+            ..SharedFrames::default()
+        };
+        let mut goroutines = Vec::new();
+        let symbolizer = &mut self.symbolizer;
+        let snapshot = match go.snapshot_each(|g| goroutines.push(shared.goroutine(symbolizer, g)))
+        {
             Ok(snapshot) => snapshot,
             Err(err) => {
+                self.shared_frames = shared.previous;
                 let note = format!("reading goroutines failed: {err:#}");
                 if !self.notes.contains(&note) {
                     self.notes.push(note);
@@ -387,24 +397,14 @@ impl Collector<'_> {
                 return;
             }
         };
-        let count = snapshot.goroutines.len();
+        self.shared_frames = shared.current;
+        let count = goroutines.len();
         if self
             .slowest_snapshot
             .is_none_or(|(slowest, _)| snapshot.elapsed > slowest)
         {
             self.slowest_snapshot = Some((snapshot.elapsed, count));
         }
-        let mut shared = SharedFrames {
-            previous: std::mem::take(&mut self.shared_frames),
-            ..SharedFrames::default()
-        };
-        let goroutines = snapshot
-            .goroutines
-            .into_iter()
-            .map(|g| shared.goroutine(&mut self.symbolizer, g))
-            .collect();
-        shared.previous = SharedLookups::default();
-        self.shared_frames = shared.current;
         self.model
             .apply_goroutines(snapshot.taken_at_ns, goroutines, snapshot.torn);
     }

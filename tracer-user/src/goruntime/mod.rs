@@ -62,6 +62,10 @@ const G_MERGE_GAP: u64 = 1024;
 const STACK_MERGE_GAP: u64 = 256;
 /// More goroutines than this in allgs means we read garbage.
 const MAX_GOROUTINES: u64 = 50_000_000;
+/// Goroutines read per batch: each batch's gs (about 400 bytes each) and used stacks (at most
+/// [`STACK_READ_BYTES`] each) are read into buffers freed before the next batch, so a
+/// million goroutines do not need a gigabyte of them at once.
+const SNAPSHOT_CHUNK: usize = 16 * 1024;
 /// A goroutine stack can grow to 1 GB (runtime.maxstacksize on 64-bit).
 const MAX_STACK_BYTES: u64 = 1 << 30;
 
@@ -556,9 +560,41 @@ impl GoProcess {
     /// read (the process is gone); a goroutine that changes while it is read is skipped and
     /// counted in `torn`.
     pub fn snapshot(&self) -> Result<Snapshot> {
+        let mut goroutines = Vec::new();
+        let snapshot = self.snapshot_each(|g| goroutines.push(g))?;
+        Ok(Snapshot {
+            goroutines,
+            ..snapshot
+        })
+    }
+
+    /// [`GoProcess::snapshot`] that hands each goroutine to `each` as it is read, instead of
+    /// collecting them (the returned snapshot's `goroutines` is empty; `elapsed` includes the
+    /// time spent in `each`). The gs and stacks are read [`SNAPSHOT_CHUNK`] goroutines at a
+    /// time, so the read buffers stay a few MiB whatever the number of goroutines.
+    pub fn snapshot_each(&self, mut each: impl FnMut(GoroutineState)) -> Result<Snapshot> {
         let started = Instant::now();
         let taken_at_ns = monotonic_ns();
         let gs = self.all_g_pointers()?;
+        let mut torn = 0;
+        let mut dead = 0;
+        for chunk in gs.chunks(SNAPSHOT_CHUNK) {
+            let (chunk_torn, chunk_dead) = self.read_goroutines(chunk, &mut each);
+            torn += chunk_torn;
+            dead += chunk_dead;
+        }
+        Ok(Snapshot {
+            goroutines: Vec::new(),
+            torn,
+            dead,
+            taken_at_ns,
+            elapsed: started.elapsed(),
+        })
+    }
+
+    /// Reads the goroutines of the gs at `gs`, handing each live one to `each`; returns how
+    /// many were torn and how many dead.
+    fn read_goroutines(&self, gs: &[u64], each: &mut impl FnMut(GoroutineState)) -> (usize, usize) {
         let o = &self.offsets;
         let layout = self.wait_layout.as_ref().ok();
         let g_len = o.read_len().max(layout.map_or(0, |l| l.g_read_len()));
@@ -608,7 +644,6 @@ impl GoProcess {
             Some(layout) => waits::channels(&self.memory, layout, &sudogs),
             None => vec![Vec::new(); live.len()],
         };
-        let mut goroutines = Vec::with_capacity(live.len());
         for (((mut g, at), &(base, len)), waits_on) in live
             .into_iter()
             .zip(stack_at)
@@ -624,15 +659,9 @@ impl GoProcess {
                 };
                 g.stack = self.walk(&g, base, &stack_buf[at..at + len]);
             }
-            goroutines.push(g);
+            each(g);
         }
-        Ok(Snapshot {
-            goroutines,
-            torn,
-            dead,
-            taken_at_ns,
-            elapsed: started.elapsed(),
-        })
+        (torn, dead)
     }
 
     /// The addresses of all gs (runtime.allgs), dead ones included.
