@@ -53,9 +53,12 @@ const DRAIN_EVERY: Duration = Duration::from_millis(100);
 const SCAN_EVERY_TICKS: u32 = 5;
 /// A wait this old gets its futex word watched for wakes (or half the threshold, if less).
 const WATCH_AFTER_NS: u64 = 100_000_000;
-/// Goroutines are read every this many scans (every second): reading and symbolizing 100k
-/// goroutines takes tens of milliseconds of leaktrace's time (none of the target's).
-const GOROUTINES_EVERY_SCANS: u32 = 2;
+/// A read of all goroutines starts at most this often: reading and symbolizing 100k goroutines
+/// takes tens of milliseconds of leaktrace's time in a release build (none of the target's).
+const GOROUTINES_EVERY: Duration = Duration::from_secs(1);
+/// A read of all goroutines (a million take seconds) goes on for at most this long a tick
+/// ([`DRAIN_EVERY`]): at most half the loop's time, the rest for the loop's other work.
+const GOROUTINE_READ_SLICE: Duration = Duration::from_millis(50);
 
 pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
@@ -93,9 +96,12 @@ struct Collector<'a> {
     timer_key_is_arg: bool,
     /// The timer-start probe reads the started timer's functions (AfterFunc callbacks).
     timer_funcs_known: bool,
-    scans: u32,
     /// The slowest goroutine snapshot: how long reading took, and how many goroutines.
     slowest_snapshot: Option<(Duration, usize)>,
+    /// When the next read of the goroutines may start.
+    next_goroutine_read: Instant,
+    /// The read of the goroutines in progress, done a slice a tick.
+    goroutine_read: Option<GoroutineRead>,
     /// Threads, epoll and timerfds.
     native: native::Native,
     /// Stack tops of user stacks taken in the kernel, until their records come.
@@ -128,8 +134,9 @@ pub async fn trace(
         go_probes: None,
         timer_key_is_arg: false,
         timer_funcs_known: false,
-        scans: 0,
         slowest_snapshot: None,
+        next_goroutine_read: Instant::now(),
+        goroutine_read: None,
         native: native::Native::new(pid),
         stack_tops: stacktop::StackTops::default(),
         go_timers: timers::TimerReads::default(),
@@ -173,6 +180,11 @@ pub async fn trace(
         collector.drain();
         if target.has_exited() {
             break EndReason::TargetExited;
+        }
+        // Not while a Go uprobe window is open: the target pays a trap per hit until the
+        // window closes, and the window's ticks wait for the read.
+        if !collector.go_probes.as_ref().is_some_and(|p| p.is_open()) {
+            collector.read_goroutines(Some(GOROUTINE_READ_SLICE));
         }
         ticks += 1;
         if ticks.is_multiple_of(SCAN_EVERY_TICKS) {
@@ -372,32 +384,70 @@ impl Collector<'_> {
         gocreation::GoProbes::new(self.pid, points)
     }
 
-    /// Reads every goroutine of a Go target and hands the model a symbolized snapshot.
-    fn snapshot_goroutines(&mut self) {
+    /// Reads the goroutines of a Go target for at most `budget` (None: to the end), starting
+    /// a read when one is due, and hands the model the symbolized snapshot when a read is
+    /// complete. A read of a million goroutines takes seconds: done in slices between the
+    /// loop's other work, it never holds the ring buffer, a Go uprobe window, a signal or the
+    /// deadline for longer than a slice (and one batch of [`goruntime`] reading).
+    fn read_goroutines(&mut self, budget: Option<Duration>) {
         let Some(go) = self.go.as_ref() else {
             return;
         };
-        // Each goroutine is symbolized as it is read: the raw snapshot is never whole in
-        // memory, only the model's compact one.
-        let mut shared = SharedFrames {
-            previous: std::mem::take(&mut self.shared_frames),
-            ..SharedFrames::default()
-        };
-        let mut goroutines = Vec::new();
-        let symbolizer = &mut self.symbolizer;
-        let snapshot = match go.snapshot_each(|g| goroutines.push(shared.goroutine(symbolizer, g)))
-        {
-            Ok(snapshot) => snapshot,
-            Err(err) => {
-                self.shared_frames = shared.previous;
-                let note = format!("reading goroutines failed: {err:#}");
-                if !self.notes.contains(&note) {
-                    self.notes.push(note);
+        let started = Instant::now();
+        let read = match self.goroutine_read.as_mut() {
+            Some(read) => read,
+            None => {
+                if budget.is_some() && started < self.next_goroutine_read {
+                    return;
                 }
-                return;
+                let read = match go.start_snapshot() {
+                    Ok(read) => read,
+                    Err(err) => {
+                        let note = format!("reading goroutines failed: {err:#}");
+                        if !self.notes.contains(&note) {
+                            self.notes.push(note);
+                        }
+                        self.next_goroutine_read = started + GOROUTINES_EVERY;
+                        return;
+                    }
+                };
+                self.goroutine_read.insert(GoroutineRead {
+                    started,
+                    read,
+                    goroutines: Vec::new(),
+                    // What the last snapshot symbolized is reused.
+                    frames: SharedFrames {
+                        previous: std::mem::take(&mut self.shared_frames),
+                        ..SharedFrames::default()
+                    },
+                })
             }
         };
-        self.shared_frames = shared.current;
+        // Each goroutine is symbolized as it is read: the raw snapshot is never whole in
+        // memory, only the model's compact one.
+        loop {
+            let GoroutineRead {
+                read,
+                goroutines,
+                frames,
+                ..
+            } = &mut *read;
+            let symbolizer = &mut self.symbolizer;
+            if go.continue_snapshot(read, |g| goroutines.push(frames.goroutine(symbolizer, g))) {
+                break;
+            }
+            if budget.is_some_and(|budget| started.elapsed() >= budget) {
+                return;
+            }
+        }
+        let GoroutineRead {
+            started: read_started,
+            read,
+            goroutines,
+            frames,
+        } = self.goroutine_read.take().expect("a read in progress");
+        self.shared_frames = frames.current;
+        let snapshot = read.finish();
         let count = goroutines.len();
         if self
             .slowest_snapshot
@@ -407,6 +457,9 @@ impl Collector<'_> {
         }
         self.model
             .apply_goroutines(snapshot.taken_at_ns, goroutines, snapshot.torn);
+        self.go_timers
+            .snapshot(go, &mut self.symbolizer, &mut self.model);
+        self.next_goroutine_read = read_started + GOROUTINES_EVERY;
     }
 
     fn find_blocked_before(&mut self) {
@@ -512,14 +565,13 @@ impl Collector<'_> {
     /// Watches long waits, snapshots the threads blocked long enough to matter, and reads wake
     /// counts and kernel counters. `last` takes everything blocked at all, for the report.
     fn scan(&mut self, last: bool) {
-        if last || self.scans.is_multiple_of(GOROUTINES_EVERY_SCANS) {
-            self.snapshot_goroutines();
-            if let Some(go) = self.go.as_ref() {
-                self.go_timers
-                    .snapshot(go, &mut self.symbolizer, &mut self.model);
+        if last {
+            // The report is as of the end: a fresh read, to the end, after the trace.
+            if let Some(read) = self.goroutine_read.take() {
+                self.shared_frames = read.frames.previous;
             }
+            self.read_goroutines(None);
         }
-        self.scans += 1;
         let now = monotonic_ns();
         let watch_after = WATCH_AFTER_NS.min(self.settings.min_blocked_ns / 2);
         let snapshot_after = if last {
@@ -658,6 +710,15 @@ impl Collector<'_> {
         );
         let _ = std::io::stderr().flush();
     }
+}
+
+/// A read of all goroutines in progress.
+struct GoroutineRead {
+    started: Instant,
+    read: goruntime::SnapshotRead,
+    /// The goroutines read so far, symbolized.
+    goroutines: Vec<Goroutine>,
+    frames: SharedFrames,
 }
 
 /// Symbolized stacks, `go` statements and start functions by raw address(es).

@@ -65,7 +65,7 @@ const MAX_GOROUTINES: u64 = 50_000_000;
 /// Goroutines read per batch: each batch's gs (about 400 bytes each) and used stacks (at most
 /// [`STACK_READ_BYTES`] each) are read into buffers freed before the next batch, so a
 /// million goroutines do not need a gigabyte of them at once.
-const SNAPSHOT_CHUNK: usize = 16 * 1024;
+const SNAPSHOT_CHUNK: usize = 4 * 1024;
 /// A goroutine stack can grow to 1 GB (runtime.maxstacksize on 64-bit).
 const MAX_STACK_BYTES: u64 = 1 << 30;
 
@@ -216,6 +216,37 @@ pub struct Snapshot {
     pub taken_at_ns: u64,
     /// How long reading took.
     pub elapsed: Duration,
+}
+
+/// A read of all goroutines in progress ([`GoProcess::start_snapshot`]): the gs listed in
+/// `runtime.allgs` when it started, and how far it got. Goroutines created after the start
+/// are not in it (as with any read of a running target, it is not an instant).
+pub struct SnapshotRead {
+    gs: Vec<u64>,
+    next: usize,
+    torn: usize,
+    dead: usize,
+    taken_at_ns: u64,
+    /// Time spent reading so far (not the time since the start).
+    elapsed: Duration,
+}
+
+impl SnapshotRead {
+    /// How many goroutines (gs, dead ones included) are read so far, and in all.
+    pub fn progress(&self) -> (usize, usize) {
+        (self.next, self.gs.len())
+    }
+
+    /// The counts and times of a finished read (`goroutines` is empty: they went to `each`).
+    pub fn finish(self) -> Snapshot {
+        Snapshot {
+            goroutines: Vec::new(),
+            torn: self.torn,
+            dead: self.dead,
+            taken_at_ns: self.taken_at_ns,
+            elapsed: self.elapsed,
+        }
+    }
 }
 
 /// What leaktrace finds in a Go executable file, each way it knows (for tests and diagnostics).
@@ -570,26 +601,47 @@ impl GoProcess {
 
     /// [`GoProcess::snapshot`] that hands each goroutine to `each` as it is read, instead of
     /// collecting them (the returned snapshot's `goroutines` is empty; `elapsed` includes the
-    /// time spent in `each`). The gs and stacks are read [`SNAPSHOT_CHUNK`] goroutines at a
-    /// time, so the read buffers stay a few MiB whatever the number of goroutines.
+    /// time spent in `each`).
     pub fn snapshot_each(&self, mut each: impl FnMut(GoroutineState)) -> Result<Snapshot> {
+        let mut read = self.start_snapshot()?;
+        while !self.continue_snapshot(&mut read, &mut each) {}
+        Ok(read.finish())
+    }
+
+    /// Starts a read of every live goroutine, to be done a batch at a time with
+    /// [`GoProcess::continue_snapshot`]: reading a million goroutines takes seconds, and a
+    /// caller with other work (a trace loop) interleaves it. Fails only when the list of
+    /// goroutines cannot be read (the process is gone).
+    pub fn start_snapshot(&self) -> Result<SnapshotRead> {
         let started = Instant::now();
         let taken_at_ns = monotonic_ns();
         let gs = self.all_g_pointers()?;
-        let mut torn = 0;
-        let mut dead = 0;
-        for chunk in gs.chunks(SNAPSHOT_CHUNK) {
-            let (chunk_torn, chunk_dead) = self.read_goroutines(chunk, &mut each);
-            torn += chunk_torn;
-            dead += chunk_dead;
-        }
-        Ok(Snapshot {
-            goroutines: Vec::new(),
-            torn,
-            dead,
+        Ok(SnapshotRead {
+            gs,
+            next: 0,
+            torn: 0,
+            dead: 0,
             taken_at_ns,
             elapsed: started.elapsed(),
         })
+    }
+
+    /// Reads the next [`SNAPSHOT_CHUNK`] goroutines of `read`, handing each live one to
+    /// `each`; true when all are read. The gs and their stacks are read into buffers freed
+    /// before the next batch, so they stay a few MiB whatever the number of goroutines.
+    pub fn continue_snapshot(
+        &self,
+        read: &mut SnapshotRead,
+        mut each: impl FnMut(GoroutineState),
+    ) -> bool {
+        let started = Instant::now();
+        let end = (read.next + SNAPSHOT_CHUNK).min(read.gs.len());
+        let (torn, dead) = self.read_goroutines(&read.gs[read.next..end], &mut each);
+        read.next = end;
+        read.torn += torn;
+        read.dead += dead;
+        read.elapsed += started.elapsed();
+        read.next == read.gs.len()
     }
 
     /// Reads the goroutines of the gs at `gs`, handing each live one to `each`; returns how
