@@ -411,10 +411,13 @@ impl Collector<'_> {
                         return;
                     }
                 };
+                // Room for all at once: growing a vector of a million by doubling would
+                // hold the old and the new one for a moment.
+                let capacity = read.progress().1;
                 self.goroutine_read.insert(GoroutineRead {
                     started,
                     read,
-                    goroutines: Vec::new(),
+                    goroutines: Vec::with_capacity(capacity),
                     // What the last snapshot symbolized is reused.
                     frames: SharedFrames {
                         previous: std::mem::take(&mut self.shared_frames),
