@@ -57,8 +57,9 @@ const WATCH_AFTER_NS: u64 = 100_000_000;
 /// takes tens of milliseconds of leaktrace's time in a release build (none of the target's).
 const GOROUTINES_EVERY: Duration = Duration::from_secs(1);
 /// A read of all goroutines (a million take seconds) goes on for at most this long a tick
-/// ([`DRAIN_EVERY`]): at most half the loop's time, the rest for the loop's other work.
-const GOROUTINE_READ_SLICE: Duration = Duration::from_millis(50);
+/// ([`DRAIN_EVERY`]), plus the batch in progress: the rest of the tick is for the loop's other
+/// work (draining the ring buffer, the Go uprobe windows, signals, the deadline).
+const GOROUTINE_READ_SLICE: Duration = Duration::from_millis(70);
 
 pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
@@ -201,6 +202,7 @@ pub async fn trace(
     collector.drain();
     let ended_ns = monotonic_ns();
     if end == EndReason::TargetExited {
+        collector.finish_interrupted_read();
         collector
             .model
             .apply(&Event::TargetExited { at_ns: ended_ns });
@@ -463,6 +465,29 @@ impl Collector<'_> {
         self.go_timers
             .snapshot(go, &mut self.symbolizer, &mut self.model);
         self.next_goroutine_read = read_started + GOROUTINES_EVERY;
+    }
+
+    /// The target exited in the middle of a read of its goroutines: what was read is its last
+    /// snapshot, and the goroutines not read yet are counted unreadable (a partial snapshot,
+    /// said as such in `goroutines.unreadable`).
+    fn finish_interrupted_read(&mut self) {
+        let Some(GoroutineRead {
+            read, goroutines, ..
+        }) = self.goroutine_read.take()
+        else {
+            return;
+        };
+        let (done, all) = read.progress();
+        let snapshot = read.finish();
+        self.notes.push(format!(
+            "the target exited while its goroutines were read: the last snapshot has {} of {all} (dead ones included); the rest are counted unreadable",
+            goroutines.len()
+        ));
+        self.model.apply_goroutines(
+            snapshot.taken_at_ns,
+            goroutines,
+            snapshot.torn + (all - done),
+        );
     }
 
     fn find_blocked_before(&mut self) {
