@@ -342,7 +342,7 @@ fn a_go_target_that_exits_while_its_goroutines_are_read() {
     assert!(report["goroutines"].is_object(), "{notes}");
 }
 
-/// leaktrace's peak RSS bound while tracing a million goroutines (680-810 MiB measured in a debug
+/// leaktrace's peak RSS bound while tracing a million goroutines (680-930 MiB measured in a debug
 /// build, down from 4.9-5.6 GiB; the issue aims at 300 MiB): while a read is in progress the
 /// model's last snapshot and the new one are both held, about 300 bytes a goroutine each
 /// (frames, group keys and read buffers are shared or batched). README, "Reliability".
