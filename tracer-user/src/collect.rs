@@ -7,6 +7,7 @@ mod timers;
 
 use std::collections::HashMap;
 use std::io::{IsTerminal as _, Write as _};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
@@ -52,9 +53,13 @@ const DRAIN_EVERY: Duration = Duration::from_millis(100);
 const SCAN_EVERY_TICKS: u32 = 5;
 /// A wait this old gets its futex word watched for wakes (or half the threshold, if less).
 const WATCH_AFTER_NS: u64 = 100_000_000;
-/// Goroutines are read every this many scans (every second): reading and symbolizing 100k
-/// goroutines takes tens of milliseconds of leaktrace's time (none of the target's).
-const GOROUTINES_EVERY_SCANS: u32 = 2;
+/// A read of all goroutines starts at most this often: reading and symbolizing 100k goroutines
+/// takes tens of milliseconds of leaktrace's time in a release build (none of the target's).
+const GOROUTINES_EVERY: Duration = Duration::from_secs(1);
+/// A read of all goroutines (a million take seconds) goes on for at most this long a tick
+/// ([`DRAIN_EVERY`]), plus the batch in progress: the rest of the tick is for the loop's other
+/// work (draining the ring buffer, the Go uprobe windows, signals, the deadline).
+const GOROUTINE_READ_SLICE: Duration = Duration::from_millis(70);
 
 pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
@@ -92,15 +97,20 @@ struct Collector<'a> {
     timer_key_is_arg: bool,
     /// The timer-start probe reads the started timer's functions (AfterFunc callbacks).
     timer_funcs_known: bool,
-    scans: u32,
     /// The slowest goroutine snapshot: how long reading took, and how many goroutines.
     slowest_snapshot: Option<(Duration, usize)>,
+    /// When the next read of the goroutines may start.
+    next_goroutine_read: Instant,
+    /// The read of the goroutines in progress, done a slice a tick.
+    goroutine_read: Option<GoroutineRead>,
     /// Threads, epoll and timerfds.
     native: native::Native,
     /// Stack tops of user stacks taken in the kernel, until their records come.
     stack_tops: stacktop::StackTops,
     /// The Go runtime's timers.
     go_timers: timers::TimerReads,
+    /// The last goroutine snapshot's symbolized stacks and `go` statements, reused by the next.
+    shared_frames: SharedLookups,
 }
 
 pub async fn trace(
@@ -125,11 +135,13 @@ pub async fn trace(
         go_probes: None,
         timer_key_is_arg: false,
         timer_funcs_known: false,
-        scans: 0,
         slowest_snapshot: None,
+        next_goroutine_read: Instant::now(),
+        goroutine_read: None,
         native: native::Native::new(pid),
         stack_tops: stacktop::StackTops::default(),
         go_timers: timers::TimerReads::default(),
+        shared_frames: SharedLookups::default(),
     };
     collector
         .model
@@ -173,6 +185,11 @@ pub async fn trace(
         if target.has_exited() {
             break EndReason::TargetExited;
         }
+        // Not while a Go uprobe window is open: the target pays a trap per hit until the
+        // window closes, and the window's ticks wait for the read.
+        if !collector.go_probes.as_ref().is_some_and(|p| p.is_open()) {
+            collector.read_goroutines(Some(GOROUTINE_READ_SLICE));
+        }
         ticks += 1;
         if ticks.is_multiple_of(SCAN_EVERY_TICKS) {
             collector.scan(false);
@@ -188,6 +205,7 @@ pub async fn trace(
     collector.drain();
     let ended_ns = monotonic_ns();
     if end == EndReason::TargetExited {
+        collector.finish_interrupted_read();
         collector
             .model
             .apply(&Event::TargetExited { at_ns: ended_ns });
@@ -371,38 +389,108 @@ impl Collector<'_> {
         gocreation::GoProbes::new(self.pid, points)
     }
 
-    /// Reads every goroutine of a Go target and hands the model a symbolized snapshot.
-    fn snapshot_goroutines(&mut self) {
+    /// Reads the goroutines of a Go target for at most `budget` (None: to the end), starting
+    /// a read when one is due, and hands the model the symbolized snapshot when a read is
+    /// complete. A read of a million goroutines takes seconds: done in slices between the
+    /// loop's other work, it never holds the ring buffer, a Go uprobe window, a signal or the
+    /// deadline for longer than a slice (and one batch of [`goruntime`] reading).
+    fn read_goroutines(&mut self, budget: Option<Duration>) {
         let Some(go) = self.go.as_ref() else {
             return;
         };
-        let snapshot = match go.snapshot() {
-            Ok(snapshot) => snapshot,
-            Err(err) => {
-                let note = format!("reading goroutines failed: {err:#}");
-                if !self.notes.contains(&note) {
-                    self.notes.push(note);
+        let started = Instant::now();
+        let read = match self.goroutine_read.as_mut() {
+            Some(read) => read,
+            None => {
+                if budget.is_some() && started < self.next_goroutine_read {
+                    return;
                 }
-                return;
+                let read = match go.start_snapshot() {
+                    Ok(read) => read,
+                    Err(err) => {
+                        let note = format!("reading goroutines failed: {err:#}");
+                        if !self.notes.contains(&note) {
+                            self.notes.push(note);
+                        }
+                        self.next_goroutine_read = started + GOROUTINES_EVERY;
+                        return;
+                    }
+                };
+                // Room for all at once: growing a vector of a million by doubling would
+                // hold the old and the new one for a moment.
+                let capacity = read.progress().1;
+                self.goroutine_read.insert(GoroutineRead {
+                    started,
+                    read,
+                    goroutines: Vec::with_capacity(capacity),
+                    // What the last snapshot symbolized is reused.
+                    frames: SharedFrames {
+                        previous: std::mem::take(&mut self.shared_frames),
+                        ..SharedFrames::default()
+                    },
+                })
             }
         };
-        let count = snapshot.goroutines.len();
+        // Each goroutine is symbolized as it is read: the raw snapshot is never whole in
+        // memory, only the model's compact one.
+        loop {
+            let GoroutineRead {
+                read,
+                goroutines,
+                frames,
+                ..
+            } = &mut *read;
+            let symbolizer = &mut self.symbolizer;
+            if go.continue_snapshot(read, |g| goroutines.push(frames.goroutine(symbolizer, g))) {
+                break;
+            }
+            if budget.is_some_and(|budget| started.elapsed() >= budget) {
+                return;
+            }
+        }
+        let GoroutineRead {
+            started: read_started,
+            read,
+            goroutines,
+            frames,
+        } = self.goroutine_read.take().expect("a read in progress");
+        self.shared_frames = frames.current;
+        let snapshot = read.finish();
+        let count = goroutines.len();
         if self
             .slowest_snapshot
             .is_none_or(|(slowest, _)| snapshot.elapsed > slowest)
         {
             self.slowest_snapshot = Some((snapshot.elapsed, count));
         }
-        let goroutines = snapshot
-            .goroutines
-            .iter()
-            .map(|g| symbolized_goroutine(&mut self.symbolizer, g))
-            .collect();
-        self.model.apply(&Event::Goroutines {
-            at_ns: snapshot.taken_at_ns,
+        self.model
+            .apply_goroutines(snapshot.taken_at_ns, goroutines, snapshot.torn);
+        self.go_timers
+            .snapshot(go, &mut self.symbolizer, &mut self.model);
+        self.next_goroutine_read = read_started + GOROUTINES_EVERY;
+    }
+
+    /// The target exited in the middle of a read of its goroutines: what was read is its last
+    /// snapshot, and the goroutines not read yet are counted unreadable (a partial snapshot,
+    /// said as such in `goroutines.unreadable`).
+    fn finish_interrupted_read(&mut self) {
+        let Some(GoroutineRead {
+            read, goroutines, ..
+        }) = self.goroutine_read.take()
+        else {
+            return;
+        };
+        let (done, all) = read.progress();
+        let snapshot = read.finish();
+        self.notes.push(format!(
+            "the target exited while its goroutines were read: the last snapshot has {} of {all} (dead ones included); the rest are counted unreadable",
+            goroutines.len()
+        ));
+        self.model.apply_goroutines(
+            snapshot.taken_at_ns,
             goroutines,
-            unreadable: snapshot.torn,
-        });
+            snapshot.torn + (all - done),
+        );
     }
 
     fn find_blocked_before(&mut self) {
@@ -508,14 +596,13 @@ impl Collector<'_> {
     /// Watches long waits, snapshots the threads blocked long enough to matter, and reads wake
     /// counts and kernel counters. `last` takes everything blocked at all, for the report.
     fn scan(&mut self, last: bool) {
-        if last || self.scans.is_multiple_of(GOROUTINES_EVERY_SCANS) {
-            self.snapshot_goroutines();
-            if let Some(go) = self.go.as_ref() {
-                self.go_timers
-                    .snapshot(go, &mut self.symbolizer, &mut self.model);
+        if last {
+            // The report is as of the end: a fresh read, to the end, after the trace.
+            if let Some(read) = self.goroutine_read.take() {
+                self.shared_frames = read.frames.previous;
             }
+            self.read_goroutines(None);
         }
-        self.scans += 1;
         let now = monotonic_ns();
         let watch_after = WATCH_AFTER_NS.min(self.settings.min_blocked_ns / 2);
         let snapshot_after = if last {
@@ -656,27 +743,92 @@ impl Collector<'_> {
     }
 }
 
-/// A goroutine as the model sees it: its stack and `go` statement symbolized.
-fn symbolized_goroutine(symbolizer: &mut Symbolizer, g: &GoroutineState) -> Goroutine {
-    let status = match g.status {
-        GStatus::Waiting | GStatus::Leaked => "waiting",
-        // On a CPU or ready for one: the same place for grouping, whichever it was caught in.
-        GStatus::Runnable | GStatus::Running | GStatus::Preempted => "running",
-        GStatus::Syscall => "syscall",
-        GStatus::CopyStack => "copystack",
-        _ => "other",
-    };
-    Goroutine {
-        goid: g.goid,
-        status: status.to_string(),
-        wait_reason: g.wait_reason.clone(),
-        go_statement: symbolizer.call_site(g.gopc),
-        start_function: symbolizer.function_at(g.startpc),
-        parent_goid: g.parent_goid,
-        stack: goroutine_stack(symbolizer, &g.stack),
-        tracking_seq: g.tracking_seq,
-        waitsince_ns: u64::try_from(g.waitsince_ns).ok().filter(|&ns| ns > 0),
-        waits_on: g.waits_on.clone(),
+/// A read of all goroutines in progress.
+struct GoroutineRead {
+    started: Instant,
+    read: goruntime::SnapshotRead,
+    /// The goroutines read so far, symbolized.
+    goroutines: Vec<Goroutine>,
+    frames: SharedFrames,
+}
+
+/// Symbolized stacks, `go` statements and start functions by raw address(es).
+#[derive(Default)]
+struct SharedLookups {
+    stacks: HashMap<Vec<u64>, Arc<[Frame]>>,
+    statements: HashMap<u64, Arc<Frame>>,
+    functions: HashMap<u64, Option<String>>,
+}
+
+/// Symbolizes a goroutine snapshot once per distinct raw stack, `go` statement PC and start PC,
+/// not once per goroutine: a million leaked goroutines are a few distinct stacks, and each
+/// goroutine then holds shared frames (two pointers) instead of owned strings. What the
+/// previous snapshot symbolized is reused, so only a snapshot's own lookups stay in memory.
+#[derive(Default)]
+struct SharedFrames {
+    current: SharedLookups,
+    previous: SharedLookups,
+}
+
+impl SharedFrames {
+    /// A goroutine as the model sees it: its stack and `go` statement symbolized.
+    fn goroutine(&mut self, symbolizer: &mut Symbolizer, g: GoroutineState) -> Goroutine {
+        let status = match g.status {
+            GStatus::Waiting | GStatus::Leaked => "waiting",
+            // On a CPU or ready for one: the same place for grouping, whichever it was caught in.
+            GStatus::Runnable | GStatus::Running | GStatus::Preempted => "running",
+            GStatus::Syscall => "syscall",
+            GStatus::CopyStack => "copystack",
+            _ => "other",
+        };
+        Goroutine {
+            goid: g.goid,
+            status: status.to_string(),
+            wait_reason: g.wait_reason,
+            go_statement: self.statement(symbolizer, g.gopc),
+            start_function: self.function(symbolizer, g.startpc),
+            parent_goid: g.parent_goid,
+            stack: self.stack(symbolizer, g.stack),
+            tracking_seq: g.tracking_seq,
+            waitsince_ns: u64::try_from(g.waitsince_ns).ok().filter(|&ns| ns > 0),
+            waits_on: g.waits_on,
+        }
+    }
+
+    fn statement(&mut self, symbolizer: &mut Symbolizer, gopc: u64) -> Arc<Frame> {
+        if let Some(frame) = self.current.statements.get(&gopc) {
+            return frame.clone();
+        }
+        let frame = match self.previous.statements.get(&gopc) {
+            Some(frame) => frame.clone(),
+            None => Arc::new(symbolizer.call_site(gopc)),
+        };
+        self.current.statements.insert(gopc, frame.clone());
+        frame
+    }
+
+    fn function(&mut self, symbolizer: &mut Symbolizer, startpc: u64) -> Option<String> {
+        if let Some(function) = self.current.functions.get(&startpc) {
+            return function.clone();
+        }
+        let function = match self.previous.functions.get(&startpc) {
+            Some(function) => function.clone(),
+            None => symbolizer.function_at(startpc),
+        };
+        self.current.functions.insert(startpc, function.clone());
+        function
+    }
+
+    fn stack(&mut self, symbolizer: &mut Symbolizer, pcs: Vec<u64>) -> Arc<[Frame]> {
+        if let Some(frames) = self.current.stacks.get(&pcs) {
+            return frames.clone();
+        }
+        let frames = match self.previous.stacks.get(&pcs) {
+            Some(frames) => frames.clone(),
+            None => goroutine_stack(symbolizer, &pcs).into(),
+        };
+        self.current.stacks.insert(pcs, frames.clone());
+        frames
     }
 }
 

@@ -264,6 +264,20 @@ impl Model {
         Self::default()
     }
 
+    /// [`Event::Goroutines`] without copying the snapshot: with a million goroutines a copy
+    /// would double leaktrace's memory for a moment.
+    pub fn apply_goroutines(
+        &mut self,
+        at_ns: u64,
+        goroutines: Vec<goroutines::Goroutine>,
+        unreadable: usize,
+    ) {
+        self.note_time(at_ns);
+        let started = self.started_ns.unwrap_or(at_ns);
+        self.goroutines
+            .apply_owned_snapshot(at_ns, goroutines, unreadable, started);
+    }
+
     pub fn apply(&mut self, event: &Event) {
         match event {
             Event::TraceStarted { at_ns } => {
@@ -356,12 +370,7 @@ impl Model {
                 at_ns,
                 goroutines,
                 unreadable,
-            } => {
-                self.note_time(*at_ns);
-                let started = self.started_ns.unwrap_or(*at_ns);
-                self.goroutines
-                    .apply_snapshot(*at_ns, goroutines, *unreadable, started);
-            }
+            } => self.apply_goroutines(*at_ns, goroutines.to_vec(), *unreadable),
             Event::Thread(event) => self.threads.apply(event),
             Event::Epoll(event) => self.epoll.apply(event),
             Event::Timerfd(event) => self.timerfds.apply(event),

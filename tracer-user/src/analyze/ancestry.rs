@@ -111,7 +111,7 @@ pub fn creation_chain(model: &GoroutineModel, goroutine: &Goroutine) -> Creation
         go_statements: Vec::new(),
         program_frame: None,
     };
-    let mut statement = goroutine.go_statement.clone();
+    let mut statement = (*goroutine.go_statement).clone();
     let mut parent = goroutine.parent_goid;
     let mut visited = HashSet::new();
     for _ in 0..MAX_LEVELS {
@@ -143,7 +143,7 @@ pub fn creation_chain(model: &GoroutineModel, goroutine: &Goroutine) -> Creation
                         .as_deref()
                         .is_none_or(|f| f.starts_with("runtime.")) =>
             {
-                statement = creator.go_statement.clone();
+                statement = (*creator.go_statement).clone();
                 parent = creator.parent_goid;
             }
             (_, Some(gopc)) if gopc != 0 => match model.creations.get(&gopc) {
@@ -195,7 +195,7 @@ mod tests {
             &["runtime.gopark", "net/http.(*persistConn).readLoop"],
             "select",
         );
-        leaked.go_statement.addr = read_loop_go;
+        std::sync::Arc::make_mut(&mut leaked.go_statement).addr = read_loop_go;
         leaked.parent_goid = Some(49); // the dialer, dead by now
         let mut model = GoroutineModel::default();
         model.apply_snapshot(1, std::slice::from_ref(&leaked), 0, 1);

@@ -156,7 +156,7 @@ pub fn analyze(
         let members: Vec<&Goroutine> = model
             .latest
             .iter()
-            .filter(|g| model.seen.get(&g.goid).is_some_and(|s| &s.key == key))
+            .filter(|g| model.seen.get(&g.goid).is_some_and(|s| *s.key == *key))
             .collect();
         if members.is_empty() {
             continue;
@@ -658,7 +658,7 @@ fn candidate(
         ),
         score: evidence.score,
         reasons,
-        blocking_stack: representative.stack.clone(),
+        blocking_stack: representative.stack.to_vec(),
         creation_stack: Some(creation_stack),
         blocked_ns: Percentiles::of(&blocked, max, at_least),
         wakes_during_trace: 0,
@@ -970,7 +970,7 @@ mod tests {
             g.status = "running".into();
             g.start_function = Some("main.spin".into());
             if on_cpu {
-                g.stack.clear();
+                g.stack = Default::default();
             }
             g
         };

@@ -112,6 +112,11 @@ impl GoProbes {
         }
     }
 
+    /// Whether a window is open (the target pays a trap per hit until it closes).
+    pub fn is_open(&self) -> bool {
+        self.open_since.is_some()
+    }
+
     pub fn close(&mut self, probes: &mut Probes) {
         probes.close_go_probes();
         self.open_since = None;

@@ -62,6 +62,10 @@ const G_MERGE_GAP: u64 = 1024;
 const STACK_MERGE_GAP: u64 = 256;
 /// More goroutines than this in allgs means we read garbage.
 const MAX_GOROUTINES: u64 = 50_000_000;
+/// Goroutines read per batch: each batch's gs (about 400 bytes each) and used stacks (at most
+/// [`STACK_READ_BYTES`] each) are read into buffers freed before the next batch, so a
+/// million goroutines do not need a gigabyte of them at once.
+const SNAPSHOT_CHUNK: usize = 4 * 1024;
 /// A goroutine stack can grow to 1 GB (runtime.maxstacksize on 64-bit).
 const MAX_STACK_BYTES: u64 = 1 << 30;
 
@@ -212,6 +216,37 @@ pub struct Snapshot {
     pub taken_at_ns: u64,
     /// How long reading took.
     pub elapsed: Duration,
+}
+
+/// A read of all goroutines in progress ([`GoProcess::start_snapshot`]): the gs listed in
+/// `runtime.allgs` when it started, and how far it got. Goroutines created after the start
+/// are not in it (as with any read of a running target, it is not an instant).
+pub struct SnapshotRead {
+    gs: Vec<u64>,
+    next: usize,
+    torn: usize,
+    dead: usize,
+    taken_at_ns: u64,
+    /// Time spent reading so far (not the time since the start).
+    elapsed: Duration,
+}
+
+impl SnapshotRead {
+    /// How many goroutines (gs, dead ones included) are read so far, and in all.
+    pub fn progress(&self) -> (usize, usize) {
+        (self.next, self.gs.len())
+    }
+
+    /// The counts and times of a finished read (`goroutines` is empty: they went to `each`).
+    pub fn finish(self) -> Snapshot {
+        Snapshot {
+            goroutines: Vec::new(),
+            torn: self.torn,
+            dead: self.dead,
+            taken_at_ns: self.taken_at_ns,
+            elapsed: self.elapsed,
+        }
+    }
 }
 
 /// What leaktrace finds in a Go executable file, each way it knows (for tests and diagnostics).
@@ -556,9 +591,62 @@ impl GoProcess {
     /// read (the process is gone); a goroutine that changes while it is read is skipped and
     /// counted in `torn`.
     pub fn snapshot(&self) -> Result<Snapshot> {
+        let mut goroutines = Vec::new();
+        let snapshot = self.snapshot_each(|g| goroutines.push(g))?;
+        Ok(Snapshot {
+            goroutines,
+            ..snapshot
+        })
+    }
+
+    /// [`GoProcess::snapshot`] that hands each goroutine to `each` as it is read, instead of
+    /// collecting them (the returned snapshot's `goroutines` is empty; `elapsed` includes the
+    /// time spent in `each`).
+    pub fn snapshot_each(&self, mut each: impl FnMut(GoroutineState)) -> Result<Snapshot> {
+        let mut read = self.start_snapshot()?;
+        while !self.continue_snapshot(&mut read, &mut each) {}
+        Ok(read.finish())
+    }
+
+    /// Starts a read of every live goroutine, to be done a batch at a time with
+    /// [`GoProcess::continue_snapshot`]: reading a million goroutines takes seconds, and a
+    /// caller with other work (a trace loop) interleaves it. Fails only when the list of
+    /// goroutines cannot be read (the process is gone).
+    pub fn start_snapshot(&self) -> Result<SnapshotRead> {
         let started = Instant::now();
         let taken_at_ns = monotonic_ns();
         let gs = self.all_g_pointers()?;
+        Ok(SnapshotRead {
+            gs,
+            next: 0,
+            torn: 0,
+            dead: 0,
+            taken_at_ns,
+            elapsed: started.elapsed(),
+        })
+    }
+
+    /// Reads the next [`SNAPSHOT_CHUNK`] goroutines of `read`, handing each live one to
+    /// `each`; true when all are read. The gs and their stacks are read into buffers freed
+    /// before the next batch, so they stay a few MiB whatever the number of goroutines.
+    pub fn continue_snapshot(
+        &self,
+        read: &mut SnapshotRead,
+        mut each: impl FnMut(GoroutineState),
+    ) -> bool {
+        let started = Instant::now();
+        let end = (read.next + SNAPSHOT_CHUNK).min(read.gs.len());
+        let (torn, dead) = self.read_goroutines(&read.gs[read.next..end], &mut each);
+        read.next = end;
+        read.torn += torn;
+        read.dead += dead;
+        read.elapsed += started.elapsed();
+        read.next == read.gs.len()
+    }
+
+    /// Reads the goroutines of the gs at `gs`, handing each live one to `each`; returns how
+    /// many were torn and how many dead.
+    fn read_goroutines(&self, gs: &[u64], each: &mut impl FnMut(GoroutineState)) -> (usize, usize) {
         let o = &self.offsets;
         let layout = self.wait_layout.as_ref().ok();
         let g_len = o.read_len().max(layout.map_or(0, |l| l.g_read_len()));
@@ -608,7 +696,6 @@ impl GoProcess {
             Some(layout) => waits::channels(&self.memory, layout, &sudogs),
             None => vec![Vec::new(); live.len()],
         };
-        let mut goroutines = Vec::with_capacity(live.len());
         for (((mut g, at), &(base, len)), waits_on) in live
             .into_iter()
             .zip(stack_at)
@@ -624,15 +711,9 @@ impl GoProcess {
                 };
                 g.stack = self.walk(&g, base, &stack_buf[at..at + len]);
             }
-            goroutines.push(g);
+            each(g);
         }
-        Ok(Snapshot {
-            goroutines,
-            torn,
-            dead,
-            taken_at_ns,
-            elapsed: started.elapsed(),
-        })
+        (torn, dead)
     }
 
     /// The addresses of all gs (runtime.allgs), dead ones included.

@@ -5,6 +5,7 @@
 //! The model keeps the latest snapshot, when each goroutine was first seen and since when it has
 //! sat at its current place, and the size of each group over time (for growth).
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -22,14 +23,15 @@ pub struct Goroutine {
     /// Why it is parked, in the runtime's words ("chan receive", "select", "sleep", ...).
     pub wait_reason: Option<String>,
     /// The `go` statement that created it (the runtime records its PC in every goroutine).
-    pub go_statement: Frame,
+    /// Shared by the goroutines of one statement: a million goroutines are a handful of them.
+    pub go_statement: Arc<Frame>,
     /// The function the goroutine runs.
     pub start_function: Option<String>,
     /// The goroutine that ran the `go` statement (Go 1.21+).
     pub parent_goid: Option<u64>,
     /// Where it is now, innermost first (empty for a goroutine on a CPU: its saved registers
-    /// are stale while it runs).
-    pub stack: Vec<Frame>,
+    /// are stale while it runs). Shared by the goroutines parked at the same raw stack.
+    pub stack: Arc<[Frame]>,
     /// `g.trackingSeq`, which moves each time it leaves a CPU (None when unreadable).
     #[serde(default)]
     pub tracking_seq: Option<u8>,
@@ -64,7 +66,8 @@ pub struct Seen {
     pub first_seen_ns: u64,
     /// Whether it already existed when tracing started (its age is a lower bound).
     pub before_trace: bool,
-    pub key: GroupKey,
+    /// Shared by the goroutines of one group (one allocation per group, not per goroutine).
+    pub key: Arc<GroupKey>,
     /// Since when it has been in `key` without leaving it between snapshots.
     pub at_key_since_ns: u64,
     /// Since when it has stayed at the same place: for a parked goroutine, in `key` (or longer,
@@ -244,6 +247,20 @@ impl GoroutineModel {
         unreadable: usize,
         trace_started_ns: u64,
     ) {
+        self.apply_owned_snapshot(at_ns, goroutines.to_vec(), unreadable, trace_started_ns);
+    }
+
+    /// [`GoroutineModel::apply_snapshot`] without a copy of the goroutines: the snapshot becomes
+    /// `latest`. Per goroutine the model keeps only the snapshot's own record and a [`Seen`]
+    /// whose group key is shared by the group: group keys and places are computed once per
+    /// distinct (stack, `go` statement, state), not once per goroutine.
+    pub fn apply_owned_snapshot(
+        &mut self,
+        at_ns: u64,
+        goroutines: Vec<Goroutine>,
+        unreadable: usize,
+        trace_started_ns: u64,
+    ) {
         let first = self.first_snapshot_ns.is_none();
         let previous_snapshot_ns = self.last_snapshot_ns;
         if first {
@@ -258,17 +275,30 @@ impl GoroutineModel {
         self.last_snapshot_ns = at_ns;
         self.unreadable += unreadable as u64;
 
-        let mut counts: BTreeMap<GroupKey, usize> = BTreeMap::new();
+        let mut keys = KeyInterner::default();
+        // The previous snapshot's keys: a goroutine that stays in its group keeps the same Arc.
+        for seen in self.seen.values() {
+            if !keys.by_value.contains_key(&*seen.key) {
+                keys.by_value.insert((*seen.key).clone(), seen.key.clone());
+            }
+        }
+        let mut counts: HashMap<*const GroupKey, (Arc<GroupKey>, usize)> = HashMap::new();
         let mut seen = HashMap::with_capacity(goroutines.len());
-        for goroutine in goroutines {
-            let key = group_key(goroutine);
-            *counts.entry(key.clone()).or_default() += 1;
+        for goroutine in &goroutines {
+            let key = keys.key_of(goroutine);
+            counts
+                .entry(Arc::as_ptr(&key))
+                .or_insert_with(|| (key.clone(), 0))
+                .1 += 1;
             let parked = goroutine.status == "waiting";
             let entry = match self.seen.remove(&goroutine.goid) {
                 Some(mut previous) => {
-                    let place = place_of(&previous.key);
-                    let stayed = place == place_of(&key);
+                    let stayed = Arc::ptr_eq(&previous.key, &key) || {
+                        let before = keys.place_of(&previous.key).to_string();
+                        before == keys.place_of(&key)
+                    };
                     if !stayed {
+                        let place = keys.place_of(&previous.key).to_string();
                         self.released
                             .entry(place)
                             .or_default()
@@ -325,26 +355,43 @@ impl GoroutineModel {
         // Goroutines that exited are forgotten (the report is about what is alive), except how
         // long they had lived: goroutines of the same `go` statement that live that long still
         // finish.
-        for gone in self.seen.values() {
-            self.exits
-                .entry(gone.key.created_at.clone())
-                .or_default()
-                .add(previous_snapshot_ns.saturating_sub(gone.first_seen_ns));
-            self.released
-                .entry(place_of(&gone.key))
-                .or_default()
-                .add(previous_snapshot_ns.saturating_sub(gone.at_place_since_ns));
+        for gone in std::mem::take(&mut self.seen).into_values() {
+            let lived = previous_snapshot_ns.saturating_sub(gone.first_seen_ns);
+            match self.exits.get_mut(&gone.key.created_at) {
+                Some(exits) => exits.add(lived),
+                None => self
+                    .exits
+                    .entry(gone.key.created_at.clone())
+                    .or_default()
+                    .add(lived),
+            }
+            let at_place = previous_snapshot_ns.saturating_sub(gone.at_place_since_ns);
+            let place = keys.place_of(&gone.key);
+            match self.released.get_mut(place) {
+                Some(released) => released.add(at_place),
+                None => self
+                    .released
+                    .entry(place.to_string())
+                    .or_default()
+                    .add(at_place),
+            }
         }
         self.seen = seen;
-        self.latest = goroutines.to_vec();
+        let total = goroutines.len();
+        // The previous snapshot is freed before the next one is read.
+        self.latest = goroutines;
 
         push_history(
             &mut self.total,
             CountAt {
                 at_ns,
-                count: goroutines.len(),
+                count: total,
             },
         );
+        let counts: BTreeMap<GroupKey, usize> = counts
+            .into_values()
+            .map(|(key, count)| ((*key).clone(), count))
+            .collect();
         for (key, history) in self.groups.iter_mut() {
             if !counts.contains_key(key) {
                 push_history(history, CountAt { at_ns, count: 0 });
@@ -354,6 +401,55 @@ impl GoroutineModel {
             let history = self.groups.entry(key).or_default();
             push_history(history, CountAt { at_ns, count });
         }
+    }
+}
+
+/// Group keys of one snapshot, each computed once per distinct input and shared by value, and
+/// their places ([`place_of`]). The inputs are identified by address: the collector shares one
+/// stack and one `go` statement among the goroutines that have the same raw ones, and every
+/// goroutine of the snapshot is alive while it is applied, so an address is not reused.
+#[derive(Default)]
+struct KeyInterner<'a> {
+    by_inputs: HashMap<KeyInputs<'a>, Arc<GroupKey>>,
+    by_value: HashMap<GroupKey, Arc<GroupKey>>,
+    places: HashMap<*const GroupKey, String>,
+}
+
+/// What [`group_key`] reads of a goroutine: its stack and `go` statement by address, its state.
+type KeyInputs<'a> = (
+    *const Frame,
+    *const Frame,
+    &'a str,
+    Option<&'a str>,
+    Option<&'a str>,
+);
+
+impl<'a> KeyInterner<'a> {
+    fn key_of(&mut self, goroutine: &'a Goroutine) -> Arc<GroupKey> {
+        let inputs: KeyInputs<'a> = (
+            goroutine.stack.as_ptr(),
+            Arc::as_ptr(&goroutine.go_statement),
+            &goroutine.status,
+            goroutine.wait_reason.as_deref(),
+            goroutine.start_function.as_deref(),
+        );
+        if let Some(key) = self.by_inputs.get(&inputs) {
+            return key.clone();
+        }
+        let key = group_key(goroutine);
+        let key = self
+            .by_value
+            .entry(key.clone())
+            .or_insert_with(|| Arc::new(key))
+            .clone();
+        self.by_inputs.insert(inputs, key.clone());
+        key
+    }
+
+    fn place_of(&mut self, key: &Arc<GroupKey>) -> &str {
+        self.places
+            .entry(Arc::as_ptr(key))
+            .or_insert_with(|| place_of(key))
     }
 }
 
@@ -427,7 +523,7 @@ pub mod tests {
             goid,
             status: "waiting".into(),
             wait_reason: Some(reason.into()),
-            go_statement: frame(created_by),
+            go_statement: Arc::new(frame(created_by)),
             start_function: None,
             parent_goid: None,
             stack: stack.iter().map(|f| frame(f)).collect(),

@@ -105,7 +105,7 @@ fn write_goroutine(out: &mut String, g: &Goroutine, at_place_ns: u64) {
             "\tgoroutine running on other thread; stack unavailable"
         );
     }
-    for frame in &g.stack {
+    for frame in g.stack.iter() {
         if frame.function.as_deref() == Some("runtime.goexit") {
             continue;
         }
@@ -152,14 +152,15 @@ mod tests {
         // Built on the model's own test helper, so fields added to `Goroutine` need no edit here.
         let mut worker =
             crate::model::goroutines::tests::goroutine(18, "main.start", &[], "chan receive");
-        worker.go_statement = frame("main.start", "/src/main.go", 20);
+        worker.go_statement = frame("main.start", "/src/main.go", 20).into();
         worker.start_function = Some("main.worker".into());
         worker.parent_goid = Some(1);
         worker.stack = vec![
             frame("runtime.gopark", "/go/src/runtime/proc.go", 425),
             frame("main.worker", "/src/main.go", 12),
             frame("runtime.goexit", "/go/src/runtime/asm_amd64.s", 1700),
-        ];
+        ]
+        .into();
         let gc = Goroutine {
             goid: 2,
             start_function: Some("runtime.forcegchelper".into()),
@@ -170,7 +171,7 @@ mod tests {
             status: "running".into(),
             wait_reason: None,
             start_function: Some("runtime.main".into()),
-            stack: vec![],
+            stack: Default::default(),
             ..worker.clone()
         };
         let snapshot = Snapshot {
