@@ -46,6 +46,18 @@ struct Builder {
 }
 
 impl Builder {
+    /// An empty profile whose string table starts with "", as profile.proto requires.
+    fn new() -> Builder {
+        let mut b = Builder {
+            profile: proto::Profile::default(),
+            strings: HashMap::new(),
+            functions: HashMap::new(),
+            locations: HashMap::new(),
+        };
+        b.string("");
+        b
+    }
+
     fn string(&mut self, s: &str) -> i64 {
         if let Some(&index) = self.strings.get(s) {
             return index;
@@ -132,13 +144,7 @@ impl Builder {
 }
 
 fn profile(report: &Report) -> proto::Profile {
-    let mut b = Builder {
-        profile: proto::Profile::default(),
-        strings: HashMap::new(),
-        functions: HashMap::new(),
-        locations: HashMap::new(),
-    };
-    b.string("");
+    let mut b = Builder::new();
     let sample_type = vec![
         proto::ValueType {
             ty: b.string("goroutine"),
@@ -273,17 +279,6 @@ fn profile(report: &Report) -> proto::Profile {
 mod tests {
     use super::*;
 
-    fn builder() -> Builder {
-        let mut b = Builder {
-            profile: proto::Profile::default(),
-            strings: HashMap::new(),
-            functions: HashMap::new(),
-            locations: HashMap::new(),
-        };
-        b.string("");
-        b
-    }
-
     fn frame(function: &str, line: u32, addr: u64, inlined: bool) -> Frame {
         Frame {
             function: Some(function.into()),
@@ -296,7 +291,7 @@ mod tests {
 
     #[test]
     fn inlined_frames_share_a_location_innermost_line_first() {
-        let mut b = builder();
+        let mut b = Builder::new();
         let stack = [
             frame("runtime.gopark", 474, 0x100, false),
             frame("main.wait", 15, 0x200, true),
