@@ -147,6 +147,20 @@ fn rss_kb(report: &Value) -> u64 {
         .expect("tracer.max_rss_kb")
 }
 
+/// leaktrace's peak RSS stayed under the storm bound.
+fn assert_rss_bounded(report: &Value) {
+    assert!(
+        rss_kb(report) <= RSS_BOUND_KB,
+        "peak RSS {} KiB",
+        rss_kb(report)
+    );
+}
+
+/// Calls whose per-thread slot was taken by another thread (tids colliding modulo the slots).
+fn slot_collisions(report: &Value) -> u64 {
+    counter(report, "pending_map_full") + counter(report, "pending_calls_full")
+}
+
 fn counter(report: &Value, name: &str) -> u64 {
     report["counters"][name]
         .as_u64()
@@ -170,13 +184,9 @@ fn ten_thousand_threads_are_reported_right_and_bounded() {
         "the leak holds the threads created while traced: {count}"
     );
     // Threads whose tids collide modulo the slot count are counted, not mixed up.
-    let collisions = counter(&report, "pending_map_full") + counter(&report, "pending_calls_full");
+    let collisions = slot_collisions(&report);
     println!("slot collisions: {collisions}");
-    assert!(
-        rss_kb(&report) <= RSS_BOUND_KB,
-        "peak RSS {} KiB",
-        rss_kb(&report)
-    );
+    assert_rss_bounded(&report);
 }
 
 #[test]
@@ -199,13 +209,9 @@ fn a_hundred_thousand_short_lived_threads_leave_a_bounded_report() {
         "all were joined"
     );
     assert!(report["native_io"]["threads_alive"].as_u64().unwrap() <= 2);
-    let collisions = counter(&report, "pending_map_full") + counter(&report, "pending_calls_full");
+    let collisions = slot_collisions(&report);
     println!("slot collisions: {collisions}");
-    assert!(
-        rss_kb(&report) <= RSS_BOUND_KB,
-        "peak RSS {} KiB",
-        rss_kb(&report)
-    );
+    assert_rss_bounded(&report);
 }
 
 #[test]
@@ -241,14 +247,10 @@ fn a_futex_storm_loses_nothing_silently() {
     );
     assert_eq!(
         report["lost_events"].as_u64().unwrap(),
-        lost + counter(&report, "pending_map_full") + counter(&report, "pending_calls_full"),
+        lost + slot_collisions(&report),
         "lost events are shown in the report's total"
     );
-    assert!(
-        rss_kb(&report) <= RSS_BOUND_KB,
-        "peak RSS {} KiB",
-        rss_kb(&report)
-    );
+    assert_rss_bounded(&report);
 }
 
 #[test]
@@ -314,11 +316,7 @@ fn go_stacks_that_move_while_read_are_counted_not_fatal() {
         (19_000..=20_000).contains(&count),
         "the leak's count: {count}"
     );
-    assert!(
-        rss_kb(&report) <= RSS_BOUND_KB,
-        "peak RSS {} KiB",
-        rss_kb(&report)
-    );
+    assert_rss_bounded(&report);
 }
 
 #[test]
