@@ -4,6 +4,7 @@
 //! Only the edges touch the system: `attach` (eBPF), `collect` (the tracing loop), `procfs`,
 //! `unwind`, `goruntime` and `symbolize`. `model` and `analyze` are pure functions of events,
 //! and `report` renders. The binary (`main.rs`) parses the command line and calls [`app::run`].
+pub mod agent;
 pub mod analyze;
 pub mod app;
 pub mod attach;
