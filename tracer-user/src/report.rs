@@ -154,6 +154,13 @@ impl Report {
             candidate.suppressed_by = rules.matching(&candidate.candidate);
         }
         self.candidates.sort_by_key(|c| c.suppressed_by.is_some());
+        let used: Vec<_> = self
+            .candidates
+            .iter()
+            .filter_map(|c| c.suppressed_by.as_ref())
+            .collect();
+        let unused = rules.unused(&used);
+        self.tracer.notes.extend(unused);
     }
 
     /// The report in one of the formats (bytes: pprof is gzip).

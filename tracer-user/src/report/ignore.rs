@@ -142,6 +142,21 @@ impl IgnoreRules {
                 line: rule.line,
             })
     }
+
+    /// One note per rule that suppressed none of `suppressions` (the report's matches): a rule
+    /// that matches nothing is usually mistyped, or the leak it hid is gone.
+    pub fn unused(&self, suppressions: &[&Suppression]) -> Vec<String> {
+        self.rules
+            .iter()
+            .filter(|rule| !suppressions.iter().any(|s| s.line == rule.line))
+            .map(|rule| {
+                format!(
+                    "ignore rule {}:{} `{}` matched no candidate",
+                    self.file, rule.line, rule.text
+                )
+            })
+            .collect()
+    }
 }
 
 fn parse_condition(condition: &str) -> Result<Condition> {
@@ -221,6 +236,21 @@ mod tests {
         c.creation_stack = Some(vec![frame("main.start")]);
         c.wait_reason = Some("chan receive".into());
         c
+    }
+
+    #[test]
+    fn a_rule_that_matched_nothing_is_named() {
+        let rules = IgnoreRules::parse(
+            "ignore.txt",
+            "kind goroutine_leak\n# comment\nfunction main.gone\n",
+        )
+        .unwrap();
+        let used = rules.matching(&goroutine_candidate()).unwrap();
+        assert_eq!(
+            rules.unused(&[&used]),
+            vec!["ignore rule ignore.txt:3 `function main.gone` matched no candidate"]
+        );
+        assert_eq!(rules.unused(&[]).len(), 2);
     }
 
     #[test]
