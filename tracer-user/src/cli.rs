@@ -94,6 +94,8 @@ pub enum Command {
     name = "leaktrace",
     version,
     verbatim_doc_comment,
+    // clap's own line reads as if --pid were needed with `-- COMMAND` too.
+    override_usage = "leaktrace [OPTIONS] --pid <PID>\n       leaktrace [OPTIONS] -- <COMMAND>...\n       leaktrace <SUBCOMMAND> ...",
     args_conflicts_with_subcommands = true,
     subcommand_negates_reqs = true
 )]
