@@ -29,9 +29,11 @@ pub struct Settings {
     pub duration: Option<Duration>,
     pub min_blocked_ns: u64,
     pub max_frames: usize,
+    /// Takes every event the model applies (`leaktrace record`).
+    pub tap: crate::model::Tap,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum EndReason {
     Duration,
     Interrupted,
@@ -129,7 +131,10 @@ pub async fn trace(
         memory: None,
         blocked_before: HashMap::new(),
         stacks: HashMap::new(),
-        model: Model::new(),
+        model: Model {
+            tap: settings.tap.clone(),
+            ..Model::new()
+        },
         notes: Vec::new(),
         go: None,
         go_probes: None,
