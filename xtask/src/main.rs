@@ -1,7 +1,8 @@
-//! Project tasks: `cargo xtask setup | demo | test | check | bench`.
+//! Project tasks: `cargo xtask setup | demo | test | check | bench | record-fixtures`.
 //!
 //! Each task first runs scripts/setup.sh (idempotent), so a fresh machine needs nothing else.
 mod bench;
+mod recordings;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -34,6 +35,10 @@ enum Task {
         /// Only the workloads whose name contains this ("Go:", "futex", "host", "goroutines").
         only: Option<String>,
     },
+    /// Re-record the checked-in recordings of fixtures (tracer-user/tests/recordings) and their
+    /// expected reports, after a change of the recording format (needs root). Checks that each
+    /// recording replays to the report its live run gave.
+    RecordFixtures,
 }
 
 fn main() -> Result<()> {
@@ -56,6 +61,11 @@ fn main() -> Result<()> {
             run(Command::new("cargo")
                 .args(["test", "--lib", "--bins"])
                 .current_dir(&root))
+        }
+        Task::RecordFixtures => {
+            setup(&root)?;
+            require_root("record-fixtures")?;
+            recordings::run(&root)
         }
         Task::Bench { only } => {
             setup(&root)?;
