@@ -26,8 +26,9 @@ enum Task {
     Demo,
     /// Run the whole test suite: formatting, clippy, unit and root integration tests.
     Test,
-    /// What a contributor without root can run: formatting, clippy (both halves) and the unit
-    /// tests (the model, analysis and report are pure; no probe is loaded).
+    /// What a contributor without root can run: formatting, clippy (both halves), the unit
+    /// tests and the replay of the checked-in recordings (the model, analysis and report are
+    /// pure; no probe is loaded).
     Check,
     /// Measure what tracing costs the target and the rest of the host (traced vs untraced,
     /// and untraced vs untraced for the noise floor, in the same run).
@@ -58,8 +59,10 @@ fn main() -> Result<()> {
                 .arg(root.join("scripts/setup.sh"))
                 .env("LEAKTRACE_SETUP", "build"))?;
             lint(&root)?;
+            // tests/replay.rs replays checked-in recordings: the model, analysis and report
+            // without root.
             run(Command::new("cargo")
-                .args(["test", "--lib", "--bins"])
+                .args(["test", "--lib", "--bins", "--test", "replay"])
                 .current_dir(&root))
         }
         Task::RecordFixtures => {
