@@ -15,7 +15,7 @@ use aya_ebpf::{
     maps::Array,
     programs::{tracing::StackIdContext, ProbeContext},
 };
-use tracer_common::{counter, event_kind, go_budget, go_layout, GoCreation, GoTimerStart};
+use tracer_common::{counter, go_budget, go_layout, EventKind, GoCreation, GoTimerStart};
 
 use crate::{count, emit, target_thread, STACKS};
 
@@ -112,7 +112,7 @@ pub fn go_timer_start(ctx: ProbeContext) -> u32 {
         ),
     };
     let sent = emit(GoTimerStart {
-        kind: event_kind::GO_TIMER_START,
+        kind: EventKind::GoTimerStart as u32,
         tid,
         caller_pc,
         rax,
@@ -145,7 +145,7 @@ pub fn go_newproc(ctx: ProbeContext) -> u32 {
     // SAFETY: the registers of the probed thread.
     let g = unsafe { (*ctx.regs).r14 };
     let sent = emit(GoCreation {
-        kind: event_kind::GO_CREATION,
+        kind: EventKind::GoCreation as u32,
         tid,
         go_pc,
         stack_id,

@@ -1,5 +1,6 @@
 //! The tracing loop: turns what the kernel and /proc show into model events, while the target
 //! runs, until the duration ends, the user interrupts, or the target exits.
+pub mod decode;
 mod gocreation;
 mod native;
 mod stacktop;
@@ -13,7 +14,9 @@ use std::time::Duration;
 use anyhow::Result;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::time::{interval, sleep_until, Instant, MissedTickBehavior};
-use tracer_common::{event_kind, go_budget, names, FutexKey, GoCreation, GoTimerStart, WaitDone};
+use tracer_common::{go_budget, names, FutexKey};
+
+use self::decode::{DecodeError, Record};
 
 use crate::attach::Probes;
 use crate::goruntime::{self, GStatus, GoProcess, GoroutineState};
@@ -113,6 +116,8 @@ struct Collector<'a> {
     go_timers: timers::TimerReads,
     /// The last goroutine snapshot's symbolized stacks and `go` statements, reused by the next.
     shared_frames: SharedLookups,
+    /// Ring-buffer records that could not be decoded, and the first one's error.
+    undecodable: (u64, Option<DecodeError>),
 }
 
 pub async fn trace(
@@ -147,6 +152,7 @@ pub async fn trace(
         stack_tops: stacktop::StackTops::default(),
         go_timers: timers::TimerReads::default(),
         shared_frames: SharedLookups::default(),
+        undecodable: (0, None),
     };
     collector
         .model
@@ -243,6 +249,11 @@ pub async fn trace(
             } else {
                 String::new()
             },
+        ));
+    }
+    if let (count @ 1.., Some(first)) = &collector.undecodable {
+        collector.notes.push(format!(
+            "{count} ring-buffer record(s) could not be decoded and were left out (first: {first}): the kernel object and leaktrace disagree on the record format"
         ));
     }
     if let Some((elapsed, count)) = collector.slowest_snapshot {
@@ -521,80 +532,68 @@ impl Collector<'_> {
         }
     }
 
+    /// Decodes what the ring buffer holds and applies it in arrival order.
     fn drain(&mut self) {
-        let mut done = Vec::new();
-        let mut others: Vec<Vec<u8>> = Vec::new();
-        let mut creations = Vec::new();
-        let mut timer_starts = Vec::new();
-        let tops = &mut self.stack_tops;
-        self.probes.drain(|bytes| {
-            if tops.record(bytes) {
-                // Kept until the record with its stack id is handled below.
-            } else if bytes.len() >= std::mem::size_of::<WaitDone>()
-                && bytes[..4] == event_kind::WAIT_DONE.to_ne_bytes()
-            {
-                // SAFETY: the record is at least a WaitDone, a repr(C) POD written by the kernel
-                // half; read_unaligned makes no alignment assumption.
-                done.push(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<WaitDone>()) });
-            } else if bytes.len() >= std::mem::size_of::<GoCreation>()
-                && bytes[..4] == event_kind::GO_CREATION.to_ne_bytes()
-            {
-                // SAFETY: as for WaitDone.
-                creations
-                    .push(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<GoCreation>()) });
-            } else if bytes.len() >= std::mem::size_of::<GoTimerStart>()
-                && bytes[..4] == event_kind::GO_TIMER_START.to_ne_bytes()
-            {
-                // SAFETY: as for WaitDone.
-                timer_starts.push(unsafe {
-                    std::ptr::read_unaligned(bytes.as_ptr().cast::<GoTimerStart>())
-                });
-            } else {
-                others.push(bytes.to_vec());
+        let mut records = Vec::new();
+        let undecodable = &mut self.undecodable;
+        self.probes.drain(|bytes| match decode::decode(bytes) {
+            Ok(record) => records.push(record),
+            Err(err) => {
+                undecodable.0 += 1;
+                undecodable.1.get_or_insert(err);
             }
         });
-        for start in &timer_starts {
-            let event = gocreation::timer_start_event(
-                start,
-                self.timer_key_is_arg,
-                self.timer_funcs_known,
-                self.probes,
-                &mut self.symbolizer,
-            );
-            self.model.apply(&event);
-        }
-        for creation in &creations {
-            let event = gocreation::creation_event(creation, self.probes, &mut self.symbolizer);
-            self.model.apply(&event);
-        }
         let mut stacks = stacktop::UserStacks {
             probes: self.probes,
             tops: &mut self.stack_tops,
             unwinder: self.unwinder.as_mut(),
             max_frames: self.settings.max_frames,
         };
-        for bytes in &others {
-            self.native
-                .record(bytes, &mut stacks, &mut self.symbolizer, &mut self.model);
-        }
-        for wait in done {
-            let user_stack = stacks
-                .get(wait.tid, wait.user_stack_id)
-                .map(|ips| self.symbolizer.user_stack(&ips));
-            let kernel_stack = self
-                .probes
-                .stack(wait.kernel_stack_id)
-                .map(|ips| self.symbolizer.kernel_stack(&ips));
-            self.model.apply(&Event::WaitDone {
-                tid: wait.tid,
-                futex_addr: wait.wait.uaddr,
-                op: wait.wait.op,
-                start_ns: wait.wait.start_ns,
-                duration_ns: wait.duration_ns,
-                ret: wait.ret,
-                user_stack,
-                kernel_stack,
-            });
+        for record in records {
+            match record {
+                // Kept until the record with its stack id comes (this drain or a later one).
+                Record::UserStackTop(top) => stacks.tops.keep(*top),
+                Record::WaitDone(wait) => {
+                    let user_stack = stacks
+                        .get(wait.tid, wait.user_stack_id)
+                        .map(|ips| self.symbolizer.user_stack(&ips));
+                    let kernel_stack = self
+                        .probes
+                        .stack(wait.kernel_stack_id)
+                        .map(|ips| self.symbolizer.kernel_stack(&ips));
+                    self.model.apply(&Event::WaitDone {
+                        tid: wait.tid,
+                        futex_addr: wait.wait.uaddr,
+                        op: wait.wait.op,
+                        start_ns: wait.wait.start_ns,
+                        duration_ns: wait.duration_ns,
+                        ret: wait.ret,
+                        user_stack,
+                        kernel_stack,
+                    });
+                }
+                Record::GoCreation(creation) => {
+                    let event =
+                        gocreation::creation_event(&creation, self.probes, &mut self.symbolizer);
+                    self.model.apply(&event);
+                }
+                Record::GoTimerStart(start) => {
+                    let event = gocreation::timer_start_event(
+                        &start,
+                        self.timer_key_is_arg,
+                        self.timer_funcs_known,
+                        self.probes,
+                        &mut self.symbolizer,
+                    );
+                    self.model.apply(&event);
+                }
+                Record::CallDone(done) => {
+                    self.native
+                        .call_done(&done, &mut stacks, &mut self.symbolizer, &mut self.model)
+                }
+                Record::ThreadExit(exit) => self.native.thread_exit(&exit, &mut self.model),
+                Record::ThreadRename(rename) => self.native.thread_rename(&rename, &mut self.model),
+            }
         }
     }
 
