@@ -482,21 +482,34 @@ mod pod {
     // SAFETY: all of these are repr(C) structs of integers with explicit padding fields, so every
     // bit pattern is valid and there is no uninitialised padding.
     unsafe impl aya::Pod for super::PendingWait {}
-    // Both values are 8-byte aligned with sizes that are multiples of 8, and the two u32s after
-    // them fill 8 bytes: no padding.
+    // SAFETY: both values are 8-byte aligned with sizes that are multiples of 8, and the two
+    // u32s after them fill 8 bytes: no padding.
     unsafe impl aya::Pod for super::ThreadSlot<super::PendingWait> {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::ThreadSlot<super::PendingCall> {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::FutexKey {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::WakeStats {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::WaitDone {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::UserStackTop {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::GoCreation {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::GoTimerStart {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::PendingCall {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::CallDone {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::ThreadExit {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::ThreadRename {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::FdKey {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::EpollStats {}
 }
 

@@ -74,8 +74,9 @@ fn spend(slot: u32) -> bool {
 /// and the user stack id.
 #[inline(always)]
 fn caller_and_stack(ctx: &ProbeContext) -> Option<(u64, i32)> {
-    // SAFETY: the registers of the probed thread; bpf_probe_read_user validates the pointer.
+    // SAFETY: ctx.regs points at the probed thread's saved registers for this program's run.
     let sp = unsafe { (*ctx.regs).rsp };
+    // SAFETY: bpf_probe_read_user validates the user pointer; a bad one is an error, not a fault.
     let caller_pc = unsafe { bpf_probe_read_user(sp as *const u64) }.ok()?;
     let stack_id = match ctx.get_stackid(&STACKS, BPF_F_USER_STACK as u64) {
         Ok(id) => id as i32,

@@ -266,8 +266,9 @@ fn write_out(file: Option<File>, path: Option<&std::path::Path>, bytes: &[u8]) -
 
 /// leaktrace's own resource use so far (`getrusage(RUSAGE_SELF)`: peak RSS in KiB, CPU time).
 fn own_usage() -> libc::rusage {
-    // SAFETY: getrusage fills the struct.
+    // SAFETY: getrusage fills the struct; all zeroes is a valid rusage (plain integers).
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; RUSAGE_SELF is always valid.
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
     usage
 }
