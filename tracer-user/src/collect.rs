@@ -16,7 +16,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::time::{interval, sleep_until, Instant, MissedTickBehavior};
 use tracer_common::{go_budget, names, FutexKey};
 
-use self::decode::{DecodeError, Record};
+use self::decode::{Record, Undecodable};
 
 use crate::attach::Probes;
 use crate::goruntime::{self, GStatus, GoProcess, GoroutineState};
@@ -116,8 +116,8 @@ struct Collector<'a> {
     go_timers: timers::TimerReads,
     /// The last goroutine snapshot's symbolized stacks and `go` statements, reused by the next.
     shared_frames: SharedLookups,
-    /// Ring-buffer records that could not be decoded, and the first one's error.
-    undecodable: (u64, Option<DecodeError>),
+    /// Ring-buffer records that could not be decoded.
+    undecodable: Undecodable,
 }
 
 pub async fn trace(
@@ -152,7 +152,7 @@ pub async fn trace(
         stack_tops: stacktop::StackTops::default(),
         go_timers: timers::TimerReads::default(),
         shared_frames: SharedLookups::default(),
-        undecodable: (0, None),
+        undecodable: Undecodable::default(),
     };
     collector
         .model
@@ -251,11 +251,7 @@ pub async fn trace(
             },
         ));
     }
-    if let (count @ 1.., Some(first)) = &collector.undecodable {
-        collector.notes.push(format!(
-            "{count} ring-buffer record(s) could not be decoded and were left out (first: {first}): the kernel object and leaktrace disagree on the record format"
-        ));
-    }
+    collector.notes.extend(collector.undecodable.note());
     if let Some((elapsed, count)) = collector.slowest_snapshot {
         collector.notes.push(format!(
             "goroutines read {} times; the slowest read took {:.1} ms for {count} goroutines (the target is not paused)",
@@ -538,10 +534,7 @@ impl Collector<'_> {
         let undecodable = &mut self.undecodable;
         self.probes.drain(|bytes| match decode::decode(bytes) {
             Ok(record) => records.push(record),
-            Err(err) => {
-                undecodable.0 += 1;
-                undecodable.1.get_or_insert(err);
-            }
+            Err(err) => undecodable.add(err),
         });
         let mut stacks = stacktop::UserStacks {
             probes: self.probes,

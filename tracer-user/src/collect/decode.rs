@@ -38,6 +38,29 @@ pub enum DecodeError {
     UnknownKind { kind: u32, len: usize },
 }
 
+/// Records that could not be decoded: counted, and the first one's error kept for the report.
+#[derive(Debug, Default)]
+pub struct Undecodable {
+    pub count: u64,
+    pub first: Option<DecodeError>,
+}
+
+impl Undecodable {
+    pub fn add(&mut self, error: DecodeError) {
+        self.count += 1;
+        self.first.get_or_insert(error);
+    }
+
+    /// The report's note about them; none when every record was decoded.
+    pub fn note(&self) -> Option<String> {
+        let first = self.first.as_ref()?;
+        Some(format!(
+            "{} ring-buffer record(s) could not be decoded and were left out (first: {first}): the kernel object and leaktrace disagree on the record format",
+            self.count
+        ))
+    }
+}
+
 /// Decodes one record (`bytes` as the ring buffer delivered it).
 ///
 /// Errors: [`DecodeError`] when the record is shorter than its kind needs or of an unknown kind.
@@ -239,6 +262,19 @@ mod tests {
         }
         let error = decode(&[2, 0, 0, 0]).unwrap_err().to_string();
         assert_eq!(error, "a record of unknown kind 2 (4 bytes)");
+    }
+
+    #[test]
+    fn undecodable_records_are_counted_and_the_first_named() {
+        let mut undecodable = Undecodable::default();
+        assert_eq!(undecodable.note(), None);
+        for bytes in [&[9u8, 0, 0, 0][..], &[1, 0], &[99, 0, 0, 0, 0]] {
+            undecodable.add(decode(bytes).unwrap_err());
+        }
+        assert_eq!(
+            undecodable.note().as_deref(),
+            Some("3 ring-buffer record(s) could not be decoded and were left out (first: a record of unknown kind 9 (4 bytes)): the kernel object and leaktrace disagree on the record format")
+        );
     }
 
     #[test]
