@@ -121,22 +121,82 @@ pub mod counter {
     pub const COUNT: u32 = 32;
 }
 
-/// Event kinds (the first `u32` of every ring buffer record).
-pub mod event_kind {
-    pub const WAIT_DONE: u32 = 1;
-    /// [`super::UserStackTop`]: sent right before the record that carries the same stack id.
-    pub const USER_STACK_TOP: u32 = 8;
-    /// [`super::CallDone`]: a tracked thread/epoll/timerfd call returned (or a close).
-    pub const CALL_DONE: u32 = 16;
-    /// [`super::ThreadExit`].
-    pub const THREAD_EXIT: u32 = 17;
-    /// [`super::ThreadRename`].
-    pub const THREAD_RENAME: u32 = 18;
-    /// [`super::GoCreation`].
-    pub const GO_CREATION: u32 = 24;
-    /// [`super::GoTimerStart`].
-    pub const GO_TIMER_START: u32 = 25;
+/// Ring buffer record kinds: the first `u32` of every record, each the `kind` field of one
+/// record type (written as `EventKind::X as u32`).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    /// [`WaitDone`].
+    WaitDone = 1,
+    /// [`UserStackTop`]: sent right before the record that carries the same stack id.
+    UserStackTop = 8,
+    /// [`CallDone`]: a tracked thread/epoll/timerfd call returned (or a close).
+    CallDone = 16,
+    /// [`ThreadExit`].
+    ThreadExit = 17,
+    /// [`ThreadRename`].
+    ThreadRename = 18,
+    /// [`GoCreation`].
+    GoCreation = 24,
+    /// [`GoTimerStart`].
+    GoTimerStart = 25,
 }
+
+impl EventKind {
+    /// Every kind, for tests and tables.
+    pub const ALL: [EventKind; 7] = [
+        EventKind::WaitDone,
+        EventKind::UserStackTop,
+        EventKind::CallDone,
+        EventKind::ThreadExit,
+        EventKind::ThreadRename,
+        EventKind::GoCreation,
+        EventKind::GoTimerStart,
+    ];
+
+    /// The size of this kind's record (its struct, which the kernel half sends whole).
+    pub const fn record_size(self) -> usize {
+        match self {
+            EventKind::WaitDone => size_of::<WaitDone>(),
+            EventKind::UserStackTop => size_of::<UserStackTop>(),
+            EventKind::CallDone => size_of::<CallDone>(),
+            EventKind::ThreadExit => size_of::<ThreadExit>(),
+            EventKind::ThreadRename => size_of::<ThreadRename>(),
+            EventKind::GoCreation => size_of::<GoCreation>(),
+            EventKind::GoTimerStart => size_of::<GoTimerStart>(),
+        }
+    }
+}
+
+impl TryFrom<u32> for EventKind {
+    /// The unknown value.
+    type Error = u32;
+
+    fn try_from(value: u32) -> Result<Self, u32> {
+        Ok(match value {
+            1 => EventKind::WaitDone,
+            8 => EventKind::UserStackTop,
+            16 => EventKind::CallDone,
+            17 => EventKind::ThreadExit,
+            18 => EventKind::ThreadRename,
+            24 => EventKind::GoCreation,
+            25 => EventKind::GoTimerStart,
+            other => return Err(other),
+        })
+    }
+}
+
+// The record layouts both halves compile: a field added, removed or reordered changes a size
+// here first, and the build says so, instead of the collector misreading records.
+const _: () = assert!(size_of::<PendingWait>() == 40);
+const _: () = assert!(size_of::<WaitDone>() == 72);
+const _: () = assert!(size_of::<PendingCall>() == 48);
+const _: () = assert!(size_of::<CallDone>() == 88);
+const _: () = assert!(size_of::<ThreadExit>() == 24);
+const _: () = assert!(size_of::<ThreadRename>() == 32);
+const _: () = assert!(size_of::<UserStackTop>() == 32 + 8 * STACK_TOP_WORDS);
+const _: () = assert!(size_of::<GoCreation>() == 40);
+const _: () = assert!(size_of::<GoTimerStart>() == 56);
 
 /// Calls tracked for threads, epoll and timerfds (`PendingCall::call`).
 pub mod native_call {
@@ -198,7 +258,7 @@ pub struct PendingCall {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CallDone {
-    /// [`event_kind::CALL_DONE`].
+    /// [`EventKind::CallDone`].
     pub kind: u32,
     pub tid: u32,
     pub call: PendingCall,
@@ -215,7 +275,7 @@ pub struct CallDone {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ThreadExit {
-    /// [`event_kind::THREAD_EXIT`].
+    /// [`EventKind::ThreadExit`].
     pub kind: u32,
     pub tid: u32,
     pub at_ns: u64,
@@ -228,7 +288,7 @@ pub struct ThreadExit {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ThreadRename {
-    /// [`event_kind::THREAD_RENAME`].
+    /// [`EventKind::ThreadRename`].
     pub kind: u32,
     pub tid: u32,
     pub at_ns: u64,
@@ -305,7 +365,7 @@ pub struct WakeStats {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct WaitDone {
-    /// [`event_kind::WAIT_DONE`].
+    /// [`EventKind::WaitDone`].
     pub kind: u32,
     pub tid: u32,
     pub wait: PendingWait,
@@ -334,7 +394,7 @@ pub const STACK_TOP_CHUNK_WORDS: usize = 8;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct UserStackTop {
-    /// [`event_kind::USER_STACK_TOP`].
+    /// [`EventKind::UserStackTop`].
     pub kind: u32,
     pub tid: u32,
     /// The stack id in `STACKS` these registers belong to.
@@ -353,7 +413,7 @@ pub struct UserStackTop {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct GoCreation {
-    /// [`event_kind::GO_CREATION`].
+    /// [`EventKind::GoCreation`].
     pub kind: u32,
     pub tid: u32,
     /// The return address of the call to `runtime.newproc`: the `go` statement, and the same
@@ -396,7 +456,7 @@ pub mod go_budget {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct GoTimerStart {
-    /// [`event_kind::GO_TIMER_START`].
+    /// [`EventKind::GoTimerStart`].
     pub kind: u32,
     pub tid: u32,
     /// The return address into the caller (`time.AfterFunc`, `time.NewTimer`, ...).
@@ -422,21 +482,34 @@ mod pod {
     // SAFETY: all of these are repr(C) structs of integers with explicit padding fields, so every
     // bit pattern is valid and there is no uninitialised padding.
     unsafe impl aya::Pod for super::PendingWait {}
-    // Both values are 8-byte aligned with sizes that are multiples of 8, and the two u32s after
-    // them fill 8 bytes: no padding.
+    // SAFETY: both values are 8-byte aligned with sizes that are multiples of 8, and the two
+    // u32s after them fill 8 bytes: no padding.
     unsafe impl aya::Pod for super::ThreadSlot<super::PendingWait> {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::ThreadSlot<super::PendingCall> {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::FutexKey {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::WakeStats {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::WaitDone {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::UserStackTop {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::GoCreation {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::GoTimerStart {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::PendingCall {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::CallDone {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::ThreadExit {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::ThreadRename {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::FdKey {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::EpollStats {}
 }
 

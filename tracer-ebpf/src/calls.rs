@@ -8,7 +8,7 @@ use aya_ebpf::{
     programs::{tracing::StackIdContext, TracePointContext},
 };
 use tracer_common::{
-    counter, event_kind, CallDone, PendingCall, ThreadSlot, THREAD_SLOTS, TRACKED_FD_SLOTS,
+    counter, CallDone, EventKind, PendingCall, ThreadSlot, THREAD_SLOTS, TRACKED_FD_SLOTS,
 };
 
 use crate::{count, emit, slots, STACKS};
@@ -84,7 +84,7 @@ pub fn user_stack<C: StackIdContext>(ctx: &C) -> i32 {
 #[inline(always)]
 pub fn send(tid: u32, call: PendingCall, ret: i64, value: u64, user_stack_id: i32) {
     emit(CallDone {
-        kind: event_kind::CALL_DONE,
+        kind: EventKind::CallDone as u32,
         tid,
         call,
         end_ns: now_ns(),

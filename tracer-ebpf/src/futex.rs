@@ -12,8 +12,8 @@ use aya_ebpf::{
     programs::{tracing::StackIdContext, TracePointContext},
 };
 use tracer_common::{
-    counter, event_kind, futex_op, syscall, wait_flags, FutexKey, PendingWait, ThreadSlot,
-    WaitDone, WakeStats, MAX_WATCHED_ADDRS, THREAD_SLOTS,
+    counter, futex_op, syscall, wait_flags, EventKind, FutexKey, PendingWait, ThreadSlot, WaitDone,
+    WakeStats, MAX_WATCHED_ADDRS, THREAD_SLOTS,
 };
 
 use crate::{count, emit, long_wait_ns, slots, target_thread, STACKS};
@@ -256,7 +256,7 @@ fn end_wait(ctx: &TracePointContext) -> u32 {
     };
 
     emit(WaitDone {
-        kind: event_kind::WAIT_DONE,
+        kind: EventKind::WaitDone as u32,
         tid,
         wait,
         duration_ns,

@@ -15,7 +15,7 @@ use aya_ebpf::{
     maps::Array,
     programs::{tracing::StackIdContext, ProbeContext},
 };
-use tracer_common::{counter, event_kind, go_budget, go_layout, GoCreation, GoTimerStart};
+use tracer_common::{counter, go_budget, go_layout, EventKind, GoCreation, GoTimerStart};
 
 use crate::{count, emit, target_thread, STACKS};
 
@@ -74,8 +74,9 @@ fn spend(slot: u32) -> bool {
 /// and the user stack id.
 #[inline(always)]
 fn caller_and_stack(ctx: &ProbeContext) -> Option<(u64, i32)> {
-    // SAFETY: the registers of the probed thread; bpf_probe_read_user validates the pointer.
+    // SAFETY: ctx.regs points at the probed thread's saved registers for this program's run.
     let sp = unsafe { (*ctx.regs).rsp };
+    // SAFETY: bpf_probe_read_user validates the user pointer; a bad one is an error, not a fault.
     let caller_pc = unsafe { bpf_probe_read_user(sp as *const u64) }.ok()?;
     let stack_id = match ctx.get_stackid(&STACKS, BPF_F_USER_STACK as u64) {
         Ok(id) => id as i32,
@@ -112,7 +113,7 @@ pub fn go_timer_start(ctx: ProbeContext) -> u32 {
         ),
     };
     let sent = emit(GoTimerStart {
-        kind: event_kind::GO_TIMER_START,
+        kind: EventKind::GoTimerStart as u32,
         tid,
         caller_pc,
         rax,
@@ -145,7 +146,7 @@ pub fn go_newproc(ctx: ProbeContext) -> u32 {
     // SAFETY: the registers of the probed thread.
     let g = unsafe { (*ctx.regs).r14 };
     let sent = emit(GoCreation {
-        kind: event_kind::GO_CREATION,
+        kind: EventKind::GoCreation as u32,
         tid,
         go_pc,
         stack_id,

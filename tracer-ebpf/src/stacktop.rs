@@ -12,7 +12,7 @@ use aya_ebpf::helpers::{
     },
 };
 use core::ffi::c_void;
-use tracer_common::{counter, event_kind, UserStackTop, STACK_TOP_CHUNK_WORDS, STACK_TOP_WORDS};
+use tracer_common::{counter, EventKind, UserStackTop, STACK_TOP_CHUNK_WORDS, STACK_TOP_WORDS};
 
 use crate::{count, EVENTS};
 
@@ -64,7 +64,7 @@ pub fn send(stack_id: i32) {
     // SAFETY: `top` points at the reserved record, which we own until submit; every field is
     // written before submit (words by the reads, which zero their destination on failure).
     unsafe {
-        (*top).kind = event_kind::USER_STACK_TOP;
+        (*top).kind = EventKind::UserStackTop as u32;
         (*top).tid = bpf_get_current_pid_tgid() as u32;
         (*top).stack_id = stack_id;
         (*top).sp = sp;

@@ -11,7 +11,7 @@ use aya_ebpf::{
     maps::HashMap,
     programs::{ProbeContext, TracePointContext},
 };
-use tracer_common::{counter, event_kind, native_call, ThreadExit, ThreadRename};
+use tracer_common::{counter, native_call, EventKind, ThreadExit, ThreadRename};
 
 use crate::calls::{arg, begin, finish, now_ns, ret, send, user_stack};
 use crate::{count, emit, slots, target_thread};
@@ -162,7 +162,7 @@ pub fn sched_process_exit(ctx: TracePointContext) -> u32 {
     // SAFETY: reading a fixed slot of the tracepoint record.
     let group_dead = unsafe { ctx.read_at::<u8>(32) }.unwrap_or(0) as u32;
     emit(ThreadExit {
-        kind: event_kind::THREAD_EXIT,
+        kind: EventKind::ThreadExit as u32,
         tid,
         at_ns: now_ns(),
         group_dead,
@@ -186,7 +186,7 @@ pub fn task_rename(ctx: TracePointContext) -> u32 {
         )
     };
     emit(ThreadRename {
-        kind: event_kind::THREAD_RENAME,
+        kind: EventKind::ThreadRename as u32,
         tid,
         at_ns: now_ns(),
         comm,

@@ -5,20 +5,36 @@ use std::io::Write as _;
 
 use anyhow::{Context as _, Result};
 
-use crate::cli::{Cli, Command, Format};
+use crate::cli::{Cli, Command, Format, ReplayArgs};
 use crate::collect::{EndReason, Settings};
+use crate::model::Model;
+use crate::replay::{RecordedSettings, Recorder};
+use crate::report::ignore::IgnoreRules;
 use crate::report::{GoroutineRead, Report, TargetInfo, TracerInfo};
 use crate::target::Target;
-use crate::{analyze, attach, collect, procfs};
+use crate::{analyze, attach, collect, procfs, replay};
 
 /// Wait sites listed in a report (the busiest by total time waited).
 const REPORTED_WAIT_SITES: usize = 20;
 
 /// Traces the target the command line names and writes the report.
-pub fn run(cli: Cli) -> Result<()> {
-    if let Some(Command::Diff { old, new }) = &cli.subcommand {
-        return write_out(None, None, crate::report::diff::run(old, new)?.as_bytes());
+pub fn run(mut cli: Cli) -> Result<()> {
+    match cli.subcommand.take() {
+        Some(Command::Diff { old, new }) => {
+            return write_out(None, None, crate::report::diff::run(&old, &new)?.as_bytes());
+        }
+        Some(Command::Record(args)) => {
+            let (cli, recording) = args.into_trace();
+            return trace(cli, Some(&recording));
+        }
+        Some(Command::Report(args)) => return report_recording(&args),
+        None => {}
     }
+    trace(cli, None)
+}
+
+/// A one-shot trace, also written to `recording` when given (`leaktrace record`).
+fn trace(cli: Cli, recording: Option<&std::path::Path>) -> Result<()> {
     let format = cli.report_format();
     // Bad rules fail before tracing, with the line.
     let ignore = cli
@@ -34,6 +50,9 @@ pub fn run(cli: Cli) -> Result<()> {
             File::create(path)
                 .with_context(|| format!("cannot write the report to {}", path.display()))
         })
+        .transpose()?;
+    let recorder = recording
+        .map(|path| Recorder::create(path).map(Recorder::shared))
         .transpose()?;
     attach::check_privileges()?;
 
@@ -65,7 +84,26 @@ pub fn run(cli: Cli) -> Result<()> {
         duration: cli.duration,
         min_blocked_ns: cli.min_blocked.as_nanos() as u64,
         max_frames: cli.max_frames as usize,
+        tap: recorder.as_ref().map(Recorder::tap).unwrap_or_default(),
     };
+    if let Some(recorder) = &recorder {
+        recorder
+            .lock()
+            .expect("not poisoned yet")
+            .header(&replay::Header {
+                format: replay::FORMAT_NAME.into(),
+                format_version: replay::FORMAT_VERSION,
+                leaktrace_version: env!("CARGO_PKG_VERSION").into(),
+                target: info.clone(),
+                settings: RecordedSettings {
+                    min_blocked_ns: settings.min_blocked_ns,
+                    stack_after_ns: cli.stack_after.as_nanos() as u64,
+                    max_frames: settings.max_frames,
+                    duration_ns: cli.duration.map(|d| d.as_nanos() as u64),
+                    reported_wait_sites: REPORTED_WAIT_SITES,
+                },
+            });
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -83,41 +121,136 @@ pub fn run(cli: Cli) -> Result<()> {
     }
     target.stop_started_command();
 
-    let analysis = analyze::analyze(
-        &outcome.model,
-        outcome.ended_ns,
-        settings.min_blocked_ns,
-        REPORTED_WAIT_SITES,
-    );
-    let usage = own_usage();
-    let mut report = Report::new(
-        info,
-        TracerInfo {
-            max_rss_kb: usage.ru_maxrss as u64,
-            cpu_ns: cpu_ns(&usage.ru_utime) + cpu_ns(&usage.ru_stime),
-            probes: attached,
-            notes,
-            slowest_goroutine_read: outcome.slowest_goroutine_read.map(|(elapsed, goroutines)| {
-                GoroutineRead {
-                    elapsed_ns: elapsed.as_nanos() as u64,
-                    goroutines,
-                }
-            }),
+    let slowest_goroutine_read =
+        outcome
+            .slowest_goroutine_read
+            .map(|(elapsed, goroutines)| GoroutineRead {
+                elapsed_ns: elapsed.as_nanos() as u64,
+                goroutines,
+            });
+    let tracer = |usage: libc::rusage| TracerInfo {
+        max_rss_kb: usage.ru_maxrss as u64,
+        cpu_ns: cpu_ns(&usage.ru_utime) + cpu_ns(&usage.ru_stime),
+        probes: attached.clone(),
+        notes: notes.clone(),
+        slowest_goroutine_read,
+    };
+    // A recording that could not be written fails the run, after the report is out.
+    let recorded = recorder.map_or(Ok(()), |recorder| {
+        recorder
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .finish(replay::Trailer {
+                end: outcome.end,
+                started_ns: outcome.started_ns,
+                ended_ns: outcome.ended_ns,
+                events: 0,
+                tracer: tracer(own_usage()),
+            })
+    });
+    let rendered = render(
+        Traced {
+            model: &outcome.model,
+            target: info,
+            started_ns: outcome.started_ns,
+            ended_ns: outcome.ended_ns,
+            end: outcome.end,
+            min_blocked_ns: settings.min_blocked_ns,
+            reported_wait_sites: REPORTED_WAIT_SITES,
         },
-        analysis,
-        &outcome.model,
-        outcome.ended_ns.saturating_sub(outcome.started_ns),
-        outcome.end == EndReason::TargetExited,
-        settings.min_blocked_ns,
+        // Measured after the analysis, which it includes.
+        || tracer(own_usage()),
+        format,
+        ignore.as_ref(),
+    )?;
+    write_out(output, cli.output.as_deref(), &rendered)?;
+    recorded
+}
+
+/// What a report is made of, live or replayed.
+struct Traced<'a> {
+    model: &'a Model,
+    target: TargetInfo,
+    started_ns: u64,
+    ended_ns: u64,
+    end: EndReason,
+    min_blocked_ns: u64,
+    reported_wait_sites: usize,
+}
+
+/// Analyses and renders: the one path from a model to a report, so that a replay renders what
+/// the live run rendered.
+fn render(
+    traced: Traced,
+    tracer: impl FnOnce() -> TracerInfo,
+    format: Format,
+    ignore: Option<&IgnoreRules>,
+) -> Result<Vec<u8>> {
+    let analysis = analyze::analyze(
+        traced.model,
+        traced.ended_ns,
+        traced.min_blocked_ns,
+        traced.reported_wait_sites,
     );
-    if let Some(rules) = &ignore {
+    let mut report = Report::new(
+        traced.target,
+        tracer(),
+        analysis,
+        traced.model,
+        traced.ended_ns.saturating_sub(traced.started_ns),
+        traced.end == EndReason::TargetExited,
+        traced.min_blocked_ns,
+    );
+    if let Some(rules) = ignore {
         report.apply_ignore_rules(rules);
     }
     if matches!(format, Format::Goroutines | Format::Pprof) {
-        report.keep_goroutine_snapshot(&outcome.model);
+        report.keep_goroutine_snapshot(traced.model);
     }
-    let rendered = report.render(format)?;
-    write_out(output, cli.output.as_deref(), &rendered)
+    report.render(format)
+}
+
+/// `leaktrace report FILE`: the report of a recording.
+fn report_recording(args: &ReplayArgs) -> Result<()> {
+    let format = args.report_format();
+    let ignore = args.ignore.as_deref().map(IgnoreRules::load).transpose()?;
+    let output = args
+        .output
+        .as_ref()
+        .map(|path| {
+            File::create(path)
+                .with_context(|| format!("cannot write the report to {}", path.display()))
+        })
+        .transpose()?;
+    let rendered = render_recording(&args.recording, format, ignore.as_ref())?;
+    write_out(output, args.output.as_deref(), &rendered)
+}
+
+/// The report of the recording at `path`, as `leaktrace report` renders it.
+pub fn render_recording(
+    path: &std::path::Path,
+    format: Format,
+    ignore: Option<&IgnoreRules>,
+) -> Result<Vec<u8>> {
+    let replay::Replay {
+        header,
+        model,
+        trailer,
+    } = replay::load(path)?;
+    render(
+        Traced {
+            model: &model,
+            target: header.target,
+            started_ns: trailer.started_ns,
+            ended_ns: trailer.ended_ns,
+            end: trailer.end,
+            min_blocked_ns: header.settings.min_blocked_ns,
+            reported_wait_sites: header.settings.reported_wait_sites,
+        },
+        || trailer.tracer,
+        format,
+        ignore,
+    )
 }
 
 fn write_out(file: Option<File>, path: Option<&std::path::Path>, bytes: &[u8]) -> Result<()> {
@@ -133,8 +266,9 @@ fn write_out(file: Option<File>, path: Option<&std::path::Path>, bytes: &[u8]) -
 
 /// leaktrace's own resource use so far (`getrusage(RUSAGE_SELF)`: peak RSS in KiB, CPU time).
 fn own_usage() -> libc::rusage {
-    // SAFETY: getrusage fills the struct.
+    // SAFETY: getrusage fills the struct; all zeroes is a valid rusage (plain integers).
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; RUSAGE_SELF is always valid.
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
     usage
 }

@@ -66,6 +66,115 @@ pub enum Command {
         /// The later report.
         new: PathBuf,
     },
+    /// Trace like a one-shot run and also write everything the analysis was fed to a recording
+    /// (gzip-compressed JSON lines: the events, the goroutine snapshots, the settings), to
+    /// analyse again later with `leaktrace report FILE`. The report of the trace is written
+    /// as usual (stdout, or --report FILE).
+    ///
+    /// Example: sudo leaktrace record -o trace.jsonl.gz --pid 4242 --duration 10s
+    Record(Box<RecordArgs>),
+    /// Analyse a recording again (`leaktrace record`) and write its report: the report the
+    /// recorded run gave, except the tracer's own CPU time and peak RSS, which are those of the
+    /// recorded trace. Needs no root.
+    ///
+    /// Example: leaktrace report trace.jsonl.gz --format json -o report.json
+    Report(ReplayArgs),
+}
+
+/// `leaktrace record`: the tracing options of a one-shot run, `-o` naming the recording.
+#[derive(Debug, clap::Args)]
+pub struct RecordArgs {
+    /// Write the recording to this file (gzip-compressed JSON lines; checked before tracing).
+    #[arg(short = 'o', long, value_name = "FILE")]
+    pub output: PathBuf,
+
+    /// Write the report of the trace to this file instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+
+    /// Report format (as for a one-shot run). Default: from --report's extension, else text.
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+
+    /// Suppression rules for the report (as for a one-shot run; not part of the recording).
+    #[arg(long, value_name = "FILE")]
+    pub ignore: Option<PathBuf>,
+
+    /// Trace this running process.
+    #[arg(
+        long,
+        value_name = "PID",
+        conflicts_with = "command",
+        required_unless_present = "command"
+    )]
+    pub pid: Option<u32>,
+
+    /// Stop after this long (as for a one-shot run).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub duration: Option<Duration>,
+
+    /// As for a one-shot run; recorded, and the replay's analysis uses it.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub min_blocked: Duration,
+
+    /// As for a one-shot run.
+    #[arg(long, value_name = "DURATION", default_value = "10ms", value_parser = humantime::parse_duration)]
+    pub stack_after: Duration,
+
+    /// As for a one-shot run.
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=512))]
+    pub max_frames: u32,
+
+    /// Start this command and trace it (as for a one-shot run).
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+impl RecordArgs {
+    /// The one-shot run this recording is taken from, and the recording's path.
+    pub fn into_trace(self) -> (Cli, PathBuf) {
+        let cli = Cli {
+            subcommand: None,
+            pid: self.pid,
+            duration: self.duration,
+            min_blocked: self.min_blocked,
+            stack_after: self.stack_after,
+            format: self.format,
+            output: self.report,
+            ignore: self.ignore,
+            max_frames: self.max_frames,
+            command: self.command,
+        };
+        (cli, self.output)
+    }
+}
+
+/// `leaktrace report FILE`.
+#[derive(Debug, clap::Args)]
+pub struct ReplayArgs {
+    /// The recording (`leaktrace record -o FILE`).
+    pub recording: PathBuf,
+
+    /// Report format. Default: from the -o file's extension, else text.
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+
+    /// Write the report to this file instead of stdout.
+    #[arg(short = 'o', long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// Suppression rules (as for a one-shot run).
+    #[arg(long, value_name = "FILE")]
+    pub ignore: Option<PathBuf>,
+}
+
+impl ReplayArgs {
+    /// --format, else the format -o's extension names, else text.
+    pub fn report_format(&self) -> Format {
+        self.format
+            .or_else(|| self.output.as_deref().and_then(Format::from_extension))
+            .unwrap_or(Format::Text)
+    }
 }
 
 /// Find what is stuck in a live process: deadlocked threads, threads waiting on a condition
@@ -204,6 +313,43 @@ mod tests {
             .unwrap()
             .subcommand
             .is_none());
+    }
+
+    #[test]
+    fn record_takes_the_tracing_options_and_report_a_recording() {
+        let cli = Cli::try_parse_from([
+            "leaktrace",
+            "record",
+            "-o",
+            "t.jsonl.gz",
+            "--duration",
+            "2s",
+            "--report",
+            "r.json",
+            "--",
+            "sleep",
+            "5",
+        ])
+        .unwrap();
+        let Some(Command::Record(args)) = cli.subcommand else {
+            panic!("record is a subcommand");
+        };
+        let (trace, recording) = args.into_trace();
+        assert_eq!(recording, PathBuf::from("t.jsonl.gz"));
+        assert_eq!(trace.command, vec!["sleep", "5"]);
+        assert_eq!(trace.report_format(), Format::Json);
+        assert!(Cli::try_parse_from(["leaktrace", "record", "--pid", "1"]).is_err());
+        assert!(
+            Cli::try_parse_from(["leaktrace", "record", "-o", "t", "--pid", "1", "--", "x"])
+                .is_err()
+        );
+        let cli =
+            Cli::try_parse_from(["leaktrace", "report", "t.jsonl.gz", "-o", "r.html"]).unwrap();
+        let Some(Command::Report(args)) = cli.subcommand else {
+            panic!("report is a subcommand");
+        };
+        assert_eq!(args.report_format(), Format::Html);
+        assert!(Cli::try_parse_from(["leaktrace", "report"]).is_err());
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The tracing loop: turns what the kernel and /proc show into model events, while the target
 //! runs, until the duration ends, the user interrupts, or the target exits.
+pub mod decode;
 mod gocreation;
 mod native;
 mod stacktop;
@@ -13,7 +14,9 @@ use std::time::Duration;
 use anyhow::Result;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::time::{interval, sleep_until, Instant, MissedTickBehavior};
-use tracer_common::{event_kind, go_budget, names, FutexKey, GoCreation, GoTimerStart, WaitDone};
+use tracer_common::{go_budget, names, FutexKey};
+
+use self::decode::{Record, Undecodable};
 
 use crate::attach::Probes;
 use crate::goruntime::{self, GStatus, GoProcess, GoroutineState};
@@ -29,9 +32,11 @@ pub struct Settings {
     pub duration: Option<Duration>,
     pub min_blocked_ns: u64,
     pub max_frames: usize,
+    /// Takes every event the model applies (`leaktrace record`).
+    pub tap: crate::model::Tap,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum EndReason {
     Duration,
     Interrupted,
@@ -111,6 +116,8 @@ struct Collector<'a> {
     go_timers: timers::TimerReads,
     /// The last goroutine snapshot's symbolized stacks and `go` statements, reused by the next.
     shared_frames: SharedLookups,
+    /// Ring-buffer records that could not be decoded.
+    undecodable: Undecodable,
 }
 
 pub async fn trace(
@@ -129,7 +136,10 @@ pub async fn trace(
         memory: None,
         blocked_before: HashMap::new(),
         stacks: HashMap::new(),
-        model: Model::new(),
+        model: Model {
+            tap: settings.tap.clone(),
+            ..Model::new()
+        },
         notes: Vec::new(),
         go: None,
         go_probes: None,
@@ -142,6 +152,7 @@ pub async fn trace(
         stack_tops: stacktop::StackTops::default(),
         go_timers: timers::TimerReads::default(),
         shared_frames: SharedLookups::default(),
+        undecodable: Undecodable::default(),
     };
     collector
         .model
@@ -240,6 +251,7 @@ pub async fn trace(
             },
         ));
     }
+    collector.notes.extend(collector.undecodable.note());
     if let Some((elapsed, count)) = collector.slowest_snapshot {
         collector.notes.push(format!(
             "goroutines read {} times; the slowest read took {:.1} ms for {count} goroutines (the target is not paused)",
@@ -516,80 +528,65 @@ impl Collector<'_> {
         }
     }
 
+    /// Decodes what the ring buffer holds and applies it in arrival order.
     fn drain(&mut self) {
-        let mut done = Vec::new();
-        let mut others: Vec<Vec<u8>> = Vec::new();
-        let mut creations = Vec::new();
-        let mut timer_starts = Vec::new();
-        let tops = &mut self.stack_tops;
-        self.probes.drain(|bytes| {
-            if tops.record(bytes) {
-                // Kept until the record with its stack id is handled below.
-            } else if bytes.len() >= std::mem::size_of::<WaitDone>()
-                && bytes[..4] == event_kind::WAIT_DONE.to_ne_bytes()
-            {
-                // SAFETY: the record is at least a WaitDone, a repr(C) POD written by the kernel
-                // half; read_unaligned makes no alignment assumption.
-                done.push(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<WaitDone>()) });
-            } else if bytes.len() >= std::mem::size_of::<GoCreation>()
-                && bytes[..4] == event_kind::GO_CREATION.to_ne_bytes()
-            {
-                // SAFETY: as for WaitDone.
-                creations
-                    .push(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<GoCreation>()) });
-            } else if bytes.len() >= std::mem::size_of::<GoTimerStart>()
-                && bytes[..4] == event_kind::GO_TIMER_START.to_ne_bytes()
-            {
-                // SAFETY: as for WaitDone.
-                timer_starts.push(unsafe {
-                    std::ptr::read_unaligned(bytes.as_ptr().cast::<GoTimerStart>())
-                });
-            } else {
-                others.push(bytes.to_vec());
-            }
+        let mut records = Vec::new();
+        let undecodable = &mut self.undecodable;
+        self.probes.drain(|bytes| match decode::decode(bytes) {
+            Ok(record) => records.push(record),
+            Err(err) => undecodable.add(err),
         });
-        for start in &timer_starts {
-            let event = gocreation::timer_start_event(
-                start,
-                self.timer_key_is_arg,
-                self.timer_funcs_known,
-                self.probes,
-                &mut self.symbolizer,
-            );
-            self.model.apply(&event);
-        }
-        for creation in &creations {
-            let event = gocreation::creation_event(creation, self.probes, &mut self.symbolizer);
-            self.model.apply(&event);
-        }
         let mut stacks = stacktop::UserStacks {
             probes: self.probes,
             tops: &mut self.stack_tops,
             unwinder: self.unwinder.as_mut(),
             max_frames: self.settings.max_frames,
         };
-        for bytes in &others {
-            self.native
-                .record(bytes, &mut stacks, &mut self.symbolizer, &mut self.model);
-        }
-        for wait in done {
-            let user_stack = stacks
-                .get(wait.tid, wait.user_stack_id)
-                .map(|ips| self.symbolizer.user_stack(&ips));
-            let kernel_stack = self
-                .probes
-                .stack(wait.kernel_stack_id)
-                .map(|ips| self.symbolizer.kernel_stack(&ips));
-            self.model.apply(&Event::WaitDone {
-                tid: wait.tid,
-                futex_addr: wait.wait.uaddr,
-                op: wait.wait.op,
-                start_ns: wait.wait.start_ns,
-                duration_ns: wait.duration_ns,
-                ret: wait.ret,
-                user_stack,
-                kernel_stack,
-            });
+        for record in records {
+            match record {
+                // Kept until the record with its stack id comes (this drain or a later one).
+                Record::UserStackTop(top) => stacks.tops.keep(*top),
+                Record::WaitDone(wait) => {
+                    let user_stack = stacks
+                        .get(wait.tid, wait.user_stack_id)
+                        .map(|ips| self.symbolizer.user_stack(&ips));
+                    let kernel_stack = self
+                        .probes
+                        .stack(wait.kernel_stack_id)
+                        .map(|ips| self.symbolizer.kernel_stack(&ips));
+                    self.model.apply(&Event::WaitDone {
+                        tid: wait.tid,
+                        futex_addr: wait.wait.uaddr,
+                        op: wait.wait.op,
+                        start_ns: wait.wait.start_ns,
+                        duration_ns: wait.duration_ns,
+                        ret: wait.ret,
+                        user_stack,
+                        kernel_stack,
+                    });
+                }
+                Record::GoCreation(creation) => {
+                    let event =
+                        gocreation::creation_event(&creation, self.probes, &mut self.symbolizer);
+                    self.model.apply(&event);
+                }
+                Record::GoTimerStart(start) => {
+                    let event = gocreation::timer_start_event(
+                        &start,
+                        self.timer_key_is_arg,
+                        self.timer_funcs_known,
+                        self.probes,
+                        &mut self.symbolizer,
+                    );
+                    self.model.apply(&event);
+                }
+                Record::CallDone(done) => {
+                    self.native
+                        .call_done(&done, &mut stacks, &mut self.symbolizer, &mut self.model)
+                }
+                Record::ThreadExit(exit) => self.native.thread_exit(&exit, &mut self.model),
+                Record::ThreadRename(rename) => self.native.thread_rename(&rename, &mut self.model),
+            }
         }
     }
 

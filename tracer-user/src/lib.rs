@@ -13,6 +13,7 @@ pub mod collect;
 pub mod goruntime;
 pub mod model;
 pub mod procfs;
+pub mod replay;
 pub mod report;
 pub mod symbolize;
 pub mod target;

@@ -257,6 +257,45 @@ pub struct Model {
     pub epoll: epoll::EpollModel,
     pub timerfds: timerfd::Timerfds,
     pub go_timers: timers::TimerModel,
+    /// Where a recording takes every event the model applies (`leaktrace record`); none by
+    /// default.
+    pub tap: Tap,
+}
+
+/// What sees the model's input, in the order it is applied: the one place a recording is taken
+/// (`crate::replay`), so that replaying it feeds a new model exactly what this one was fed.
+pub trait EventSink: Send {
+    fn event(&mut self, event: &Event);
+    /// [`Event::Goroutines`], given by reference: the model takes the snapshot without a copy.
+    fn goroutines(&mut self, at_ns: u64, goroutines: &[goroutines::Goroutine], unreadable: usize);
+}
+
+/// A model's [`EventSink`], if any. Clones share the sink.
+#[derive(Clone, Default)]
+pub struct Tap(Option<std::sync::Arc<std::sync::Mutex<dyn EventSink>>>);
+
+impl Tap {
+    pub fn new(sink: std::sync::Arc<std::sync::Mutex<dyn EventSink>>) -> Self {
+        Tap(Some(sink))
+    }
+
+    fn with(&self, f: impl FnOnce(&mut dyn EventSink)) {
+        if let Some(sink) = &self.0 {
+            // A sink that panicked mid-write has nothing left worth protecting: keep going.
+            let mut sink = sink.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            f(&mut *sink);
+        }
+    }
+}
+
+impl std::fmt::Debug for Tap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Tap(recording)"
+        } else {
+            "Tap(none)"
+        })
+    }
 }
 
 impl Model {
@@ -272,6 +311,17 @@ impl Model {
         goroutines: Vec<goroutines::Goroutine>,
         unreadable: usize,
     ) {
+        self.tap
+            .with(|sink| sink.goroutines(at_ns, &goroutines, unreadable));
+        self.take_goroutines(at_ns, goroutines, unreadable);
+    }
+
+    fn take_goroutines(
+        &mut self,
+        at_ns: u64,
+        goroutines: Vec<goroutines::Goroutine>,
+        unreadable: usize,
+    ) {
         self.note_time(at_ns);
         let started = self.started_ns.unwrap_or(at_ns);
         self.goroutines
@@ -279,6 +329,7 @@ impl Model {
     }
 
     pub fn apply(&mut self, event: &Event) {
+        self.tap.with(|sink| sink.event(event));
         match event {
             Event::TraceStarted { at_ns } => {
                 self.started_ns = Some(*at_ns);
@@ -370,7 +421,7 @@ impl Model {
                 at_ns,
                 goroutines,
                 unreadable,
-            } => self.apply_goroutines(*at_ns, goroutines.to_vec(), *unreadable),
+            } => self.take_goroutines(*at_ns, goroutines.to_vec(), *unreadable),
             Event::Thread(event) => self.threads.apply(event),
             Event::Epoll(event) => self.epoll.apply(event),
             Event::Timerfd(event) => self.timerfds.apply(event),

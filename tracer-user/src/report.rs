@@ -10,14 +10,14 @@ mod timers;
 
 use std::fmt::Write as _;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::analyze::goroutines::{GoroutineGroup, GoroutineOverview};
 use crate::analyze::{Analysis, Candidate, CandidateDetail, CandidateKind};
 use crate::model::goroutines::is_runtime_frame;
 use crate::model::{Frame, KernelCounters, Model};
 
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct TargetInfo {
     pub pid: u32,
     pub comm: String,
@@ -28,7 +28,7 @@ pub struct TargetInfo {
     pub container: Option<crate::procfs::root::ContainerView>,
 }
 
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct TracerInfo {
     /// Peak resident memory of the tracer itself.
     pub max_rss_kb: u64,
@@ -43,7 +43,7 @@ pub struct TracerInfo {
     pub slowest_goroutine_read: Option<GoroutineRead>,
 }
 
-#[derive(Clone, Copy, Debug, Default, Serialize)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
 pub struct GoroutineRead {
     pub elapsed_ns: u64,
     pub goroutines: usize,

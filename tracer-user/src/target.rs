@@ -57,6 +57,8 @@ impl Target {
             bail!("fork failed: {}", std::io::Error::last_os_error());
         }
         if pid == 0 {
+            // SAFETY: in the child, as above: async-signal-safe calls on the pipes' fds and the
+            // argv pointers built before the fork, which outlive the exec.
             unsafe {
                 libc::close(release[1]);
                 libc::close(exec_error[0]);
@@ -148,6 +150,7 @@ impl Target {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+        // SAFETY: kill has no memory preconditions; the pid is our own unreaped child.
         unsafe { libc::kill(self.pid as i32, libc::SIGKILL) };
         while !self.has_exited() {
             std::thread::sleep(Duration::from_millis(10));
@@ -160,6 +163,7 @@ impl Drop for Target {
         // A command that never got released (tracing failed to start) must not linger.
         if let Some(child) = self.child.as_ref() {
             if child.release_fd >= 0 {
+                // SAFETY: kill has no memory preconditions; the pid is our own unreaped child.
                 unsafe { libc::kill(self.pid as i32, libc::SIGKILL) };
             }
         }
@@ -167,6 +171,7 @@ impl Drop for Target {
         if let Some(child) = self.child.as_ref() {
             for fd in [child.release_fd, child.exec_error_fd] {
                 if fd >= 0 {
+                    // SAFETY: fds this Target opened and owns; closed once, here.
                     unsafe { libc::close(fd) };
                 }
             }

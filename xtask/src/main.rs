@@ -1,7 +1,8 @@
-//! Project tasks: `cargo xtask setup | demo | test | check | bench`.
+//! Project tasks: `cargo xtask setup | demo | test | check | bench | record-fixtures`.
 //!
 //! Each task first runs scripts/setup.sh (idempotent), so a fresh machine needs nothing else.
 mod bench;
+mod recordings;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -25,8 +26,9 @@ enum Task {
     Demo,
     /// Run the whole test suite: formatting, clippy, unit and root integration tests.
     Test,
-    /// What a contributor without root can run: formatting, clippy (both halves) and the unit
-    /// tests (the model, analysis and report are pure; no probe is loaded).
+    /// What a contributor without root can run: formatting, clippy (both halves), the unit
+    /// tests and the replay of the checked-in recordings (the model, analysis and report are
+    /// pure; no probe is loaded).
     Check,
     /// Measure what tracing costs the target and the rest of the host (traced vs untraced,
     /// and untraced vs untraced for the noise floor, in the same run).
@@ -34,6 +36,10 @@ enum Task {
         /// Only the workloads whose name contains this ("Go:", "futex", "host", "goroutines").
         only: Option<String>,
     },
+    /// Re-record the checked-in recordings of fixtures (tracer-user/tests/recordings) and their
+    /// expected reports, after a change of the recording format (needs root). Checks that each
+    /// recording replays to the report its live run gave.
+    RecordFixtures,
 }
 
 fn main() -> Result<()> {
@@ -53,9 +59,16 @@ fn main() -> Result<()> {
                 .arg(root.join("scripts/setup.sh"))
                 .env("LEAKTRACE_SETUP", "build"))?;
             lint(&root)?;
+            // tests/replay.rs replays checked-in recordings: the model, analysis and report
+            // without root.
             run(Command::new("cargo")
-                .args(["test", "--lib", "--bins"])
+                .args(["test", "--lib", "--bins", "--test", "replay"])
                 .current_dir(&root))
+        }
+        Task::RecordFixtures => {
+            setup(&root)?;
+            require_root("record-fixtures")?;
+            recordings::run(&root)
         }
         Task::Bench { only } => {
             setup(&root)?;

@@ -234,7 +234,10 @@ fn starter(model: &TimerModel, timers: &[&GoTimer]) -> (String, Option<Vec<Frame
     )
 }
 
-#[allow(clippy::too_many_arguments)]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one group's facts; the finding types of issue 14 will carry them"
+)]
 fn describe(
     model: &TimerModel,
     key: &TimerGroupKey,

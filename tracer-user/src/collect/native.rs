@@ -1,9 +1,9 @@
-//! Collection for threads, epoll and timerfds: decodes their ring-buffer records into model
-//! events, reads what existed before attach from /proc, and snapshots what threads are blocked
-//! in, who waits on epoll, and the state of every open timerfd.
+//! Collection for threads, epoll and timerfds: turns their decoded ring-buffer records into
+//! model events, reads what existed before attach from /proc, and snapshots what threads are
+//! blocked in, who waits on epoll, and the state of every open timerfd.
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use tracer_common::{event_kind, fd_kind, native_call, CallDone, FdKey, ThreadExit, ThreadRename};
+use tracer_common::{fd_kind, native_call, CallDone, FdKey, ThreadExit, ThreadRename};
 
 use crate::attach::Probes;
 use crate::model::epoll::{EpollEvent, EpollWaiter, WatchedFd};
@@ -136,57 +136,37 @@ impl Native {
         }
     }
 
-    /// Decodes one ring-buffer record; false when it is not one of ours.
-    pub fn record(
+    /// A tracked call returned: its event, with the caller's stack where one was taken.
+    pub fn call_done(
         &mut self,
-        bytes: &[u8],
+        done: &CallDone,
         stacks: &mut UserStacks,
         symbolizer: &mut Symbolizer,
         model: &mut Model,
-    ) -> bool {
-        let Some(kind) = bytes
-            .get(..4)
-            .map(|b| u32::from_ne_bytes(b.try_into().unwrap()))
-        else {
-            return false;
-        };
-        match kind {
-            event_kind::CALL_DONE if bytes.len() >= size_of::<CallDone>() => {
-                // SAFETY: the record is at least a CallDone, a repr(C) POD written by the kernel
-                // half; read_unaligned makes no alignment assumption.
-                let done = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<CallDone>()) };
-                let stack = stacks
-                    .get(done.tid, done.user_stack_id)
-                    .map(|ips| symbolizer.user_stack(&ips))
-                    .unwrap_or_default();
-                if let Some(event) = self.call_event(&done, stack) {
-                    model.apply(&event);
-                }
-                true
-            }
-            event_kind::THREAD_EXIT if bytes.len() >= size_of::<ThreadExit>() => {
-                // SAFETY: as above.
-                let exit = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<ThreadExit>()) };
-                self.in_call.remove(&exit.tid);
-                model.apply(&Event::Thread(ThreadEvent::Exited {
-                    at_ns: exit.at_ns,
-                    tid: exit.tid,
-                }));
-                true
-            }
-            event_kind::THREAD_RENAME if bytes.len() >= size_of::<ThreadRename>() => {
-                // SAFETY: as above.
-                let rename =
-                    unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<ThreadRename>()) };
-                let end = rename.comm.iter().position(|&b| b == 0).unwrap_or(16);
-                model.apply(&Event::Thread(ThreadEvent::Renamed {
-                    tid: rename.tid,
-                    name: String::from_utf8_lossy(&rename.comm[..end]).into_owned(),
-                }));
-                true
-            }
-            _ => false,
+    ) {
+        let stack = stacks
+            .get(done.tid, done.user_stack_id)
+            .map(|ips| symbolizer.user_stack(&ips))
+            .unwrap_or_default();
+        if let Some(event) = self.call_event(done, stack) {
+            model.apply(&event);
         }
+    }
+
+    pub fn thread_exit(&mut self, exit: &ThreadExit, model: &mut Model) {
+        self.in_call.remove(&exit.tid);
+        model.apply(&Event::Thread(ThreadEvent::Exited {
+            at_ns: exit.at_ns,
+            tid: exit.tid,
+        }));
+    }
+
+    pub fn thread_rename(&mut self, rename: &ThreadRename, model: &mut Model) {
+        let end = rename.comm.iter().position(|&b| b == 0).unwrap_or(16);
+        model.apply(&Event::Thread(ThreadEvent::Renamed {
+            tid: rename.tid,
+            name: String::from_utf8_lossy(&rename.comm[..end]).into_owned(),
+        }));
     }
 
     fn call_event(&self, done: &CallDone, stack: Vec<Frame>) -> Option<Event> {
@@ -289,7 +269,10 @@ impl Native {
 
     /// Snapshots threads, epoll waiters, epoll statistics and timerfd states. `last` also
     /// unwinds a few threads of every creation site for the report.
-    #[allow(clippy::too_many_arguments)]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the collector's parts, lent; native collection is to be split by subsystem (issue 14)"
+    )]
     pub fn scan(
         &mut self,
         probes: &Probes,
@@ -395,7 +378,10 @@ impl Native {
         model.apply(&Event::Timerfd(TimerfdEvent::Snapshot { at_ns: now, fds }));
     }
 
-    #[allow(clippy::too_many_arguments)]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the collector's parts, lent; native collection is to be split by subsystem (issue 14)"
+    )]
     fn waiter(
         &mut self,
         tid: u32,

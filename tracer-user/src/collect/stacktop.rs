@@ -2,7 +2,7 @@
 //! `tracer_common::UserStackTop` and `RemoteUnwinder::complete_kernel_stack`).
 use std::collections::HashMap;
 
-use tracer_common::{event_kind, UserStackTop};
+use tracer_common::UserStackTop;
 
 use crate::attach::Probes;
 use crate::unwind::RemoteUnwinder;
@@ -21,21 +21,12 @@ pub struct StackTops {
 const MAX_WAITING: usize = 4096;
 
 impl StackTops {
-    /// Keeps `bytes` when it is a stack top; false when it is another record.
-    pub fn record(&mut self, bytes: &[u8]) -> bool {
-        if bytes.len() < size_of::<UserStackTop>()
-            || bytes[..4] != event_kind::USER_STACK_TOP.to_ne_bytes()
-        {
-            return false;
-        }
-        // SAFETY: the record is at least a UserStackTop, a repr(C) POD written by the kernel
-        // half; read_unaligned makes no alignment assumption.
-        let top = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<UserStackTop>()) };
+    /// Keeps a stack top for the records with its (thread, stack id).
+    pub fn keep(&mut self, top: UserStackTop) {
         if self.by_stack.len() >= MAX_WAITING {
             self.by_stack.clear();
         }
         self.by_stack.insert((top.tid, top.stack_id), top);
-        true
     }
 }
 

@@ -19,7 +19,7 @@
 use std::path::{Component, Path, PathBuf};
 
 use anyhow::{bail, Context as _, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// `path` as the target with process id `pid` names it itself (absolute, relative to its own
 /// root directory) → `/proc/PID/root/PATH`, openable from leaktrace's mount namespace. Not for
@@ -96,7 +96,7 @@ pub fn exe(pid: u32) -> PathBuf {
 
 /// What a target in a container is called there: shown when it lives in another mount or pid
 /// namespace than leaktrace.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContainerView {
     /// Its cgroup (the v2 path, or the first v1 hierarchy's when there is no v2 one), from
     /// /proc/PID/cgroup: "/system.slice/docker-1f2e….scope".

@@ -3,7 +3,7 @@
 //! tests run as root), and read the JSON report.
 //!
 //! Each test file uses part of this module only.
-#![allow(dead_code)]
+#![allow(dead_code, reason = "each test file uses part of this module")]
 
 use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
@@ -22,9 +22,9 @@ pub fn fixtures() -> PathBuf {
 /// test that cannot load its probes must fail, never pass by skipping.
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
     assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
+        euid, 0,
         "the integration tests load eBPF programs: run them as root (cargo xtask test)"
     );
 }
