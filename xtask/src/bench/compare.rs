@@ -57,8 +57,9 @@ struct Load {
 }
 
 impl Load {
-    fn per_second(&self) -> u64 {
-        (self.requests as f64 / (self.elapsed_ns.max(1) as f64 / 1e9)) as u64
+    /// Requests per second, in thousandths (a stalled server may do less than one a second).
+    fn per_second_milli(&self) -> u64 {
+        (self.requests as f64 * 1e3 / (self.elapsed_ns.max(1) as f64 / 1e9)) as u64
     }
 }
 
@@ -212,17 +213,32 @@ fn observe_load(tools: &Tools, row: Row, server: &Server, result: &mut Results) 
 }
 
 /// Pulls `url` with curl, one pull a second, never two at once (a dump that takes longer than
-/// a second delays the next); returns each pull's duration (ns).
+/// a second delays the next); returns each completed pull's duration (ns). A pull still going
+/// when the load ends is stopped, not waited for.
 fn pull_every_second(url: &str, stop: &AtomicBool) -> Result<Vec<u64>> {
     let mut took = Vec::new();
     while !stop.load(Ordering::Relaxed) {
         let start = Instant::now();
-        let output = Command::new("curl")
+        let mut curl = Command::new("curl")
             .args(["-sS", "-o", "/dev/null", "-w", "%{http_code}", url])
-            .output()
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
             .context("cannot run curl")?;
+        let status = loop {
+            if let Some(status) = curl.try_wait()? {
+                break status;
+            }
+            if stop.load(Ordering::Relaxed) {
+                let _ = curl.kill();
+                let _ = curl.wait();
+                return Ok(took);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let output = curl.wait_with_output()?;
         let code = String::from_utf8_lossy(&output.stdout);
-        if !output.status.success() || code.trim() != "200" {
+        if !status.success() || code.trim() != "200" {
             bail!(
                 "curl {url}: HTTP {code} {}",
                 String::from_utf8_lossy(&output.stderr).trim()
@@ -326,12 +342,16 @@ impl Offcputime {
         let stdout = child.stdout.take().context("stdout")?;
         let mut stderr = child.stderr.take().context("stderr")?;
         let (lines, attached) = mpsc::channel();
-        std::thread::spawn(move || {
+        // Everything it printed on stdout, for when it fails (libbcc says why there).
+        let printed = std::thread::spawn(move || {
+            let mut printed = Vec::new();
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if line.starts_with("Tracing") {
                     let _ = lines.send(());
                 }
+                printed.push(line);
             }
+            printed
         });
         match attached.recv_timeout(Duration::from_secs(60)) {
             Ok(()) => {
@@ -342,7 +362,8 @@ impl Offcputime {
             Err(_) => {
                 let _ = child.kill();
                 let status = child.wait()?;
-                let mut text = String::new();
+                let mut text = printed.join().unwrap_or_default().join("\n");
+                text.push('\n');
                 let _ = stderr.read_to_string(&mut text);
                 // bcc's own messages, without the Python traceback around them.
                 let said: Vec<&str> = text
@@ -371,7 +392,7 @@ impl Offcputime {
 }
 
 fn print_table(tools: &Tools, results: &[Results]) {
-    let base = median(results[0].loads.iter().map(Load::per_second)).max(1);
+    let base = median(results[0].loads.iter().map(Load::per_second_milli)).max(1);
     println!("| row | requests/s | throughput vs untraced | p50 | p99 | max | notes |");
     println!("|---|---|---|---|---|---|---|");
     for (row, result) in ROWS.iter().zip(results) {
@@ -399,7 +420,7 @@ fn print_table(tools: &Tools, results: &[Results]) {
             println!("| {name} | | | | | | not run: this leaktrace has no `--detail` flag |");
             continue;
         }
-        let per_second = median(result.loads.iter().map(Load::per_second));
+        let per_second = median(result.loads.iter().map(Load::per_second_milli));
         let p50 = median(result.loads.iter().map(|l| l.p50_ns));
         let p99 = median(result.loads.iter().map(|l| l.p99_ns));
         let max = result.loads.iter().map(|l| l.max_ns).max().unwrap_or(0);
@@ -419,7 +440,8 @@ fn print_table(tools: &Tools, results: &[Results]) {
             String::new()
         };
         println!(
-            "| {name} | {per_second} | ×{:.3} | {} | {} | {} | {note} |",
+            "| {name} | {:.1} | ×{:.3} | {} | {} | {} | {note} |",
+            per_second as f64 / 1e3,
             per_second as f64 / base as f64,
             millis(p50),
             millis(p99),
