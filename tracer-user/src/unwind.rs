@@ -26,6 +26,9 @@ use crate::goruntime::pclntab::{GoFrameLayout, LineTable};
 /// How far above the stack pointer to look for a saved frame pointer: deeper than the locals of
 /// any sane frame, shallow enough that a miss costs one small read.
 const FRAME_POINTER_SCAN_BYTES: u64 = 4096;
+/// CFI rows kept (about 48 bytes each): more distinct pcs than a program's call sites in
+/// stacks we unwind; past it the cache starts over rather than grow.
+const MAX_CACHED_ROWS: usize = 1 << 16;
 
 /// The registers of a thread as the kernel shows them while it is in a syscall.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +76,10 @@ pub struct RemoteUnwinder {
     /// Unwind tables per mapped file; None when a file has none or cannot be read, so that it is
     /// tried once only.
     modules: HashMap<FileKey, Option<Module>>,
+    /// CFI rows already evaluated, by file and address in it: a row is a pure function of the
+    /// file, and the same few call sites (a thread-creation site, a wait loop) are unwound over
+    /// and over, each evaluation a search of .eh_frame_hdr and a run of the FDE's program.
+    rows: HashMap<(FileKey, u64), Option<CfiRow>>,
     ctx: UnwindContext<usize>,
     /// While completing a stack the kernel took: the copy of its top (address of the first
     /// word, words). Stack reads are then served from it only, never from the live stack, which
@@ -94,6 +101,7 @@ impl RemoteUnwinder {
             mem,
             maps,
             modules: HashMap::new(),
+            rows: HashMap::new(),
             ctx: UnwindContext::new(),
             captured: None,
             go: None,
@@ -404,14 +412,23 @@ impl RemoteUnwinder {
         let mapping = self.mapping(pc).filter(|m| m.executable)?;
         let key = mapping.file?;
         let file_offset = pc - mapping.start + mapping.offset;
-        let opened = mapping.file_path(self.pid);
-        let module = self
-            .modules
-            .entry(key)
-            .or_insert_with(|| opened.and_then(|path| Module::load(&path).ok()))
-            .as_ref()?;
+        // Finding the file costs a stat of /proc/PID/map_files: only on a module's first use.
+        let opened = (!self.modules.contains_key(&key)).then(|| mapping.file_path(self.pid));
+        if let Some(opened) = opened {
+            let module = opened.and_then(|path| Module::load(&path).ok());
+            self.modules.insert(key, module);
+        }
+        let module = self.modules.get(&key)?.as_ref()?;
         let address = module.address_of_file_offset(file_offset)?;
-        module.row(&mut self.ctx, address)
+        if let Some(row) = self.rows.get(&(key, address)) {
+            return *row;
+        }
+        let row = module.row(&mut self.ctx, address);
+        if self.rows.len() >= MAX_CACHED_ROWS {
+            self.rows.clear();
+        }
+        self.rows.insert((key, address), row);
+        row
     }
 
     fn read_u64(&self, addr: u64) -> Option<u64> {

@@ -13,6 +13,8 @@ use std::process::{Command, Stdio};
 
 use anyhow::{bail, Context as _, Result};
 
+mod compare;
+
 /// Runs of each variant; the median is reported.
 const REPETITIONS: usize = 7;
 
@@ -159,8 +161,8 @@ fn print_ratios(workload: &Workload, untraced: &[Run], again: &[Run], traced: &[
     with
 }
 
-/// Runs every workload whose name contains `only` (all when None; "host" and "goroutines"
-/// select those parts).
+/// Runs every workload whose name contains `only` (all when None; "host", "goroutines" and
+/// "compare" select those parts).
 pub fn run(leaktrace: &Path, root: &Path, work: &Path, only: Option<&str>) -> Result<()> {
     let fixtures = &root.join("tracer-user/tests/fixtures");
     let wanted = |name: &str| only.is_none_or(|only| name.contains(only));
@@ -200,6 +202,9 @@ pub fn run(leaktrace: &Path, root: &Path, work: &Path, only: Option<&str>) -> Re
     }
     if wanted("goroutines") {
         goroutine_snapshot(leaktrace, root, work)?;
+    }
+    if wanted("compare") {
+        compare::run(leaktrace, root, work)?;
     }
     Ok(())
 }
