@@ -26,8 +26,9 @@ use crate::{attach, procfs};
 /// Statuses of targets gone, kept for a follow-up process with the same comm and executable
 /// (a restart): at most this many.
 const KEPT_HISTORIES: usize = 64;
-/// How long the targets' tasks get to drop their probes after a SIGTERM.
-const STOP_GRACE: Duration = Duration::from_secs(3);
+/// How long the targets' tasks get to drop their probes after a SIGTERM (they drop them at
+/// once, in about 3 s; the runtime waits for drops still going after this).
+const STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// What every target's task needs.
 struct Context {
@@ -225,12 +226,21 @@ async fn watch_target(context: Rc<Context>, found: Found) -> End {
         Ok(target) => target,
         Err(err) => return failed(&context, pid, "exited at attach", &err),
     };
-    let mut probes = match attach::Probes::load(pid, context.stack_after_ns) {
+    // Loading and dropping probes take the kernel a while (tracepoints are registered and
+    // unregistered one by one, each waiting for an RCU grace period: about 3 s to drop one
+    // target's): done on the blocking pool, so that the other targets' traces and the HTTP
+    // server go on meanwhile, and all targets' probes are dropped at once on a stop.
+    let stack_after_ns = context.stack_after_ns;
+    let loaded = tokio::task::spawn_blocking(move || attach::Probes::load(pid, stack_after_ns))
+        .await
+        .unwrap_or_else(|err| Err(anyhow::anyhow!("loading the probes panicked: {err}")));
+    let mut probes = match loaded {
         Ok(probes) => probes,
         Err(err) => return failed(&context, pid, "probes not loaded", &err),
     };
     let container = procfs::root::container_view(pid);
     if procfs::is_gone(pid) {
+        let _ = tokio::task::spawn_blocking(move || drop(probes)).await;
         return failed(
             &context,
             pid,
@@ -348,7 +358,7 @@ async fn watch_target(context: Rc<Context>, found: Found) -> End {
         }
     };
     // Detach before anything else.
-    drop(probes);
+    let _ = tokio::task::spawn_blocking(move || drop(probes)).await;
     lock(&context.state).targets.remove(&pid);
     if end == End::Exited {
         eprintln!("leaktrace agent: pid {pid} ({}) exited", info.comm);
@@ -382,3 +392,4 @@ fn log_changes(pid: u32, comm: &str, tracked: &[Tracked]) {
         }
     }
 }
+
