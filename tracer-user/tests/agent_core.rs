@@ -66,9 +66,16 @@ impl Agent {
         stream
             .set_read_timeout(Some(Duration::from_secs(20)))
             .unwrap();
-        write!(stream, "GET {path} HTTP/1.0\r\nHost: {}\r\n\r\n", self.address).unwrap();
+        write!(
+            stream,
+            "GET {path} HTTP/1.0\r\nHost: {}\r\n\r\n",
+            self.address
+        )
+        .unwrap();
         let mut response = String::new();
-        stream.read_to_string(&mut response).expect("read the response");
+        stream
+            .read_to_string(&mut response)
+            .expect("read the response");
         let (head, body) = response
             .split_once("\r\n\r\n")
             .unwrap_or_else(|| panic!("not an HTTP response: {response:?}"));
@@ -87,7 +94,12 @@ impl Agent {
     }
 
     /// Polls /metrics until `ready` holds (or `within` passes: panics with the last page).
-    fn metrics_when(&self, within: Duration, what: &str, ready: impl Fn(&Metrics) -> bool) -> Metrics {
+    fn metrics_when(
+        &self,
+        within: Duration,
+        what: &str,
+        ready: impl Fn(&Metrics) -> bool,
+    ) -> Metrics {
         let deadline = Instant::now() + within;
         loop {
             let metrics = self.metrics();
@@ -139,7 +151,10 @@ impl Metrics {
     /// The Prometheus text format's sample lines (`name{k="v",...} value`).
     fn parse(text: &str) -> Metrics {
         let mut samples = Vec::new();
-        for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+        for line in text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+        {
             let (series, value) = line.rsplit_once(' ').expect("a sample line");
             let value: f64 = value.parse().unwrap_or_else(|_| panic!("value in {line}"));
             let (name, labels) = match series.split_once('{') {
@@ -287,7 +302,11 @@ fn thread_leak_size(m: &Metrics, pid: &str) -> Option<(f64, String, String)> {
         .find(|status| {
             m.value(
                 "leaktrace_candidate_status",
-                &[("pid", pid), ("fingerprint", &fingerprint), ("status", status)],
+                &[
+                    ("pid", pid),
+                    ("fingerprint", &fingerprint),
+                    ("status", status),
+                ],
             ) == Some(1.0)
         })
         .expect("one status is 1")
@@ -395,8 +414,18 @@ fn a_thread_leak_is_new_then_growing_and_the_fixed_twin_has_no_candidate() {
             "{kind}"
         );
     }
-    assert!(second.value("leaktrace_agent_cpu_seconds_total", &[]).unwrap() > 0.0);
-    assert!(second.value("leaktrace_agent_resident_memory_bytes", &[]).unwrap() > 1e6);
+    assert!(
+        second
+            .value("leaktrace_agent_cpu_seconds_total", &[])
+            .unwrap()
+            > 0.0
+    );
+    assert!(
+        second
+            .value("leaktrace_agent_resident_memory_bytes", &[])
+            .unwrap()
+            > 1e6
+    );
 
     // /report: the same candidate in full; text too; unknown pids are 404.
     let (code, json) = agent.get(&format!("/report?pid={leak_pid}&format=json"));
@@ -412,7 +441,10 @@ fn a_thread_leak_is_new_then_growing_and_the_fixed_twin_has_no_candidate() {
     );
     let (code, text) = agent.get(&format!("/report?pid={leak_pid}"));
     assert_eq!(code, 200);
-    assert!(text.contains("thread_leak") && text.contains("spawn_leaky_task"), "{text}");
+    assert!(
+        text.contains("thread_leak") && text.contains("spawn_leaky_task"),
+        "{text}"
+    );
     let (code, text) = agent.get("/report?pid=4000000000");
     assert_eq!(code, 404, "{text}");
     assert!(text.contains("not watched"), "{text}");
@@ -420,7 +452,10 @@ fn a_thread_leak_is_new_then_growing_and_the_fixed_twin_has_no_candidate() {
     assert_eq!(code, 400);
     let (code, index) = agent.get("/");
     assert_eq!(code, 200);
-    assert!(index.contains(&format!("/report?pid={leak_pid}")), "{index}");
+    assert!(
+        index.contains(&format!("/report?pid={leak_pid}")),
+        "{index}"
+    );
 
     // --report-keep 2: after a third interval, two reports of each target remain.
     agent.metrics_when(Duration::from_secs(60), "a third interval", |m| {
@@ -474,7 +509,10 @@ fn the_agent_goes_on_when_its_target_exits_mid_interval() {
     // Picked up means probes are being loaded: wait until they are attached.
     let deadline = Instant::now() + Duration::from_secs(30);
     while held_ids(agent.child.id()).1.len() < 20 {
-        assert!(Instant::now() < deadline, "the agent never attached its probes");
+        assert!(
+            Instant::now() < deadline,
+            "the agent never attached its probes"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let (code, text) = agent.get(&format!("/report?pid={pid}"));

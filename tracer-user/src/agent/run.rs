@@ -30,6 +30,9 @@ const KEPT_HISTORIES: usize = 64;
 /// once, in about 3 s; the runtime waits for drops still going after this).
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
+/// What identifies a followed process across restarts: its comm and executable.
+type FollowKey = (String, String);
+
 /// What every target's task needs.
 struct Context {
     settings: Settings,
@@ -40,7 +43,7 @@ struct Context {
     state: SharedState,
     stop: watch::Receiver<bool>,
     /// By (comm, exe): the statuses of a target that went, for the process that replaces it.
-    histories: std::cell::RefCell<Vec<((String, String), Vec<Tracked>)>>,
+    histories: std::cell::RefCell<Vec<(FollowKey, Vec<Tracked>)>>,
 }
 
 /// How a target's task ended.
@@ -58,11 +61,7 @@ enum End {
 /// unreadable --ignore file, an unusable --report-dir, no privileges, an address it cannot
 /// listen on.
 pub fn run(args: &AgentArgs) -> Result<()> {
-    let ignore = args
-        .ignore
-        .as_deref()
-        .map(IgnoreRules::load)
-        .transpose()?;
+    let ignore = args.ignore.as_deref().map(IgnoreRules::load).transpose()?;
     if let Some(dir) = &args.report_dir {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create the report directory {}", dir.display()))?;
@@ -103,11 +102,10 @@ async fn agent(args: &AgentArgs, ignore: Option<IgnoreRules>) -> Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let server = {
         let mut stop = stop_rx.clone();
-        let serve = axum::serve(listener, http::router(state.clone())).with_graceful_shutdown(
-            async move {
+        let serve =
+            axum::serve(listener, http::router(state.clone())).with_graceful_shutdown(async move {
                 let _ = stop.wait_for(|stop| *stop).await;
-            },
-        );
+            });
         tokio::spawn(async move { serve.await })
     };
     eprintln!(
@@ -198,9 +196,18 @@ async fn agent(args: &AgentArgs, ignore: Option<IgnoreRules>) -> Result<()> {
 
 /// The selectors as the user wrote them.
 fn describe(selectors: &Selectors) -> Vec<String> {
-    let mut out: Vec<String> = selectors.pids.iter().map(|p| format!("--pid {p}")).collect();
+    let mut out: Vec<String> = selectors
+        .pids
+        .iter()
+        .map(|p| format!("--pid {p}"))
+        .collect();
     out.extend(selectors.comms.iter().map(|c| format!("--comm {c}")));
-    out.extend(selectors.exes.iter().map(|e| format!("--exe {}", e.display())));
+    out.extend(
+        selectors
+            .exes
+            .iter()
+            .map(|e| format!("--exe {}", e.display())),
+    );
     out.extend(selectors.cgroups.iter().map(|c| format!("--cgroup {c}")));
     if selectors.all_go {
         out.push("--all-go".into());
@@ -392,4 +399,3 @@ fn log_changes(pid: u32, comm: &str, tracked: &[Tracked]) {
         }
     }
 }
-
