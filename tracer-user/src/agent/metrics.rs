@@ -591,9 +591,8 @@ mod tests {
         assert!(kinds.contains(
             &"leaktrace_leak_candidates{pid=\"42\",comm=\"srv\",kind=\"thread_leak\"} 1"
         ));
-        assert!(kinds.contains(
-            &"leaktrace_leak_candidates{pid=\"42\",comm=\"srv\",kind=\"deadlock\"} 0"
-        ));
+        assert!(kinds
+            .contains(&"leaktrace_leak_candidates{pid=\"42\",comm=\"srv\",kind=\"deadlock\"} 0"));
         // Not a Go target: no goroutine or Go timer series at all.
         assert!(lines(&text, "leaktrace_goroutines").is_empty());
         assert!(lines(&text, "leaktrace_go_timers_pending").is_empty());
@@ -638,7 +637,8 @@ mod tests {
         );
         assert!(text
             .lines()
-            .any(|l| l == "leaktrace_leak_candidates{pid=\"42\",comm=\"srv\",kind=\"futex_wait\"} 25"));
+            .any(|l| l
+                == "leaktrace_leak_candidates{pid=\"42\",comm=\"srv\",kind=\"futex_wait\"} 25"));
     }
 
     #[test]
@@ -677,9 +677,9 @@ mod tests {
         });
         let text = exposition(&r);
         assert!(text.contains("\"wait_a\"") && !text.contains("\"wait_b\""));
-        assert!(text
-            .lines()
-            .any(|l| l == "leaktrace_leak_candidates{pid=\"42\",comm=\"srv\",kind=\"futex_wait\"} 1"));
+        assert!(text.lines().any(
+            |l| l == "leaktrace_leak_candidates{pid=\"42\",comm=\"srv\",kind=\"futex_wait\"} 1"
+        ));
     }
 
     #[test]

@@ -44,6 +44,9 @@ struct Context {
     stop: watch::Receiver<bool>,
     /// By (comm, exe): the statuses of a target that went, for the process that replaces it.
     histories: std::cell::RefCell<Vec<(FollowKey, Vec<Tracked>)>>,
+    /// By selector: followed processes that exited and were not replaced yet (a new process
+    /// of the selector picked up then is a restart).
+    gone: std::cell::RefCell<HashMap<String, u64>>,
 }
 
 /// How a target's task ended.
@@ -128,12 +131,11 @@ async fn agent(args: &AgentArgs, ignore: Option<IgnoreRules>) -> Result<()> {
         state: state.clone(),
         stop: stop_rx,
         histories: Default::default(),
+        gone: Default::default(),
     });
-    let mut tasks: HashMap<u32, (String, JoinHandle<End>)> = HashMap::new();
+    let mut tasks: HashMap<u32, JoinHandle<End>> = HashMap::new();
     // Pids that could not be traced: not tried again while they live.
     let mut failed: BTreeSet<u32> = BTreeSet::new();
-    // By selector: followed processes that exited and were not replaced yet.
-    let mut gone: HashMap<String, u64> = HashMap::new();
     let mut rescan = interval(args.rescan);
     rescan.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
@@ -145,19 +147,13 @@ async fn agent(args: &AgentArgs, ignore: Option<IgnoreRules>) -> Result<()> {
         // The tasks that ended since the last rescan: an exited followed process may be replaced now.
         let finished: Vec<u32> = tasks
             .iter()
-            .filter(|(_, (_, task))| task.is_finished())
+            .filter(|(_, task)| task.is_finished())
             .map(|(&pid, _)| pid)
             .collect();
         for pid in finished {
-            let (selector, task) = tasks.remove(&pid).expect("listed above");
-            match task.await.unwrap_or(End::Failed) {
-                End::Exited if !selector.starts_with("pid=") => {
-                    *gone.entry(selector).or_default() += 1;
-                }
-                End::Failed => {
-                    failed.insert(pid);
-                }
-                _ => {}
+            let task = tasks.remove(&pid).expect("listed above");
+            if task.await.unwrap_or(End::Failed) == End::Failed {
+                failed.insert(pid);
             }
         }
         failed.retain(|&pid| !procfs::is_gone(pid));
@@ -165,24 +161,28 @@ async fn agent(args: &AgentArgs, ignore: Option<IgnoreRules>) -> Result<()> {
             if tasks.contains_key(&found.pid) || failed.contains(&found.pid) {
                 continue;
             }
-            if let Some(waiting) = gone.get_mut(&found.selector).filter(|n| **n > 0) {
+            if let Some(waiting) = context
+                .gone
+                .borrow_mut()
+                .get_mut(&found.selector)
+                .filter(|n| **n > 0)
+            {
                 *waiting -= 1;
                 *lock(&state)
                     .restarts
                     .entry(found.selector.clone())
                     .or_default() += 1;
             }
-            let selector = found.selector.clone();
             let pid = found.pid;
             let task = tokio::task::spawn_local(watch_target(context.clone(), found));
-            tasks.insert(pid, (selector, task));
+            tasks.insert(pid, task);
         }
     }
 
     eprintln!("leaktrace agent: stopping; detaching every probe");
     let _ = stop_tx.send(true);
     let waiting = async {
-        for (_, (_, task)) in tasks.drain() {
+        for (_, task) in tasks.drain() {
             let _ = task.await;
         }
     };
@@ -364,21 +364,30 @@ async fn watch_target(context: Rc<Context>, found: Found) -> End {
             EndReason::Interrupted => break End::Stopped,
         }
     };
-    // Detach before anything else.
-    let _ = tokio::task::spawn_blocking(move || drop(probes)).await;
+    // The target is gone for the metrics and the rescans at once; the probes take a while.
     lock(&context.state).targets.remove(&pid);
     if end == End::Exited {
         eprintln!("leaktrace agent: pid {pid} ({}) exited", info.comm);
-    }
-    let mut histories = context.histories.borrow_mut();
-    tracked.retain(|t| t.status != Status::Resolved);
-    if !tracked.is_empty() {
-        histories.retain(|(k, _)| *k != key);
-        if histories.len() >= KEPT_HISTORIES {
-            histories.remove(0);
+        if !found.selector.starts_with("pid=") {
+            *context
+                .gone
+                .borrow_mut()
+                .entry(found.selector.clone())
+                .or_default() += 1;
         }
-        histories.push((key, tracked));
     }
+    {
+        let mut histories = context.histories.borrow_mut();
+        tracked.retain(|t| t.status != Status::Resolved);
+        if !tracked.is_empty() {
+            histories.retain(|(k, _)| *k != key);
+            if histories.len() >= KEPT_HISTORIES {
+                histories.remove(0);
+            }
+            histories.push((key, tracked));
+        }
+    }
+    let _ = tokio::task::spawn_blocking(move || drop(probes)).await;
     end
 }
 
