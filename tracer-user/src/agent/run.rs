@@ -330,8 +330,12 @@ async fn watch_target(context: Rc<Context>, found: Found) -> End {
         let end = outcome.end;
         drop(outcome);
 
-        tracked = status::transition(&tracked, metrics::groups_of(&report));
-        log_changes(pid, &info.comm, &tracked);
+        // The interval a target exited in shows its threads gone, not its leaks resolved: the
+        // statuses stay as they were, for a process that replaces it.
+        if end != EndReason::TargetExited {
+            tracked = status::transition(&tracked, metrics::groups_of(&report));
+            log_changes(pid, &info.comm, &tracked);
+        }
         series.intervals += 1;
         series.lost_events = report.lost_events;
         series.last = Some(metrics::interval_series(
@@ -397,8 +401,20 @@ fn log_changes(pid: u32, comm: &str, tracked: &[Tracked]) {
         let g = &t.group;
         match t.status {
             Status::New => eprintln!(
-                "leaktrace agent: pid {pid} ({comm}): new {} {} ({} member(s), blocked in {}, created in {})",
-                g.kind, g.fingerprint, g.size, g.blocking_function, g.creation_function
+                "leaktrace agent: pid {pid} ({comm}): new {} {} ({} member(s){}{})",
+                g.kind,
+                g.fingerprint,
+                g.size,
+                if g.blocking_function.is_empty() {
+                    String::new()
+                } else {
+                    format!(", blocked in {}", g.blocking_function)
+                },
+                if g.creation_function.is_empty() {
+                    String::new()
+                } else {
+                    format!(", created in {}", g.creation_function)
+                },
             ),
             Status::Resolved => eprintln!(
                 "leaktrace agent: pid {pid} ({comm}): resolved {} {}",
