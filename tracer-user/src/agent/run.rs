@@ -123,6 +123,7 @@ async fn agent(args: &AgentArgs, ignore: Option<IgnoreRules>) -> Result<()> {
             duration: Some(args.interval),
             min_blocked_ns: args.min_blocked.as_nanos() as u64,
             max_frames: args.max_frames as usize,
+            status_line: false,
         },
         stack_after_ns: args.stack_after.as_nanos() as u64,
         ignore,
