@@ -28,6 +28,7 @@ pub fn run(mut cli: Cli) -> Result<()> {
             return trace(cli, Some(&recording));
         }
         Some(Command::Report(args)) => return report_recording(&args),
+        Some(Command::Agent(args)) => return crate::agent::run::run(&args),
         None => {}
     }
     trace(cli, None)
@@ -85,6 +86,7 @@ fn trace(cli: Cli, recording: Option<&std::path::Path>) -> Result<()> {
         min_blocked_ns: cli.min_blocked.as_nanos() as u64,
         max_frames: cli.max_frames as usize,
         tap: recorder.as_ref().map(Recorder::tap).unwrap_or_default(),
+        status_line: true,
     };
     if let Some(recorder) = &recorder {
         recorder
@@ -178,6 +180,49 @@ struct Traced<'a> {
     reported_wait_sites: usize,
 }
 
+/// The report of one agent interval: the same analysis as a one-shot trace's ([`report_of`]),
+/// with leaktrace's own resource use, `notes` (the probes', the target's, the trace's) and the
+/// `--ignore` rules applied.
+pub fn build_report(
+    info: TargetInfo,
+    probes: Vec<String>,
+    mut notes: Vec<String>,
+    outcome: &collect::Outcome,
+    min_blocked_ns: u64,
+    ignore: Option<&IgnoreRules>,
+) -> Report {
+    if outcome.end == EndReason::Interrupted {
+        notes.push("interrupted: reporting what was seen until then".into());
+    }
+    report_of(
+        Traced {
+            model: &outcome.model,
+            target: info,
+            started_ns: outcome.started_ns,
+            ended_ns: outcome.ended_ns,
+            end: outcome.end,
+            min_blocked_ns,
+            reported_wait_sites: REPORTED_WAIT_SITES,
+        },
+        || {
+            let usage = own_usage();
+            TracerInfo {
+                max_rss_kb: usage.ru_maxrss as u64,
+                cpu_ns: cpu_ns(&usage.ru_utime) + cpu_ns(&usage.ru_stime),
+                probes,
+                notes,
+                slowest_goroutine_read: outcome.slowest_goroutine_read.map(
+                    |(elapsed, goroutines)| GoroutineRead {
+                        elapsed_ns: elapsed.as_nanos() as u64,
+                        goroutines,
+                    },
+                ),
+            }
+        },
+        ignore,
+    )
+}
+
 /// Analyses and renders: the one path from a model to a report, so that a replay renders what
 /// the live run rendered.
 fn render(
@@ -186,6 +231,21 @@ fn render(
     format: Format,
     ignore: Option<&IgnoreRules>,
 ) -> Result<Vec<u8>> {
+    let model = traced.model;
+    let mut report = report_of(traced, tracer, ignore);
+    if matches!(format, Format::Goroutines | Format::Pprof) {
+        report.keep_goroutine_snapshot(model);
+    }
+    report.render(format)
+}
+
+/// The analysis of a traced model (live, replayed or an agent interval) made into a report,
+/// `--ignore` rules applied: the one place a model becomes a report.
+fn report_of(
+    traced: Traced,
+    tracer: impl FnOnce() -> TracerInfo,
+    ignore: Option<&IgnoreRules>,
+) -> Report {
     let analysis = analyze::analyze(
         traced.model,
         traced.ended_ns,
@@ -204,10 +264,7 @@ fn render(
     if let Some(rules) = ignore {
         report.apply_ignore_rules(rules);
     }
-    if matches!(format, Format::Goroutines | Format::Pprof) {
-        report.keep_goroutine_snapshot(traced.model);
-    }
-    report.render(format)
+    report
 }
 
 /// `leaktrace report FILE`: the report of a recording.
@@ -265,7 +322,7 @@ fn write_out(file: Option<File>, path: Option<&std::path::Path>, bytes: &[u8]) -
 }
 
 /// leaktrace's own resource use so far (`getrusage(RUSAGE_SELF)`: peak RSS in KiB, CPU time).
-fn own_usage() -> libc::rusage {
+pub fn own_usage() -> libc::rusage {
     // SAFETY: getrusage fills the struct; all zeroes is a valid rusage (plain integers).
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     // SAFETY: as above; RUSAGE_SELF is always valid.
@@ -273,6 +330,6 @@ fn own_usage() -> libc::rusage {
     usage
 }
 
-fn cpu_ns(time: &libc::timeval) -> u64 {
+pub fn cpu_ns(time: &libc::timeval) -> u64 {
     time.tv_sec as u64 * 1_000_000_000 + time.tv_usec as u64 * 1_000
 }
