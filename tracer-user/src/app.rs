@@ -19,6 +19,9 @@ pub fn run(cli: Cli) -> Result<()> {
     if let Some(Command::Diff { old, new }) = &cli.subcommand {
         return write_out(None, None, crate::report::diff::run(old, new)?.as_bytes());
     }
+    if let Some(Command::Agent(args)) = &cli.subcommand {
+        return crate::agent::run::run(args);
+    }
     let format = cli.report_format();
     // Bad rules fail before tracing, with the line.
     let ignore = cli
@@ -78,15 +81,41 @@ pub fn run(cli: Cli) -> Result<()> {
     let attached = std::mem::take(&mut probes.attached);
     // Detach before anything else can go wrong.
     drop(probes);
+    target.stop_started_command();
+
+    let mut report = build_report(
+        info,
+        attached,
+        notes,
+        &outcome,
+        settings.min_blocked_ns,
+        ignore.as_ref(),
+    );
+    if matches!(format, Format::Goroutines | Format::Pprof) {
+        report.keep_goroutine_snapshot(&outcome.model);
+    }
+    let rendered = report.render(format)?;
+    write_out(output, cli.output.as_deref(), &rendered)
+}
+
+/// The report of one trace (or one agent interval): analysis of `outcome`'s model, leaktrace's
+/// own resource use, `notes` (the probes', the target's, the trace's) and the `--ignore` rules
+/// applied. One function for the one-shot trace and the agent, so both report the same.
+pub fn build_report(
+    info: TargetInfo,
+    probes: Vec<String>,
+    mut notes: Vec<String>,
+    outcome: &collect::Outcome,
+    min_blocked_ns: u64,
+    ignore: Option<&crate::report::ignore::IgnoreRules>,
+) -> Report {
     if outcome.end == EndReason::Interrupted {
         notes.push("interrupted: reporting what was seen until then".into());
     }
-    target.stop_started_command();
-
     let analysis = analyze::analyze(
         &outcome.model,
         outcome.ended_ns,
-        settings.min_blocked_ns,
+        min_blocked_ns,
         REPORTED_WAIT_SITES,
     );
     let usage = own_usage();
@@ -95,7 +124,7 @@ pub fn run(cli: Cli) -> Result<()> {
         TracerInfo {
             max_rss_kb: usage.ru_maxrss as u64,
             cpu_ns: cpu_ns(&usage.ru_utime) + cpu_ns(&usage.ru_stime),
-            probes: attached,
+            probes,
             notes,
             slowest_goroutine_read: outcome.slowest_goroutine_read.map(|(elapsed, goroutines)| {
                 GoroutineRead {
@@ -108,16 +137,12 @@ pub fn run(cli: Cli) -> Result<()> {
         &outcome.model,
         outcome.ended_ns.saturating_sub(outcome.started_ns),
         outcome.end == EndReason::TargetExited,
-        settings.min_blocked_ns,
+        min_blocked_ns,
     );
-    if let Some(rules) = &ignore {
+    if let Some(rules) = ignore {
         report.apply_ignore_rules(rules);
     }
-    if matches!(format, Format::Goroutines | Format::Pprof) {
-        report.keep_goroutine_snapshot(&outcome.model);
-    }
-    let rendered = report.render(format)?;
-    write_out(output, cli.output.as_deref(), &rendered)
+    report
 }
 
 fn write_out(file: Option<File>, path: Option<&std::path::Path>, bytes: &[u8]) -> Result<()> {
@@ -132,13 +157,14 @@ fn write_out(file: Option<File>, path: Option<&std::path::Path>, bytes: &[u8]) -
 }
 
 /// leaktrace's own resource use so far (`getrusage(RUSAGE_SELF)`: peak RSS in KiB, CPU time).
-fn own_usage() -> libc::rusage {
+pub fn own_usage() -> libc::rusage {
     // SAFETY: getrusage fills the struct.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
     usage
 }
 
-fn cpu_ns(time: &libc::timeval) -> u64 {
+/// A `getrusage` time in nanoseconds.
+pub fn cpu_ns(time: &libc::timeval) -> u64 {
     time.tv_sec as u64 * 1_000_000_000 + time.tv_usec as u64 * 1_000
 }

@@ -66,6 +66,96 @@ pub enum Command {
         /// The later report.
         new: PathBuf,
     },
+    /// Stay running as an agent: trace every process the selectors name (picking up new ones
+    /// and dropping gone ones), in consecutive intervals, and serve what each interval found
+    /// to Prometheus at /metrics and as full reports at /report?pid=N.
+    ///
+    /// Example: sudo leaktrace agent --listen 127.0.0.1:9464 --comm server --interval 30s
+    Agent(Box<AgentArgs>),
+}
+
+/// `leaktrace agent`'s options (see `agent` for what they do).
+#[derive(Debug, Clone, clap::Args)]
+#[command(group(
+    clap::ArgGroup::new("selectors")
+        .required(true)
+        .multiple(true)
+        .args(["pid", "comm", "exe", "cgroup", "all_go"])
+))]
+pub struct AgentArgs {
+    /// Serve /metrics (Prometheus text format), /report?pid=N and / here.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9464")]
+    pub listen: std::net::SocketAddr,
+
+    /// Watch this process while it lives (repeatable).
+    #[arg(long, value_name = "PID")]
+    pub pid: Vec<u32>,
+
+    /// Watch processes named NAME (/proc/PID/comm), following restarts (repeatable).
+    #[arg(long, value_name = "NAME")]
+    pub comm: Vec<String>,
+
+    /// Watch processes running this executable, following restarts (repeatable).
+    #[arg(long, value_name = "PATH")]
+    pub exe: Vec<PathBuf>,
+
+    /// Watch the processes of this cgroup (v2 path as in /proc/PID/cgroup) and below, e.g. a
+    /// container or pod (repeatable).
+    #[arg(long, value_name = "PATH")]
+    pub cgroup: Vec<String>,
+
+    /// Watch every Go process on the host.
+    #[arg(long)]
+    pub all_go: bool,
+
+    /// Each target is traced in consecutive intervals this long; at the end of each, its
+    /// report is analysed and published (at least 2s).
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_interval)]
+    pub interval: Duration,
+
+    /// How often the selectors are evaluated again (new and gone processes).
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub rescan: Duration,
+
+    /// Write every interval's JSON report to DIR/<comm>-<pid>-<unix seconds>.json.
+    #[arg(long, value_name = "DIR")]
+    pub report_dir: Option<PathBuf>,
+
+    /// Reports kept in --report-dir per target; older ones are removed.
+    #[arg(long, value_name = "N", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    pub report_keep: u32,
+
+    /// As for a one-shot trace: a wait at least this long can be reported as stuck.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub min_blocked: Duration,
+
+    /// As for a one-shot trace: waits at least this long have their stacks captured.
+    #[arg(long, value_name = "DURATION", default_value = "10ms", value_parser = humantime::parse_duration)]
+    pub stack_after: Duration,
+
+    /// As for a one-shot trace: suppression rules (suppressed candidates stay in /report but
+    /// are left out of the metrics).
+    #[arg(long, value_name = "FILE")]
+    pub ignore: Option<PathBuf>,
+
+    /// As for a one-shot trace: deepest user stack taken from a blocked thread.
+    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=512))]
+    pub max_frames: u32,
+}
+
+/// The shortest interval: analysing needs a few goroutine snapshots (one a second) and
+/// thread scans to judge anything.
+pub const MIN_INTERVAL: Duration = Duration::from_secs(2);
+
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    let interval = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if interval < MIN_INTERVAL {
+        return Err(format!(
+            "an interval must be at least {}",
+            humantime::format_duration(MIN_INTERVAL)
+        ));
+    }
+    Ok(interval)
 }
 
 /// Find what is stuck in a live process: deadlocked threads, threads waiting on a condition
@@ -89,6 +179,7 @@ pub enum Command {
 ///   sudo leaktrace --pid 4242 --duration 10s -o goroutines.pb.gz && go tool pprof -top -sample_index=goroutine goroutines.pb.gz
 ///   sudo leaktrace --pid 4242 --duration 5s --format goroutines # like a SIGQUIT dump
 ///   leaktrace diff before.json after.json
+///   sudo leaktrace agent --comm server --listen 127.0.0.1:9464   # always on, for Prometheus
 #[derive(Debug, Parser)]
 #[command(
     name = "leaktrace",
@@ -202,6 +293,24 @@ mod tests {
             .unwrap()
             .subcommand
             .is_none());
+    }
+
+    #[test]
+    fn agent_needs_a_selector_and_an_interval_of_two_seconds() {
+        assert!(Cli::try_parse_from(["leaktrace", "agent"]).is_err());
+        let cli = Cli::try_parse_from(["leaktrace", "agent", "--pid", "7", "--comm", "srv"])
+            .unwrap();
+        let Some(Command::Agent(args)) = cli.subcommand else {
+            panic!("agent is a subcommand");
+        };
+        assert_eq!(args.pid, vec![7]);
+        assert_eq!(args.comm, vec!["srv"]);
+        assert_eq!(args.interval, Duration::from_secs(30));
+        assert_eq!(args.rescan, Duration::from_secs(5));
+        assert_eq!(args.report_keep, 20);
+        assert_eq!(args.listen.to_string(), "127.0.0.1:9464");
+        assert!(Cli::try_parse_from(["leaktrace", "agent", "--all-go", "--interval", "1s"]).is_err());
+        assert!(Cli::try_parse_from(["leaktrace", "agent", "--all-go", "--interval", "2s"]).is_ok());
     }
 
     #[test]

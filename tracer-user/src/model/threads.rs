@@ -65,7 +65,9 @@ pub type SiteId = usize;
 pub struct CreationSite {
     /// The creator's stack; empty for threads that existed before the trace.
     pub stack: Vec<Frame>,
-    /// Threads that existed before tracing started (the "unknown creation" site only).
+    /// Threads that existed before tracing started: at the "unknown creation" site, and at a
+    /// known one for threads an earlier trace of the same process saw created
+    /// ([`Threads::adopt`]).
     pub existing: u64,
     pub created: u64,
     pub exited: u64,
@@ -89,6 +91,16 @@ pub struct AliveThread {
     pub creator: Option<u32>,
     /// None: existed before tracing started.
     pub created_ns: Option<u64>,
+}
+
+/// A thread alive at the end of a trace and where it was created (see [`Threads::adopt`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct KnownCreation {
+    pub tid: u32,
+    pub creator: Option<u32>,
+    /// CLOCK_MONOTONIC ns, as the events' times.
+    pub created_ns: u64,
+    pub stack: Vec<Frame>,
 }
 
 /// Beyond this many points, the alive curve of a site keeps every other point (bounded memory).
@@ -254,6 +266,50 @@ impl Threads {
         }
     }
 
+    /// The alive threads whose creation this trace saw (or adopted): what the next trace of
+    /// the same process needs to keep them at their creation site ([`Threads::adopt`]). As
+    /// many as threads alive, whatever the trace's length.
+    pub fn known_creations(&self) -> Vec<KnownCreation> {
+        self.alive
+            .values()
+            .filter(|t| t.site != UNKNOWN_SITE)
+            .filter_map(|t| {
+                Some(KnownCreation {
+                    tid: t.tid,
+                    creator: t.creator,
+                    created_ns: t.created_ns?,
+                    stack: self.sites[t.site].stack.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// Moves threads found alive at the start of this trace (creation unknown) to the creation
+    /// site an earlier trace of the same process saw them made at, as threads that existed
+    /// before this trace (`existing`, not `created`): the agent traces a process in consecutive
+    /// intervals, and a thread leak's size is every leaked thread alive, not only those made in
+    /// the last interval. A tid recycled since is not adopted: its creation was seen in this
+    /// trace, so it is not at the unknown site.
+    pub fn adopt(&mut self, known: &[KnownCreation], at_ns: u64) {
+        for creation in known {
+            let Some(thread) = self.alive.get(&creation.tid) else {
+                continue;
+            };
+            if thread.site != UNKNOWN_SITE || thread.created_ns.is_some() || creation.stack.is_empty() {
+                continue;
+            }
+            let site = self.site(&creation.stack);
+            let unknown = &mut self.sites[UNKNOWN_SITE].existing;
+            *unknown = unknown.saturating_sub(1);
+            self.sites[site].existing += 1;
+            let thread = self.alive.get_mut(&creation.tid).expect("checked above");
+            thread.site = site;
+            thread.creator = creation.creator;
+            thread.created_ns = Some(creation.created_ns);
+            self.note_alive(site, at_ns);
+        }
+    }
+
     /// What thread `tid` was doing at the last snapshot.
     pub fn state_of(&self, tid: u32) -> Option<&ThreadState> {
         self.snapshot.iter().find(|s| s.tid == tid)
@@ -264,6 +320,49 @@ impl Threads {
 mod tests {
     use super::*;
     use crate::model::tests::frame;
+
+    #[test]
+    fn a_later_trace_adopts_the_creation_sites_an_earlier_one_saw() {
+        let stack = vec![frame("clone3"), frame("spawn_worker")];
+        let mut first = Threads::default();
+        for tid in 10..13 {
+            first.apply(&ThreadEvent::Created {
+                at_ns: tid as u64,
+                creator: 1,
+                tid,
+                flags: CLONE_THREAD,
+                stack: stack.clone(),
+            });
+        }
+        let known = first.known_creations();
+        assert_eq!(known.len(), 3);
+
+        let mut next = Threads::default();
+        // 10 and 11 still alive; 12 exited and its tid was reused by a thread of another site.
+        for tid in [1, 10, 11] {
+            next.apply(&ThreadEvent::Existing {
+                at_ns: 100,
+                tid,
+                name: "w".into(),
+            });
+        }
+        next.apply(&ThreadEvent::Created {
+            at_ns: 101,
+            creator: 1,
+            tid: 12,
+            flags: CLONE_THREAD,
+            stack: vec![frame("clone3"), frame("other")],
+        });
+        next.adopt(&known, 102);
+        assert_eq!(next.sites[UNKNOWN_SITE].alive(), 1, "the main thread stays unknown");
+        let site = next.alive[&10].site;
+        assert_ne!(site, UNKNOWN_SITE);
+        assert_eq!(next.alive[&11].site, site);
+        assert_eq!(next.alive[&10].created_ns, Some(10));
+        assert_eq!((next.sites[site].existing, next.sites[site].created), (2, 0));
+        assert_ne!(next.alive[&12].site, site, "a recycled tid keeps its own creation");
+        assert_eq!(next.alive[&12].created_ns, Some(101));
+    }
 
     #[test]
     fn sites_count_creations_and_exits_and_skip_processes() {
