@@ -246,7 +246,9 @@ fn process_cgroup(pid: u32) -> Option<String> {
 /// Whether an executable is Go, by (device, inode, ctime): a file is read once, and a file
 /// replaced in place (new ctime) is read again. Bounded: cleared when it holds
 /// [`GO_CACHE_MAX`] files.
-static GO_CACHE: Mutex<Option<HashMap<(u64, u64, i64, i64), bool>>> = Mutex::new(None);
+static GO_CACHE: Mutex<Option<GoCache>> = Mutex::new(None);
+/// Is-Go verdicts by the executable's (device, inode, ctime seconds, ctime nanoseconds).
+type GoCache = HashMap<(u64, u64, i64, i64), bool>;
 const GO_CACHE_MAX: usize = 4096;
 
 /// True when the process runs a Go program: its executable, read through /proc/PID/exe (so also
