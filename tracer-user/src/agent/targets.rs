@@ -71,11 +71,12 @@ pub fn scan(selectors: &Selectors) -> Vec<Found> {
             if pid == me {
                 return None;
             }
+            // Selectors first: most processes match none, and then their stat is not read.
+            let selector = matcher.selector_of(&process, pid)?;
             let stat = process.stat().ok()?;
             if stat.flags & PF_KTHREAD != 0 || matches!(stat.state, 'Z' | 'X' | 'x') {
                 return None;
             }
-            let selector = matcher.selector_of(pid)?;
             Some(Found { pid, selector })
         })
         .collect();
@@ -111,7 +112,7 @@ impl<'a> Matcher<'a> {
         }
     }
 
-    fn selector_of(&self, pid: u32) -> Option<String> {
+    fn selector_of(&self, process: &::procfs::process::Process, pid: u32) -> Option<String> {
         let s = self.selectors;
         if s.pids.contains(&pid) {
             return Some(format!("pid={pid}"));
@@ -128,7 +129,7 @@ impl<'a> Matcher<'a> {
             }
         }
         if !self.cgroups.is_empty() {
-            if let Some(cgroup) = process_cgroup(pid) {
+            if let Some(cgroup) = process_cgroup(process) {
                 if let Some(i) = self
                     .cgroups
                     .iter()
@@ -232,8 +233,7 @@ fn cgroup_contains(selector: &str, path: &str) -> bool {
 /// The process's cgroup v2 path, the `0::PATH` line of /proc/PID/cgroup
 /// (Documentation/admin-guide/cgroup-v2.rst, "Processes"); None on a v1-only host or when the
 /// process is gone.
-fn process_cgroup(pid: u32) -> Option<String> {
-    let process = ::procfs::process::Process::new(pid as i32).ok()?;
+fn process_cgroup(process: &::procfs::process::Process) -> Option<String> {
     process
         .cgroups()
         .ok()?
@@ -258,10 +258,7 @@ const GO_CACHE_MAX: usize = 4096;
 /// sections in every Go executable, stripped or not). Only the ELF and section headers are read.
 pub fn is_go_process(pid: u32) -> bool {
     let exe = crate::procfs::root::exe(pid);
-    let Ok(file) = std::fs::File::open(&exe) else {
-        return false;
-    };
-    let Ok(meta) = file.metadata() else {
+    let Ok(meta) = std::fs::metadata(&exe) else {
         return false;
     };
     let key = (meta.dev(), meta.ino(), meta.ctime(), meta.ctime_nsec());
@@ -273,7 +270,8 @@ pub fn is_go_process(pid: u32) -> bool {
     {
         return known;
     }
-    let is_go = is_go_file(file);
+    // Opened only now: a rescan of known executables costs one stat each.
+    let is_go = std::fs::File::open(&exe).is_ok_and(is_go_file);
     let mut cache = GO_CACHE.lock().unwrap_or_else(|e| e.into_inner());
     let cache = cache.get_or_insert_with(HashMap::new);
     if cache.len() >= GO_CACHE_MAX {
@@ -491,7 +489,8 @@ mod tests {
     #[test]
     fn our_own_cgroup_selects_a_child_in_it() {
         let me = std::process::id();
-        let Some(cgroup) = process_cgroup(me) else {
+        let myself = ::procfs::process::Process::myself().unwrap();
+        let Some(cgroup) = process_cgroup(&myself) else {
             panic!("this test needs a cgroup v2 host (no 0:: line in /proc/self/cgroup)");
         };
         let child = Sleeper::start(&own_sleep("lt-sel-cg"));
