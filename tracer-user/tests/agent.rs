@@ -382,6 +382,19 @@ fn all_go_and_exe_select_by_the_executable() {
     assert_eq!(found[0].selector, format!("exe={}", c.display()));
 }
 
+/// The `expr` of the alert rule `name` in docs/alerts.yml.
+fn alert_expr(name: &str) -> String {
+    let rules = std::fs::read_to_string(workspace_root().join("docs/alerts.yml")).unwrap();
+    let (_, after) = rules
+        .split_once(&format!("- alert: {name}\n"))
+        .unwrap_or_else(|| panic!("no alert {name} in docs/alerts.yml"));
+    after
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("expr: "))
+        .unwrap_or_else(|| panic!("alert {name} has no expr"))
+        .to_string()
+}
+
 /// The Go and C fixtures under names of their own: (leak, fixed twin) binaries.
 struct Fixtures {
     go_leak: PathBuf,
@@ -514,6 +527,47 @@ fn prometheus_sees_the_leaks_rise_and_not_their_twins() {
         "max_over_time({go_size}[2m]) > min_over_time({go_size}[2m])"
     ));
     assert_eq!(rising.len(), 1, "{rising:?}");
+
+    // Their status went through new to growing, and the growth and score series are there.
+    for comm in ["lt-go-leak", "lt-c-leak"] {
+        let growing = prometheus.query(&format!(
+            "max_over_time(leaktrace_candidate_status{{comm=\"{comm}\",status=\"growing\"}}[5m]) == 1"
+        ));
+        assert!(!growing.is_empty(), "{comm} never growing");
+        for metric in [
+            "leaktrace_candidate_growth_per_second",
+            "leaktrace_candidate_score",
+        ] {
+            // An interval can see no growth under load (too few snapshots for a trend): at
+            // some interval of the run.
+            let series = prometheus.query(&format!(
+                "max_over_time({metric}{{comm=\"{comm}\"}}[5m]) > 0"
+            ));
+            assert!(
+                !series.is_empty(),
+                "{metric} of {comm}: never above 0: {:?}\n{}",
+                prometheus.query(&format!("{{__name__=~\"leaktrace_candidate_.*\",comm=\"{comm}\"}}")),
+                agent.metrics()
+            );
+        }
+    }
+    // The alert rule users paste (docs/alerts.yml) picks both leaks on live data, and no twin.
+    let growing_rule = alert_expr("LeaktraceLeakGrowing");
+    let alerting = prometheus.wait_until(&growing_rule, minute, |s| {
+        ["lt-go-leak", "lt-c-leak"]
+            .iter()
+            .all(|comm| s.iter().any(|x| x.label("comm") == *comm))
+    });
+    assert!(
+        alerting.iter().all(|s| s.label("comm").ends_with("-leak")),
+        "{alerting:?}"
+    );
+    assert!(
+        prometheus
+            .query(&alert_expr("LeaktraceDeadlock"))
+            .is_empty(),
+        "no deadlock here"
+    );
 
     // The twins: analysed several times, a deadlock series at 0 for alerts to hang on, and never
     // a candidate series, at any point of the run.
