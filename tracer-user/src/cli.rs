@@ -298,8 +298,8 @@ mod tests {
     #[test]
     fn agent_needs_a_selector_and_an_interval_of_two_seconds() {
         assert!(Cli::try_parse_from(["leaktrace", "agent"]).is_err());
-        let cli = Cli::try_parse_from(["leaktrace", "agent", "--pid", "7", "--comm", "srv"])
-            .unwrap();
+        let cli =
+            Cli::try_parse_from(["leaktrace", "agent", "--pid", "7", "--comm", "srv"]).unwrap();
         let Some(Command::Agent(args)) = cli.subcommand else {
             panic!("agent is a subcommand");
         };
@@ -309,8 +309,12 @@ mod tests {
         assert_eq!(args.rescan, Duration::from_secs(5));
         assert_eq!(args.report_keep, 20);
         assert_eq!(args.listen.to_string(), "127.0.0.1:9464");
-        assert!(Cli::try_parse_from(["leaktrace", "agent", "--all-go", "--interval", "1s"]).is_err());
-        assert!(Cli::try_parse_from(["leaktrace", "agent", "--all-go", "--interval", "2s"]).is_ok());
+        assert!(
+            Cli::try_parse_from(["leaktrace", "agent", "--all-go", "--interval", "1s"]).is_err()
+        );
+        assert!(
+            Cli::try_parse_from(["leaktrace", "agent", "--all-go", "--interval", "2s"]).is_ok()
+        );
     }
 
     #[test]

@@ -38,7 +38,9 @@ pub type SharedState = Arc<Mutex<Shared>>;
 /// Locks the state; a task that panicked while holding it left plain data behind, still
 /// worth serving.
 pub fn lock(state: &SharedState) -> std::sync::MutexGuard<'_, Shared> {
-    state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    state
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 pub fn router(state: SharedState) -> Router {
@@ -60,9 +62,8 @@ async fn metrics_page(State(state): State<SharedState>) -> Response {
         }
     };
     let usage = crate::app::own_usage();
-    series.cpu_seconds = (crate::app::cpu_ns(&usage.ru_utime) + crate::app::cpu_ns(&usage.ru_stime))
-        as f64
-        / 1e9;
+    series.cpu_seconds =
+        (crate::app::cpu_ns(&usage.ru_utime) + crate::app::cpu_ns(&usage.ru_stime)) as f64 / 1e9;
     series.resident_memory_bytes = ::procfs::process::Process::myself()
         .and_then(|me| me.status())
         .ok()

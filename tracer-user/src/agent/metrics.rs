@@ -105,8 +105,7 @@ pub fn groups_of(report: &Report) -> Vec<Group> {
                 }
             };
             let mut blocking_function = own(&c.blocking_stack);
-            let mut creation_function =
-                c.creation_stack.as_deref().map(own).unwrap_or_default();
+            let mut creation_function = c.creation_stack.as_deref().map(own).unwrap_or_default();
             let mut wait_reason = c.wait_reason.clone().unwrap_or_default();
             let growth_per_second = match &c.detail {
                 Some(CandidateDetail::ThreadGroup(g)) => g.growth_per_s,
@@ -148,9 +147,12 @@ pub fn groups_of(report: &Report) -> Vec<Group> {
 /// The series of one interval: `tracked` are the report's groups with their status
 /// ([`super::status::transition`]), `threads` the target's live threads now.
 pub fn interval_series(report: &Report, tracked: &[Tracked], threads: u64) -> IntervalSeries {
-    let mut candidates: BTreeMap<&'static str, u64> =
-        KINDS.iter().map(|k| (k.name(), 0)).collect();
-    for c in report.candidates.iter().filter(|c| c.suppressed_by.is_none()) {
+    let mut candidates: BTreeMap<&'static str, u64> = KINDS.iter().map(|k| (k.name(), 0)).collect();
+    for c in report
+        .candidates
+        .iter()
+        .filter(|c| c.suppressed_by.is_none())
+    {
         *candidates.entry(c.kind.name()).or_default() += 1;
     }
     let mut groups = tracked.to_vec();
@@ -159,11 +161,7 @@ pub fn interval_series(report: &Report, tracked: &[Tracked], threads: u64) -> In
             .cmp(&(b.status == Status::Resolved))
             .then(b.group.score.total_cmp(&a.group.score))
     });
-    let overflow = groups
-        .iter()
-        .skip(MAX_GROUPS)
-        .map(|t| t.group.size)
-        .sum();
+    let overflow = groups.iter().skip(MAX_GROUPS).map(|t| t.group.size).sum();
     groups.truncate(MAX_GROUPS);
     IntervalSeries {
         goroutines: report.goroutines.as_ref().map(|g| g.count as u64),
@@ -461,5 +459,236 @@ impl Collector for Exposition {
             gauge_u64,
         )?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::agent::status::transition;
+    use crate::analyze::{Analysis, Candidate, Percentiles};
+    use crate::model::{Frame, Model};
+    use crate::report::{TargetInfo, TracerInfo};
+
+    fn frame(function: &str) -> Frame {
+        Frame {
+            function: Some(function.into()),
+            ..Frame::unknown(0x1000)
+        }
+    }
+
+    fn candidate(kind: CandidateKind, blocking: &str, count: usize, score: f64) -> Candidate {
+        Candidate {
+            kind,
+            count,
+            summary: String::new(),
+            score,
+            reasons: Vec::new(),
+            blocking_stack: vec![frame("__futex_abstimed_wait_common"), frame(blocking)],
+            creation_stack: Some(vec![frame("pthread_create"), frame("spawn_task")]),
+            blocked_ns: Percentiles::default(),
+            wakes_during_trace: 0,
+            threads: Vec::new(),
+            cycle: Vec::new(),
+            wait_reason: None,
+            grew: None,
+            detail: None,
+        }
+    }
+
+    fn report(candidates: Vec<Candidate>) -> Report {
+        Report::new(
+            TargetInfo {
+                pid: 42,
+                comm: "srv".into(),
+                exe: "/usr/bin/srv".into(),
+                container: None,
+            },
+            TracerInfo::default(),
+            Analysis {
+                candidates,
+                wait_sites: Vec::new(),
+                blocked_but_healthy: Vec::new(),
+                goroutines: None,
+                go_timers: None,
+            },
+            &Model::new(),
+            1_000_000_000,
+            false,
+            1_000_000_000,
+        )
+    }
+
+    fn exposition(report: &Report) -> String {
+        let tracked = transition(&[], groups_of(report));
+        let target = TargetSeries {
+            pid: 42,
+            comm: "srv".into(),
+            exe: "/usr/bin/srv".into(),
+            selector: "comm=srv".into(),
+            container: String::new(),
+            intervals: 3,
+            lost_events: 0,
+            probe_windows: 0,
+            last: Some(interval_series(report, &tracked, 7)),
+        };
+        encode(AgentSeries {
+            targets: vec![Arc::new(target)],
+            restarts: [("comm=srv".to_string(), 1)].into(),
+            errors: BTreeMap::new(),
+            cpu_seconds: 1.5,
+            resident_memory_bytes: 1 << 20,
+        })
+    }
+
+    fn lines<'a>(text: &'a str, name: &str) -> Vec<&'a str> {
+        text.lines()
+            .filter(|l| {
+                l.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_exposition_has_the_agreed_names_labels_and_every_kind() {
+        let r = report(vec![candidate(
+            CandidateKind::ThreadLeak,
+            "wait_for_reply",
+            30,
+            90.0,
+        )]);
+        let fingerprint = r.candidates[0].fingerprint.clone();
+        let text = exposition(&r);
+        let group = format!(
+            "pid=\"42\",comm=\"srv\",kind=\"thread_leak\",fingerprint=\"{fingerprint}\",wait_reason=\"\",blocking_function=\"wait_for_reply\",creation_function=\"spawn_task\""
+        );
+        for expected in [
+            "leaktrace_target_info{pid=\"42\",comm=\"srv\",exe=\"/usr/bin/srv\",selector=\"comm=srv\",container=\"\"} 1".to_string(),
+            "leaktrace_threads{pid=\"42\",comm=\"srv\"} 7".into(),
+            format!("leaktrace_candidate_size{{{group}}} 30"),
+            format!("leaktrace_candidate_score{{{group}}} 90.0"),
+            format!("leaktrace_candidate_status{{{group},status=\"new\"}} 1"),
+            format!("leaktrace_candidate_status{{{group},status=\"growing\"}} 0"),
+            "leaktrace_candidate_overflow{pid=\"42\",comm=\"srv\"} 0".into(),
+            "# TYPE leaktrace_intervals_total counter".into(),
+            "leaktrace_intervals_total{pid=\"42\",comm=\"srv\"} 3".into(),
+            "leaktrace_lost_events_total{pid=\"42\",comm=\"srv\"} 0".into(),
+            "leaktrace_probe_windows_total{pid=\"42\",comm=\"srv\"} 0".into(),
+            "leaktrace_targets 1".into(),
+            "leaktrace_target_restarts_total{selector=\"comm=srv\"} 1".into(),
+            "leaktrace_agent_cpu_seconds_total 1.5".into(),
+            "# TYPE leaktrace_agent_resident_memory_bytes gauge".into(),
+            "leaktrace_agent_resident_memory_bytes 1048576".into(),
+        ] {
+            assert!(
+                text.lines().any(|l| l == expected),
+                "missing {expected:?} in:\n{text}"
+            );
+        }
+        let kinds = lines(&text, "leaktrace_leak_candidates");
+        assert_eq!(kinds.len(), 7, "{kinds:?}");
+        assert!(kinds.contains(
+            &"leaktrace_leak_candidates{pid=\"42\",comm=\"srv\",kind=\"thread_leak\"} 1"
+        ));
+        assert!(kinds
+            .contains(&"leaktrace_leak_candidates{pid=\"42\",comm=\"srv\",kind=\"deadlock\"} 0"));
+        // Not a Go target: no goroutine or Go timer series at all.
+        assert!(lines(&text, "leaktrace_goroutines").is_empty());
+        assert!(lines(&text, "leaktrace_go_timers_pending").is_empty());
+        // Every family has HELP and TYPE, and every sample name is a leaktrace_ one.
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            assert!(line.starts_with("leaktrace_"), "{line}");
+        }
+        assert_eq!(
+            text.matches("# HELP ").count(),
+            text.matches("# TYPE ").count()
+        );
+    }
+
+    #[test]
+    fn at_most_twenty_groups_per_target_the_highest_scores_and_the_rest_summed() {
+        let candidates = (0..25)
+            .map(|i| {
+                candidate(
+                    CandidateKind::FutexWait,
+                    &format!("wait_{i}"),
+                    2,
+                    f64::from(i),
+                )
+            })
+            .collect();
+        let text = exposition(&report(candidates));
+        let sizes = lines(&text, "leaktrace_candidate_size");
+        assert_eq!(sizes.len(), MAX_GROUPS);
+        for i in 0..5 {
+            assert!(!text.contains(&format!("\"wait_{i}\"")), "wait_{i} kept");
+        }
+        for i in 5..25 {
+            assert!(text.contains(&format!("\"wait_{i}\"")), "wait_{i} dropped");
+        }
+        assert!(text
+            .lines()
+            .any(|l| l == "leaktrace_candidate_overflow{pid=\"42\",comm=\"srv\"} 10"));
+        // 4 statuses per group.
+        assert_eq!(
+            lines(&text, "leaktrace_candidate_status").len(),
+            4 * MAX_GROUPS
+        );
+        assert!(text
+            .lines()
+            .any(|l| l
+                == "leaktrace_leak_candidates{pid=\"42\",comm=\"srv\",kind=\"futex_wait\"} 25"));
+    }
+
+    #[test]
+    fn function_labels_are_cut_and_escaped() {
+        let long = format!("ns::Tmpl<\"q\">::{}", "é".repeat(300));
+        let text = exposition(&report(vec![candidate(
+            CandidateKind::FutexWait,
+            &long,
+            1,
+            50.0,
+        )]));
+        let groups = groups_of(&report(vec![candidate(
+            CandidateKind::FutexWait,
+            &long,
+            1,
+            50.0,
+        )]));
+        assert_eq!(groups[0].blocking_function.chars().count(), MAX_LABEL_CHARS);
+        assert!(long.starts_with(&groups[0].blocking_function));
+        assert!(
+            text.contains("blocking_function=\"ns::Tmpl<\\\"q\\\">::é"),
+            "quotes escaped:\n{text}"
+        );
+    }
+
+    #[test]
+    fn suppressed_candidates_are_left_out() {
+        let mut r = report(vec![
+            candidate(CandidateKind::FutexWait, "wait_a", 1, 50.0),
+            candidate(CandidateKind::FutexWait, "wait_b", 1, 50.0),
+        ]);
+        r.candidates[1].suppressed_by = Some(crate::report::ignore::Suppression {
+            rule: "function wait_b".into(),
+            file: "ignore.txt".into(),
+            line: 1,
+        });
+        let text = exposition(&r);
+        assert!(text.contains("\"wait_a\"") && !text.contains("\"wait_b\""));
+        assert!(text.lines().any(
+            |l| l == "leaktrace_leak_candidates{pid=\"42\",comm=\"srv\",kind=\"futex_wait\"} 1"
+        ));
+    }
+
+    #[test]
+    fn a_place_names_its_function() {
+        assert_eq!(function_of("main.leak (main.go:10)"), "main.leak");
+        assert_eq!(
+            function_of("main.(*T).run.func1 (t.go:3)"),
+            "main.(*T).run.func1"
+        );
+        assert_eq!(function_of("main.worker"), "main.worker");
     }
 }

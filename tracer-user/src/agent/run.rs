@@ -26,8 +26,12 @@ use crate::{attach, procfs};
 /// Statuses of targets gone, kept for a follow-up process with the same comm and executable
 /// (a restart): at most this many.
 const KEPT_HISTORIES: usize = 64;
-/// How long the targets' tasks get to drop their probes after a SIGTERM.
-const STOP_GRACE: Duration = Duration::from_secs(3);
+/// How long the targets' tasks get to drop their probes after a SIGTERM (they drop them at
+/// once, in about 3 s; the runtime waits for drops still going after this).
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// What identifies a followed process across restarts: its comm and executable.
+type FollowKey = (String, String);
 
 /// What every target's task needs.
 struct Context {
@@ -39,7 +43,10 @@ struct Context {
     state: SharedState,
     stop: watch::Receiver<bool>,
     /// By (comm, exe): the statuses of a target that went, for the process that replaces it.
-    histories: std::cell::RefCell<Vec<((String, String), Vec<Tracked>)>>,
+    histories: std::cell::RefCell<Vec<(FollowKey, Vec<Tracked>)>>,
+    /// By selector: followed processes that exited and were not replaced yet (a new process
+    /// of the selector picked up then is a restart).
+    gone: std::cell::RefCell<HashMap<String, u64>>,
 }
 
 /// How a target's task ended.
@@ -57,11 +64,7 @@ enum End {
 /// unreadable --ignore file, an unusable --report-dir, no privileges, an address it cannot
 /// listen on.
 pub fn run(args: &AgentArgs) -> Result<()> {
-    let ignore = args
-        .ignore
-        .as_deref()
-        .map(IgnoreRules::load)
-        .transpose()?;
+    let ignore = args.ignore.as_deref().map(IgnoreRules::load).transpose()?;
     if let Some(dir) = &args.report_dir {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create the report directory {}", dir.display()))?;
@@ -102,11 +105,10 @@ async fn agent(args: &AgentArgs, ignore: Option<IgnoreRules>) -> Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let server = {
         let mut stop = stop_rx.clone();
-        let serve = axum::serve(listener, http::router(state.clone())).with_graceful_shutdown(
-            async move {
+        let serve =
+            axum::serve(listener, http::router(state.clone())).with_graceful_shutdown(async move {
                 let _ = stop.wait_for(|stop| *stop).await;
-            },
-        );
+            });
         tokio::spawn(async move { serve.await })
     };
     eprintln!(
@@ -129,12 +131,11 @@ async fn agent(args: &AgentArgs, ignore: Option<IgnoreRules>) -> Result<()> {
         state: state.clone(),
         stop: stop_rx,
         histories: Default::default(),
+        gone: Default::default(),
     });
-    let mut tasks: HashMap<u32, (String, JoinHandle<End>)> = HashMap::new();
+    let mut tasks: HashMap<u32, JoinHandle<End>> = HashMap::new();
     // Pids that could not be traced: not tried again while they live.
     let mut failed: BTreeSet<u32> = BTreeSet::new();
-    // By selector: followed processes that exited and were not replaced yet.
-    let mut gone: HashMap<String, u64> = HashMap::new();
     let mut rescan = interval(args.rescan);
     rescan.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
@@ -146,19 +147,13 @@ async fn agent(args: &AgentArgs, ignore: Option<IgnoreRules>) -> Result<()> {
         // The tasks that ended since the last rescan: an exited followed process may be replaced now.
         let finished: Vec<u32> = tasks
             .iter()
-            .filter(|(_, (_, task))| task.is_finished())
+            .filter(|(_, task)| task.is_finished())
             .map(|(&pid, _)| pid)
             .collect();
         for pid in finished {
-            let (selector, task) = tasks.remove(&pid).expect("listed above");
-            match task.await.unwrap_or(End::Failed) {
-                End::Exited if !selector.starts_with("pid=") => {
-                    *gone.entry(selector).or_default() += 1;
-                }
-                End::Failed => {
-                    failed.insert(pid);
-                }
-                _ => {}
+            let task = tasks.remove(&pid).expect("listed above");
+            if task.await.unwrap_or(End::Failed) == End::Failed {
+                failed.insert(pid);
             }
         }
         failed.retain(|&pid| !procfs::is_gone(pid));
@@ -166,24 +161,28 @@ async fn agent(args: &AgentArgs, ignore: Option<IgnoreRules>) -> Result<()> {
             if tasks.contains_key(&found.pid) || failed.contains(&found.pid) {
                 continue;
             }
-            if let Some(waiting) = gone.get_mut(&found.selector).filter(|n| **n > 0) {
+            if let Some(waiting) = context
+                .gone
+                .borrow_mut()
+                .get_mut(&found.selector)
+                .filter(|n| **n > 0)
+            {
                 *waiting -= 1;
                 *lock(&state)
                     .restarts
                     .entry(found.selector.clone())
                     .or_default() += 1;
             }
-            let selector = found.selector.clone();
             let pid = found.pid;
             let task = tokio::task::spawn_local(watch_target(context.clone(), found));
-            tasks.insert(pid, (selector, task));
+            tasks.insert(pid, task);
         }
     }
 
     eprintln!("leaktrace agent: stopping; detaching every probe");
     let _ = stop_tx.send(true);
     let waiting = async {
-        for (_, (_, task)) in tasks.drain() {
+        for (_, task) in tasks.drain() {
             let _ = task.await;
         }
     };
@@ -197,9 +196,18 @@ async fn agent(args: &AgentArgs, ignore: Option<IgnoreRules>) -> Result<()> {
 
 /// The selectors as the user wrote them.
 fn describe(selectors: &Selectors) -> Vec<String> {
-    let mut out: Vec<String> = selectors.pids.iter().map(|p| format!("--pid {p}")).collect();
+    let mut out: Vec<String> = selectors
+        .pids
+        .iter()
+        .map(|p| format!("--pid {p}"))
+        .collect();
     out.extend(selectors.comms.iter().map(|c| format!("--comm {c}")));
-    out.extend(selectors.exes.iter().map(|e| format!("--exe {}", e.display())));
+    out.extend(
+        selectors
+            .exes
+            .iter()
+            .map(|e| format!("--exe {}", e.display())),
+    );
     out.extend(selectors.cgroups.iter().map(|c| format!("--cgroup {c}")));
     if selectors.all_go {
         out.push("--all-go".into());
@@ -225,12 +233,21 @@ async fn watch_target(context: Rc<Context>, found: Found) -> End {
         Ok(target) => target,
         Err(err) => return failed(&context, pid, "exited at attach", &err),
     };
-    let mut probes = match attach::Probes::load(pid, context.stack_after_ns) {
+    // Loading and dropping probes take the kernel a while (tracepoints are registered and
+    // unregistered one by one, each waiting for an RCU grace period: about 3 s to drop one
+    // target's): done on the blocking pool, so that the other targets' traces and the HTTP
+    // server go on meanwhile, and all targets' probes are dropped at once on a stop.
+    let stack_after_ns = context.stack_after_ns;
+    let loaded = tokio::task::spawn_blocking(move || attach::Probes::load(pid, stack_after_ns))
+        .await
+        .unwrap_or_else(|err| Err(anyhow::anyhow!("loading the probes panicked: {err}")));
+    let mut probes = match loaded {
         Ok(probes) => probes,
         Err(err) => return failed(&context, pid, "probes not loaded", &err),
     };
     let container = procfs::root::container_view(pid);
     if procfs::is_gone(pid) {
+        let _ = tokio::task::spawn_blocking(move || drop(probes)).await;
         return failed(
             &context,
             pid,
@@ -313,8 +330,12 @@ async fn watch_target(context: Rc<Context>, found: Found) -> End {
         let end = outcome.end;
         drop(outcome);
 
-        tracked = status::transition(&tracked, metrics::groups_of(&report));
-        log_changes(pid, &info.comm, &tracked);
+        // The interval a target exited in shows its threads gone, not its leaks resolved: the
+        // statuses stay as they were, for a process that replaces it.
+        if end != EndReason::TargetExited {
+            tracked = status::transition(&tracked, metrics::groups_of(&report));
+            log_changes(pid, &info.comm, &tracked);
+        }
         series.intervals += 1;
         series.lost_events = report.lost_events;
         series.last = Some(metrics::interval_series(
@@ -347,21 +368,30 @@ async fn watch_target(context: Rc<Context>, found: Found) -> End {
             EndReason::Interrupted => break End::Stopped,
         }
     };
-    // Detach before anything else.
-    drop(probes);
+    // The target is gone for the metrics and the rescans at once; the probes take a while.
     lock(&context.state).targets.remove(&pid);
     if end == End::Exited {
         eprintln!("leaktrace agent: pid {pid} ({}) exited", info.comm);
-    }
-    let mut histories = context.histories.borrow_mut();
-    tracked.retain(|t| t.status != Status::Resolved);
-    if !tracked.is_empty() {
-        histories.retain(|(k, _)| *k != key);
-        if histories.len() >= KEPT_HISTORIES {
-            histories.remove(0);
+        if !found.selector.starts_with("pid=") {
+            *context
+                .gone
+                .borrow_mut()
+                .entry(found.selector.clone())
+                .or_default() += 1;
         }
-        histories.push((key, tracked));
     }
+    {
+        let mut histories = context.histories.borrow_mut();
+        tracked.retain(|t| t.status != Status::Resolved);
+        if !tracked.is_empty() {
+            histories.retain(|(k, _)| *k != key);
+            if histories.len() >= KEPT_HISTORIES {
+                histories.remove(0);
+            }
+            histories.push((key, tracked));
+        }
+    }
+    let _ = tokio::task::spawn_blocking(move || drop(probes)).await;
     end
 }
 
@@ -371,8 +401,20 @@ fn log_changes(pid: u32, comm: &str, tracked: &[Tracked]) {
         let g = &t.group;
         match t.status {
             Status::New => eprintln!(
-                "leaktrace agent: pid {pid} ({comm}): new {} {} ({} member(s), blocked in {}, created in {})",
-                g.kind, g.fingerprint, g.size, g.blocking_function, g.creation_function
+                "leaktrace agent: pid {pid} ({comm}): new {} {} ({} member(s){}{})",
+                g.kind,
+                g.fingerprint,
+                g.size,
+                if g.blocking_function.is_empty() {
+                    String::new()
+                } else {
+                    format!(", blocked in {}", g.blocking_function)
+                },
+                if g.creation_function.is_empty() {
+                    String::new()
+                } else {
+                    format!(", created in {}", g.creation_function)
+                },
             ),
             Status::Resolved => eprintln!(
                 "leaktrace agent: pid {pid} ({comm}): resolved {} {}",

@@ -74,7 +74,10 @@ pub struct Tracked {
 pub fn transition(previous: &[Tracked], current: Vec<Group>) -> Vec<Tracked> {
     let mut merged: Vec<Group> = Vec::with_capacity(current.len());
     for group in current {
-        match merged.iter_mut().find(|g| g.fingerprint == group.fingerprint) {
+        match merged
+            .iter_mut()
+            .find(|g| g.fingerprint == group.fingerprint)
+        {
             Some(same) => {
                 same.size += group.size;
                 same.growth_per_second += group.growth_per_second;
@@ -101,7 +104,9 @@ pub fn transition(previous: &[Tracked], current: Vec<Group>) -> Vec<Tracked> {
         .collect();
     for old in previous {
         if old.status == Status::Resolved
-            || out.iter().any(|t| t.group.fingerprint == old.group.fingerprint)
+            || out
+                .iter()
+                .any(|t| t.group.fingerprint == old.group.fingerprint)
         {
             continue;
         }

@@ -295,7 +295,10 @@ impl Threads {
             let Some(thread) = self.alive.get(&creation.tid) else {
                 continue;
             };
-            if thread.site != UNKNOWN_SITE || thread.created_ns.is_some() || creation.stack.is_empty() {
+            if thread.site != UNKNOWN_SITE
+                || thread.created_ns.is_some()
+                || creation.stack.is_empty()
+            {
                 continue;
             }
             let site = self.site(&creation.stack);
@@ -354,13 +357,23 @@ mod tests {
             stack: vec![frame("clone3"), frame("other")],
         });
         next.adopt(&known, 102);
-        assert_eq!(next.sites[UNKNOWN_SITE].alive(), 1, "the main thread stays unknown");
+        assert_eq!(
+            next.sites[UNKNOWN_SITE].alive(),
+            1,
+            "the main thread stays unknown"
+        );
         let site = next.alive[&10].site;
         assert_ne!(site, UNKNOWN_SITE);
         assert_eq!(next.alive[&11].site, site);
         assert_eq!(next.alive[&10].created_ns, Some(10));
-        assert_eq!((next.sites[site].existing, next.sites[site].created), (2, 0));
-        assert_ne!(next.alive[&12].site, site, "a recycled tid keeps its own creation");
+        assert_eq!(
+            (next.sites[site].existing, next.sites[site].created),
+            (2, 0)
+        );
+        assert_ne!(
+            next.alive[&12].site, site,
+            "a recycled tid keeps its own creation"
+        );
         assert_eq!(next.alive[&12].created_ns, Some(101));
     }
 
