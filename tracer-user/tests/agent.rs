@@ -546,7 +546,9 @@ fn prometheus_sees_the_leaks_rise_and_not_their_twins() {
             assert!(
                 !series.is_empty(),
                 "{metric} of {comm}: never above 0: {:?}\n{}",
-                prometheus.query(&format!("{{__name__=~\"leaktrace_candidate_.*\",comm=\"{comm}\"}}")),
+                prometheus.query(&format!(
+                    "{{__name__=~\"leaktrace_candidate_.*\",comm=\"{comm}\"}}"
+                )),
                 agent.metrics()
             );
         }
