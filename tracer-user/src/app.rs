@@ -68,6 +68,7 @@ pub fn run(cli: Cli) -> Result<()> {
         duration: cli.duration,
         min_blocked_ns: cli.min_blocked.as_nanos() as u64,
         max_frames: cli.max_frames as usize,
+        status_line: true,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

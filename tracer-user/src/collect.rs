@@ -29,6 +29,9 @@ pub struct Settings {
     pub duration: Option<Duration>,
     pub min_blocked_ns: u64,
     pub max_frames: usize,
+    /// Show the live status line when stderr is a terminal (a one-shot trace; the agent's
+    /// concurrent traces would overwrite each other's line).
+    pub status_line: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -161,7 +164,7 @@ pub async fn trace(
     let deadline = settings.duration.map(|d| Instant::now() + d);
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
-    let status = std::io::stderr().is_terminal();
+    let status = settings.status_line && std::io::stderr().is_terminal();
     let mut ticks: u32 = 0;
 
     // The Go uprobes' windows are looked after more often than the ring buffer is drained, so

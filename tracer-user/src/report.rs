@@ -75,6 +75,10 @@ pub struct Report {
     pub go_timers: Option<crate::analyze::timers::GoTimerOverview>,
     /// Threads, epoll sets and timerfds seen during the trace.
     pub native_io: native::NativeSummary,
+    /// Set by the agent: fingerprints of the candidates of the target's previous interval that
+    /// are gone in this one.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub resolved: Vec<String>,
     /// Go targets: the last goroutine snapshot, for the `goroutines` dump and pprof's groups
     /// that are not candidates (not in the JSON; see [`Report::keep_goroutine_snapshot`]).
     #[serde(skip)]
@@ -91,6 +95,10 @@ pub struct ReportedCandidate {
     pub fingerprint: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub suppressed_by: Option<ignore::Suppression>,
+    /// Set by the agent (`leaktrace agent`): `new`, `growing` or `stable` compared with the
+    /// target's previous interval, by fingerprint.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<&'static str>,
 }
 
 impl std::ops::Deref for ReportedCandidate {
@@ -131,6 +139,7 @@ impl Report {
                     fingerprint: crate::analyze::fingerprint::of(&candidate),
                     candidate,
                     suppressed_by: None,
+                    status: None,
                 })
                 .collect(),
             wait_sites: analysis.wait_sites,
@@ -138,6 +147,7 @@ impl Report {
             goroutines: analysis.goroutines,
             go_timers: analysis.go_timers,
             native_io: native::NativeSummary::of(model),
+            resolved: Vec::new(),
             goroutine_snapshot: None,
         }
     }
@@ -252,7 +262,22 @@ impl Report {
                     rule.file, rule.line, rule.rule
                 );
             }
+            if let Some(status) = candidate.status {
+                let _ = writeln!(
+                    out,
+                    "{} since the previous interval:",
+                    status.to_uppercase()
+                );
+            }
             write_candidate(&mut out, i + 1, candidate);
+        }
+        if !self.resolved.is_empty() {
+            let _ = writeln!(out);
+            let _ = writeln!(
+                out,
+                "Resolved since the previous interval: {}",
+                self.resolved.join(", ")
+            );
         }
         if !self.blocked_but_healthy.is_empty() {
             let _ = writeln!(out);

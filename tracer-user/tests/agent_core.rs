@@ -435,6 +435,7 @@ fn a_thread_leak_is_new_then_growing_and_the_fixed_twin_has_no_candidate() {
     let leaks = of_kind(&report, "thread_leak");
     assert_eq!(leaks.len(), 1, "{json}");
     assert_eq!(leaks[0]["fingerprint"], fingerprint.as_str());
+    assert_eq!(leaks[0]["status"], "growing", "the report says it too");
     assert!(
         functions(&leaks[0]["creation_stack"]).contains(&"spawn_leaky_task".to_string()),
         "{json}"

@@ -123,6 +123,7 @@ async fn agent(args: &AgentArgs, ignore: Option<IgnoreRules>) -> Result<()> {
             duration: Some(args.interval),
             min_blocked_ns: args.min_blocked.as_nanos() as u64,
             max_frames: args.max_frames as usize,
+            status_line: false,
         },
         stack_after_ns: args.stack_after.as_nanos() as u64,
         ignore,
@@ -319,7 +320,7 @@ async fn watch_target(context: Rc<Context>, found: Found) -> End {
         let mut notes = probes.notes.clone();
         notes.extend(crate::target::architecture_note(pid));
         notes.extend(trace_notes);
-        let report = crate::app::build_report(
+        let mut report = crate::app::build_report(
             info.clone(),
             probes.attached.clone(),
             notes,
@@ -335,6 +336,7 @@ async fn watch_target(context: Rc<Context>, found: Found) -> End {
         if end != EndReason::TargetExited {
             tracked = status::transition(&tracked, metrics::groups_of(&report));
             log_changes(pid, &info.comm, &tracked);
+            status::annotate(&mut report, &tracked);
         }
         series.intervals += 1;
         series.lost_events = report.lost_events;

@@ -122,6 +122,21 @@ pub fn transition(previous: &[Tracked], current: Vec<Group>) -> Vec<Tracked> {
     out
 }
 
+/// Writes the statuses into the report: each candidate's, and the fingerprints resolved.
+pub fn annotate(report: &mut crate::report::Report, tracked: &[Tracked]) {
+    for candidate in &mut report.candidates {
+        candidate.status = tracked
+            .iter()
+            .find(|t| t.group.fingerprint == candidate.fingerprint && t.status != Status::Resolved)
+            .map(|t| t.status.name());
+    }
+    report.resolved = tracked
+        .iter()
+        .filter(|t| t.status == Status::Resolved)
+        .map(|t| t.group.fingerprint.clone())
+        .collect();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
