@@ -622,6 +622,15 @@ fn prometheus_sees_the_leaks_rise_and_not_their_twins() {
         "the restarted leak (pid {new_pid}, was {old_pid}) changed identity: {again:?} vs {go_group:?}"
     );
 
+    // ... and continues its statuses: for the agent it is the same leak, not a new one.
+    let renewed = prometheus.query(&format!(
+        "max_over_time(leaktrace_candidate_status{{comm=\"lt-go-leak\",pid=\"{new_pid}\",status=\"new\"}}[5m])"
+    ));
+    assert!(
+        !renewed.is_empty() && renewed.iter().all(|s| s.value == 0.0),
+        "the restarted leak was reported new again: {renewed:?}"
+    );
+
     // A target that exits: dropped from the agent's targets; the agent stays up and serves.
     let targets_before = prometheus.query("leaktrace_targets");
     assert_eq!(targets_before.len(), 1, "{targets_before:?}");
