@@ -114,7 +114,7 @@ pub struct AgentArgs {
     pub interval: Duration,
 
     /// How often the selectors are evaluated again (new and gone processes).
-    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_rescan)]
     pub rescan: Duration,
 
     /// Write every interval's JSON report to DIR/<comm>-<pid>-<unix seconds>.json.
@@ -146,6 +146,14 @@ pub struct AgentArgs {
 /// The shortest interval: analysing needs a few goroutine snapshots (one a second) and
 /// thread scans to judge anything.
 pub const MIN_INTERVAL: Duration = Duration::from_secs(2);
+
+fn parse_rescan(text: &str) -> Result<Duration, String> {
+    let rescan = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if rescan < Duration::from_millis(100) {
+        return Err("a rescan period must be at least 100ms".into());
+    }
+    Ok(rescan)
+}
 
 fn parse_interval(text: &str) -> Result<Duration, String> {
     let interval = humantime::parse_duration(text).map_err(|e| e.to_string())?;
@@ -315,6 +323,7 @@ mod tests {
         assert!(
             Cli::try_parse_from(["leaktrace", "agent", "--all-go", "--interval", "2s"]).is_ok()
         );
+        assert!(Cli::try_parse_from(["leaktrace", "agent", "--all-go", "--rescan", "0s"]).is_err());
     }
 
     #[test]

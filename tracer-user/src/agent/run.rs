@@ -224,7 +224,18 @@ async fn agent(args: &AgentArgs, ignore: Option<IgnoreRules>) -> Result<()> {
     if tokio::time::timeout(STOP_GRACE, waiting).await.is_err() {
         eprintln!("leaktrace agent: a target's task did not stop in time");
     }
-    let _ = tokio::task::spawn_blocking(move || server.join()).await;
+    // Connections a scraper keeps alive are closed by the graceful shutdown; a client in the
+    // middle of a slow read does not hold the agent up for long (the server's thread ends with
+    // the process).
+    if tokio::time::timeout(
+        Duration::from_secs(2),
+        tokio::task::spawn_blocking(move || server.join()),
+    )
+    .await
+    .is_err()
+    {
+        eprintln!("leaktrace agent: an HTTP connection did not close in time");
+    }
     eprintln!("leaktrace agent: stopped");
     Ok(())
 }
