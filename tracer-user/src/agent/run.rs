@@ -226,13 +226,15 @@ async fn agent(args: &AgentArgs, ignore: Option<IgnoreRules>) -> Result<()> {
     }
     // Connections a scraper keeps alive are closed by the graceful shutdown; a client in the
     // middle of a slow read does not hold the agent up for long (the server's thread ends with
-    // the process).
-    if tokio::time::timeout(
-        Duration::from_secs(2),
-        tokio::task::spawn_blocking(move || server.join()),
-    )
-    .await
-    .is_err()
+    // the process; joining it is not waited for, as dropping a runtime waits for blocking work).
+    let closing = async {
+        while !server.is_finished() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(2), closing)
+        .await
+        .is_err()
     {
         eprintln!("leaktrace agent: an HTTP connection did not close in time");
     }
