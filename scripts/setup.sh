@@ -44,5 +44,7 @@ bash "$(dirname "${BASH_SOURCE[0]}")/setup-go.sh"
 
 # Tools the fault tests check the kernel's view with (bpftool).
 bash "$(dirname "${BASH_SOURCE[0]}")/setup-tools.sh"
+# Prometheus and promtool for the agent's test (tests/agent.rs).
+bash "$(dirname "${BASH_SOURCE[0]}")/setup-prometheus.sh"
 # Headless Chromium for the HTML report test (tests/formats.rs).
 bash "$(dirname "${BASH_SOURCE[0]}")/setup-chromium.sh"

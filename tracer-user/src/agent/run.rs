@@ -88,9 +88,9 @@ async fn agent(args: &AgentArgs, ignore: Option<IgnoreRules>) -> Result<()> {
     // From here on a SIGTERM stops the agent (it no longer ends the process).
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sigint = signal(SignalKind::interrupt())?;
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
+    let listener = std::net::TcpListener::bind(args.listen)
         .with_context(|| format!("cannot listen on {}", args.listen))?;
+    listener.set_nonblocking(true)?;
     let address = listener.local_addr()?;
 
     let selectors = Selectors {
@@ -103,13 +103,28 @@ async fn agent(args: &AgentArgs, ignore: Option<IgnoreRules>) -> Result<()> {
     let state = SharedState::default();
     lock(&state).selectors = describe(&selectors);
     let (stop_tx, stop_rx) = watch::channel(false);
+    // The server has a thread and runtime of its own: building an interval's report holds this
+    // thread for a while (seconds for a large Go target on a loaded host), and a scrape must not
+    // wait for it (Prometheus gives up after its scrape_timeout and leaves a gap).
     let server = {
         let mut stop = stop_rx.clone();
-        let serve =
-            axum::serve(listener, http::router(state.clone())).with_graceful_shutdown(async move {
-                let _ = stop.wait_for(|stop| *stop).await;
-            });
-        tokio::spawn(async move { serve.await })
+        let router = http::router(state.clone());
+        std::thread::Builder::new()
+            .name("leaktrace-http".into())
+            .spawn(move || -> std::io::Result<()> {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                runtime.block_on(async move {
+                    let listener = tokio::net::TcpListener::from_std(listener)?;
+                    axum::serve(listener, router)
+                        .with_graceful_shutdown(async move {
+                            let _ = stop.wait_for(|stop| *stop).await;
+                        })
+                        .await
+                })
+            })
+            .context("starting the HTTP server's thread")?
     };
     eprintln!(
         "leaktrace agent: serving http://{address}/metrics and /report?pid=N; watching {} every {}, traced in intervals of {}",
@@ -135,7 +150,8 @@ async fn agent(args: &AgentArgs, ignore: Option<IgnoreRules>) -> Result<()> {
         histories: Default::default(),
         gone: Default::default(),
     });
-    let mut tasks: HashMap<u32, JoinHandle<End>> = HashMap::new();
+    // By pid: the selector that picked it, and its task.
+    let mut tasks: HashMap<u32, (String, JoinHandle<End>)> = HashMap::new();
     // Pids that could not be traced: not tried again while they live.
     let mut failed: BTreeSet<u32> = BTreeSet::new();
     let mut rescan = interval(args.rescan);
@@ -149,20 +165,37 @@ async fn agent(args: &AgentArgs, ignore: Option<IgnoreRules>) -> Result<()> {
         // The tasks that ended since the last rescan: an exited followed process may be replaced now.
         let finished: Vec<u32> = tasks
             .iter()
-            .filter(|(_, task)| task.is_finished())
+            .filter(|(_, (_, task))| task.is_finished())
             .map(|(&pid, _)| pid)
             .collect();
         for pid in finished {
-            let task = tasks.remove(&pid).expect("listed above");
+            let (_, task) = tasks.remove(&pid).expect("listed above");
             if task.await.unwrap_or(End::Failed) == End::Failed {
                 failed.insert(pid);
             }
         }
         failed.retain(|&pid| !procfs::is_gone(pid));
+        // Selectors whose process exited but whose task has not seen it yet (it does at its
+        // trace's next exit check): a process they name now is picked up at the next rescan,
+        // once that task has counted it gone and left its statuses, so that a quick restart
+        // (a service manager starts the new process within milliseconds) counts as one and
+        // continues the statuses instead of racing the old task.
+        let exiting: BTreeSet<&str> = tasks
+            .iter()
+            .filter(|(&pid, _)| procfs::is_gone(pid))
+            .map(|(_, (selector, _))| selector.as_str())
+            .collect();
+        let mut picked = Vec::new();
         for found in targets::scan(&selectors) {
-            if tasks.contains_key(&found.pid) || failed.contains(&found.pid) {
+            if tasks.contains_key(&found.pid)
+                || failed.contains(&found.pid)
+                || exiting.contains(found.selector.as_str())
+            {
                 continue;
             }
+            picked.push(found);
+        }
+        for found in picked {
             if let Some(waiting) = context
                 .gone
                 .borrow_mut()
@@ -176,15 +209,16 @@ async fn agent(args: &AgentArgs, ignore: Option<IgnoreRules>) -> Result<()> {
                     .or_default() += 1;
             }
             let pid = found.pid;
+            let selector = found.selector.clone();
             let task = tokio::task::spawn_local(watch_target(context.clone(), found));
-            tasks.insert(pid, task);
+            tasks.insert(pid, (selector, task));
         }
     }
 
     eprintln!("leaktrace agent: stopping; detaching every probe");
     let _ = stop_tx.send(true);
     let waiting = async {
-        for (_, task) in tasks.drain() {
+        for (_, (_, task)) in tasks.drain() {
             let _ = task.await;
         }
     };
@@ -192,8 +226,14 @@ async fn agent(args: &AgentArgs, ignore: Option<IgnoreRules>) -> Result<()> {
         eprintln!("leaktrace agent: a target's task did not stop in time");
     }
     // Connections a scraper keeps alive are closed by the graceful shutdown; a client in the
-    // middle of a slow read does not hold the agent up for long.
-    if tokio::time::timeout(Duration::from_secs(2), server)
+    // middle of a slow read does not hold the agent up for long (the server's thread ends with
+    // the process; joining it is not waited for, as dropping a runtime waits for blocking work).
+    let closing = async {
+        while !server.is_finished() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    if tokio::time::timeout(Duration::from_secs(2), closing)
         .await
         .is_err()
     {

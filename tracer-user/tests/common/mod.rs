@@ -326,4 +326,5 @@ pub fn build_go(dir: &str, version: &str, flags: &[&str]) -> PathBuf {
     );
     binary
 }
+pub mod container;
 pub mod tracefs;
