@@ -532,7 +532,11 @@ fn wait_candidate(
     let wakes = wakes_on(model, threads.iter().map(|t| t.futex_addr));
     let any_timeout = threads.iter().any(|t| t.has_timeout);
     let trace_ns = end_ns.saturating_sub(model.started_ns.unwrap_or(end_ns));
-    let whole_trace = threads.iter().all(|t| t.blocked_at_least);
+    // A lower bound from a later first look (a wait begun between probe windows) is not the
+    // whole trace.
+    let whole_trace = threads
+        .iter()
+        .all(|t| t.blocked_at_least && t.blocked_ns >= trace_ns);
 
     let mut score = SCORE_BLOCKED;
     let mut reasons = Vec::new();

@@ -41,7 +41,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Some(pid) => Target::existing(pid)?,
         None => Target::start(&cli.command)?,
     };
-    let mut probes = attach::Probes::load(target.pid, cli.stack_after.as_nanos() as u64)?;
+    let mut probes =
+        attach::Probes::load_with(target.pid, cli.stack_after.as_nanos() as u64, cli.detail)?;
     target.release()?;
     let info = TargetInfo {
         pid: target.pid,
@@ -103,6 +104,8 @@ pub fn run(cli: Cli) -> Result<()> {
                     goroutines,
                 }
             }),
+            detail: cli.detail,
+            windows: outcome.windows,
         },
         analysis,
         &outcome.model,

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context as _, Result};
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf, StackTraceMap};
+use aya::programs::trace_point::TracePointLinkId;
 use aya::programs::uprobe::{UProbeAttachLocation, UProbeLinkId, UProbeScope};
 use aya::programs::{TracePoint, UProbe};
 use aya::{Ebpf, EbpfLoader};
@@ -64,6 +65,58 @@ const TRACEPOINTS: &[(&str, &str, Need)] = &[
     ("syscalls", "sys_enter_close", Need::Optional),
 ];
 
+/// How much of the time the syscall tracepoints are attached (`--detail`).
+///
+/// Any attached syscall tracepoint sets `TIF_SYSCALL_TRACEPOINT` on every task of the host
+/// (kernel/tracepoint.c `syscall_regfunc`), so every syscall of every process pays the slow
+/// syscall path (~+65 ns here), and each attached program runs for every process's call before
+/// it filters on the target (~+300 ns a futex call). `Low` attaches them only in probe windows
+/// (see `collect::windows`); the lifecycle tracepoints (`task_newtask`, `sched_process_exit`,
+/// `task_rename`) fire only when a thread is created, exits or is renamed, and the uprobes cost
+/// only the target, so those stay attached in both modes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Detail {
+    /// Syscall tracepoints in short probe windows; the rest of the evidence from /proc and
+    /// the target's memory.
+    #[default]
+    Low,
+    /// Every probe for the whole trace.
+    Full,
+}
+
+/// The syscall tracepoints by what they see, so that a window can open only what is in
+/// question (a suspect futex wait needs the futex tracepoints, not the fd reads).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Group {
+    Futex,
+    /// clone, clone3, fork, vfork: in the low mode creations come from `task_newtask` instead.
+    Threads,
+    Epoll,
+    /// timerfd calls, and reads and closes of tracked fds.
+    Fds,
+    /// Not a syscall tracepoint: attached for the whole trace in both modes.
+    Lifecycle,
+}
+
+impl Group {
+    pub const WINDOWED: [Group; 3] = [Group::Futex, Group::Epoll, Group::Fds];
+
+    fn of(category: &str, tracepoint: &str) -> Group {
+        if category != "syscalls" {
+            Group::Lifecycle
+        } else if tracepoint.contains("futex") {
+            Group::Futex
+        } else if tracepoint.contains("clone") || tracepoint.contains("fork") {
+            Group::Threads
+        } else if tracepoint.contains("epoll") {
+            Group::Epoll
+        } else {
+            Group::Fds
+        }
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Need {
     Required,
@@ -86,6 +139,11 @@ pub struct Probes {
     /// The Go uprobes (goroutine creation, timer starts) while a window is open.
     go_links: Vec<(&'static str, UProbeLinkId)>,
     go_loaded: Vec<&'static str>,
+    detail: Detail,
+    /// Low mode: the syscall tracepoints this kernel has, loaded and attached only in windows.
+    windowed: Vec<(&'static str, &'static str, Group)>,
+    /// The windowed tracepoints attached now.
+    window_links: Vec<(&'static str, TracePointLinkId)>,
     /// Owns the programs and their links; dropped last.
     ebpf: Ebpf,
     pub attached: Vec<String>,
@@ -146,7 +204,15 @@ fn ensure_tracefs(notes: &mut Vec<String>) -> Result<()> {
 }
 
 impl Probes {
+    /// Every probe attached for the whole trace (`--detail full`).
     pub fn load(target_tgid: u32, long_wait_ns: u64) -> Result<Self> {
+        Self::load_with(target_tgid, long_wait_ns, Detail::Full)
+    }
+
+    /// Loads every program; `Detail::Low` attaches the syscall tracepoints only in windows (the
+    /// first one opens here, so that a started command is traced from its first instruction)
+    /// and takes thread creations from `task_newtask`.
+    pub fn load_with(target_tgid: u32, long_wait_ns: u64, detail: Detail) -> Result<Self> {
         let mut notes = Vec::new();
         // Not needed on kernels that account BPF memory to cgroups (5.11+), where it fails
         // without CAP_SYS_RESOURCE; only worth trying for older kernels.
@@ -168,12 +234,32 @@ impl Probes {
         let mut ebpf = EbpfLoader::new()
             .override_global(names::TARGET_TGID, &target_tgid, true)
             .override_global(names::LONG_WAIT_NS, &long_wait_ns, true)
+            .override_global(
+                names::CREATIONS_AT_NEWTASK,
+                &u32::from(detail == Detail::Low),
+                true,
+            )
             .load(object)
             .context("loading the eBPF programs into the kernel failed")?;
 
         let mut attached = Vec::new();
+        let mut windowed = Vec::new();
         for &(category, tracepoint, need) in TRACEPOINTS {
-            let outcome = attach_tracepoint(&mut ebpf, category, tracepoint);
+            let group = Group::of(category, tracepoint);
+            let outcome = match (detail, group) {
+                (Detail::Full, _) | (Detail::Low, Group::Lifecycle) => {
+                    attach_tracepoint(&mut ebpf, category, tracepoint)
+                }
+                // task_newtask sends the creations: no syscall tracepoint for them.
+                (Detail::Low, Group::Threads) => continue,
+                (Detail::Low, _) => {
+                    let loaded = load_tracepoint(&mut ebpf, category, tracepoint);
+                    if let Ok(true) = loaded {
+                        windowed.push((category, tracepoint, group));
+                    }
+                    loaded
+                }
+            };
             match (outcome, need) {
                 (Ok(true), _) => attached.push(format!("{category}:{tracepoint}")),
                 (Ok(false), Need::Required) => bail!(
@@ -201,7 +287,7 @@ impl Probes {
             ebpf.take_map(name)
                 .with_context(|| format!("map {name} missing from the eBPF object"))
         };
-        Ok(Probes {
+        let mut probes = Probes {
             pending: Array::try_from(take(names::PENDING_WAITS)?)?,
             watched: HashMap::try_from(take(names::WATCHED_ADDRS)?)?,
             stacks: StackTraceMap::try_from(take(names::STACKS)?)?,
@@ -214,10 +300,97 @@ impl Probes {
             go_layout: Array::try_from(take(names::GO_LAYOUT)?)?,
             go_links: Vec::new(),
             go_loaded: Vec::new(),
+            detail,
+            windowed,
+            window_links: Vec::new(),
             ebpf,
             attached,
             notes,
-        })
+        };
+        if detail == Detail::Low {
+            probes.open_window(&Group::WINDOWED)?;
+        }
+        Ok(probes)
+    }
+
+    pub fn detail(&self) -> Detail {
+        self.detail
+    }
+
+    /// Whether syscall tracepoints are attached now (always in the full mode).
+    pub fn window_is_open(&self) -> bool {
+        self.detail == Detail::Full || !self.window_links.is_empty()
+    }
+
+    /// Attaches the windowed tracepoints of `groups` that are not attached yet (low mode; a
+    /// no-op in the full mode). Fails only when none of the futex ones could be attached.
+    pub fn open_window(&mut self, groups: &[Group]) -> Result<()> {
+        for &(category, tracepoint, group) in &self.windowed {
+            if !groups.contains(&group) || self.window_links.iter().any(|(n, _)| *n == tracepoint) {
+                continue;
+            }
+            let prog: &mut TracePoint = self
+                .ebpf
+                .program_mut(tracepoint)
+                .with_context(|| format!("program {tracepoint} missing from the eBPF object"))?
+                .try_into()?;
+            match prog.attach(category, tracepoint) {
+                Ok(link) => self.window_links.push((tracepoint, link)),
+                Err(err) if tracepoint == "sys_enter_futex" || tracepoint == "sys_exit_futex" => {
+                    return Err(err)
+                        .with_context(|| format!("attaching to {category}:{tracepoint} failed"));
+                }
+                Err(err) => {
+                    let note = format!("attaching to {category}:{tracepoint} failed: {err}");
+                    if !self.notes.contains(&note) {
+                        self.notes.push(note);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Detaches every windowed tracepoint: from here on the host pays nothing for them. Calls
+    /// in progress keep their slots; the collector decides whether to trust them
+    /// ([`Probes::clear_slots`]).
+    pub fn close_window(&mut self) {
+        // Exits before entries: a call whose entry was seen keeps its slot rather than
+        // missing an exit in between, and the slots are sorted out by the collector anyway.
+        for (tracepoint, link) in std::mem::take(&mut self.window_links).into_iter().rev() {
+            if let Some(Ok(prog)) = self
+                .ebpf
+                .program_mut(tracepoint)
+                .map(<&mut TracePoint>::try_from)
+            {
+                let _ = prog.detach(link);
+            }
+        }
+    }
+
+    /// Frees the wait and call slots of `tids` (calls whose exit happened outside a window):
+    /// only while no window is open, so no program writes them meanwhile.
+    pub fn clear_slots(&mut self, tids: &[u32]) {
+        for &tid in tids {
+            let index = thread_slot(tid);
+            if let Ok(slot) = self.pending.get(&index, 0) {
+                if slot.tid == tid && slot.active != 0 {
+                    let _ = self.pending.set(index, ThreadSlot { active: 0, ..slot }, 0);
+                }
+            }
+            if let Ok(slot) = self.pending_calls.get(&index, 0) {
+                if slot.tid == tid && slot.active != 0 {
+                    let _ = self
+                        .pending_calls
+                        .set(index, ThreadSlot { active: 0, ..slot }, 0);
+                }
+            }
+        }
+    }
+
+    /// The kind an fd is tracked as in the kernel (`tracer_common::fd_kind`, 0: not tracked).
+    pub fn tracked_fd_kind(&self, fd: u32) -> u32 {
+        self.tracked_fds.get(&fd, 0).unwrap_or(0)
     }
 
     /// Tells the Go uprobes where to read (`tracer_common::go_layout` slots; 0: unknown).
@@ -429,6 +602,21 @@ fn attach_pthread_create(ebpf: &mut Ebpf, pid: u32) -> Result<String> {
 /// Loads the program named after `tracepoint` and attaches it; Ok(false) when this kernel has
 /// no such tracepoint.
 fn attach_tracepoint(ebpf: &mut Ebpf, category: &str, tracepoint: &str) -> Result<bool> {
+    if !load_tracepoint(ebpf, category, tracepoint)? {
+        return Ok(false);
+    }
+    let prog: &mut TracePoint = ebpf
+        .program_mut(tracepoint)
+        .with_context(|| format!("program {tracepoint} missing from the eBPF object"))?
+        .try_into()?;
+    prog.attach(category, tracepoint)
+        .with_context(|| format!("attaching to {category}:{tracepoint} failed"))?;
+    Ok(true)
+}
+
+/// Loads the program named after `tracepoint` without attaching it; Ok(false) when this kernel
+/// has no such tracepoint.
+fn load_tracepoint(ebpf: &mut Ebpf, category: &str, tracepoint: &str) -> Result<bool> {
     let program = tracepoint;
     let exists = [TRACEFS, "/sys/kernel/debug/tracing"].iter().any(|dir| {
         Path::new(dir)
@@ -446,8 +634,6 @@ fn attach_tracepoint(ebpf: &mut Ebpf, category: &str, tracepoint: &str) -> Resul
         .try_into()?;
     prog.load()
         .with_context(|| format!("the kernel rejected program {program}"))?;
-    prog.attach(category, tracepoint)
-        .with_context(|| format!("attaching to {category}:{tracepoint} failed"))?;
     Ok(true)
 }
 

@@ -145,6 +145,14 @@ pub struct Cli {
     #[arg(long, value_name = "FILE", verbatim_doc_comment)]
     pub ignore: Option<PathBuf>,
 
+    /// How long the syscall tracepoints stay attached. `low`: in short probe windows (the first
+    /// 2 s, then 250 ms every 5 s, less often under a storm of events, and when a new stuck
+    /// thread shows up), the rest from /proc and the target's memory: other processes pay
+    /// nothing between windows. `full`: every probe for the whole trace (every wait and wake
+    /// counted; every process on the host pays for the syscall tracepoints meanwhile).
+    #[arg(long, value_enum, default_value = "low")]
+    pub detail: crate::attach::Detail,
+
     /// Deepest user stack taken from a blocked thread.
     #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=512))]
     pub max_frames: u32,

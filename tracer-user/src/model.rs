@@ -67,6 +67,11 @@ pub enum BlockedSince {
     Exact(u64),
     /// Already blocked when tracing started: the true start is unknown and earlier.
     BeforeTrace,
+    /// Found blocked by a /proc scan at this time (CLOCK_MONOTONIC ns) in a wait whose start
+    /// no probe saw (it began between probe windows, or raced the attach), and not woken since
+    /// (its context switch counts have not moved): the true start is unknown and earlier. The
+    /// same evidence as [`BlockedSince::BeforeTrace`], from a later first look.
+    SeenAt(u64),
 }
 
 /// A thread found inside a futex wait.
@@ -409,6 +414,7 @@ impl Model {
                 let start = self.started_ns.unwrap_or(now_ns);
                 (now_ns.saturating_sub(start), true)
             }
+            BlockedSince::SeenAt(seen) => (now_ns.saturating_sub(seen), true),
         }
     }
 

@@ -1,0 +1,230 @@
+//! Probe windows of the low-cost mode (`--detail low`): when the syscall tracepoints are
+//! attached.
+//!
+//! An attached syscall tracepoint costs every process of the host (see `attach::Detail`), so
+//! in the low mode they are attached only for:
+//! - a first window of [`FIRST_WINDOW`] when the trace starts: the set-up of event loops and
+//!   timers, a first sample of completed waits and wakes;
+//! - then [`WINDOW`] every [`PERIOD`] (a 5% duty cycle): completed waits, wakes on watched
+//!   futex words, epoll and timerfd activity, as samples;
+//! - a window of [`WINDOW`] narrowed to the syscalls in question when a /proc scan finds a new
+//!   suspect: a thread blocked past the threshold in a wait no window has seen (its futex word
+//!   is watched, so the window counts who wakes it), at most one every [`PERIOD`].
+//!
+//! A window that brings more than [`STORM_RECORDS_PER_S`] records a second (a futex or I/O
+//! storm, which is what costs most while attached) closes at once, and the next ones come twice
+//! as rarely, up to [`MAX_PERIOD`]; a window without a storm brings the period back to
+//! [`PERIOD`]. Everything between windows comes from state: /proc (which syscall a thread is
+//! blocked in, its arguments, its context switch counts, fdinfo) and the target's memory.
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::attach::Group;
+
+pub const FIRST_WINDOW: Duration = Duration::from_secs(2);
+pub const WINDOW: Duration = Duration::from_millis(250);
+pub const PERIOD: Duration = Duration::from_secs(5);
+pub const MAX_PERIOD: Duration = Duration::from_secs(60);
+/// A window is not judged a storm before this long (the first records of a window include the
+/// waits that were already in progress).
+pub const MIN_WINDOW: Duration = Duration::from_millis(50);
+/// Records a second (sent or lost) beyond which a window is a storm: 10,000 a second is ~3 µs
+/// of the target's time per ms in probes alone, more than the whole budget of the low mode.
+pub const STORM_RECORDS_PER_S: u64 = 10_000;
+/// How often an open window checks for a storm.
+pub const CHECK_EVERY: Duration = Duration::from_millis(25);
+
+/// What the schedule wants done now.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Change {
+    Open(Vec<Group>),
+    Close,
+}
+
+struct Open {
+    since: Instant,
+    since_ns: u64,
+    length: Duration,
+    records_at_open: u64,
+}
+
+pub struct Windows {
+    open: Option<Open>,
+    next_open: Instant,
+    period: Duration,
+    /// A suspect window asked for, with its groups.
+    suspect: Option<Vec<Group>>,
+    next_suspect: Instant,
+    /// Windows opened, windows closed early by a storm, suspect windows.
+    pub count: u64,
+    pub storms: u64,
+    pub suspect_windows: u64,
+    /// Time covered by closed windows (ns).
+    pub covered_ns: u64,
+    /// CLOCK_MONOTONIC ns of the last close (0: none yet).
+    pub last_closed_ns: u64,
+}
+
+impl Windows {
+    /// The schedule of a trace whose first window was opened at attach (`Probes::load_with`).
+    /// `records`: what the kernel had sent or lost when the window opened.
+    pub fn started(now: Instant, now_ns: u64, records: u64) -> Self {
+        Windows {
+            open: Some(Open {
+                since: now,
+                since_ns: now_ns,
+                length: FIRST_WINDOW,
+                records_at_open: records,
+            }),
+            next_open: now + PERIOD,
+            period: PERIOD,
+            suspect: None,
+            next_suspect: now,
+            count: 1,
+            storms: 0,
+            suspect_windows: 0,
+            covered_ns: 0,
+            last_closed_ns: 0,
+        }
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.open.is_some()
+    }
+
+    /// When [`Windows::change`] should be asked next.
+    pub fn next_check(&self, now: Instant) -> Instant {
+        match &self.open {
+            Some(open) => (open.since + open.length).min(now + CHECK_EVERY),
+            None if self.suspect.is_some() => now,
+            None => self.next_open,
+        }
+    }
+
+    /// Asks for a window narrowed to `groups` for a new suspect (ignored when one was opened
+    /// less than a period ago or a window is open: that one sees it).
+    pub fn suspect(&mut self, groups: Vec<Group>, now: Instant) {
+        if self.open.is_none() && now >= self.next_suspect && self.suspect.is_none() {
+            self.suspect = Some(groups);
+        }
+    }
+
+    /// What to do now, given the records the kernel sent or lost so far (cumulative).
+    pub fn change(&mut self, now: Instant, records: u64) -> Option<Change> {
+        match &mut self.open {
+            Some(open) => {
+                let elapsed = now.duration_since(open.since);
+                let seen = records.saturating_sub(open.records_at_open);
+                let allowed = STORM_RECORDS_PER_S as f64 * elapsed.as_secs_f64();
+                let storm = elapsed >= MIN_WINDOW && seen as f64 > allowed;
+                if storm || elapsed >= open.length {
+                    if storm {
+                        self.storms += 1;
+                        self.period = (self.period * 2).min(MAX_PERIOD);
+                    } else {
+                        self.period = PERIOD;
+                    }
+                    self.next_open = open.since + self.period;
+                    return Some(Change::Close);
+                }
+                None
+            }
+            None => {
+                if let Some(groups) = self.suspect.take() {
+                    self.suspect_windows += 1;
+                    self.next_suspect = now + PERIOD;
+                    return Some(Change::Open(groups));
+                }
+                (now >= self.next_open).then(|| Change::Open(Group::WINDOWED.to_vec()))
+            }
+        }
+    }
+
+    /// The window was opened (after [`Change::Open`]).
+    pub fn opened(&mut self, now: Instant, now_ns: u64, records: u64) {
+        self.count += 1;
+        self.open = Some(Open {
+            since: now,
+            since_ns: now_ns,
+            length: WINDOW,
+            records_at_open: records,
+        });
+    }
+
+    /// The window was closed (after [`Change::Close`], or at the end of the trace).
+    pub fn closed(&mut self, now_ns: u64) {
+        if let Some(open) = self.open.take() {
+            self.covered_ns += now_ns.saturating_sub(open.since_ns);
+            self.last_closed_ns = now_ns;
+        }
+    }
+
+    /// The period between windows now (longer after storms).
+    pub fn period(&self) -> Duration {
+        self.period
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_window_closes_after_its_length_then_windows_come_every_period() {
+        let t0 = Instant::now();
+        let mut w = Windows::started(t0, 0, 0);
+        assert!(w.is_open());
+        assert_eq!(w.change(t0 + Duration::from_secs(1), 100), None);
+        assert_eq!(w.change(t0 + FIRST_WINDOW, 200), Some(Change::Close));
+        w.closed(2_000_000_000);
+        assert_eq!(w.covered_ns, 2_000_000_000);
+        assert_eq!(w.change(t0 + Duration::from_secs(4), 200), None);
+        let open_at = t0 + PERIOD;
+        assert_eq!(w.next_check(t0 + Duration::from_secs(4)), open_at);
+        assert!(matches!(w.change(open_at, 200), Some(Change::Open(_))));
+        w.opened(open_at, 5_000_000_000, 200);
+        assert_eq!(w.change(open_at + WINDOW, 300), Some(Change::Close));
+        w.closed(5_250_000_000);
+        assert_eq!(w.covered_ns, 2_250_000_000);
+        assert_eq!(w.count, 2);
+        assert_eq!(w.next_check(open_at + WINDOW), open_at + PERIOD);
+    }
+
+    #[test]
+    fn a_storm_closes_the_window_and_stretches_the_period() {
+        let t0 = Instant::now();
+        let mut w = Windows::started(t0, 0, 0);
+        let at = t0 + Duration::from_millis(100);
+        // 100 ms: 1,000 records allowed; 50,000 seen.
+        assert_eq!(w.change(at, 50_000), Some(Change::Close));
+        w.closed(100_000_000);
+        assert_eq!(w.storms, 1);
+        assert_eq!(w.period(), PERIOD * 2);
+        let next = t0 + PERIOD * 2;
+        assert_eq!(w.change(next - Duration::from_millis(1), 50_000), None);
+        assert!(matches!(w.change(next, 50_000), Some(Change::Open(_))));
+        w.opened(next, 0, 50_000);
+        // A quiet window brings the period back.
+        assert_eq!(w.change(next + WINDOW, 50_010), Some(Change::Close));
+        assert_eq!(w.period(), PERIOD);
+    }
+
+    #[test]
+    fn a_suspect_window_opens_at_once_but_at_most_once_a_period() {
+        let t0 = Instant::now();
+        let mut w = Windows::started(t0, 0, 0);
+        assert_eq!(w.change(t0 + FIRST_WINDOW, 0), Some(Change::Close));
+        w.closed(0);
+        let at = t0 + Duration::from_secs(3);
+        w.suspect(vec![Group::Futex], at);
+        assert_eq!(w.next_check(at), at);
+        assert_eq!(w.change(at, 0), Some(Change::Open(vec![Group::Futex])));
+        w.opened(at, 0, 0);
+        assert_eq!(w.change(at + WINDOW, 0), Some(Change::Close));
+        w.closed(0);
+        w.suspect(vec![Group::Futex], at + Duration::from_secs(1));
+        assert_eq!(w.change(at + Duration::from_secs(1), 0), None);
+        assert_eq!(w.suspect_windows, 1);
+    }
+}
