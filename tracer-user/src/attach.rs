@@ -89,7 +89,11 @@ pub enum Detail {
 /// question (a suspect futex wait needs the futex tracepoints, not the fd reads).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Group {
+    /// futex(2) itself.
     Futex,
+    /// The futex2 calls (futex_wait, futex_waitv, futex_wake, futex_requeue; Linux 6.7+),
+    /// which the C library and Go do not use (yet).
+    Futex2,
     /// clone, clone3, fork, vfork: in the low mode creations come from `task_newtask` instead.
     Threads,
     Epoll,
@@ -100,13 +104,15 @@ pub enum Group {
 }
 
 impl Group {
-    pub const WINDOWED: [Group; 3] = [Group::Futex, Group::Epoll, Group::Fds];
+    pub const WINDOWED: [Group; 4] = [Group::Futex, Group::Futex2, Group::Epoll, Group::Fds];
 
     fn of(category: &str, tracepoint: &str) -> Group {
         if category != "syscalls" {
             Group::Lifecycle
-        } else if tracepoint.contains("futex") {
+        } else if tracepoint.ends_with("_futex") {
             Group::Futex
+        } else if tracepoint.contains("futex") {
+            Group::Futex2
         } else if tracepoint.contains("clone") || tracepoint.contains("fork") {
             Group::Threads
         } else if tracepoint.contains("epoll") {
@@ -144,6 +150,8 @@ pub struct Probes {
     windowed: Vec<(&'static str, &'static str, Group)>,
     /// The windowed tracepoints attached now.
     window_links: Vec<(&'static str, TracePointLinkId)>,
+    /// Detaching the last window's tracepoints (see [`Probes::close_window`]).
+    closing: Option<std::thread::JoinHandle<()>>,
     /// Owns the programs and their links; dropped last.
     ebpf: Ebpf,
     pub attached: Vec<String>,
@@ -303,6 +311,7 @@ impl Probes {
             detail,
             windowed,
             window_links: Vec::new(),
+            closing: None,
             ebpf,
             attached,
             notes,
@@ -319,7 +328,7 @@ impl Probes {
 
     /// Whether syscall tracepoints are attached now (always in the full mode).
     pub fn window_is_open(&self) -> bool {
-        self.detail == Detail::Full || !self.window_links.is_empty()
+        self.detail == Detail::Full || !self.window_links.is_empty() || self.closing.is_some()
     }
 
     /// Attaches the windowed tracepoints of `groups` that are not attached yet (low mode; a
@@ -355,16 +364,49 @@ impl Probes {
     /// in progress keep their slots; the collector decides whether to trust them
     /// ([`Probes::clear_slots`]).
     pub fn close_window(&mut self) {
-        // Exits before entries: a call whose entry was seen keeps its slot rather than
-        // missing an exit in between, and the slots are sorted out by the collector anyway.
-        for (tracepoint, link) in std::mem::take(&mut self.window_links).into_iter().rev() {
+        let mut links = Vec::new();
+        for (tracepoint, link) in std::mem::take(&mut self.window_links) {
             if let Some(Ok(prog)) = self
                 .ebpf
                 .program_mut(tracepoint)
                 .map(<&mut TracePoint>::try_from)
             {
-                let _ = prog.detach(link);
+                if let Ok(link) = prog.take_link(link) {
+                    links.push((tracepoint, link));
+                }
             }
+        }
+        // Closing a tracepoint's perf event waits for RCU grace periods after unregistering
+        // it, under the global `event_mutex` (kernel/trace/trace_event_perf.c
+        // `perf_trace_destroy` -> `perf_trace_event_unreg` -> `tracepoint_synchronize_unregister`):
+        // ~45 ms each here, one after the other whatever the number of threads closing them.
+        // So they are closed on a thread of their own (the collection loop goes on), the
+        // busiest first; the window ends when the last one is gone ([`Probes::window_closed`]).
+        links.sort_by_key(|(tracepoint, _)| close_order(tracepoint));
+        self.closing = Some(std::thread::spawn(move || {
+            for (_, link) in links {
+                drop(link);
+            }
+        }));
+    }
+
+    /// Whether the last window's tracepoints are all detached (joins the closing thread then).
+    pub fn window_closed(&mut self) -> bool {
+        match &self.closing {
+            Some(handle) if !handle.is_finished() => false,
+            _ => {
+                if let Some(handle) = self.closing.take() {
+                    let _ = handle.join();
+                }
+                true
+            }
+        }
+    }
+
+    /// Waits until the last window's tracepoints are all detached.
+    pub fn wait_window_closed(&mut self) {
+        if let Some(handle) = self.closing.take() {
+            let _ = handle.join();
         }
     }
 
@@ -556,6 +598,27 @@ impl Probes {
                 tracer_common::TRACKED_FD_SLOTS
             )
         })
+    }
+}
+
+/// Which windowed tracepoints go first when a window closes: the ones every futex call or
+/// read of the host runs, then epoll waits, then the rare set-up calls.
+fn close_order(tracepoint: &str) -> u8 {
+    if tracepoint.contains("futex") {
+        0
+    } else if tracepoint.ends_with("_read") || tracepoint.ends_with("_close") {
+        1
+    } else if tracepoint.contains("epoll_wait") || tracepoint.contains("epoll_pwait") {
+        2
+    } else {
+        3
+    }
+}
+
+impl Drop for Probes {
+    fn drop(&mut self) {
+        // Every probe is gone when leaktrace lets go of them, the closing window's too.
+        self.wait_window_closed();
     }
 }
 

@@ -604,13 +604,23 @@ impl Collector<'_> {
 
     /// Opens or closes a probe window as the schedule says (low mode).
     fn window_tick(&mut self) {
-        let records = self.records();
-        let Some(windows) = self.windows.as_mut() else {
+        let Some(windows) = self.windows.as_ref() else {
             return;
         };
+        if windows.is_closing() {
+            if self.probes.window_closed() {
+                self.window_closed();
+            }
+            return;
+        }
+        let records = self.records();
+        let windows = self.windows.as_mut().expect("checked");
         match windows.change(Instant::now(), records) {
-            Some(windows::Change::Close) => self.close_window(),
-            Some(windows::Change::Open(groups)) => self.open_window(&groups),
+            Some(windows::Change::Close) => self.probes.close_window(),
+            Some(windows::Change::Open(groups)) => {
+                let groups = groups.unwrap_or_else(|| self.native.window_groups());
+                self.open_window(&groups)
+            }
             None => {}
         }
     }
@@ -658,14 +668,15 @@ impl Collector<'_> {
                 if let Some(windows) = self.windows.as_mut() {
                     // Counted as a window of no length, so that the schedule moves on.
                     windows.opened(Instant::now(), monotonic_ns(), records);
-                    windows.closed(monotonic_ns());
+                    windows.close();
+                    windows.closed(Instant::now(), monotonic_ns());
                 }
             }
         }
     }
 
-    /// Detaches the syscall tracepoints (low mode), takes the window's records, and notes the
-    /// calls still in progress with their threads' context switch counts.
+    /// Ends the window in progress at the end of the trace: its tracepoints detached before
+    /// the last look.
     fn close_window(&mut self) {
         let Some(windows) = self.windows.as_mut() else {
             return;
@@ -673,8 +684,20 @@ impl Collector<'_> {
         if !windows.is_open() {
             return;
         }
-        self.probes.close_window();
-        windows.closed(monotonic_ns());
+        if !windows.is_closing() {
+            windows.close();
+            self.probes.close_window();
+        }
+        self.probes.wait_window_closed();
+        self.window_closed();
+    }
+
+    /// The window's tracepoints are all detached: takes its last records, and notes the calls
+    /// still in progress with their threads' context switch counts.
+    fn window_closed(&mut self) {
+        if let Some(windows) = self.windows.as_mut() {
+            windows.closed(Instant::now(), monotonic_ns());
+        }
         self.drain();
         let tids = procfs::threads(self.pid);
         let held: Vec<u32> = self

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use tracer_common::{event_kind, fd_kind, native_call, CallDone, FdKey, ThreadExit, ThreadRename};
 
-use crate::attach::{Detail, Probes};
+use crate::attach::{Detail, Group, Probes};
 use crate::model::epoll::{EpollEvent, EpollWaiter, WatchedFd};
 use crate::model::threads::{ThreadEvent, ThreadState};
 use crate::model::timerfd::{TimerfdEvent, TFD_TIMER_ABSTIME};
@@ -19,6 +19,8 @@ use super::stacktop::UserStacks;
 const SYS_EPOLL_WAIT: i64 = 232;
 const SYS_EPOLL_PWAIT: i64 = 281;
 const SYS_EPOLL_PWAIT2: i64 = 441;
+const SYS_FUTEX_WAITV: i64 = 449;
+const SYS_FUTEX_WAIT: i64 = 455;
 /// Threads unwound per creation site at the final snapshot: enough to show where a group is
 /// blocked without unwinding thousands of leaked threads.
 const STACKS_PER_SITE: usize = 3;
@@ -69,6 +71,8 @@ pub struct Native {
     waiting_before: HashMap<u32, CallKey>,
     /// User stacks of epoll waiters, per wait (tid, since, epfd).
     stacks: HashMap<(u32, BlockedSince, i32), Vec<Frame>>,
+    /// A thread was seen in a futex2 call (futex_wait, futex_waitv).
+    uses_futex2: bool,
     /// CLOCK_REALTIME - CLOCK_MONOTONIC, to turn absolute realtime deadlines into monotonic.
     realtime_offset_ns: i128,
     pub notes: Vec<String>,
@@ -159,6 +163,29 @@ impl Native {
                 }
             }
         }
+    }
+
+    /// The syscall tracepoints a periodic window needs for this target (each one attached
+    /// costs the host ~45-80 ms of detaching when the window closes, see `attach::close_window`):
+    /// futex(2) always; futex2 once a thread was seen in it; epoll when the target has an epoll
+    /// set; timerfd calls, reads and closes when it has a timerfd or an epoll set (reads and
+    /// closes are only followed on those). What is created between windows shows in the fd
+    /// table at the next scan, and the window after that includes it.
+    pub fn window_groups(&self) -> Vec<Group> {
+        let mut groups = vec![Group::Futex];
+        if self.uses_futex2 {
+            groups.push(Group::Futex2);
+        }
+        let links = fds::links(self.pid);
+        let has = |kind: &str| links.values().any(|l| fds::kind(l) == kind);
+        let epoll = has("eventpoll");
+        if epoll {
+            groups.push(Group::Epoll);
+        }
+        if epoll || has("timerfd") {
+            groups.push(Group::Fds);
+        }
+        groups
     }
 
     /// Low mode: timerfds opened and closed between windows, from the fd table. One that
@@ -402,6 +429,7 @@ impl Native {
                 }
             });
             if let Some(r) = regs {
+                self.uses_futex2 |= matches!(r.nr, SYS_FUTEX_WAITV | SYS_FUTEX_WAIT);
                 if matches!(r.nr, SYS_EPOLL_WAIT | SYS_EPOLL_PWAIT | SYS_EPOLL_PWAIT2) {
                     if let Some(waiter) = self.waiter(
                         tid,

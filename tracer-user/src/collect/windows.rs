@@ -11,6 +11,13 @@
 //!   suspect: a thread blocked past the threshold in a wait no window has seen (its futex word
 //!   is watched, so the window counts who wakes it), at most one every [`PERIOD`].
 //!
+//! Closing a window takes time: the kernel unregisters each tracepoint under a global mutex and
+//! waits for RCU grace periods after each (~45 ms a tracepoint here, ~1 s for all), so the
+//! tracepoints are detached on a thread of their own while the loop goes on, and a window lasts
+//! until the last one is gone. To keep the duty cycle at [`DUTY_CYCLE`] whatever that takes, the
+//! next window opens no sooner than the time the last one was attached times
+//! (1 / [`DUTY_CYCLE`] - 1) after it closed.
+//!
 //! A window that brings more than [`STORM_RECORDS_PER_S`] records a second (a futex or I/O
 //! storm, which is what costs most while attached) closes at once, and the next ones come twice
 //! as rarely, up to [`MAX_PERIOD`]; a window without a storm brings the period back to
@@ -32,17 +39,23 @@ pub const MIN_WINDOW: Duration = Duration::from_millis(50);
 /// Records a second (sent or lost) beyond which a window is a storm: 10,000 a second is ~3 µs
 /// of the target's time per ms in probes alone, more than the whole budget of the low mode.
 pub const STORM_RECORDS_PER_S: u64 = 10_000;
+/// The share of the trace the syscall tracepoints may be attached after the first window.
+pub const DUTY_CYCLE: f64 = 0.05;
 /// How often an open window checks for a storm.
 pub const CHECK_EVERY: Duration = Duration::from_millis(25);
 
 /// What the schedule wants done now.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Change {
-    Open(Vec<Group>),
+    /// Open a window: `Some` for a suspect's syscalls, None for the periodic window (the
+    /// collector picks what the target needs).
+    Open(Option<Vec<Group>>),
     Close,
 }
 
 struct Open {
+    /// Closing: its tracepoints are being detached.
+    closing: bool,
     since: Instant,
     since_ns: u64,
     length: Duration,
@@ -72,6 +85,7 @@ impl Windows {
     pub fn started(now: Instant, now_ns: u64, records: u64) -> Self {
         Windows {
             open: Some(Open {
+                closing: false,
                 since: now,
                 since_ns: now_ns,
                 length: FIRST_WINDOW,
@@ -89,13 +103,20 @@ impl Windows {
         }
     }
 
+    /// Open or closing: syscall tracepoints may be attached.
     pub fn is_open(&self) -> bool {
         self.open.is_some()
+    }
+
+    /// Its tracepoints are being detached ([`Change::Close`] was returned).
+    pub fn is_closing(&self) -> bool {
+        self.open.as_ref().is_some_and(|open| open.closing)
     }
 
     /// When [`Windows::change`] should be asked next.
     pub fn next_check(&self, now: Instant) -> Instant {
         match &self.open {
+            Some(open) if open.closing => now + CHECK_EVERY,
             Some(open) => (open.since + open.length).min(now + CHECK_EVERY),
             None if self.suspect.is_some() => now,
             None => self.next_open,
@@ -113,6 +134,7 @@ impl Windows {
     /// What to do now, given the records the kernel sent or lost so far (cumulative).
     pub fn change(&mut self, now: Instant, records: u64) -> Option<Change> {
         match &mut self.open {
+            Some(open) if open.closing => None,
             Some(open) => {
                 let elapsed = now.duration_since(open.since);
                 let seen = records.saturating_sub(open.records_at_open);
@@ -126,6 +148,7 @@ impl Windows {
                         self.period = PERIOD;
                     }
                     self.next_open = open.since + self.period;
+                    open.closing = true;
                     return Some(Change::Close);
                 }
                 None
@@ -134,9 +157,9 @@ impl Windows {
                 if let Some(groups) = self.suspect.take() {
                     self.suspect_windows += 1;
                     self.next_suspect = now + PERIOD;
-                    return Some(Change::Open(groups));
+                    return Some(Change::Open(Some(groups)));
                 }
-                (now >= self.next_open).then(|| Change::Open(Group::WINDOWED.to_vec()))
+                (now >= self.next_open).then_some(Change::Open(None))
             }
         }
     }
@@ -145,6 +168,7 @@ impl Windows {
     pub fn opened(&mut self, now: Instant, now_ns: u64, records: u64) {
         self.count += 1;
         self.open = Some(Open {
+            closing: false,
             since: now,
             since_ns: now_ns,
             length: WINDOW,
@@ -152,11 +176,33 @@ impl Windows {
         });
     }
 
-    /// The window was closed (after [`Change::Close`], or at the end of the trace).
-    pub fn closed(&mut self, now_ns: u64) {
+    /// Marks the open window closing out of the schedule (the trace ends, or it failed to
+    /// open).
+    pub fn close(&mut self) {
+        if let Some(open) = self.open.as_mut() {
+            open.closing = true;
+        }
+    }
+
+    /// The window's tracepoints are all detached (after [`Change::Close`], or at the end of
+    /// the trace).
+    pub fn closed(&mut self, now: Instant, now_ns: u64) {
         if let Some(open) = self.open.take() {
-            self.covered_ns += now_ns.saturating_sub(open.since_ns);
+            let attached_ns = now_ns.saturating_sub(open.since_ns);
+            if std::env::var_os("LEAKTRACE_DEBUG_WINDOWS").is_some() {
+                eprintln!(
+                    "window {} closed after {:?} attached",
+                    self.count,
+                    Duration::from_nanos(attached_ns)
+                );
+            }
+            self.covered_ns += attached_ns;
             self.last_closed_ns = now_ns;
+            // The first window is the trace's start-up sample, not held against the cycle.
+            if open.length != FIRST_WINDOW {
+                let rest = Duration::from_nanos(attached_ns).mul_f64(1.0 / DUTY_CYCLE - 1.0);
+                self.next_open = self.next_open.max(now + rest);
+            }
         }
     }
 
@@ -177,18 +223,25 @@ mod tests {
         assert!(w.is_open());
         assert_eq!(w.change(t0 + Duration::from_secs(1), 100), None);
         assert_eq!(w.change(t0 + FIRST_WINDOW, 200), Some(Change::Close));
-        w.closed(2_000_000_000);
+        w.closed(t0 + FIRST_WINDOW, 2_000_000_000);
         assert_eq!(w.covered_ns, 2_000_000_000);
+        // The first window is not held against the duty cycle.
         assert_eq!(w.change(t0 + Duration::from_secs(4), 200), None);
         let open_at = t0 + PERIOD;
-        assert_eq!(w.next_check(t0 + Duration::from_secs(4)), open_at);
         assert!(matches!(w.change(open_at, 200), Some(Change::Open(_))));
         w.opened(open_at, 5_000_000_000, 200);
         assert_eq!(w.change(open_at + WINDOW, 300), Some(Change::Close));
-        w.closed(5_250_000_000);
-        assert_eq!(w.covered_ns, 2_250_000_000);
+        assert!(w.is_closing());
+        assert_eq!(w.change(open_at + WINDOW, 300), None);
+        // Detaching took 250 ms more: 500 ms attached, so 9.5 s until the next one.
+        let closed_at = open_at + WINDOW * 2;
+        w.closed(closed_at, 5_500_000_000);
+        assert_eq!(w.covered_ns, 2_500_000_000);
         assert_eq!(w.count, 2);
-        assert_eq!(w.next_check(open_at + WINDOW), open_at + PERIOD);
+        assert_eq!(
+            w.next_check(closed_at),
+            closed_at + Duration::from_millis(9_500)
+        );
     }
 
     #[test]
@@ -198,7 +251,7 @@ mod tests {
         let at = t0 + Duration::from_millis(100);
         // 100 ms: 1,000 records allowed; 50,000 seen.
         assert_eq!(w.change(at, 50_000), Some(Change::Close));
-        w.closed(100_000_000);
+        w.closed(at, 100_000_000);
         assert_eq!(w.storms, 1);
         assert_eq!(w.period(), PERIOD * 2);
         let next = t0 + PERIOD * 2;
@@ -215,14 +268,17 @@ mod tests {
         let t0 = Instant::now();
         let mut w = Windows::started(t0, 0, 0);
         assert_eq!(w.change(t0 + FIRST_WINDOW, 0), Some(Change::Close));
-        w.closed(0);
+        w.closed(t0 + FIRST_WINDOW, 0);
         let at = t0 + Duration::from_secs(3);
         w.suspect(vec![Group::Futex], at);
         assert_eq!(w.next_check(at), at);
-        assert_eq!(w.change(at, 0), Some(Change::Open(vec![Group::Futex])));
+        assert_eq!(
+            w.change(at, 0),
+            Some(Change::Open(Some(vec![Group::Futex])))
+        );
         w.opened(at, 0, 0);
         assert_eq!(w.change(at + WINDOW, 0), Some(Change::Close));
-        w.closed(0);
+        w.closed(at + WINDOW, 0);
         w.suspect(vec![Group::Futex], at + Duration::from_secs(1));
         assert_eq!(w.change(at + Duration::from_secs(1), 0), None);
         assert_eq!(w.suspect_windows, 1);
