@@ -167,6 +167,9 @@ impl Windows {
     /// The window was opened (after [`Change::Open`]).
     pub fn opened(&mut self, now: Instant, now_ns: u64, records: u64) {
         self.count += 1;
+        if log_windows() {
+            eprintln!("leaktrace: window {} open at {now_ns} ns", self.count);
+        }
         self.open = Some(Open {
             closing: false,
             since: now,
@@ -189,11 +192,11 @@ impl Windows {
     pub fn closed(&mut self, now: Instant, now_ns: u64) {
         if let Some(open) = self.open.take() {
             let attached_ns = now_ns.saturating_sub(open.since_ns);
-            if std::env::var_os("LEAKTRACE_DEBUG_WINDOWS").is_some() {
+            if log_windows() {
                 eprintln!(
-                    "window {} closed after {:?} attached",
+                    "leaktrace: window {} closed at {now_ns} ns after {} ms attached",
                     self.count,
-                    Duration::from_nanos(attached_ns)
+                    attached_ns / 1_000_000
                 );
             }
             self.covered_ns += attached_ns;
@@ -210,6 +213,12 @@ impl Windows {
     pub fn period(&self) -> Duration {
         self.period
     }
+}
+
+/// `LEAKTRACE_WINDOW_LOG=1`: each window's opening and closing on stderr, with
+/// CLOCK_MONOTONIC times (`cargo xtask bench host` uses it to run between windows).
+fn log_windows() -> bool {
+    std::env::var_os("LEAKTRACE_WINDOW_LOG").is_some()
 }
 
 #[cfg(test)]
