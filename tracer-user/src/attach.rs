@@ -104,7 +104,13 @@ pub enum Group {
 }
 
 impl Group {
-    pub const WINDOWED: [Group; 4] = [Group::Futex, Group::Futex2, Group::Epoll, Group::Fds];
+    pub const WINDOWED: [Group; 5] = [
+        Group::Futex,
+        Group::Futex2,
+        Group::Threads,
+        Group::Epoll,
+        Group::Fds,
+    ];
 
     fn of(category: &str, tracepoint: &str) -> Group {
         if category != "syscalls" {
@@ -244,7 +250,7 @@ impl Probes {
             .override_global(names::LONG_WAIT_NS, &long_wait_ns, true)
             .override_global(
                 names::CREATIONS_AT_NEWTASK,
-                &u32::from(detail == Detail::Low),
+                &u32::from(detail == Detail::Low && tracepoint_exists("task", "task_newtask")),
                 true,
             )
             .load(object)
@@ -252,6 +258,9 @@ impl Probes {
 
         let mut attached = Vec::new();
         let mut windowed = Vec::new();
+        // Without task_newtask (an old or trimmed kernel), creations come from the clone/fork
+        // exits in the windows instead.
+        let newtask = tracepoint_exists("task", "task_newtask");
         for &(category, tracepoint, need) in TRACEPOINTS {
             let group = Group::of(category, tracepoint);
             let outcome = match (detail, group) {
@@ -259,7 +268,7 @@ impl Probes {
                     attach_tracepoint(&mut ebpf, category, tracepoint)
                 }
                 // task_newtask sends the creations: no syscall tracepoint for them.
-                (Detail::Low, Group::Threads) => continue,
+                (Detail::Low, Group::Threads) if newtask => continue,
                 (Detail::Low, _) => {
                     let loaded = load_tracepoint(&mut ebpf, category, tracepoint);
                     if let Ok(true) = loaded {
@@ -334,7 +343,7 @@ impl Probes {
     /// Attaches the windowed tracepoints of `groups` that are not attached yet (low mode; a
     /// no-op in the full mode). Fails only when none of the futex ones could be attached.
     pub fn open_window(&mut self, groups: &[Group]) -> Result<()> {
-        for &(category, tracepoint, group) in &self.windowed {
+        for (category, tracepoint, group) in self.windowed.clone() {
             if !groups.contains(&group) || self.window_links.iter().any(|(n, _)| *n == tracepoint) {
                 continue;
             }
@@ -343,17 +352,21 @@ impl Probes {
                 .program_mut(tracepoint)
                 .with_context(|| format!("program {tracepoint} missing from the eBPF object"))?
                 .try_into()?;
-            match prog.attach(category, tracepoint) {
+            match prog
+                .attach(category, tracepoint)
+                .with_context(|| format!("attaching to {category}:{tracepoint} failed"))
+            {
                 Ok(link) => self.window_links.push((tracepoint, link)),
                 Err(err) if tracepoint == "sys_enter_futex" || tracepoint == "sys_exit_futex" => {
-                    return Err(err)
-                        .with_context(|| format!("attaching to {category}:{tracepoint} failed"));
+                    return Err(err);
                 }
+                // As at load in the full mode: said once, and not tried again.
                 Err(err) => {
-                    let note = format!("attaching to {category}:{tracepoint} failed: {err}");
-                    if !self.notes.contains(&note) {
-                        self.notes.push(note);
-                    }
+                    self.notes
+                        .push(format!("{err:#}; {category}:{tracepoint} not traced"));
+                    let name = format!("{category}:{tracepoint}");
+                    self.attached.retain(|probe| *probe != name);
+                    self.windowed.retain(|(_, t, _)| *t != tracepoint);
                 }
             }
         }
@@ -601,6 +614,16 @@ impl Probes {
     }
 }
 
+fn tracepoint_exists(category: &str, tracepoint: &str) -> bool {
+    [TRACEFS, "/sys/kernel/debug/tracing"].iter().any(|dir| {
+        Path::new(dir)
+            .join("events")
+            .join(category)
+            .join(tracepoint)
+            .exists()
+    })
+}
+
 /// Which windowed tracepoints go first when a window closes: the ones every futex call or
 /// read of the host runs, then epoll waits, then the rare set-up calls.
 fn close_order(tracepoint: &str) -> u8 {
@@ -681,13 +704,7 @@ fn attach_tracepoint(ebpf: &mut Ebpf, category: &str, tracepoint: &str) -> Resul
 /// has no such tracepoint.
 fn load_tracepoint(ebpf: &mut Ebpf, category: &str, tracepoint: &str) -> Result<bool> {
     let program = tracepoint;
-    let exists = [TRACEFS, "/sys/kernel/debug/tracing"].iter().any(|dir| {
-        Path::new(dir)
-            .join("events")
-            .join(category)
-            .join(tracepoint)
-            .exists()
-    });
+    let exists = tracepoint_exists(category, tracepoint);
     if !exists {
         return Ok(false);
     }

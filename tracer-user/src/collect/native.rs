@@ -172,7 +172,8 @@ impl Native {
     /// closes are only followed on those). What is created between windows shows in the fd
     /// table at the next scan, and the window after that includes it.
     pub fn window_groups(&self) -> Vec<Group> {
-        let mut groups = vec![Group::Futex];
+        // Threads: only windowed on kernels without task_newtask.
+        let mut groups = vec![Group::Futex, Group::Threads];
         if self.uses_futex2 {
             groups.push(Group::Futex2);
         }
