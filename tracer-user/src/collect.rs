@@ -233,7 +233,12 @@ pub async fn trace(
         tokio::select! {
             _ = go_probe_ticker.tick(), if collector.go_probes.is_some() => {
                 if let Some(go_probes) = collector.go_probes.as_mut() {
-                    go_probes.tick(collector.probes, &mut collector.notes);
+                    // Attaching a uprobe takes the kernel's event_mutex, which detaching a probe
+                    // window's tracepoints holds across RCU grace periods (see
+                    // `Probes::close_window`): the loop would wait seconds for it.
+                    if go_probes.is_open() || !collector.probes.window_closing() {
+                        go_probes.tick(collector.probes, &mut collector.notes);
+                    }
                 }
                 continue;
             }
