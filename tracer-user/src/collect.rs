@@ -618,6 +618,11 @@ impl Collector<'_> {
             }
             return;
         }
+        // Nor the other way round: a Go uprobe window (100 ms) closes first, else closing it
+        // would wait for the whole detaching.
+        if self.go_probes.as_ref().is_some_and(|p| p.is_open()) {
+            return;
+        }
         let records = self.records();
         let windows = self.windows.as_mut().expect("checked");
         match windows.change(Instant::now(), records) {
