@@ -326,7 +326,13 @@ impl Probes {
             notes,
         };
         if detail == Detail::Low {
-            probes.open_window(&Group::WINDOWED)?;
+            // futex2 only once a thread is seen in it: each tracepoint costs ~45-80 ms of
+            // the kernel's event_mutex when the window closes.
+            let first: Vec<Group> = Group::WINDOWED
+                .into_iter()
+                .filter(|&g| g != Group::Futex2)
+                .collect();
+            probes.open_window(&first)?;
         }
         Ok(probes)
     }
