@@ -424,7 +424,9 @@ impl Probes {
 
     /// Whether the last window's tracepoints are still being detached.
     pub fn window_closing(&self) -> bool {
-        self.closing.as_ref().is_some_and(|handle| !handle.is_finished())
+        self.closing
+            .as_ref()
+            .is_some_and(|handle| !handle.is_finished())
     }
 
     /// Waits until the last window's tracepoints are all detached.

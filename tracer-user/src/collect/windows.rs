@@ -69,6 +69,8 @@ pub struct Windows {
     /// A suspect window asked for, with its groups.
     suspect: Option<Vec<Group>>,
     next_suspect: Instant,
+    /// No window of any kind before this: the duty cycle.
+    duty_ready: Instant,
     /// Windows opened, windows closed early by a storm, suspect windows.
     pub count: u64,
     pub storms: u64,
@@ -95,6 +97,7 @@ impl Windows {
             period: PERIOD,
             suspect: None,
             next_suspect: now,
+            duty_ready: now,
             count: 1,
             storms: 0,
             suspect_windows: 0,
@@ -118,7 +121,7 @@ impl Windows {
         match &self.open {
             Some(open) if open.closing => now + CHECK_EVERY,
             Some(open) => (open.since + open.length).min(now + CHECK_EVERY),
-            None if self.suspect.is_some() => now,
+            None if self.suspect.is_some() => self.duty_ready.max(now),
             None => self.next_open,
         }
     }
@@ -154,6 +157,9 @@ impl Windows {
                 None
             }
             None => {
+                if now < self.duty_ready {
+                    return None;
+                }
                 if let Some(groups) = self.suspect.take() {
                     self.suspect_windows += 1;
                     self.next_suspect = now + PERIOD;
@@ -205,6 +211,7 @@ impl Windows {
             if open.length != FIRST_WINDOW {
                 let rest = Duration::from_nanos(attached_ns).mul_f64(1.0 / DUTY_CYCLE - 1.0);
                 self.next_open = self.next_open.max(now + rest);
+                self.duty_ready = now + rest;
             }
         }
     }
@@ -285,11 +292,18 @@ mod tests {
             w.change(at, 0),
             Some(Change::Open(Some(vec![Group::Futex])))
         );
-        w.opened(at, 0, 0);
+        w.opened(at, 1_000, 0);
         assert_eq!(w.change(at + WINDOW, 0), Some(Change::Close));
-        w.closed(at + WINDOW, 0);
+        // Attached 250 ms: no window of any kind for 19 times that.
+        w.closed(at + WINDOW, 1_000 + 250_000_000);
         w.suspect(vec![Group::Futex], at + Duration::from_secs(1));
         assert_eq!(w.change(at + Duration::from_secs(1), 0), None);
         assert_eq!(w.suspect_windows, 1);
+        let later = at + WINDOW + Duration::from_millis(4_700);
+        w.suspect(vec![Group::Futex], later);
+        assert_eq!(w.change(later, 0), None, "the duty cycle holds it back");
+        let ready = at + Duration::from_secs(5) + Duration::from_millis(10);
+        w.suspect(vec![Group::Futex], ready);
+        assert!(matches!(w.change(ready, 0), Some(Change::Open(_))));
     }
 }
