@@ -146,9 +146,9 @@ pub struct Cli {
     pub ignore: Option<PathBuf>,
 
     /// How long the syscall tracepoints stay attached. `low`: in short probe windows (the first
-    /// 2 s, then 250 ms every 5 s, less often under a storm of events, and when a new stuck
-    /// thread shows up), the rest from /proc and the target's memory: other processes pay
-    /// nothing between windows. `full`: every probe for the whole trace (every wait and wake
+    /// 2 s, then 250 ms at most every 5 s and at most 5% of the time, detaching included; less
+    /// often under a storm of events; one when a new stuck thread shows up), the rest from
+    /// /proc and the target's memory: other processes pay nothing between windows. `full`: every probe for the whole trace (every wait and wake
     /// counted; every process on the host pays for the syscall tracepoints meanwhile).
     #[arg(long, value_enum, default_value = "low")]
     pub detail: crate::attach::Detail,
@@ -184,6 +184,20 @@ mod tests {
         assert_eq!(cli.command, vec!["sleep", "5"]);
         assert_eq!(cli.duration, Some(Duration::from_secs(2)));
         assert_eq!(cli.min_blocked, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn detail_is_low_unless_full_is_asked_for() {
+        let parse = |args: &[&str]| Cli::try_parse_from(args).map(|cli| cli.detail);
+        assert_eq!(
+            parse(&["leaktrace", "--pid", "1"]).unwrap(),
+            crate::attach::Detail::Low
+        );
+        assert_eq!(
+            parse(&["leaktrace", "--pid", "1", "--detail", "full"]).unwrap(),
+            crate::attach::Detail::Full
+        );
+        assert!(parse(&["leaktrace", "--pid", "1", "--detail", "some"]).is_err());
     }
 
     #[test]
