@@ -422,6 +422,11 @@ impl Probes {
         }
     }
 
+    /// How many syscall tracepoints the open window has attached.
+    pub fn window_tracepoints(&self) -> usize {
+        self.window_links.len()
+    }
+
     /// Whether the last window's tracepoints are still being detached.
     pub fn window_closing(&self) -> bool {
         self.closing

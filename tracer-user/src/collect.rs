@@ -210,11 +210,9 @@ pub async fn trace(
     if collector.probes.detail() == Detail::Low {
         // The first window was opened when the probes were attached.
         let records = collector.records();
-        collector.windows = Some(windows::Windows::started(
-            Instant::now(),
-            started_ns,
-            records,
-        ));
+        let mut windows = windows::Windows::started(Instant::now(), started_ns, records);
+        windows.attached(collector.probes.window_tracepoints());
+        collector.windows = Some(windows);
     }
 
     let mut ticker = interval(DRAIN_EVERY);
@@ -246,7 +244,7 @@ pub async fn trace(
                     let windows = collector.windows.as_ref().expect("guarded");
                     sleep_until(windows.next_check(Instant::now())).await
                 }, if collector.windows.is_some() => {
-                collector.window_tick();
+                collector.window_tick(deadline);
                 continue;
             }
             _ = ticker.tick() => {}
@@ -608,7 +606,7 @@ impl Collector<'_> {
     }
 
     /// Opens or closes a probe window as the schedule says (low mode).
-    fn window_tick(&mut self) {
+    fn window_tick(&mut self, ends: Option<Instant>) {
         let Some(windows) = self.windows.as_ref() else {
             return;
         };
@@ -625,7 +623,7 @@ impl Collector<'_> {
         }
         let records = self.records();
         let windows = self.windows.as_mut().expect("checked");
-        match windows.change(Instant::now(), records) {
+        match windows.change(Instant::now(), records, ends) {
             Some(windows::Change::Close) => self.probes.close_window(),
             Some(windows::Change::Open(groups)) => {
                 let groups = groups.unwrap_or_else(|| self.native.window_groups());
@@ -667,6 +665,7 @@ impl Collector<'_> {
             Ok(()) => {
                 if let Some(windows) = self.windows.as_mut() {
                     windows.opened(Instant::now(), monotonic_ns(), records);
+                    windows.attached(self.probes.window_tracepoints());
                 }
             }
             Err(err) => {

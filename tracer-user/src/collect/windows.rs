@@ -41,6 +41,8 @@ pub const MIN_WINDOW: Duration = Duration::from_millis(50);
 pub const STORM_RECORDS_PER_S: u64 = 10_000;
 /// The share of the trace the syscall tracepoints may be attached after the first window.
 pub const DUTY_CYCLE: f64 = 0.05;
+/// What detaching one tracepoint takes (measured here: 45-80 ms, see the module doc).
+pub const DETACH_EACH: Duration = Duration::from_millis(80);
 /// How often an open window checks for a storm.
 pub const CHECK_EVERY: Duration = Duration::from_millis(25);
 
@@ -56,6 +58,8 @@ pub enum Change {
 struct Open {
     /// Closing: its tracepoints are being detached.
     closing: bool,
+    /// How long detaching its tracepoints will take (estimated).
+    detach: Duration,
     since: Instant,
     since_ns: u64,
     length: Duration,
@@ -88,6 +92,7 @@ impl Windows {
         Windows {
             open: Some(Open {
                 closing: false,
+                detach: Duration::ZERO,
                 since: now,
                 since_ns: now_ns,
                 length: FIRST_WINDOW,
@@ -134,8 +139,18 @@ impl Windows {
         }
     }
 
-    /// What to do now, given the records the kernel sent or lost so far (cumulative).
-    pub fn change(&mut self, now: Instant, records: u64) -> Option<Change> {
+    /// The open window has `tracepoints` attached: detaching them takes about
+    /// [`DETACH_EACH`] each.
+    pub fn attached(&mut self, tracepoints: usize) {
+        if let Some(open) = self.open.as_mut() {
+            open.detach = DETACH_EACH * tracepoints as u32;
+        }
+    }
+
+    /// What to do now, given the records the kernel sent or lost so far (cumulative), and when
+    /// the trace ends (a window whose detaching would not finish before then stays open: closing
+    /// it would spare the host nothing and hold the kernel's event_mutex meanwhile).
+    pub fn change(&mut self, now: Instant, records: u64, ends: Option<Instant>) -> Option<Change> {
         match &mut self.open {
             Some(open) if open.closing => None,
             Some(open) => {
@@ -143,7 +158,8 @@ impl Windows {
                 let seen = records.saturating_sub(open.records_at_open);
                 let allowed = STORM_RECORDS_PER_S as f64 * elapsed.as_secs_f64();
                 let storm = elapsed >= MIN_WINDOW && seen as f64 > allowed;
-                if storm || elapsed >= open.length {
+                let ends_first = ends.is_some_and(|end| end <= now + open.detach);
+                if storm || (elapsed >= open.length && !ends_first) {
                     if storm {
                         self.storms += 1;
                         self.period = (self.period * 2).min(MAX_PERIOD);
@@ -178,6 +194,7 @@ impl Windows {
         }
         self.open = Some(Open {
             closing: false,
+            detach: Duration::ZERO,
             since: now,
             since_ns: now_ns,
             length: WINDOW,
@@ -232,23 +249,43 @@ fn log_windows() -> bool {
 mod tests {
     use super::*;
 
+    impl Windows {
+        fn change3(&mut self, now: Instant, records: u64) -> Option<Change> {
+            self.change(now, records, None)
+        }
+    }
+
+    #[test]
+    fn a_window_stays_open_when_the_trace_ends_before_its_detaching_would() {
+        let t0 = Instant::now();
+        let mut w = Windows::started(t0, 0, 0);
+        w.attached(20);
+        let end = t0 + FIRST_WINDOW + Duration::from_secs(1);
+        assert_eq!(w.change(t0 + FIRST_WINDOW, 0, Some(end)), None);
+        let later = t0 + Duration::from_secs(10);
+        assert_eq!(
+            w.change(t0 + FIRST_WINDOW, 0, Some(later)),
+            Some(Change::Close)
+        );
+    }
+
     #[test]
     fn the_first_window_closes_after_its_length_then_windows_come_every_period() {
         let t0 = Instant::now();
         let mut w = Windows::started(t0, 0, 0);
         assert!(w.is_open());
-        assert_eq!(w.change(t0 + Duration::from_secs(1), 100), None);
-        assert_eq!(w.change(t0 + FIRST_WINDOW, 200), Some(Change::Close));
+        assert_eq!(w.change3(t0 + Duration::from_secs(1), 100), None);
+        assert_eq!(w.change3(t0 + FIRST_WINDOW, 200), Some(Change::Close));
         w.closed(t0 + FIRST_WINDOW, 2_000_000_000);
         assert_eq!(w.covered_ns, 2_000_000_000);
         // The first window is not held against the duty cycle.
-        assert_eq!(w.change(t0 + Duration::from_secs(4), 200), None);
+        assert_eq!(w.change3(t0 + Duration::from_secs(4), 200), None);
         let open_at = t0 + PERIOD;
-        assert!(matches!(w.change(open_at, 200), Some(Change::Open(_))));
+        assert!(matches!(w.change3(open_at, 200), Some(Change::Open(_))));
         w.opened(open_at, 5_000_000_000, 200);
-        assert_eq!(w.change(open_at + WINDOW, 300), Some(Change::Close));
+        assert_eq!(w.change3(open_at + WINDOW, 300), Some(Change::Close));
         assert!(w.is_closing());
-        assert_eq!(w.change(open_at + WINDOW, 300), None);
+        assert_eq!(w.change3(open_at + WINDOW, 300), None);
         // Detaching took 250 ms more: 500 ms attached, so 9.5 s until the next one.
         let closed_at = open_at + WINDOW * 2;
         w.closed(closed_at, 5_500_000_000);
@@ -266,16 +303,16 @@ mod tests {
         let mut w = Windows::started(t0, 0, 0);
         let at = t0 + Duration::from_millis(100);
         // 100 ms: 1,000 records allowed; 50,000 seen.
-        assert_eq!(w.change(at, 50_000), Some(Change::Close));
+        assert_eq!(w.change3(at, 50_000), Some(Change::Close));
         w.closed(at, 100_000_000);
         assert_eq!(w.storms, 1);
         assert_eq!(w.period(), PERIOD * 2);
         let next = t0 + PERIOD * 2;
-        assert_eq!(w.change(next - Duration::from_millis(1), 50_000), None);
-        assert!(matches!(w.change(next, 50_000), Some(Change::Open(_))));
+        assert_eq!(w.change3(next - Duration::from_millis(1), 50_000), None);
+        assert!(matches!(w.change3(next, 50_000), Some(Change::Open(_))));
         w.opened(next, 0, 50_000);
         // A quiet window brings the period back.
-        assert_eq!(w.change(next + WINDOW, 50_010), Some(Change::Close));
+        assert_eq!(w.change3(next + WINDOW, 50_010), Some(Change::Close));
         assert_eq!(w.period(), PERIOD);
     }
 
@@ -283,27 +320,27 @@ mod tests {
     fn a_suspect_window_opens_at_once_but_at_most_once_a_period() {
         let t0 = Instant::now();
         let mut w = Windows::started(t0, 0, 0);
-        assert_eq!(w.change(t0 + FIRST_WINDOW, 0), Some(Change::Close));
+        assert_eq!(w.change3(t0 + FIRST_WINDOW, 0), Some(Change::Close));
         w.closed(t0 + FIRST_WINDOW, 0);
         let at = t0 + Duration::from_secs(3);
         w.suspect(vec![Group::Futex], at);
         assert_eq!(w.next_check(at), at);
         assert_eq!(
-            w.change(at, 0),
+            w.change3(at, 0),
             Some(Change::Open(Some(vec![Group::Futex])))
         );
         w.opened(at, 1_000, 0);
-        assert_eq!(w.change(at + WINDOW, 0), Some(Change::Close));
+        assert_eq!(w.change3(at + WINDOW, 0), Some(Change::Close));
         // Attached 250 ms: no window of any kind for 19 times that.
         w.closed(at + WINDOW, 1_000 + 250_000_000);
         w.suspect(vec![Group::Futex], at + Duration::from_secs(1));
-        assert_eq!(w.change(at + Duration::from_secs(1), 0), None);
+        assert_eq!(w.change3(at + Duration::from_secs(1), 0), None);
         assert_eq!(w.suspect_windows, 1);
         let later = at + WINDOW + Duration::from_millis(4_700);
         w.suspect(vec![Group::Futex], later);
-        assert_eq!(w.change(later, 0), None, "the duty cycle holds it back");
+        assert_eq!(w.change3(later, 0), None, "the duty cycle holds it back");
         let ready = at + Duration::from_secs(5) + Duration::from_millis(10);
         w.suspect(vec![Group::Futex], ready);
-        assert!(matches!(w.change(ready, 0), Some(Change::Open(_))));
+        assert!(matches!(w.change3(ready, 0), Some(Change::Open(_))));
     }
 }
