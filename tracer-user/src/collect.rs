@@ -684,8 +684,9 @@ impl Collector<'_> {
         }
     }
 
-    /// Ends the window in progress at the end of the trace: its tracepoints detached before
-    /// the last look.
+    /// Ends the window in progress at the end of the trace: its detaching starts, and is
+    /// waited for when the probes are dropped (after the trace: `--duration` holds). Counted
+    /// as covered until now.
     fn close_window(&mut self) {
         let Some(windows) = self.windows.as_mut() else {
             return;
@@ -697,8 +698,7 @@ impl Collector<'_> {
             windows.close();
             self.probes.close_window();
         }
-        self.probes.wait_window_closed();
-        self.window_closed();
+        windows.closed(Instant::now(), monotonic_ns());
     }
 
     /// The window's tracepoints are all detached: takes its last records, and notes the calls

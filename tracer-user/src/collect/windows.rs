@@ -125,7 +125,11 @@ impl Windows {
     pub fn next_check(&self, now: Instant) -> Instant {
         match &self.open {
             Some(open) if open.closing => now + CHECK_EVERY,
-            Some(open) => (open.since + open.length).min(now + CHECK_EVERY),
+            // Past its length but kept open (the trace ends first): checked as often as ever.
+            Some(open) => (open.since + open.length)
+                .max(now)
+                .min(now + CHECK_EVERY)
+                .max(now + Duration::from_millis(1)),
             None if self.suspect.is_some() => self.duty_ready.max(now),
             None => self.next_open,
         }
