@@ -228,12 +228,16 @@ impl Windows {
             }
             self.covered_ns += attached_ns;
             self.last_closed_ns = now_ns;
-            // The first window is the trace's start-up sample, not held against the cycle.
-            if open.length != FIRST_WINDOW {
-                let rest = Duration::from_nanos(attached_ns).mul_f64(1.0 / DUTY_CYCLE - 1.0);
-                self.next_open = self.next_open.max(now + rest);
-                self.duty_ready = now + rest;
-            }
+            // The first window's 2 s are the trace's start-up sample, not held against the
+            // cycle; its detaching is.
+            let held = if open.length == FIRST_WINDOW {
+                attached_ns.saturating_sub(FIRST_WINDOW.as_nanos() as u64)
+            } else {
+                attached_ns
+            };
+            let rest = Duration::from_nanos(held).mul_f64(1.0 / DUTY_CYCLE - 1.0);
+            self.next_open = self.next_open.max(now + rest);
+            self.duty_ready = now + rest;
         }
     }
 
