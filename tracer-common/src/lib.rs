@@ -19,6 +19,7 @@ pub mod names {
     pub const WAIT_HISTOGRAM: &str = "WAIT_HISTOGRAM";
     pub const TARGET_TGID: &str = "TARGET_TGID";
     pub const LONG_WAIT_NS: &str = "LONG_WAIT_NS";
+    pub const CREATIONS_AT_NEWTASK: &str = "CREATIONS_AT_NEWTASK";
     pub const PENDING_CALLS: &str = "PENDING_CALLS";
     pub const TRACKED_FDS: &str = "TRACKED_FDS";
     pub const EPOLL_STATS: &str = "EPOLL_STATS";

@@ -30,6 +30,12 @@ static TARGET_TGID: u32 = 0;
 #[unsafe(no_mangle)]
 static LONG_WAIT_NS: u64 = 1_000_000;
 
+/// Non-zero: thread and process creations are sent from `task:task_newtask` (the low-cost
+/// mode, where the clone/fork syscall tracepoints are not attached because any attached syscall
+/// tracepoint costs every task of the host); zero: from the clone/fork exits, as always before.
+#[unsafe(no_mangle)]
+static CREATIONS_AT_NEWTASK: u32 = 0;
+
 #[map(name = "EVENTS")]
 static EVENTS: RingBuf = RingBuf::with_byte_size(EVENTS_BYTES, 0);
 
@@ -54,6 +60,12 @@ fn target_thread() -> Option<(u32, u32)> {
 fn long_wait_ns() -> u64 {
     // SAFETY: as for TARGET_TGID.
     unsafe { core::ptr::read_volatile(&LONG_WAIT_NS) }
+}
+
+#[inline(always)]
+fn creations_at_newtask() -> bool {
+    // SAFETY: as for TARGET_TGID.
+    unsafe { core::ptr::read_volatile(&CREATIONS_AT_NEWTASK) != 0 }
 }
 
 /// Sends one record to userspace, counted as sent or as lost (ring buffer full): nothing is

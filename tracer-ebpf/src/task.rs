@@ -58,17 +58,41 @@ pub fn pthread_create_entry(ctx: ProbeContext) -> u32 {
 static NEW_TASKS: HashMap<u32, u32> = HashMap::with_max_entries(4096, 0);
 
 /// Fires in the creator inside clone/fork (kernel/fork.c `copy_process`), with the child's id in
-/// the initial pid namespace.
+/// the initial pid namespace. In the low-cost mode it sends the creation itself.
 #[tracepoint(category = "task", name = "task_newtask")]
 pub fn task_newtask(ctx: TracePointContext) -> u32 {
-    let Some((_, tid)) = target_thread() else {
+    let Some((tgid, tid)) = target_thread() else {
         return 0;
     };
     // task_newtask: pid at 8, comm[16] at 12, clone_flags at 32.
     // SAFETY: reading a fixed slot of the tracepoint record.
     let child = unsafe { ctx.read_at::<i32>(8) }.unwrap_or(0);
-    if child > 0 {
+    if child <= 0 {
+        return 0;
+    }
+    if !crate::creations_at_newtask() {
         let _ = NEW_TASKS.insert(tid, child as u32, 0);
+        return 0;
+    }
+    // The creation itself, sent from here: this runs in the creator (copy_process, inside its
+    // clone/fork), so the user stack is the creating thread's, as at the syscall's exit; the
+    // child is the initial namespace's id already.
+    // SAFETY: reading a fixed slot of the tracepoint record.
+    let flags = unsafe { ctx.read_at::<u64>(32) }.unwrap_or(0);
+    let pending = tracer_common::PendingCall {
+        start_ns: now_ns(),
+        args: [flags, 0, 0, 0],
+        tgid,
+        call: native_call::CLONE,
+    };
+    count(counter::THREADS_CREATED);
+    // SAFETY: the value is copied out before the entry is removed.
+    match unsafe { CREATE_SITES.get(tid) }.copied() {
+        Some(stack) => {
+            let _ = CREATE_SITES.remove(tid);
+            send(tid, pending, i64::from(child), 0, stack);
+        }
+        None => send(tid, pending, i64::from(child), 0, user_stack(&ctx)),
     }
     0
 }

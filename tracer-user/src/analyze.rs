@@ -477,11 +477,25 @@ fn taking_turns(model: &Model, threads: &[StuckThread]) -> Option<String> {
         .filter_map(|addr| model.wait_sites.get(addr))
         .map(|site| site.waits.saturating_sub(site.timeouts))
         .sum();
-    (wakes > 0 && completed > 0).then(|| {
-        format!(
+    if wakes > 0 && completed > 0 {
+        return Some(format!(
             "waits its turn: the futex word it waits on was woken {wakes} time(s) during the \
              trace and {completed} wait(s) on it completed (an idle pool on its job condition, \
              or a lock that is handed on)"
+        ));
+    }
+    // Where the probes did not see it (between probe windows, or waits begun before the
+    // trace), the scans did: other threads' waits on the word ended while these stay.
+    let ended: u64 = words
+        .iter()
+        .filter_map(|addr| model.waits_ended_between_scans.get(addr))
+        .sum();
+    (ended > 0).then(|| {
+        format!(
+            "waits its turn: {ended} other wait(s) on the futex word it waits on were seen \
+             ending during the trace (woken, by the /proc scans: a thread out of the wait, or in \
+             a new one, at the next scan) while this one stays (an idle pool on its job \
+             condition, or a lock that is handed on)"
         )
     })
 }
@@ -532,7 +546,11 @@ fn wait_candidate(
     let wakes = wakes_on(model, threads.iter().map(|t| t.futex_addr));
     let any_timeout = threads.iter().any(|t| t.has_timeout);
     let trace_ns = end_ns.saturating_sub(model.started_ns.unwrap_or(end_ns));
-    let whole_trace = threads.iter().all(|t| t.blocked_at_least);
+    // A lower bound from a later first look (a wait begun between probe windows) is not the
+    // whole trace.
+    let whole_trace = threads
+        .iter()
+        .all(|t| t.blocked_at_least && t.blocked_ns >= trace_ns);
 
     let mut score = SCORE_BLOCKED;
     let mut reasons = Vec::new();

@@ -61,7 +61,8 @@ fn trace(cli: Cli, recording: Option<&std::path::Path>) -> Result<()> {
         Some(pid) => Target::existing(pid)?,
         None => Target::start(&cli.command)?,
     };
-    let mut probes = attach::Probes::load(target.pid, cli.stack_after.as_nanos() as u64)?;
+    let mut probes =
+        attach::Probes::load_with(target.pid, cli.stack_after.as_nanos() as u64, cli.detail)?;
     target.release()?;
     let info = TargetInfo {
         pid: target.pid,
@@ -136,6 +137,8 @@ fn trace(cli: Cli, recording: Option<&std::path::Path>) -> Result<()> {
         probes: attached.clone(),
         notes: notes.clone(),
         slowest_goroutine_read,
+        detail: cli.detail,
+        windows: outcome.windows,
     };
     // A recording that could not be written fails the run, after the report is out.
     let recorded = recorder.map_or(Ok(()), |recorder| {
@@ -189,6 +192,7 @@ pub fn build_report(
     mut notes: Vec<String>,
     outcome: &collect::Outcome,
     min_blocked_ns: u64,
+    detail: crate::attach::Detail,
     ignore: Option<&IgnoreRules>,
 ) -> Report {
     if outcome.end == EndReason::Interrupted {
@@ -217,6 +221,8 @@ pub fn build_report(
                         goroutines,
                     },
                 ),
+                detail,
+                windows: outcome.windows,
             }
         },
         ignore,

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context as _, Result};
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf, StackTraceMap};
+use aya::programs::trace_point::TracePointLinkId;
 use aya::programs::uprobe::{UProbeAttachLocation, UProbeLinkId, UProbeScope};
 use aya::programs::{TracePoint, UProbe};
 use aya::{Ebpf, EbpfLoader};
@@ -64,6 +65,82 @@ const TRACEPOINTS: &[(&str, &str, Need)] = &[
     ("syscalls", "sys_enter_close", Need::Optional),
 ];
 
+/// How much of the time the syscall tracepoints are attached (`--detail`).
+///
+/// Any attached syscall tracepoint sets `TIF_SYSCALL_TRACEPOINT` on every task of the host
+/// (kernel/tracepoint.c `syscall_regfunc`), so every syscall of every process pays the slow
+/// syscall path (~+65 ns here), and each attached program runs for every process's call before
+/// it filters on the target (~+300 ns a futex call). `Low` attaches them only in probe windows
+/// (see `collect::windows`); the lifecycle tracepoints (`task_newtask`, `sched_process_exit`,
+/// `task_rename`) fire only when a thread is created, exits or is renamed, and the uprobes cost
+/// only the target, so those stay attached in both modes.
+/// Full is the default (and what a recording without the field was made with): low does not yet
+/// give the same findings in every test, see the README's "Cost and detail".
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Detail {
+    /// Syscall tracepoints in short probe windows; the rest of the evidence from /proc and
+    /// the target's memory.
+    Low,
+    /// Every probe for the whole trace.
+    #[default]
+    Full,
+}
+
+/// The syscall tracepoints by what they see, so that a window can open only what is in
+/// question (a suspect futex wait needs the futex tracepoints, not the fd reads).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Group {
+    /// futex(2) itself.
+    Futex,
+    /// The futex2 calls (futex_wait, futex_waitv, futex_wake, futex_requeue; Linux 6.7+),
+    /// which the C library and Go do not use (yet).
+    Futex2,
+    /// clone, clone3, fork, vfork: in the low mode creations come from `task_newtask` instead.
+    Threads,
+    Epoll,
+    /// timerfd calls, and reads and closes of tracked fds.
+    Fds,
+    /// Not a syscall tracepoint: attached for the whole trace in both modes.
+    Lifecycle,
+}
+
+impl Group {
+    pub const WINDOWED: [Group; 5] = [
+        Group::Futex,
+        Group::Futex2,
+        Group::Threads,
+        Group::Epoll,
+        Group::Fds,
+    ];
+
+    fn of(category: &str, tracepoint: &str) -> Group {
+        if category != "syscalls" {
+            Group::Lifecycle
+        } else if tracepoint.ends_with("_futex") {
+            Group::Futex
+        } else if tracepoint.contains("futex") {
+            Group::Futex2
+        } else if tracepoint.contains("clone") || tracepoint.contains("fork") {
+            Group::Threads
+        } else if tracepoint.contains("epoll") {
+            Group::Epoll
+        } else {
+            Group::Fds
+        }
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Need {
     Required,
@@ -86,6 +163,13 @@ pub struct Probes {
     /// The Go uprobes (goroutine creation, timer starts) while a window is open.
     go_links: Vec<(&'static str, UProbeLinkId)>,
     go_loaded: Vec<&'static str>,
+    detail: Detail,
+    /// Low mode: the syscall tracepoints this kernel has, loaded and attached only in windows.
+    windowed: Vec<(&'static str, &'static str, Group)>,
+    /// The windowed tracepoints attached now.
+    window_links: Vec<(&'static str, TracePointLinkId)>,
+    /// Detaching the last window's tracepoints (see [`Probes::close_window`]).
+    closing: Option<std::thread::JoinHandle<()>>,
     /// Owns the programs and their links; dropped last.
     ebpf: Ebpf,
     pub attached: Vec<String>,
@@ -146,7 +230,15 @@ fn ensure_tracefs(notes: &mut Vec<String>) -> Result<()> {
 }
 
 impl Probes {
+    /// Every probe attached for the whole trace (`--detail full`).
     pub fn load(target_tgid: u32, long_wait_ns: u64) -> Result<Self> {
+        Self::load_with(target_tgid, long_wait_ns, Detail::Full)
+    }
+
+    /// Loads every program; `Detail::Low` attaches the syscall tracepoints only in windows (the
+    /// first one opens here, so that a started command is traced from its first instruction)
+    /// and takes thread creations from `task_newtask`.
+    pub fn load_with(target_tgid: u32, long_wait_ns: u64, detail: Detail) -> Result<Self> {
         let mut notes = Vec::new();
         // Not needed on kernels that account BPF memory to cgroups (5.11+), where it fails
         // without CAP_SYS_RESOURCE; only worth trying for older kernels.
@@ -168,12 +260,35 @@ impl Probes {
         let mut ebpf = EbpfLoader::new()
             .override_global(names::TARGET_TGID, &target_tgid, true)
             .override_global(names::LONG_WAIT_NS, &long_wait_ns, true)
+            .override_global(
+                names::CREATIONS_AT_NEWTASK,
+                &u32::from(detail == Detail::Low && tracepoint_exists("task", "task_newtask")),
+                true,
+            )
             .load(object)
             .context("loading the eBPF programs into the kernel failed")?;
 
         let mut attached = Vec::new();
+        let mut windowed = Vec::new();
+        // Without task_newtask (an old or trimmed kernel), creations come from the clone/fork
+        // exits in the windows instead.
+        let newtask = tracepoint_exists("task", "task_newtask");
         for &(category, tracepoint, need) in TRACEPOINTS {
-            let outcome = attach_tracepoint(&mut ebpf, category, tracepoint);
+            let group = Group::of(category, tracepoint);
+            let outcome = match (detail, group) {
+                (Detail::Full, _) | (Detail::Low, Group::Lifecycle) => {
+                    attach_tracepoint(&mut ebpf, category, tracepoint)
+                }
+                // task_newtask sends the creations: no syscall tracepoint for them.
+                (Detail::Low, Group::Threads) if newtask => continue,
+                (Detail::Low, _) => {
+                    let loaded = load_tracepoint(&mut ebpf, category, tracepoint);
+                    if let Ok(true) = loaded {
+                        windowed.push((category, tracepoint, group));
+                    }
+                    loaded
+                }
+            };
             match (outcome, need) {
                 (Ok(true), _) => attached.push(format!("{category}:{tracepoint}")),
                 (Ok(false), Need::Required) => bail!(
@@ -201,7 +316,7 @@ impl Probes {
             ebpf.take_map(name)
                 .with_context(|| format!("map {name} missing from the eBPF object"))
         };
-        Ok(Probes {
+        let mut probes = Probes {
             pending: Array::try_from(take(names::PENDING_WAITS)?)?,
             watched: HashMap::try_from(take(names::WATCHED_ADDRS)?)?,
             stacks: StackTraceMap::try_from(take(names::STACKS)?)?,
@@ -214,10 +329,153 @@ impl Probes {
             go_layout: Array::try_from(take(names::GO_LAYOUT)?)?,
             go_links: Vec::new(),
             go_loaded: Vec::new(),
+            detail,
+            windowed,
+            window_links: Vec::new(),
+            closing: None,
             ebpf,
             attached,
             notes,
-        })
+        };
+        if detail == Detail::Low {
+            // futex2 only once a thread is seen in it: each tracepoint costs ~45-80 ms of
+            // the kernel's event_mutex when the window closes.
+            let first: Vec<Group> = Group::WINDOWED
+                .into_iter()
+                .filter(|&g| g != Group::Futex2)
+                .collect();
+            probes.open_window(&first)?;
+        }
+        Ok(probes)
+    }
+
+    pub fn detail(&self) -> Detail {
+        self.detail
+    }
+
+    /// Whether syscall tracepoints are attached now (always in the full mode).
+    pub fn window_is_open(&self) -> bool {
+        self.detail == Detail::Full || !self.window_links.is_empty() || self.closing.is_some()
+    }
+
+    /// Attaches the windowed tracepoints of `groups` that are not attached yet (low mode; a
+    /// no-op in the full mode). Fails only when none of the futex ones could be attached.
+    pub fn open_window(&mut self, groups: &[Group]) -> Result<()> {
+        for (category, tracepoint, group) in self.windowed.clone() {
+            if !groups.contains(&group) || self.window_links.iter().any(|(n, _)| *n == tracepoint) {
+                continue;
+            }
+            let prog: &mut TracePoint = self
+                .ebpf
+                .program_mut(tracepoint)
+                .with_context(|| format!("program {tracepoint} missing from the eBPF object"))?
+                .try_into()?;
+            match prog
+                .attach(category, tracepoint)
+                .with_context(|| format!("attaching to {category}:{tracepoint} failed"))
+            {
+                Ok(link) => self.window_links.push((tracepoint, link)),
+                Err(err) if tracepoint == "sys_enter_futex" || tracepoint == "sys_exit_futex" => {
+                    return Err(err);
+                }
+                // As at load in the full mode: said once, and not tried again.
+                Err(err) => {
+                    self.notes
+                        .push(format!("{err:#}; {category}:{tracepoint} not traced"));
+                    let name = format!("{category}:{tracepoint}");
+                    self.attached.retain(|probe| *probe != name);
+                    self.windowed.retain(|(_, t, _)| *t != tracepoint);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Detaches every windowed tracepoint: from here on the host pays nothing for them. Calls
+    /// in progress keep their slots; the collector decides whether to trust them
+    /// ([`Probes::clear_slots`]).
+    pub fn close_window(&mut self) {
+        let mut links = Vec::new();
+        for (tracepoint, link) in std::mem::take(&mut self.window_links) {
+            if let Some(Ok(prog)) = self
+                .ebpf
+                .program_mut(tracepoint)
+                .map(<&mut TracePoint>::try_from)
+            {
+                if let Ok(link) = prog.take_link(link) {
+                    links.push((tracepoint, link));
+                }
+            }
+        }
+        // Closing a tracepoint's perf event waits for RCU grace periods after unregistering
+        // it, under the global `event_mutex` (kernel/trace/trace_event_perf.c
+        // `perf_trace_destroy` -> `perf_trace_event_unreg` -> `tracepoint_synchronize_unregister`):
+        // ~45 ms each here, one after the other whatever the number of threads closing them.
+        // So they are closed on a thread of their own (the collection loop goes on), the
+        // busiest first; the window ends when the last one is gone ([`Probes::window_closed`]).
+        links.sort_by_key(|(tracepoint, _)| close_order(tracepoint));
+        self.closing = Some(std::thread::spawn(move || {
+            for (_, link) in links {
+                drop(link);
+            }
+        }));
+    }
+
+    /// Whether the last window's tracepoints are all detached (joins the closing thread then).
+    pub fn window_closed(&mut self) -> bool {
+        match &self.closing {
+            Some(handle) if !handle.is_finished() => false,
+            _ => {
+                if let Some(handle) = self.closing.take() {
+                    let _ = handle.join();
+                }
+                true
+            }
+        }
+    }
+
+    /// How many syscall tracepoints the open window has attached.
+    pub fn window_tracepoints(&self) -> usize {
+        self.window_links.len()
+    }
+
+    /// Whether the last window's tracepoints are still being detached.
+    pub fn window_closing(&self) -> bool {
+        self.closing
+            .as_ref()
+            .is_some_and(|handle| !handle.is_finished())
+    }
+
+    /// Waits until the last window's tracepoints are all detached.
+    pub fn wait_window_closed(&mut self) {
+        if let Some(handle) = self.closing.take() {
+            let _ = handle.join();
+        }
+    }
+
+    /// Frees the wait and call slots of `tids` (calls whose exit happened outside a window):
+    /// only while no window is open, so no program writes them meanwhile.
+    pub fn clear_slots(&mut self, tids: &[u32]) {
+        for &tid in tids {
+            let index = thread_slot(tid);
+            if let Ok(slot) = self.pending.get(&index, 0) {
+                if slot.tid == tid && slot.active != 0 {
+                    let _ = self.pending.set(index, ThreadSlot { active: 0, ..slot }, 0);
+                }
+            }
+            if let Ok(slot) = self.pending_calls.get(&index, 0) {
+                if slot.tid == tid && slot.active != 0 {
+                    let _ = self
+                        .pending_calls
+                        .set(index, ThreadSlot { active: 0, ..slot }, 0);
+                }
+            }
+        }
+    }
+
+    /// The kind an fd is tracked as in the kernel (`tracer_common::fd_kind`, 0: not tracked).
+    pub fn tracked_fd_kind(&self, fd: u32) -> u32 {
+        self.tracked_fds.get(&fd, 0).unwrap_or(0)
     }
 
     /// Tells the Go uprobes where to read (`tracer_common::go_layout` slots; 0: unknown).
@@ -386,6 +644,37 @@ impl Probes {
     }
 }
 
+fn tracepoint_exists(category: &str, tracepoint: &str) -> bool {
+    [TRACEFS, "/sys/kernel/debug/tracing"].iter().any(|dir| {
+        Path::new(dir)
+            .join("events")
+            .join(category)
+            .join(tracepoint)
+            .exists()
+    })
+}
+
+/// Which windowed tracepoints go first when a window closes: the ones every futex call or
+/// read of the host runs, then epoll waits, then the rare set-up calls.
+fn close_order(tracepoint: &str) -> u8 {
+    if tracepoint.contains("futex") {
+        0
+    } else if tracepoint.ends_with("_read") || tracepoint.ends_with("_close") {
+        1
+    } else if tracepoint.contains("epoll_wait") || tracepoint.contains("epoll_pwait") {
+        2
+    } else {
+        3
+    }
+}
+
+impl Drop for Probes {
+    fn drop(&mut self) {
+        // Every probe is gone when leaktrace lets go of them, the closing window's too.
+        self.wait_window_closed();
+    }
+}
+
 /// One mapping of the C library the target has mapped: its path as /proc/PID/maps prints it,
 /// its address range and inode.
 fn libc_path(pid: u32) -> Option<(String, u64, u64, u64)> {
@@ -429,14 +718,23 @@ fn attach_pthread_create(ebpf: &mut Ebpf, pid: u32) -> Result<String> {
 /// Loads the program named after `tracepoint` and attaches it; Ok(false) when this kernel has
 /// no such tracepoint.
 fn attach_tracepoint(ebpf: &mut Ebpf, category: &str, tracepoint: &str) -> Result<bool> {
+    if !load_tracepoint(ebpf, category, tracepoint)? {
+        return Ok(false);
+    }
+    let prog: &mut TracePoint = ebpf
+        .program_mut(tracepoint)
+        .with_context(|| format!("program {tracepoint} missing from the eBPF object"))?
+        .try_into()?;
+    prog.attach(category, tracepoint)
+        .with_context(|| format!("attaching to {category}:{tracepoint} failed"))?;
+    Ok(true)
+}
+
+/// Loads the program named after `tracepoint` without attaching it; Ok(false) when this kernel
+/// has no such tracepoint.
+fn load_tracepoint(ebpf: &mut Ebpf, category: &str, tracepoint: &str) -> Result<bool> {
     let program = tracepoint;
-    let exists = [TRACEFS, "/sys/kernel/debug/tracing"].iter().any(|dir| {
-        Path::new(dir)
-            .join("events")
-            .join(category)
-            .join(tracepoint)
-            .exists()
-    });
+    let exists = tracepoint_exists(category, tracepoint);
     if !exists {
         return Ok(false);
     }
@@ -446,8 +744,6 @@ fn attach_tracepoint(ebpf: &mut Ebpf, category: &str, tracepoint: &str) -> Resul
         .try_into()?;
     prog.load()
         .with_context(|| format!("the kernel rejected program {program}"))?;
-    prog.attach(category, tracepoint)
-        .with_context(|| format!("attaching to {category}:{tracepoint} failed"))?;
     Ok(true)
 }
 

@@ -131,6 +131,10 @@ pub struct RecordArgs {
     #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=512))]
     pub max_frames: u32,
 
+    /// As for a one-shot run; the recording's report says which.
+    #[arg(long, value_enum, default_value = "full")]
+    pub detail: crate::attach::Detail,
+
     /// Start this command and trace it (as for a one-shot run).
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
@@ -149,6 +153,7 @@ impl RecordArgs {
             output: self.report,
             ignore: self.ignore,
             max_frames: self.max_frames,
+            detail: self.detail,
             command: self.command,
         };
         (cli, self.output)
@@ -250,6 +255,11 @@ pub struct AgentArgs {
     /// As for a one-shot trace: deepest user stack taken from a blocked thread.
     #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=512))]
     pub max_frames: u32,
+
+    /// How long the syscall tracepoints stay attached, as for a one-shot trace: `full` (the
+    /// default) or `low` (probe windows; other processes pay nothing between them).
+    #[arg(long, value_enum, default_value = "full")]
+    pub detail: crate::attach::Detail,
 }
 
 /// The shortest interval: analysing needs a few goroutine snapshots (one a second) and
@@ -355,6 +365,16 @@ pub struct Cli {
     #[arg(long, value_name = "FILE", verbatim_doc_comment)]
     pub ignore: Option<PathBuf>,
 
+    /// How long the syscall tracepoints stay attached. `low`: in short probe windows (the first
+    /// 2 s, then 250 ms at most every 5 s and at most 5% of the time, detaching included; less
+    /// often under a storm of events; one when a new stuck thread shows up), the rest from
+    /// /proc and the target's memory: other processes pay nothing between windows. `full`:
+    /// every probe for the whole trace (every wait and wake counted; every process on the host
+    /// pays for the syscall tracepoints meanwhile). Default: full, until low gives the same
+    /// findings in every test and its windows detach fast enough (README, "Cost and detail").
+    #[arg(long, value_enum, default_value = "full")]
+    pub detail: crate::attach::Detail,
+
     /// Deepest user stack taken from a blocked thread.
     #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=512))]
     pub max_frames: u32,
@@ -386,6 +406,20 @@ mod tests {
         assert_eq!(cli.command, vec!["sleep", "5"]);
         assert_eq!(cli.duration, Some(Duration::from_secs(2)));
         assert_eq!(cli.min_blocked, Duration::from_secs(1));
+    }
+
+    #[test]
+    fn detail_is_full_unless_low_is_asked_for() {
+        let parse = |args: &[&str]| Cli::try_parse_from(args).map(|cli| cli.detail);
+        assert_eq!(
+            parse(&["leaktrace", "--pid", "1"]).unwrap(),
+            crate::attach::Detail::Full
+        );
+        assert_eq!(
+            parse(&["leaktrace", "--pid", "1", "--detail", "low"]).unwrap(),
+            crate::attach::Detail::Low
+        );
+        assert!(parse(&["leaktrace", "--pid", "1", "--detail", "some"]).is_err());
     }
 
     #[test]

@@ -5,6 +5,7 @@ mod gocreation;
 mod native;
 mod stacktop;
 mod timers;
+mod windows;
 
 use std::collections::HashMap;
 use std::io::{IsTerminal as _, Write as _};
@@ -18,7 +19,7 @@ use tracer_common::{go_budget, names, FutexKey};
 
 use self::decode::{Record, Undecodable};
 
-use crate::attach::Probes;
+use crate::attach::{Detail, Group, Probes};
 use crate::goruntime::{self, GStatus, GoProcess, GoroutineState};
 use crate::model::goroutines::Goroutine;
 use crate::model::{BlockedSince, BlockedThread, Event, Frame, Model};
@@ -48,11 +49,38 @@ pub enum EndReason {
 
 pub struct Outcome {
     pub model: Model,
+    /// The probe windows of the low mode (None: `--detail full`, probes attached throughout).
+    pub windows: Option<WindowSummary>,
     /// The slowest read of all goroutines: how long it took and how many there were.
     pub slowest_goroutine_read: Option<(Duration, usize)>,
     pub end: EndReason,
     pub started_ns: u64,
     pub ended_ns: u64,
+}
+
+/// How much of the trace the syscall tracepoints were attached in the low mode.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct WindowSummary {
+    /// Windows opened (the first one at attach included).
+    pub count: u64,
+    /// Of those, opened for a new suspect (narrowed to its syscalls).
+    pub suspect: u64,
+    /// Of those, closed early by a storm of records.
+    pub storms: u64,
+    /// Time the windows covered, and the trace's length (ns).
+    pub covered_ns: u64,
+    pub trace_ns: u64,
+}
+
+/// A wait found by a /proc scan (at attach, or later for a wait no probe saw begin), and the
+/// thread's context switch count then: while the count stays, the thread was not woken and it
+/// is the same wait.
+#[derive(Clone, Copy, Debug)]
+struct SeenWait {
+    futex_addr: u64,
+    op: u32,
+    switches: u64,
+    since: BlockedSince,
 }
 
 /// How often the ring buffer is drained (the kernel does not wake us per record).
@@ -68,6 +96,21 @@ const GOROUTINES_EVERY: Duration = Duration::from_secs(1);
 /// ([`DRAIN_EVERY`]), plus the batch in progress: the rest of the tick is for the loop's other
 /// work (draining the ring buffer, the Go uprobe windows, signals, the deadline).
 const GOROUTINE_READ_SLICE: Duration = Duration::from_millis(70);
+
+/// The report's note on the windows: how much of the trace they covered, and what that means
+/// for the event-based evidence.
+fn window_note(summary: &WindowSummary, windows: &windows::Windows) -> String {
+    format!(
+        "low detail: syscall tracepoints attached in {} probe window(s) ({} for new suspects, {} closed early by a storm of records; period now {} s) covering {} of {} ({:.1}%): completed-wait histograms, wake counts, epoll and timerfd activity are samples from the windows; blocked threads, their waits, wake-ups (context switch counts), epoll sets and timerfd states come from /proc scans every 500 ms, goroutines and Go timers from the target's memory, thread creations and exits from task_newtask and sched_process_exit throughout (--detail full attaches everything for the whole trace)",
+        summary.count,
+        summary.suspect,
+        summary.storms,
+        windows.period().as_secs(),
+        human_ns(summary.covered_ns),
+        human_ns(summary.trace_ns),
+        summary.covered_ns as f64 * 100.0 / summary.trace_ns.max(1) as f64,
+    )
+}
 
 pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
@@ -91,8 +134,15 @@ struct Collector<'a> {
     symbolizer: Symbolizer,
     unwinder: Option<RemoteUnwinder>,
     memory: Option<ProcessMemory>,
-    /// Futex waits threads were already in when tracing started.
-    blocked_before: HashMap<u32, FutexWaitState>,
+    /// Futex waits found by /proc scans whose start no probe saw: at attach (before the trace)
+    /// and, in the low mode, between windows.
+    seen_waits: HashMap<u32, SeenWait>,
+    /// Low mode: the probe windows.
+    windows: Option<windows::Windows>,
+    /// Low mode, between windows: threads whose slot held a call in progress when the last
+    /// window closed, with their context switch count then. A slot is trusted while the count
+    /// stays (the call has not returned unseen).
+    held_slots: HashMap<u32, u64>,
     /// A wait's stacks cannot change while it lasts: taken once per wait.
     stacks: HashMap<WaitIdentity, WaitStacks>,
     model: Model,
@@ -137,7 +187,9 @@ pub async fn trace(
         symbolizer: Symbolizer::new(pid),
         unwinder: None,
         memory: None,
-        blocked_before: HashMap::new(),
+        seen_waits: HashMap::new(),
+        windows: None,
+        held_slots: HashMap::new(),
         stacks: HashMap::new(),
         model: Model {
             tap: settings.tap.clone(),
@@ -169,6 +221,13 @@ pub async fn trace(
     collector
         .native
         .attach(collector.probes, &mut collector.model, started_ns);
+    if collector.probes.detail() == Detail::Low {
+        // The first window was opened when the probes were attached.
+        let records = collector.records();
+        let mut windows = windows::Windows::started(Instant::now(), started_ns, records);
+        windows.attached(collector.probes.window_tracepoints());
+        collector.windows = Some(windows);
+    }
 
     let mut ticker = interval(DRAIN_EVERY);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -186,8 +245,20 @@ pub async fn trace(
         tokio::select! {
             _ = go_probe_ticker.tick(), if collector.go_probes.is_some() => {
                 if let Some(go_probes) = collector.go_probes.as_mut() {
-                    go_probes.tick(collector.probes, &mut collector.notes);
+                    // Attaching a uprobe takes the kernel's event_mutex, which detaching a probe
+                    // window's tracepoints holds across RCU grace periods (see
+                    // `Probes::close_window`): the loop would wait seconds for it.
+                    if go_probes.is_open() || !collector.probes.window_closing() {
+                        go_probes.tick(collector.probes, &mut collector.notes);
+                    }
                 }
+                continue;
+            }
+            _ = async {
+                    let windows = collector.windows.as_ref().expect("guarded");
+                    sleep_until(windows.next_check(Instant::now())).await
+                }, if collector.windows.is_some() => {
+                collector.window_tick(deadline);
                 continue;
             }
             _ = ticker.tick() => {}
@@ -217,6 +288,7 @@ pub async fn trace(
         go_probes.close(collector.probes);
     }
     collector.drain();
+    collector.close_window();
     let ended_ns = monotonic_ns();
     if end == EndReason::TargetExited {
         collector.finish_interrupted_read();
@@ -265,6 +337,19 @@ pub async fn trace(
     if status {
         eprint!("\r\x1b[K");
     }
+    let windows = collector.windows.as_ref().map(|w| WindowSummary {
+        count: w.count,
+        suspect: w.suspect_windows,
+        storms: w.storms,
+        covered_ns: w.covered_ns,
+        trace_ns: ended_ns.saturating_sub(started_ns),
+    });
+    if let Some(summary) = &windows {
+        collector.notes.push(window_note(
+            summary,
+            collector.windows.as_ref().expect("some"),
+        ));
+    }
     let Collector {
         model,
         mut notes,
@@ -278,6 +363,7 @@ pub async fn trace(
     Ok((
         Outcome {
             model,
+            windows,
             slowest_goroutine_read: slowest_snapshot,
             end,
             started_ns,
@@ -511,10 +597,161 @@ impl Collector<'_> {
     fn find_blocked_before(&mut self) {
         for tid in procfs::threads(self.pid) {
             if let Some(wait) = procfs::futex_wait_state(self.pid, tid, self.memory.as_ref()) {
+                let Some(switches) = procfs::context_switches(self.pid, tid) else {
+                    continue;
+                };
                 self.watch(wait.futex_addr);
-                self.blocked_before.insert(tid, wait);
+                self.seen_waits.insert(
+                    tid,
+                    SeenWait {
+                        futex_addr: wait.futex_addr,
+                        op: wait.op,
+                        switches,
+                        since: BlockedSince::BeforeTrace,
+                    },
+                );
             }
         }
+    }
+
+    /// Records sent or lost by the kernel so far.
+    fn records(&self) -> u64 {
+        let counters = self.probes.counters();
+        counters.events_sent + counters.events_lost
+    }
+
+    /// Opens or closes a probe window as the schedule says (low mode).
+    fn window_tick(&mut self, ends: Option<Instant>) {
+        let Some(windows) = self.windows.as_ref() else {
+            return;
+        };
+        if windows.is_closing() {
+            if self.probes.window_closed() {
+                self.window_closed();
+            }
+            return;
+        }
+        // Nor the other way round: a Go uprobe window (100 ms) closes first, else closing it
+        // would wait for the whole detaching.
+        if self.go_probes.as_ref().is_some_and(|p| p.is_open()) {
+            return;
+        }
+        let records = self.records();
+        let windows = self.windows.as_mut().expect("checked");
+        match windows.change(Instant::now(), records, ends) {
+            Some(windows::Change::Close) => self.probes.close_window(),
+            Some(windows::Change::Open(groups)) => {
+                let groups = groups.unwrap_or_else(|| self.native.window_groups());
+                self.open_window(&groups)
+            }
+            None => {}
+        }
+    }
+
+    /// Frees the slots of calls that returned while no window was open (their exits were not
+    /// seen; a slot left behind would date a later call of the thread from the old one), keeps
+    /// those still in progress (their exits in this window give their exact durations), brings
+    /// the kernel's tracked fds up to date, and attaches the syscall tracepoints of `groups`.
+    fn open_window(&mut self, groups: &[Group]) {
+        let tids = procfs::threads(self.pid);
+        let mut with_slots: Vec<u32> = self
+            .probes
+            .pending_waits(&tids)
+            .into_iter()
+            .map(|(tid, _)| tid)
+            .chain(
+                self.probes
+                    .pending_calls(&tids)
+                    .into_iter()
+                    .map(|(tid, _)| tid),
+            )
+            .collect();
+        with_slots.sort_unstable();
+        with_slots.dedup();
+        let stale: Vec<u32> = with_slots
+            .into_iter()
+            .filter(|&tid| !self.slot_still_held(tid))
+            .collect();
+        self.probes.clear_slots(&stale);
+        self.held_slots.clear();
+        self.native.resync_tracked_fds(self.probes);
+        let records = self.records();
+        match self.probes.open_window(groups) {
+            Ok(()) => {
+                if let Some(windows) = self.windows.as_mut() {
+                    windows.opened(Instant::now(), monotonic_ns(), records);
+                    windows.attached(self.probes.window_tracepoints());
+                }
+            }
+            Err(err) => {
+                self.probes.close_window();
+                let note = format!("{err:#}: a probe window could not open");
+                if !self.notes.contains(&note) {
+                    self.notes.push(note);
+                }
+                if let Some(windows) = self.windows.as_mut() {
+                    // Counted as a window of no length, so that the schedule moves on.
+                    windows.opened(Instant::now(), monotonic_ns(), records);
+                    windows.close();
+                    windows.closed(Instant::now(), monotonic_ns());
+                }
+            }
+        }
+    }
+
+    /// Ends the window in progress at the end of the trace: its detaching starts, and is
+    /// waited for when the probes are dropped (after the trace: `--duration` holds). Counted
+    /// as covered until now.
+    fn close_window(&mut self) {
+        let Some(windows) = self.windows.as_mut() else {
+            return;
+        };
+        if !windows.is_open() {
+            return;
+        }
+        if !windows.is_closing() {
+            windows.close();
+            self.probes.close_window();
+        }
+        windows.closed(Instant::now(), monotonic_ns());
+    }
+
+    /// The window's tracepoints are all detached: takes its last records, and notes the calls
+    /// still in progress with their threads' context switch counts.
+    fn window_closed(&mut self) {
+        if let Some(windows) = self.windows.as_mut() {
+            windows.closed(Instant::now(), monotonic_ns());
+        }
+        self.drain();
+        let tids = procfs::threads(self.pid);
+        let held: Vec<u32> = self
+            .probes
+            .pending_waits(&tids)
+            .into_iter()
+            .map(|(tid, _)| tid)
+            .chain(
+                self.probes
+                    .pending_calls(&tids)
+                    .into_iter()
+                    .map(|(tid, _)| tid),
+            )
+            .collect();
+        self.held_slots = held
+            .into_iter()
+            .filter_map(|tid| Some((tid, procfs::context_switches(self.pid, tid)?)))
+            .collect();
+    }
+
+    /// Whether thread `tid`'s slot (a call seen entering) can be trusted now: always while the
+    /// probes are attached; between windows only while the thread has not run since the last
+    /// window closed (else the call may have returned unseen).
+    fn slot_still_held(&self, tid: u32) -> bool {
+        if self.probes.window_is_open() {
+            return true;
+        }
+        self.held_slots
+            .get(&tid)
+            .is_some_and(|&held| procfs::context_switches(self.pid, tid) == Some(held))
     }
 
     fn watch(&mut self, futex_addr: u64) {
@@ -611,7 +848,12 @@ impl Collector<'_> {
             self.settings.min_blocked_ns / 2
         };
         let threads = procfs::threads(self.pid);
-        let pending: HashMap<u32, _> = self.probes.pending_waits(&threads).into_iter().collect();
+        let pending: HashMap<u32, _> = self
+            .probes
+            .pending_waits(&threads)
+            .into_iter()
+            .filter(|&(tid, _)| self.slot_still_held(tid))
+            .collect();
         for wait in pending.values() {
             if now.saturating_sub(wait.start_ns) >= watch_after {
                 self.watch(wait.uaddr);
@@ -631,25 +873,28 @@ impl Collector<'_> {
                     BlockedSince::Exact(wait.start_ns)
                 }
                 Some(_) => continue,
-                None => match self.blocked_before.get(&tid) {
-                    Some(before)
-                        if before.futex_addr == state.futex_addr && before.op == state.op =>
-                    {
-                        BlockedSince::BeforeTrace
-                    }
-                    // In a wait the probes did not see begin (it raced the attach): its start is
-                    // unknown, so it is not reported rather than guessed.
-                    _ => continue,
+                None => match self.seen_wait(tid, &state, now) {
+                    Some(since) => since,
+                    None => continue,
                 },
             };
             blocked.push(self.blocked_thread(tid, since, &state, &threads));
         }
+        self.seen_waits
+            .retain(|tid, _| threads.binary_search(tid).is_ok());
+        self.suspects(&blocked, now);
         self.model.apply(&Event::Blocked {
             at_ns: now,
             threads: blocked,
         });
+        let held: std::collections::HashSet<u32> = threads
+            .iter()
+            .copied()
+            .filter(|&tid| self.slot_still_held(tid))
+            .collect();
         self.native.scan(
             self.probes,
+            &held,
             &mut self.symbolizer,
             &mut self.unwinder,
             &mut self.model,
@@ -667,6 +912,53 @@ impl Collector<'_> {
             });
         }
         self.read_counters();
+    }
+
+    /// Since when thread `tid` has been in the futex wait `state`, which no probe saw begin:
+    /// the first look that found it in this wait, as long as its context switch count has not
+    /// moved since (a wake, even one followed by a new wait on the same word, moves it). The
+    /// look at attach dates it [`BlockedSince::BeforeTrace`]; a later one (a wait begun between
+    /// probe windows, or racing the attach) [`BlockedSince::SeenAt`].
+    fn seen_wait(&mut self, tid: u32, state: &FutexWaitState, now: u64) -> Option<BlockedSince> {
+        let switches = procfs::context_switches(self.pid, tid)?;
+        if let Some(seen) = self.seen_waits.get(&tid) {
+            if seen.futex_addr == state.futex_addr
+                && seen.op == state.op
+                && seen.switches == switches
+            {
+                return Some(seen.since);
+            }
+        }
+        self.watch(state.futex_addr);
+        self.seen_waits.insert(
+            tid,
+            SeenWait {
+                futex_addr: state.futex_addr,
+                op: state.op,
+                switches,
+                since: BlockedSince::SeenAt(now),
+            },
+        );
+        Some(BlockedSince::SeenAt(now))
+    }
+
+    /// Low mode: a thread blocked past the threshold in a wait that began after the last window
+    /// closed has been seen by no probe: a window narrowed to futex calls counts who wakes its
+    /// word and which waits on it complete.
+    fn suspects(&mut self, blocked: &[BlockedThread], now: u64) {
+        let Some(windows) = self.windows.as_mut() else {
+            return;
+        };
+        let min_blocked = self.settings.min_blocked_ns;
+        let unseen = blocked.iter().any(|t| match t.since {
+            BlockedSince::SeenAt(seen) => {
+                seen >= windows.last_closed_ns && now.saturating_sub(seen) >= min_blocked
+            }
+            _ => false,
+        });
+        if unseen {
+            windows.suspect(vec![Group::Futex], Instant::now());
+        }
     }
 
     fn blocked_thread(

@@ -67,6 +67,11 @@ pub enum BlockedSince {
     Exact(u64),
     /// Already blocked when tracing started: the true start is unknown and earlier.
     BeforeTrace,
+    /// Found blocked by a /proc scan at this time (CLOCK_MONOTONIC ns) in a wait whose start
+    /// no probe saw (it began between probe windows, or raced the attach), and not woken since
+    /// (its context switch counts have not moved): the true start is unknown and earlier. The
+    /// same evidence as [`BlockedSince::BeforeTrace`], from a later first look.
+    SeenAt(u64),
 }
 
 /// A thread found inside a futex wait.
@@ -249,6 +254,11 @@ pub struct Model {
     pub blocked: Vec<BlockedThread>,
     pub blocked_at_ns: u64,
     pub wakes: BTreeMap<u64, u64>,
+    /// Waits on each futex word seen ending by the /proc scans: a thread of one snapshot of
+    /// [`Event::Blocked`] that, alive, is out of that wait (or in a new one) at the next. The
+    /// state's evidence that a word is woken and its waits complete, where the probes were not
+    /// attached to see it (between probe windows, or waits begun before the trace).
+    pub waits_ended_between_scans: BTreeMap<u64, u64>,
     pub wait_sites: BTreeMap<u64, WaitSite>,
     pub waits_seen: u64,
     pub counters: KernelCounters,
@@ -368,6 +378,17 @@ impl Model {
             }
             Event::Blocked { at_ns, threads } => {
                 self.note_time(*at_ns);
+                for old in &self.blocked {
+                    let same_wait = threads.iter().any(|t| {
+                        t.tid == old.tid && t.since == old.since && t.futex_addr == old.futex_addr
+                    });
+                    if !same_wait && self.threads.alive.contains_key(&old.tid) {
+                        *self
+                            .waits_ended_between_scans
+                            .entry(old.futex_addr)
+                            .or_default() += 1;
+                    }
+                }
                 self.blocked_at_ns = *at_ns;
                 self.blocked = threads.clone();
             }
@@ -460,6 +481,7 @@ impl Model {
                 let start = self.started_ns.unwrap_or(now_ns);
                 (now_ns.saturating_sub(start), true)
             }
+            BlockedSince::SeenAt(seen) => (now_ns.saturating_sub(seen), true),
         }
     }
 
@@ -546,6 +568,50 @@ pub mod tests {
         }
         assert_eq!(model.wait_sites.len(), MAX_WAIT_SITES + 1);
         assert_eq!(model.wait_sites[&OTHER_SITE].waits, 10);
+    }
+
+    #[test]
+    fn waits_seen_ending_between_scans_are_counted_per_word() {
+        use threads::ThreadEvent;
+        let mut model = Model::new();
+        model.apply(&Event::TraceStarted { at_ns: 0 });
+        for tid in [1, 2, 3] {
+            model.apply(&Event::Thread(ThreadEvent::Existing {
+                at_ns: 0,
+                tid,
+                name: String::new(),
+            }));
+        }
+        model.apply(&Event::Blocked {
+            at_ns: 1,
+            threads: vec![
+                blocked(1, 0x10, BlockedSince::BeforeTrace, &[]),
+                blocked(2, 0x10, BlockedSince::SeenAt(1), &[]),
+                blocked(3, 0x20, BlockedSince::SeenAt(1), &[]),
+            ],
+        });
+        // 1 stays; 2 woke and waits again (a new first look); 3 is out of its wait.
+        model.apply(&Event::Blocked {
+            at_ns: 2,
+            threads: vec![
+                blocked(1, 0x10, BlockedSince::BeforeTrace, &[]),
+                blocked(2, 0x10, BlockedSince::SeenAt(2), &[]),
+            ],
+        });
+        assert_eq!(model.waits_ended_between_scans.get(&0x10), Some(&1));
+        assert_eq!(model.waits_ended_between_scans.get(&0x20), Some(&1));
+        // A thread that exited did not see its wait end.
+        model.apply(&Event::Thread(ThreadEvent::Exited { at_ns: 3, tid: 1 }));
+        model.apply(&Event::Blocked {
+            at_ns: 3,
+            threads: vec![blocked(2, 0x10, BlockedSince::SeenAt(2), &[])],
+        });
+        assert_eq!(model.waits_ended_between_scans.get(&0x10), Some(&1));
+        assert_eq!(
+            model.blocked_for(&model.blocked[0], 10),
+            (8, true),
+            "a later first look is a lower bound too"
+        );
     }
 
     #[test]

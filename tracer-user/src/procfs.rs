@@ -82,6 +82,26 @@ pub fn syscall_state(pid: u32, tid: u32) -> Option<SyscallState> {
     parse_syscall_line(&line)
 }
 
+/// How many times the thread has left a CPU: `voluntary_ctxt_switches` +
+/// `nonvoluntary_ctxt_switches` of /proc/PID/task/TID/status (fs/proc/array.c
+/// `task_context_switch_counts`, counted in kernel/sched/core.c `__schedule`). A thread seen in
+/// the same syscall at two looks with the same count did not run in between: nothing woke it.
+pub fn context_switches(pid: u32, tid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(proc_path(pid).join(format!("task/{tid}/status"))).ok()?;
+    parse_context_switches(&status)
+}
+
+/// The sum of the two `*_ctxt_switches` lines of a status file; None when either is missing.
+pub fn parse_context_switches(status: &str) -> Option<u64> {
+    let field = |name: &str| -> Option<u64> {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .and_then(|rest| rest.trim_start_matches(':').trim().parse().ok())
+    };
+    field("voluntary_ctxt_switches")?.checked_add(field("nonvoluntary_ctxt_switches")?)
+}
+
 /// Kernel functions of a blocked thread, innermost first, from /proc/PID/task/TID/stack
 /// (lines like `[<0>] futex_wait_queue+0x6c/0xb0`).
 pub fn kernel_stack(pid: u32, tid: u32) -> Vec<String> {
@@ -226,6 +246,20 @@ pub fn waits_on(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn context_switches_are_both_counts_summed() {
+        let status = "Name:\tw\nvoluntary_ctxt_switches:\t12\nnonvoluntary_ctxt_switches:\t3\n";
+        assert_eq!(parse_context_switches(status), Some(15));
+        assert_eq!(
+            parse_context_switches("voluntary_ctxt_switches:\t1\n"),
+            None
+        );
+        assert_eq!(
+            parse_context_switches("voluntary_ctxt_switches:\tx\nnonvoluntary_ctxt_switches: 1"),
+            None
+        );
+    }
 
     #[test]
     fn our_own_process_is_not_gone_and_has_threads() {

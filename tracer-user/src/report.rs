@@ -41,6 +41,13 @@ pub struct TracerInfo {
     /// Go targets: the slowest read of all goroutines (the target is never paused for it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub slowest_goroutine_read: Option<GoroutineRead>,
+    /// `--detail`: "low" (syscall tracepoints in probe windows) or "full" (all the time).
+    /// Recordings made before the field existed were full.
+    #[serde(default)]
+    pub detail: crate::attach::Detail,
+    /// Low detail: how many probe windows, and how much of the trace they covered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub windows: Option<crate::collect::WindowSummary>,
 }
 
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
@@ -233,6 +240,17 @@ impl Report {
             self.lost_events,
             human_ns(self.min_blocked_ns),
         );
+        let _ = match &self.tracer.windows {
+            Some(w) => writeln!(
+                out,
+                "detail low: syscall probes attached in {} window(s) covering {} of {} ({:.1}%); the rest from /proc and the target's memory",
+                w.count,
+                human_ns(w.covered_ns),
+                human_ns(w.trace_ns),
+                w.covered_ns as f64 * 100.0 / w.trace_ns.max(1) as f64
+            ),
+            None => writeln!(out, "detail full: every probe attached for the whole trace"),
+        };
         for note in &self.tracer.notes {
             let _ = writeln!(out, "note: {note}");
         }

@@ -219,8 +219,11 @@ fn probes_are_removed(how: End) {
     // Several probe windows (100 ms a second) open and close meanwhile.
     std::thread::sleep(Duration::from_millis(2500));
     let held = held_ids(child.id());
+    // Every program is loaded for the whole trace; in the default low mode the syscall
+    // tracepoints' links come and go with the probe windows, and the lifecycle tracepoints
+    // (task_newtask, sched_process_exit, task_rename) stay linked throughout.
     assert!(
-        held.0.len() >= 20 && held.1.len() >= 20,
+        held.0.len() >= 20 && held.1.len() >= 3,
         "leaktrace holds too few programs/links to be tracing: {held:?}"
     );
     match how {

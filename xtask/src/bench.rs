@@ -14,6 +14,8 @@ use std::process::{Command, Stdio};
 use anyhow::{bail, Context as _, Result};
 
 mod compare;
+#[path = "bench/detail.rs"]
+mod detail;
 
 /// Runs of each variant; the median is reported.
 const REPETITIONS: usize = 7;
@@ -200,6 +202,9 @@ pub fn run(leaktrace: &Path, root: &Path, work: &Path, only: Option<&str>) -> Re
     if wanted("host") {
         host_cost(leaktrace, fixtures, work)?;
     }
+    if wanted("detail") {
+        detail::target_cost(leaktrace, root, work)?;
+    }
     if wanted("goroutines") {
         goroutine_snapshot(leaktrace, root, work)?;
     }
@@ -210,22 +215,28 @@ pub fn run(leaktrace: &Path, root: &Path, work: &Path, only: Option<&str>) -> Re
 }
 
 /// What processes leaktrace does not trace pay while it traces another one: each host workload
-/// untraced (no leaktrace running), again, and while a leaktrace traces an idle `sleep`.
+/// untraced (no leaktrace running), again, while a `--detail low` leaktrace traces an idle
+/// `sleep` between its probe windows, and while a `--detail full` one does.
 fn host_cost(leaktrace: &Path, fixtures: &Path, work: &Path) -> Result<()> {
-    println!("The rest of the host: workloads in processes leaktrace does not trace, while it traces an idle process\n");
+    println!("The rest of the host: workloads in processes leaktrace does not trace, while it traces an idle process (low: between probe windows; full: probes attached)\n");
     for workload in HOST_WORKLOADS {
         let Build::C(name) = workload.build else {
             bail!("host workloads are C programs");
         };
         let binary = compile(fixtures, work, name)?;
-        let [untraced, again, beside] = measure([
+        let [untraced, again, low, full] = measure([
             &mut || run_untraced(&binary, workload, work),
             &mut || run_untraced(&binary, workload, work),
+            &mut || detail::run_between_windows(leaktrace, &binary, workload, work),
             &mut || run_beside_a_trace(leaktrace, &binary, workload, work),
         ])?;
-        print_ratios(workload, &untraced, &again, &beside);
+        println!("  --detail low, between probe windows:");
+        print_ratios(workload, &untraced, &again, &low);
+        println!("  --detail full:");
+        print_ratios(workload, &untraced, &again, &full);
         println!();
     }
+    detail::window_host_cost(leaktrace, work)?;
     Ok(())
 }
 
@@ -238,7 +249,7 @@ fn run_beside_a_trace(
     work: &Path,
 ) -> Result<Run> {
     let mut tracer = Command::new(leaktrace)
-        .args(["--format", "json", "-o"])
+        .args(["--detail", "full", "--format", "json", "-o"])
         .arg(work.join("report-idle.json"))
         .args(["--", "sleep", "600"])
         .stderr(Stdio::piped())

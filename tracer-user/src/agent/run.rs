@@ -37,6 +37,8 @@ type FollowKey = (String, String);
 struct Context {
     settings: Settings,
     stack_after_ns: u64,
+    /// `--detail`, for every target's probes.
+    detail: attach::Detail,
     ignore: Option<IgnoreRules>,
     report_dir: Option<PathBuf>,
     report_keep: usize,
@@ -142,6 +144,7 @@ async fn agent(args: &AgentArgs, ignore: Option<IgnoreRules>) -> Result<()> {
             status_line: false,
         },
         stack_after_ns: args.stack_after.as_nanos() as u64,
+        detail: args.detail,
         ignore,
         report_dir: args.report_dir.clone(),
         report_keep: args.report_keep as usize,
@@ -286,10 +289,11 @@ async fn watch_target(context: Rc<Context>, found: Found) -> End {
     // unregistered one by one, each waiting for an RCU grace period: about 3 s to drop one
     // target's): done on the blocking pool, so that the other targets' traces and the HTTP
     // server go on meanwhile, and all targets' probes are dropped at once on a stop.
-    let stack_after_ns = context.stack_after_ns;
-    let loaded = tokio::task::spawn_blocking(move || attach::Probes::load(pid, stack_after_ns))
-        .await
-        .unwrap_or_else(|err| Err(anyhow::anyhow!("loading the probes panicked: {err}")));
+    let (stack_after_ns, detail) = (context.stack_after_ns, context.detail);
+    let loaded =
+        tokio::task::spawn_blocking(move || attach::Probes::load_with(pid, stack_after_ns, detail))
+            .await
+            .unwrap_or_else(|err| Err(anyhow::anyhow!("loading the probes panicked: {err}")));
     let mut probes = match loaded {
         Ok(probes) => probes,
         Err(err) => return failed(&context, pid, "probes not loaded", &err),
@@ -374,6 +378,7 @@ async fn watch_target(context: Rc<Context>, found: Found) -> End {
             notes,
             &outcome,
             context.settings.min_blocked_ns,
+            context.detail,
             context.ignore.as_ref(),
         );
         let end = outcome.end;

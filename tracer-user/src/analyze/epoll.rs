@@ -50,6 +50,7 @@ pub fn candidates(
                 end_ns.saturating_sub(model.started_ns.unwrap_or(end_ns)),
                 true,
             ),
+            BlockedSince::SeenAt(seen) => (end_ns.saturating_sub(seen), true),
         };
         if blocked_ns < min_blocked_ns {
             continue;
@@ -133,6 +134,11 @@ fn candidate(model: &Model, members: Vec<(EpollLoop, &EpollWaiter)>, trace_ns: u
         max = max.max(l.blocked_ns);
     }
     let at_least = members.iter().any(|(l, _)| l.blocked_at_least);
+    // A lower bound from a later first look (a wait begun between probe windows) is not "since
+    // before the trace".
+    let before_trace = members
+        .iter()
+        .any(|(l, _)| l.blocked_at_least && l.blocked_ns >= trace_ns);
     let events: u64 = members
         .iter()
         .filter_map(|(l, _)| l.set_stats.map(|s| s.events))
@@ -143,10 +149,10 @@ fn candidate(model: &Model, members: Vec<(EpollLoop, &EpollWaiter)>, trace_ns: u
         first.syscall,
         first.epfd,
         human_ns(max),
-        if at_least {
-            " or more (since before the trace)"
-        } else {
-            ""
+        match (at_least, before_trace) {
+            (true, true) => " or more (since before the trace)",
+            (true, false) => " or more (first seen waiting then, not woken since)",
+            _ => "",
         }
     ));
     if events == 0 {
@@ -185,7 +191,7 @@ fn candidate(model: &Model, members: Vec<(EpollLoop, &EpollWaiter)>, trace_ns: u
             reasons.push(format!("the set watches {}", described.join("; ")));
         }
     }
-    if first.blocked_at_least && trace_ns > 0 {
+    if first.blocked_at_least && first.blocked_ns >= trace_ns && trace_ns > 0 {
         score += 10.0;
         reasons.push("already waiting when tracing started and for all of it".to_string());
     }

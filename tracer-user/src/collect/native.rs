@@ -1,11 +1,11 @@
 //! Collection for threads, epoll and timerfds: turns their decoded ring-buffer records into
 //! model events, reads what existed before attach from /proc, and snapshots what threads are
 //! blocked in, who waits on epoll, and the state of every open timerfd.
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use tracer_common::{fd_kind, native_call, CallDone, FdKey, ThreadExit, ThreadRename};
 
-use crate::attach::Probes;
+use crate::attach::{Detail, Group, Probes};
 use crate::model::epoll::{EpollEvent, EpollWaiter, WatchedFd};
 use crate::model::threads::{ThreadEvent, ThreadState};
 use crate::model::timerfd::{TimerfdEvent, TFD_TIMER_ABSTIME};
@@ -19,6 +19,8 @@ use super::stacktop::UserStacks;
 const SYS_EPOLL_WAIT: i64 = 232;
 const SYS_EPOLL_PWAIT: i64 = 281;
 const SYS_EPOLL_PWAIT2: i64 = 441;
+const SYS_FUTEX_WAITV: i64 = 449;
+const SYS_FUTEX_WAIT: i64 = 455;
 /// Threads unwound per creation site at the final snapshot: enough to show where a group is
 /// blocked without unwinding thousands of leaked threads.
 const STACKS_PER_SITE: usize = 3;
@@ -54,18 +56,23 @@ pub fn syscall_name(nr: i64) -> String {
     name.to_string()
 }
 
-/// (syscall, args, sp, pc): a thread showing the same key at two scans is in the same call.
-type CallKey = (i64, [u64; 6], u64, u64);
+/// (syscall, args, sp, pc, context switches): a thread showing the same key at two scans is in
+/// the same call and did not run in between (a loop re-entering the same call with the same
+/// arguments moves its context switch count).
+type CallKey = (i64, [u64; 6], u64, u64, u64);
 
 #[derive(Default)]
 pub struct Native {
     pid: u32,
     /// Thread -> the call it was in at the previous scan, and since when it has been seen in it.
     in_call: HashMap<u32, (CallKey, u64)>,
-    /// Epoll waits threads were already in when tracing started: tid -> epfd.
-    waiting_before: HashMap<u32, i32>,
+    /// Epoll waits threads were already in when tracing started: tid -> the call at attach
+    /// (the same wait as long as the thread shows the same [`CallKey`]).
+    waiting_before: HashMap<u32, CallKey>,
     /// User stacks of epoll waiters, per wait (tid, since, epfd).
     stacks: HashMap<(u32, BlockedSince, i32), Vec<Frame>>,
+    /// A thread was seen in a futex2 call (futex_wait, futex_waitv).
+    uses_futex2: bool,
     /// CLOCK_REALTIME - CLOCK_MONOTONIC, to turn absolute realtime deadlines into monotonic.
     realtime_offset_ns: i128,
     pub notes: Vec<String>,
@@ -101,7 +108,11 @@ impl Native {
             }));
             if let Some(regs) = procfs::syscall_state(self.pid, tid) {
                 if matches!(regs.nr, SYS_EPOLL_WAIT | SYS_EPOLL_PWAIT | SYS_EPOLL_PWAIT2) {
-                    self.waiting_before.insert(tid, regs.args[0] as i32);
+                    if let Some(switches) = procfs::context_switches(self.pid, tid) {
+                        let key = (regs.nr, regs.args, regs.sp, regs.pc, switches);
+                        self.waiting_before.insert(tid, key);
+                        self.in_call.insert(tid, (key, now));
+                    }
                 }
             }
         }
@@ -126,6 +137,84 @@ impl Native {
                         state,
                     }));
                 }
+            }
+        }
+    }
+
+    /// Before a probe window opens (low mode): the kernel's kinds of the target's open fds
+    /// made right, since fds created, closed and reused between windows were not seen.
+    pub fn resync_tracked_fds(&mut self, probes: &mut Probes) {
+        for (fd, link) in fds::links(self.pid) {
+            let kind = match fds::kind(&link).as_str() {
+                "timerfd" => fd_kind::TIMERFD,
+                "eventpoll" => fd_kind::EPOLL,
+                _ => 0,
+            };
+            let Ok(index) = u32::try_from(fd) else {
+                continue;
+            };
+            if probes.tracked_fd_kind(index) != kind {
+                let key = FdKey {
+                    tgid: self.pid,
+                    fd: index,
+                };
+                if let Err(err) = probes.track_fd(key, kind) {
+                    self.note(format!("{err:#}: reads and closes of fd {fd} are not seen"));
+                }
+            }
+        }
+    }
+
+    /// The syscall tracepoints a periodic window needs for this target (each one attached
+    /// costs the host ~45-80 ms of detaching when the window closes, see `attach::close_window`):
+    /// futex(2) always; futex2 once a thread was seen in it; epoll when the target has an epoll
+    /// set; timerfd calls, reads and closes when it has a timerfd or an epoll set (reads and
+    /// closes are only followed on those). What is created between windows shows in the fd
+    /// table at the next scan, and the window after that includes it.
+    pub fn window_groups(&self) -> Vec<Group> {
+        // Threads: only windowed on kernels without task_newtask.
+        let mut groups = vec![Group::Futex, Group::Threads];
+        if self.uses_futex2 {
+            groups.push(Group::Futex2);
+        }
+        let links = fds::links(self.pid);
+        let has = |kind: &str| links.values().any(|l| fds::kind(l) == kind);
+        let epoll = has("eventpoll");
+        if epoll {
+            groups.push(Group::Epoll);
+        }
+        if epoll || has("timerfd") {
+            groups.push(Group::Fds);
+        }
+        groups
+    }
+
+    /// Low mode: timerfds opened and closed between windows, from the fd table. One that
+    /// appeared is described like one open before the trace (its creation was not seen); one
+    /// the model holds that is no longer a timerfd was closed.
+    fn timerfds_between_windows(&mut self, model: &mut Model, now: u64) {
+        let links = fds::links(self.pid);
+        let is_timerfd = |fd: &i32| links.get(fd).is_some_and(|l| fds::kind(l) == "timerfd");
+        let closed: Vec<i32> = model
+            .timerfds
+            .open
+            .keys()
+            .copied()
+            .filter(|fd| !is_timerfd(fd))
+            .collect();
+        for fd in closed {
+            model.apply(&Event::Timerfd(TimerfdEvent::Closed { at_ns: now, fd }));
+        }
+        for &fd in links.keys().filter(|fd| is_timerfd(fd)) {
+            if model.timerfds.open.contains_key(&fd) {
+                continue;
+            }
+            if let Some(state) = fds::timerfd_state(self.pid, fd) {
+                model.apply(&Event::Timerfd(TimerfdEvent::Existing {
+                    at_ns: now,
+                    fd,
+                    state,
+                }));
             }
         }
     }
@@ -276,6 +365,7 @@ impl Native {
     pub fn scan(
         &mut self,
         probes: &Probes,
+        held: &HashSet<u32>,
         symbolizer: &mut Symbolizer,
         unwinder: &mut Option<RemoteUnwinder>,
         model: &mut Model,
@@ -296,7 +386,9 @@ impl Native {
         let pending: HashMap<u32, _> = probes
             .pending_calls(&tids)
             .into_iter()
-            .filter(|(_, call)| call.tgid == self.pid && call.call == native_call::EPOLL_WAIT)
+            .filter(|(tid, call)| {
+                held.contains(tid) && call.tgid == self.pid && call.call == native_call::EPOLL_WAIT
+            })
             .collect();
 
         let mut states = Vec::new();
@@ -309,8 +401,9 @@ impl Native {
         for &tid in &tids {
             let name = procfs::thread_name(self.pid, tid);
             let regs = procfs::syscall_state(self.pid, tid);
+            let switches = regs.and_then(|_| procfs::context_switches(self.pid, tid));
             let since = regs.map(|r| {
-                let key: CallKey = (r.nr, r.args, r.sp, r.pc);
+                let key: CallKey = (r.nr, r.args, r.sp, r.pc, switches.unwrap_or(u64::MAX));
                 match self.in_call.get(&tid) {
                     Some((previous, since)) if *previous == key => *since,
                     _ => {
@@ -320,6 +413,7 @@ impl Native {
                 }
             });
             if let Some(r) = regs {
+                self.uses_futex2 |= matches!(r.nr, SYS_FUTEX_WAITV | SYS_FUTEX_WAIT);
                 if matches!(r.nr, SYS_EPOLL_WAIT | SYS_EPOLL_PWAIT | SYS_EPOLL_PWAIT2) {
                     if let Some(waiter) = self.waiter(
                         tid,
@@ -369,6 +463,9 @@ impl Native {
             waiters,
         }));
 
+        if probes.detail() == Detail::Low && !probes.window_is_open() {
+            self.timerfds_between_windows(model, now);
+        }
         let fds: Vec<_> = model
             .timerfds
             .open
@@ -406,7 +503,7 @@ impl Native {
                 (BlockedSince::Exact(call.start_ns), timeout)
             }
             Some(_) => return None,
-            None if self.waiting_before.get(&tid) == Some(&epfd) => {
+            None => {
                 let timeout = match regs.nr {
                     SYS_EPOLL_PWAIT2 => (regs.args[3] != 0).then_some(0),
                     _ => {
@@ -414,10 +511,16 @@ impl Native {
                         (ms >= 0).then(|| ms as u64 * 1_000_000)
                     }
                 };
-                (BlockedSince::BeforeTrace, timeout)
+                // The same call, not woken, since the first look that found it: at attach, or
+                // later for a wait no probe saw begin (between windows, or racing the attach).
+                let (key, first_seen) = *self.in_call.get(&tid)?;
+                let since = if self.waiting_before.get(&tid) == Some(&key) {
+                    BlockedSince::BeforeTrace
+                } else {
+                    BlockedSince::SeenAt(first_seen)
+                };
+                (since, timeout)
             }
-            // A wait that raced the attach: its start is unknown, so it is not guessed.
-            None => return None,
         };
         let key = (tid, since, epfd);
         let user_stack = self
