@@ -139,8 +139,11 @@ fn observe_load(tools: &Tools, row: Row, server: &Server, result: &mut Results) 
         Row::Leaktrace | Row::LeaktraceFull => {
             let mut command = Command::new(&tools.leaktrace);
             command.args(["--pid", &server.pid().to_string()]);
+            // Each row names its mode, whatever the default is.
             if row == Row::LeaktraceFull {
                 command.args(["--detail", "full"]);
+            } else if tools.has_detail {
+                command.args(["--detail", "low"]);
             }
             let report_path = tools.work.join("report-compare.json");
             command
@@ -399,11 +402,11 @@ fn print_table(tools: &Tools, results: &[Results]) {
         let name = match row {
             Row::Untraced => "untraced".to_string(),
             Row::UntracedAgain => "untraced again (noise floor)".to_string(),
-            Row::Leaktrace if tools.has_detail => "leaktrace (default: `--detail low`)".to_string(),
+            Row::Leaktrace if tools.has_detail => "leaktrace `--detail low`".to_string(),
             Row::Leaktrace => {
                 "leaktrace (default; this build has no `--detail`: full tracing)".to_string()
             }
-            Row::LeaktraceFull => "leaktrace `--detail full`".to_string(),
+            Row::LeaktraceFull => "leaktrace `--detail full` (the default)".to_string(),
             Row::PprofGoroutine => {
                 "`curl /debug/pprof/goroutine?debug=2` once a second".to_string()
             }
