@@ -72,7 +72,8 @@ pub struct Percentiles {
     pub p90: u64,
     pub p99: u64,
     pub max: u64,
-    /// Some durations are lower bounds (the wait began before tracing started).
+    /// Some durations are lower bounds (the wait began before tracing started, or before the
+    /// /proc scan that first found it).
     pub at_least: bool,
 }
 
@@ -267,7 +268,7 @@ pub fn analyze(model: &Model, now_ns: u64, min_blocked_ns: u64, max_sites: usize
             None => candidates.push(wait_candidate(model, threads, end_ns, min_blocked_ns)),
         }
     }
-    let (thread_leaks, leaked_tids) = threads::candidates(model, end_ns);
+    let (mut thread_leaks, leaked_tids) = threads::candidates(model, end_ns);
     let (epoll_candidates, idle_loops) = epoll::candidates(model, end_ns, min_blocked_ns);
     let timerfd_candidates = timerfd::candidates(model, end_ns, min_blocked_ns);
     let mut stuck_targets = chains::stuck_threads(
@@ -336,7 +337,7 @@ pub fn analyze(model: &Model, now_ns: u64, min_blocked_ns: u64, max_sites: usize
             .into_values()
             .map(|threads| wait_candidate(model, threads, end_ns, min_blocked_ns)),
     );
-    fold_into_thread_leaks(&mut candidates, &leaked_tids);
+    fold_into_thread_leaks(&mut candidates, &leaked_tids, &mut thread_leaks);
     candidates.extend(thread_leaks);
     candidates.extend(epoll_candidates);
     blocked_but_healthy.extend(idle_loops);
@@ -627,13 +628,34 @@ fn wait_candidate(
     }
 }
 
-/// Threads that belong to a leaking thread group are explained by it: a futex group made only
-/// of such threads goes, so that each stuck thread is reported once, under the most telling
-/// explanation; a group that only partly is says so. Deadlocks stay: a cycle says more.
-fn fold_into_thread_leaks(candidates: &mut Vec<Candidate>, leaked: &BTreeSet<u32>) {
+/// Threads that belong to a leaking thread group are explained by it, so that each stuck thread
+/// is reported once, under the most telling explanation: a futex group stuck exactly where a
+/// leak's members are (same return addresses) is the leak, its threads whose creation was not
+/// seen counted as the leak's older members; another futex group made only of leak members
+/// goes; one that only partly is says so. Deadlocks stay: a cycle says more.
+fn fold_into_thread_leaks(
+    candidates: &mut Vec<Candidate>,
+    leaked: &BTreeSet<u32>,
+    leaks: &mut [Candidate],
+) {
+    let place = |c: &Candidate| c.blocking_stack.iter().map(|f| f.addr).collect::<Vec<_>>();
     candidates.retain_mut(|candidate| {
         if candidate.kind != CandidateKind::FutexWait {
             return true;
+        }
+        let here = place(candidate);
+        if let Some(leak) = leaks
+            .iter_mut()
+            .find(|leak| !here.is_empty() && place(leak) == here)
+        {
+            let older: Vec<(u32, String)> = candidate
+                .threads
+                .iter()
+                .filter(|t| !leaked.contains(&t.tid))
+                .map(|t| (t.tid, t.name.clone()))
+                .collect();
+            threads::absorb_older(leak, &older);
+            return false;
         }
         let in_leak = candidate
             .threads
@@ -914,12 +936,12 @@ mod tests {
             analyze(&model_with(vec![same(1), same(2), other]), 13 * S, S, 10).candidates;
         assert_eq!(candidates.len(), 2);
         // Partly leaked: kept, with a word on it.
-        fold_into_thread_leaks(&mut candidates, &BTreeSet::from([1]));
+        fold_into_thread_leaks(&mut candidates, &BTreeSet::from([1]), &mut []);
         assert_eq!(candidates.len(), 2);
         let group = candidates.iter().find(|c| c.count == 2).unwrap();
         assert!(group.reasons.iter().any(|r| r.contains("thread leak")));
         // Wholly leaked: reported with the leak only.
-        fold_into_thread_leaks(&mut candidates, &BTreeSet::from([1, 2]));
+        fold_into_thread_leaks(&mut candidates, &BTreeSet::from([1, 2]), &mut []);
         assert_eq!(candidates.len(), 1);
         assert_eq!(candidates[0].threads[0].tid, 3);
     }

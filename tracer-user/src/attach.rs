@@ -582,11 +582,16 @@ impl Probes {
         Some(trace.frames().iter().map(|f| f.ip).collect())
     }
 
-    /// Hands every record waiting in the ring buffer to `handle`.
-    pub fn drain(&mut self, mut handle: impl FnMut(&[u8])) {
-        while let Some(item) = self.events.next() {
-            handle(&item);
+    /// Hands at most `max` of the records waiting in the ring buffer to `handle`, oldest
+    /// first; true when it stopped at `max` (more may be waiting).
+    pub fn drain(&mut self, max: usize, mut handle: impl FnMut(&[u8])) -> bool {
+        for _ in 0..max {
+            match self.events.next() {
+                Some(item) => handle(&item),
+                None => return false,
+            }
         }
+        true
     }
 
     pub fn counters(&self) -> KernelCounters {

@@ -83,6 +83,8 @@ struct SeenWait {
     since: BlockedSince,
 }
 
+/// Records decoded and applied at a time while draining.
+const DRAIN_BATCH: usize = 4096;
 /// How often the ring buffer is drained (the kernel does not wake us per record).
 const DRAIN_EVERY: Duration = Duration::from_millis(100);
 /// Every this many drains: watch long waits, snapshot blocked threads, read counters.
@@ -770,12 +772,26 @@ impl Collector<'_> {
 
     /// Decodes what the ring buffer holds and applies it in arrival order.
     fn drain(&mut self) {
-        let mut records = Vec::new();
-        let undecodable = &mut self.undecodable;
-        self.probes.drain(|bytes| match decode::decode(bytes) {
-            Ok(record) => records.push(record),
-            Err(err) => undecodable.add(err),
-        });
+        // In batches: a full ring buffer holds ~250k records, and holding them all decoded at
+        // once would add tens of MB to leaktrace's peak RSS in a storm.
+        let mut records = Vec::with_capacity(DRAIN_BATCH);
+        loop {
+            let undecodable = &mut self.undecodable;
+            let more = self
+                .probes
+                .drain(DRAIN_BATCH, |bytes| match decode::decode(bytes) {
+                    Ok(record) => records.push(record),
+                    Err(err) => undecodable.add(err),
+                });
+            self.apply_records(records.drain(..));
+            if !more {
+                return;
+            }
+        }
+    }
+
+    /// Applies decoded records in arrival order.
+    fn apply_records(&mut self, records: impl Iterator<Item = Record>) {
         let mut stacks = stacktop::UserStacks {
             probes: self.probes,
             tops: &mut self.stack_tops,

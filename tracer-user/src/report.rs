@@ -374,7 +374,8 @@ fn write_candidate(out: &mut String, rank: usize, c: &Candidate) {
     };
     let _ = writeln!(out, "#{rank} {kind}: {} (score {:.0})", c.summary, c.score);
     let at_least = if c.blocked_ns.at_least {
-        " (at least: blocked before tracing started)"
+        // Before tracing started, or (in the low mode) before the /proc scan that found it.
+        " (at least: blocked since before leaktrace first saw it)"
     } else {
         ""
     };

@@ -46,6 +46,10 @@ pub struct ThreadGroup {
     /// Net threads gained per second over the trace.
     pub growth_per_s: f64,
     pub grew: bool,
+    /// Threads alive before tracing started (creation not seen) blocked where the leak's
+    /// members are blocked: counted with the leak (in `alive`), since they are most likely its
+    /// older members, rather than reported again as a separate futex group.
+    pub existed_before_trace: u64,
     /// Where the alive members are now, most common first.
     pub blocked_in: Vec<BlockedIn>,
     pub members: Vec<GroupMember>,
@@ -129,6 +133,7 @@ pub fn candidates(model: &Model, end_ns: u64) -> (Vec<Candidate>, BTreeSet<u32>)
         let growth_per_s = net as f64 / trace_s;
         member_tids.extend(members.iter().map(|m| m.tid));
         let main = &blocked_in[0];
+        let alive = members.len();
         let creator = innermost_own_function(&site.stack);
         let blocked_site = innermost_own_function(&main.user_stack);
         let mut reasons = vec![
@@ -172,10 +177,9 @@ pub fn candidates(model: &Model, end_ns: u64) -> (Vec<Candidate>, BTreeSet<u32>)
         listed.truncate(LISTED_MEMBERS);
         out.push(Candidate {
             kind: CandidateKind::ThreadLeak,
-            count: members.len(),
+            count: alive,
             summary: format!(
-                "{} thread(s) created in {creator} and blocked in {} in {blocked_site}: +{net} during the trace",
-                members.len(),
+                "{alive} thread(s) created in {creator} and blocked in {} in {blocked_site}: +{net} during the trace",
                 main.state
             ),
             score,
@@ -191,17 +195,51 @@ pub fn candidates(model: &Model, end_ns: u64) -> (Vec<Candidate>, BTreeSet<u32>)
             grew: Some(true),
             detail: Some(CandidateDetail::ThreadGroup(ThreadGroup {
                 creation_known: true,
-                alive: members.len() as u64,
+                alive: alive as u64,
                 created_during_trace: site.created,
                 exited_during_trace: site.exited,
                 growth_per_s,
                 grew: true,
+                existed_before_trace: 0,
                 blocked_in,
                 members: listed,
             })),
         });
     }
     (out, member_tids)
+}
+
+/// Counts `older` (threads stuck exactly where `leak`'s members are, alive before tracing
+/// started, so their creation was not seen) with the leak: they are most likely its older
+/// members, and reporting them again as a separate group would count the same leak twice.
+pub fn absorb_older(leak: &mut Candidate, older: &[(u32, String)]) {
+    let Some(CandidateDetail::ThreadGroup(group)) = &mut leak.detail else {
+        return;
+    };
+    if older.is_empty() {
+        return;
+    }
+    group.alive += older.len() as u64;
+    group.existed_before_trace += older.len() as u64;
+    let room = LISTED_MEMBERS.saturating_sub(group.members.len());
+    group
+        .members
+        .extend(older.iter().take(room).map(|(tid, name)| GroupMember {
+            tid: *tid,
+            name: name.clone(),
+            state: "futex".to_string(),
+            age_ns: None,
+        }));
+    let before = leak.count;
+    leak.count += older.len();
+    if let Some(rest) = leak.summary.strip_prefix(&format!("{before} thread(s)")) {
+        leak.summary = format!("{} thread(s){rest}", leak.count);
+    }
+    leak.reasons.push(format!(
+        "{} more thread(s) blocked at the same place were alive before tracing started (their \
+         creation was not seen): counted with this leak",
+        older.len()
+    ));
 }
 
 #[cfg(test)]
@@ -267,6 +305,28 @@ mod tests {
             leak[0].summary
         );
         assert!(run(true, S / 10).is_empty());
+    }
+
+    #[test]
+    fn older_threads_absorbed_by_a_leak_count_with_it_once() {
+        let mut leak = run(false, S / 10).remove(0);
+        absorb_older(&mut leak, &[(50, "w".into()), (51, "w".into())]);
+        assert_eq!(leak.count, 12);
+        assert!(
+            leak.summary
+                .starts_with("12 thread(s) created in spawn_task"),
+            "{}",
+            leak.summary
+        );
+        let Some(CandidateDetail::ThreadGroup(group)) = &leak.detail else {
+            panic!("a thread group");
+        };
+        assert_eq!((group.alive, group.existed_before_trace), (12, 2));
+        assert!(group
+            .members
+            .iter()
+            .any(|m| m.tid == 50 && m.age_ns.is_none()));
+        assert!(leak.reasons.last().unwrap().starts_with("2 more thread(s)"));
     }
 
     #[test]
