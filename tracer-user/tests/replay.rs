@@ -110,10 +110,19 @@ fn a_thread_leak_replays_as_a_growing_leak_with_its_creation() {
     assert!(leak["thread_group"]["growth_per_s"].as_f64().unwrap() > 5.0);
     // Reported once: the leaked threads alive before the trace (creation unseen) are blocked
     // where its members are, and count with it, not as a second futex group. All but main.
-    assert_eq!(report["candidates"].as_array().unwrap().len(), 1, "{report:#}");
+    assert_eq!(
+        report["candidates"].as_array().unwrap().len(),
+        1,
+        "{report:#}"
+    );
     let alive = report["native_io"]["threads_alive"].as_u64().unwrap();
     assert_eq!(leak["count"].as_u64().unwrap(), alive - 1, "{leak:#}");
-    assert!(leak["thread_group"]["existed_before_trace"].as_u64().unwrap() > 0);
+    assert!(
+        leak["thread_group"]["existed_before_trace"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
 }
 
 #[test]

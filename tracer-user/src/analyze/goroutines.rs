@@ -75,7 +75,7 @@ const VERY_MANY: usize = 100;
 /// Members' ids spread over this many times their count: created over time, not as one batch.
 const SPREAD_FACTOR: u64 = 4;
 /// A group's goroutines stay when at least one in this many has lived past the threshold.
-const STAYERS_SHARE: usize = 10;
+const STAYERS_SHARE: usize = 5;
 /// Goroutine ids listed per group.
 const SAMPLE_GOIDS: usize = 10;
 
