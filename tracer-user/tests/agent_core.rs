@@ -220,29 +220,6 @@ fn parse_labels(text: &str) -> BTreeMap<String, String> {
     }
 }
 
-/// Program and link ids process `pid` holds fds of (its /proc fdinfo: the kernel's view).
-fn held_ids(pid: u32) -> (BTreeSet<u64>, BTreeSet<u64>) {
-    let mut progs = BTreeSet::new();
-    let mut links = BTreeSet::new();
-    let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
-        return (progs, links);
-    };
-    for entry in entries.flatten() {
-        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
-        let field = |name: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(name))
-                .and_then(|v| v.trim().parse::<u64>().ok())
-        };
-        if let Some(link) = field("link_id:") {
-            links.insert(link);
-        } else if let Some(prog) = field("prog_id:") {
-            progs.insert(prog);
-        }
-    }
-    (progs, links)
-}
-
 /// Ids of every BPF program or link the kernel has now (`bpftool -j KIND show`).
 fn kernel_ids(kind: &str) -> BTreeSet<u64> {
     let output = Command::new("bpftool")

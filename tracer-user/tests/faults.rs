@@ -53,29 +53,6 @@ fn bpftool_list(kind: &str) -> Vec<(u64, String)> {
         .collect()
 }
 
-/// Program and link ids that process `pid` holds fds of (its /proc fdinfo: the kernel's view).
-fn held_ids(pid: u32) -> (BTreeSet<u64>, BTreeSet<u64>) {
-    let mut progs = BTreeSet::new();
-    let mut links = BTreeSet::new();
-    let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
-        return (progs, links);
-    };
-    for entry in entries.flatten() {
-        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
-        let field = |name: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix(name))
-                .and_then(|v| v.trim().parse::<u64>().ok())
-        };
-        if let Some(link) = field("link_id:") {
-            links.insert(link);
-        } else if let Some(prog) = field("prog_id:") {
-            progs.insert(prog);
-        }
-    }
-    (progs, links)
-}
-
 /// Every program id held by any live process (for finding programs nobody owns).
 fn all_held_programs() -> BTreeSet<u64> {
     let mut all = BTreeSet::new();

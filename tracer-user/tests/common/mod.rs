@@ -326,5 +326,33 @@ pub fn build_go(dir: &str, version: &str, flags: &[&str]) -> PathBuf {
     );
     binary
 }
+/// Program and link ids that process `pid` holds fds of (its /proc fdinfo: the kernel's view).
+pub fn held_ids(
+    pid: u32,
+) -> (
+    std::collections::BTreeSet<u64>,
+    std::collections::BTreeSet<u64>,
+) {
+    let mut progs = std::collections::BTreeSet::new();
+    let mut links = std::collections::BTreeSet::new();
+    let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return (progs, links);
+    };
+    for entry in entries.flatten() {
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        let field = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        };
+        if let Some(link) = field("link_id:") {
+            links.insert(link);
+        } else if let Some(prog) = field("prog_id:") {
+            progs.insert(prog);
+        }
+    }
+    (progs, links)
+}
+
 pub mod container;
 pub mod tracefs;
