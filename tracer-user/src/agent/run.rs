@@ -382,6 +382,8 @@ async fn watch_target(context: Rc<Context>, found: Found) -> End {
             context.ignore.as_ref(),
         );
         let end = outcome.end;
+        // Low detail only: full keeps its probes attached, with no windows.
+        let windows = outcome.windows.map_or(0, |w| w.count);
         drop(outcome);
 
         // The interval a target exited in shows its threads gone, not its leaks resolved: the
@@ -393,6 +395,7 @@ async fn watch_target(context: Rc<Context>, found: Found) -> End {
         }
         series.intervals += 1;
         series.lost_events = report.lost_events;
+        series.probe_windows += windows;
         series.last = Some(metrics::interval_series(
             &report,
             &tracked,
