@@ -44,14 +44,7 @@ fn trace(cli: Cli, recording: Option<&std::path::Path>) -> Result<()> {
         .map(crate::report::ignore::IgnoreRules::load)
         .transpose()?;
     // Fail on an unwritable output before spending a whole trace on it.
-    let output = cli
-        .output
-        .as_ref()
-        .map(|path| {
-            File::create(path)
-                .with_context(|| format!("cannot write the report to {}", path.display()))
-        })
-        .transpose()?;
+    let output = create_output(cli.output.as_deref())?;
     let recorder = recording
         .map(|path| Recorder::create(path).map(Recorder::shared))
         .transpose()?;
@@ -277,14 +270,7 @@ fn report_of(
 fn report_recording(args: &ReplayArgs) -> Result<()> {
     let format = args.report_format();
     let ignore = args.ignore.as_deref().map(IgnoreRules::load).transpose()?;
-    let output = args
-        .output
-        .as_ref()
-        .map(|path| {
-            File::create(path)
-                .with_context(|| format!("cannot write the report to {}", path.display()))
-        })
-        .transpose()?;
+    let output = create_output(args.output.as_deref())?;
     let rendered = render_recording(&args.recording, format, ignore.as_ref())?;
     write_out(output, args.output.as_deref(), &rendered)
 }
@@ -314,6 +300,14 @@ pub fn render_recording(
         format,
         ignore,
     )
+}
+
+/// The report file `-o` names, created now so that an unwritable path fails before any work.
+fn create_output(path: Option<&std::path::Path>) -> Result<Option<File>> {
+    path.map(|path| {
+        File::create(path).with_context(|| format!("cannot write the report to {}", path.display()))
+    })
+    .transpose()
 }
 
 fn write_out(file: Option<File>, path: Option<&std::path::Path>, bytes: &[u8]) -> Result<()> {

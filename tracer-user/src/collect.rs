@@ -654,20 +654,24 @@ impl Collector<'_> {
     /// seen; a slot left behind would date a later call of the thread from the old one), keeps
     /// those still in progress (their exits in this window give their exact durations), brings
     /// the kernel's tracked fds up to date, and attaches the syscall tracepoints of `groups`.
-    fn open_window(&mut self, groups: &[Group]) {
+    /// The target's threads holding a futex-wait or call slot (a call whose entry a probe saw).
+    fn threads_holding_slots(&self) -> Vec<u32> {
         let tids = procfs::threads(self.pid);
-        let mut with_slots: Vec<u32> = self
+        let waits = self
             .probes
             .pending_waits(&tids)
             .into_iter()
-            .map(|(tid, _)| tid)
-            .chain(
-                self.probes
-                    .pending_calls(&tids)
-                    .into_iter()
-                    .map(|(tid, _)| tid),
-            )
-            .collect();
+            .map(|(tid, _)| tid);
+        let calls = self
+            .probes
+            .pending_calls(&tids)
+            .into_iter()
+            .map(|(tid, _)| tid);
+        waits.chain(calls).collect()
+    }
+
+    fn open_window(&mut self, groups: &[Group]) {
+        let mut with_slots = self.threads_holding_slots();
         with_slots.sort_unstable();
         with_slots.dedup();
         let stale: Vec<u32> = with_slots
@@ -725,19 +729,7 @@ impl Collector<'_> {
             windows.closed(Instant::now(), monotonic_ns());
         }
         self.drain();
-        let tids = procfs::threads(self.pid);
-        let held: Vec<u32> = self
-            .probes
-            .pending_waits(&tids)
-            .into_iter()
-            .map(|(tid, _)| tid)
-            .chain(
-                self.probes
-                    .pending_calls(&tids)
-                    .into_iter()
-                    .map(|(tid, _)| tid),
-            )
-            .collect();
+        let held = self.threads_holding_slots();
         self.held_slots = held
             .into_iter()
             .filter_map(|tid| Some((tid, procfs::context_switches(self.pid, tid)?)))
