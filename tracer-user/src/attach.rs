@@ -18,51 +18,241 @@ use tracer_common::{
 
 use crate::model::KernelCounters;
 
-/// Every tracepoint program, by (category, tracepoint): each program is named after its
-/// tracepoint. Required ones fail the trace when missing: without the futex calls nothing can be
-/// seen. The others lose their part of the report (said in the notes): futex2 exists only on
-/// 6.7+, and threads, epoll and timerfd are extras to the core.
-const TRACEPOINTS: &[(&str, &str, Need)] = &[
-    ("syscalls", "sys_enter_futex", Need::Required),
-    ("syscalls", "sys_exit_futex", Need::Required),
-    ("syscalls", "sys_enter_futex_wait", Need::Optional),
-    ("syscalls", "sys_exit_futex_wait", Need::Optional),
-    ("syscalls", "sys_enter_futex_waitv", Need::Optional),
-    ("syscalls", "sys_exit_futex_waitv", Need::Optional),
-    ("syscalls", "sys_enter_futex_wake", Need::Optional),
-    ("syscalls", "sys_enter_futex_requeue", Need::Optional),
-    ("syscalls", "sys_enter_clone", Need::Optional),
-    ("syscalls", "sys_exit_clone", Need::Optional),
-    ("syscalls", "sys_enter_clone3", Need::Optional),
-    ("syscalls", "sys_exit_clone3", Need::Optional),
-    ("syscalls", "sys_enter_fork", Need::Optional),
-    ("syscalls", "sys_exit_fork", Need::Optional),
-    ("syscalls", "sys_enter_vfork", Need::Optional),
-    ("syscalls", "sys_exit_vfork", Need::Optional),
-    ("sched", "sched_process_exit", Need::Optional),
-    ("task", "task_rename", Need::Optional),
-    ("task", "task_newtask", Need::Optional),
-    ("syscalls", "sys_enter_epoll_create", Need::Optional),
-    ("syscalls", "sys_exit_epoll_create", Need::Optional),
-    ("syscalls", "sys_enter_epoll_create1", Need::Optional),
-    ("syscalls", "sys_exit_epoll_create1", Need::Optional),
-    ("syscalls", "sys_enter_epoll_ctl", Need::Optional),
-    ("syscalls", "sys_exit_epoll_ctl", Need::Optional),
-    ("syscalls", "sys_enter_epoll_wait", Need::Optional),
-    ("syscalls", "sys_exit_epoll_wait", Need::Optional),
-    ("syscalls", "sys_enter_epoll_pwait", Need::Optional),
-    ("syscalls", "sys_exit_epoll_pwait", Need::Optional),
-    ("syscalls", "sys_enter_epoll_pwait2", Need::Optional),
-    ("syscalls", "sys_exit_epoll_pwait2", Need::Optional),
-    ("syscalls", "sys_enter_timerfd_create", Need::Optional),
-    ("syscalls", "sys_exit_timerfd_create", Need::Optional),
-    ("syscalls", "sys_enter_timerfd_settime", Need::Optional),
-    ("syscalls", "sys_exit_timerfd_settime", Need::Optional),
-    ("syscalls", "sys_enter_timerfd_gettime", Need::Optional),
-    ("syscalls", "sys_exit_timerfd_gettime", Need::Optional),
-    ("syscalls", "sys_enter_read", Need::Optional),
-    ("syscalls", "sys_exit_read", Need::Optional),
-    ("syscalls", "sys_enter_close", Need::Optional),
+/// Every tracepoint program, by (category, tracepoint, what it sees, need): each program is
+/// named after its tracepoint. Required ones fail the trace when missing: without the futex
+/// calls nothing can be seen. The others lose their part of the report (said in the notes):
+/// futex2 exists only on 6.7+, and threads, epoll and timerfd are extras to the core.
+const TRACEPOINTS: &[(&str, &str, Subsystem, Need)] = &[
+    (
+        "syscalls",
+        "sys_enter_futex",
+        Subsystem::Futex,
+        Need::Required,
+    ),
+    (
+        "syscalls",
+        "sys_exit_futex",
+        Subsystem::Futex,
+        Need::Required,
+    ),
+    (
+        "syscalls",
+        "sys_enter_futex_wait",
+        Subsystem::Futex2,
+        Need::Optional,
+    ),
+    (
+        "syscalls",
+        "sys_exit_futex_wait",
+        Subsystem::Futex2,
+        Need::Optional,
+    ),
+    (
+        "syscalls",
+        "sys_enter_futex_waitv",
+        Subsystem::Futex2,
+        Need::Optional,
+    ),
+    (
+        "syscalls",
+        "sys_exit_futex_waitv",
+        Subsystem::Futex2,
+        Need::Optional,
+    ),
+    (
+        "syscalls",
+        "sys_enter_futex_wake",
+        Subsystem::Futex2,
+        Need::Optional,
+    ),
+    (
+        "syscalls",
+        "sys_enter_futex_requeue",
+        Subsystem::Futex2,
+        Need::Optional,
+    ),
+    (
+        "syscalls",
+        "sys_enter_clone",
+        Subsystem::Threads,
+        Need::Optional,
+    ),
+    (
+        "syscalls",
+        "sys_exit_clone",
+        Subsystem::Threads,
+        Need::Optional,
+    ),
+    (
+        "syscalls",
+        "sys_enter_clone3",
+        Subsystem::Threads,
+        Need::Optional,
+    ),
+    (
+        "syscalls",
+        "sys_exit_clone3",
+        Subsystem::Threads,
+        Need::Optional,
+    ),
+    (
+        "syscalls",
+        "sys_enter_fork",
+        Subsystem::Threads,
+        Need::Optional,
+    ),
+    (
+        "syscalls",
+        "sys_exit_fork",
+        Subsystem::Threads,
+        Need::Optional,
+    ),
+    (
+        "syscalls",
+        "sys_enter_vfork",
+        Subsystem::Threads,
+        Need::Optional,
+    ),
+    (
+        "syscalls",
+        "sys_exit_vfork",
+        Subsystem::Threads,
+        Need::Optional,
+    ),
+    (
+        "sched",
+        "sched_process_exit",
+        Subsystem::Threads,
+        Need::Optional,
+    ),
+    ("task", "task_rename", Subsystem::Threads, Need::Optional),
+    ("task", "task_newtask", Subsystem::Threads, Need::Optional),
+    (
+        "syscalls",
+        "sys_enter_epoll_create",
+        Subsystem::Epoll,
+        Need::Optional,
+    ),
+    (
+        "syscalls",
+        "sys_exit_epoll_create",
+        Subsystem::Epoll,
+        Need::Optional,
+    ),
+    (
+        "syscalls",
+        "sys_enter_epoll_create1",
+        Subsystem::Epoll,
+        Need::Optional,
+    ),
+    (
+        "syscalls",
+        "sys_exit_epoll_create1",
+        Subsystem::Epoll,
+        Need::Optional,
+    ),
+    (
+        "syscalls",
+        "sys_enter_epoll_ctl",
+        Subsystem::Epoll,
+        Need::Optional,
+    ),
+    (
+        "syscalls",
+        "sys_exit_epoll_ctl",
+        Subsystem::Epoll,
+        Need::Optional,
+    ),
+    (
+        "syscalls",
+        "sys_enter_epoll_wait",
+        Subsystem::Epoll,
+        Need::Optional,
+    ),
+    (
+        "syscalls",
+        "sys_exit_epoll_wait",
+        Subsystem::Epoll,
+        Need::Optional,
+    ),
+    (
+        "syscalls",
+        "sys_enter_epoll_pwait",
+        Subsystem::Epoll,
+        Need::Optional,
+    ),
+    (
+        "syscalls",
+        "sys_exit_epoll_pwait",
+        Subsystem::Epoll,
+        Need::Optional,
+    ),
+    (
+        "syscalls",
+        "sys_enter_epoll_pwait2",
+        Subsystem::Epoll,
+        Need::Optional,
+    ),
+    (
+        "syscalls",
+        "sys_exit_epoll_pwait2",
+        Subsystem::Epoll,
+        Need::Optional,
+    ),
+    (
+        "syscalls",
+        "sys_enter_timerfd_create",
+        Subsystem::Timerfd,
+        Need::Optional,
+    ),
+    (
+        "syscalls",
+        "sys_exit_timerfd_create",
+        Subsystem::Timerfd,
+        Need::Optional,
+    ),
+    (
+        "syscalls",
+        "sys_enter_timerfd_settime",
+        Subsystem::Timerfd,
+        Need::Optional,
+    ),
+    (
+        "syscalls",
+        "sys_exit_timerfd_settime",
+        Subsystem::Timerfd,
+        Need::Optional,
+    ),
+    (
+        "syscalls",
+        "sys_enter_timerfd_gettime",
+        Subsystem::Timerfd,
+        Need::Optional,
+    ),
+    (
+        "syscalls",
+        "sys_exit_timerfd_gettime",
+        Subsystem::Timerfd,
+        Need::Optional,
+    ),
+    (
+        "syscalls",
+        "sys_enter_read",
+        Subsystem::ReadsAndCloses,
+        Need::Optional,
+    ),
+    (
+        "syscalls",
+        "sys_exit_read",
+        Subsystem::ReadsAndCloses,
+        Need::Optional,
+    ),
+    (
+        "syscalls",
+        "sys_enter_close",
+        Subsystem::ReadsAndCloses,
+        Need::Optional,
+    ),
 ];
 
 /// How much of the time the syscall tracepoints are attached (`--detail`).
@@ -97,6 +287,58 @@ pub enum Detail {
     Full,
 }
 
+/// What a probe sees: the status line's counts by subsystem, and (with the category) the
+/// window group of a tracepoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Subsystem {
+    /// futex(2).
+    Futex,
+    /// The futex2 calls (futex_wait, futex_waitv, futex_wake, futex_requeue; Linux 6.7+).
+    Futex2,
+    /// Thread and process creation, exit and renaming (syscalls, task and sched tracepoints,
+    /// the `pthread_create` uprobe).
+    Threads,
+    Epoll,
+    Timerfd,
+    /// read(2) and close(2) of the fds leaktrace tracks (timerfds, epoll sets).
+    ReadsAndCloses,
+}
+
+impl Subsystem {
+    /// Its name in the status line ("futex 8, threads 11, ...").
+    pub fn name(self) -> &'static str {
+        match self {
+            Subsystem::Futex | Subsystem::Futex2 => "futex",
+            Subsystem::Threads => "threads",
+            Subsystem::Epoll => "epoll",
+            Subsystem::Timerfd => "timerfd",
+            Subsystem::ReadsAndCloses => "fd reads and closes",
+        }
+    }
+}
+
+/// The uprobes attached at load for the whole trace (the Go ones come and go in windows of
+/// their own, `collect::gocreation`), by the function they are placed on. `Probes::attached`
+/// names them `uprobe:LIBRARY:FUNCTION`.
+const UPROBES: &[(&str, Subsystem)] = &[("pthread_create", Subsystem::Threads)];
+
+/// The subsystem of a probe as `Probes::attached` names it (`category:tracepoint` or
+/// `uprobe:LIBRARY:FUNCTION`), from the tables; None for a name they do not have.
+pub fn subsystem_of(probe: &str) -> Option<Subsystem> {
+    if let Some(rest) = probe.strip_prefix("uprobe:") {
+        let function = rest.rsplit(':').next()?;
+        return UPROBES
+            .iter()
+            .find(|(name, _)| *name == function)
+            .map(|&(_, subsystem)| subsystem);
+    }
+    let (category, tracepoint) = probe.split_once(':')?;
+    TRACEPOINTS
+        .iter()
+        .find(|&&(c, t, _, _)| c == category && t == tracepoint)
+        .map(|&(_, _, subsystem, _)| subsystem)
+}
+
 /// The syscall tracepoints by what they see, so that a window can open only what is in
 /// question (a suspect futex wait needs the futex tracepoints, not the fd reads).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -124,19 +366,17 @@ impl Group {
         Group::Fds,
     ];
 
-    fn of(category: &str, tracepoint: &str) -> Group {
+    /// The group of a tracepoint of the table: only syscall tracepoints are windowed.
+    fn of(category: &str, subsystem: Subsystem) -> Group {
         if category != "syscalls" {
-            Group::Lifecycle
-        } else if tracepoint.ends_with("_futex") {
-            Group::Futex
-        } else if tracepoint.contains("futex") {
-            Group::Futex2
-        } else if tracepoint.contains("clone") || tracepoint.contains("fork") {
-            Group::Threads
-        } else if tracepoint.contains("epoll") {
-            Group::Epoll
-        } else {
-            Group::Fds
+            return Group::Lifecycle;
+        }
+        match subsystem {
+            Subsystem::Futex => Group::Futex,
+            Subsystem::Futex2 => Group::Futex2,
+            Subsystem::Threads => Group::Threads,
+            Subsystem::Epoll => Group::Epoll,
+            Subsystem::Timerfd | Subsystem::ReadsAndCloses => Group::Fds,
         }
     }
 }
@@ -273,8 +513,8 @@ impl Probes {
         // Without task_newtask (an old or trimmed kernel), creations come from the clone/fork
         // exits in the windows instead.
         let newtask = tracepoint_exists("task", "task_newtask");
-        for &(category, tracepoint, need) in TRACEPOINTS {
-            let group = Group::of(category, tracepoint);
+        for &(category, tracepoint, subsystem, need) in TRACEPOINTS {
+            let group = Group::of(category, subsystem);
             let outcome = match (detail, group) {
                 (Detail::Full, _) | (Detail::Low, Group::Lifecycle) => {
                     attach_tracepoint(&mut ebpf, category, tracepoint)
@@ -768,28 +1008,10 @@ where
 
 /// "40 probes: futex 8, threads 11, ..." for the status line; the JSON lists every probe.
 pub fn probe_summary(probes: &[String]) -> String {
-    const SUBSYSTEMS: &[(&str, &[&str])] = &[
-        ("futex", &["futex"]),
-        (
-            "threads",
-            &[
-                "clone",
-                "fork",
-                "sched_process_exit",
-                "task_rename",
-                "task_newtask",
-                "pthread_create",
-            ],
-        ),
-        ("epoll", &["epoll"]),
-        ("timerfd", &["timerfd"]),
-    ];
     let mut counts: Vec<(&str, usize)> = Vec::new();
     for probe in probes {
-        let subsystem = SUBSYSTEMS
-            .iter()
-            .find(|(_, needles)| needles.iter().any(|n| probe.contains(n)))
-            .map_or("fd reads and closes", |(name, _)| *name);
+        // Only a name the tables do not have (none today) is "other".
+        let subsystem = subsystem_of(probe).map_or("other", Subsystem::name);
         match counts.iter_mut().find(|(name, _)| *name == subsystem) {
             Some((_, n)) => *n += 1,
             None => counts.push((subsystem, 1)),
@@ -821,6 +1043,69 @@ mod tests {
         assert_eq!(
             probe_summary(&probes),
             "5 probes (futex 2, threads 2, fd reads and closes 1)"
+        );
+    }
+
+    #[test]
+    fn every_probe_of_the_tables_has_its_subsystem() {
+        for &(category, tracepoint, subsystem, _) in TRACEPOINTS {
+            assert_eq!(
+                subsystem_of(&format!("{category}:{tracepoint}")),
+                Some(subsystem),
+                "{category}:{tracepoint}"
+            );
+        }
+        assert_eq!(
+            subsystem_of("uprobe:/usr/lib/x86_64-linux-gnu/libc.so.6:pthread_create"),
+            Some(Subsystem::Threads)
+        );
+        assert_eq!(subsystem_of("syscalls:sys_enter_nanosleep"), None);
+        assert_eq!(subsystem_of("uprobe:/lib/libc.so.6:malloc"), None);
+        assert_eq!(subsystem_of("no colon"), None);
+        // Each program is attached once: a name twice in the table would be counted twice.
+        let mut names: Vec<&str> = TRACEPOINTS.iter().map(|&(_, t, _, _)| t).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), TRACEPOINTS.len());
+    }
+
+    #[test]
+    fn the_window_groups_are_those_the_names_gave_before() {
+        // The rule the groups were guessed by from the names until the table carried them.
+        fn by_name(category: &str, tracepoint: &str) -> Group {
+            if category != "syscalls" {
+                Group::Lifecycle
+            } else if tracepoint.ends_with("_futex") {
+                Group::Futex
+            } else if tracepoint.contains("futex") {
+                Group::Futex2
+            } else if tracepoint.contains("clone") || tracepoint.contains("fork") {
+                Group::Threads
+            } else if tracepoint.contains("epoll") {
+                Group::Epoll
+            } else {
+                Group::Fds
+            }
+        }
+        let mut sizes = std::collections::BTreeMap::new();
+        for &(category, tracepoint, subsystem, _) in TRACEPOINTS {
+            let group = Group::of(category, subsystem);
+            assert_eq!(group, by_name(category, tracepoint), "{tracepoint}");
+            *sizes.entry(format!("{group:?}")).or_insert(0) += 1;
+        }
+        let sizes: Vec<(String, usize)> = sizes.into_iter().collect();
+        let expected = [
+            ("Epoll", 12),
+            ("Fds", 9),
+            ("Futex", 2),
+            ("Futex2", 6),
+            ("Lifecycle", 3),
+            ("Threads", 8),
+        ];
+        assert_eq!(
+            sizes,
+            expected.map(|(g, n)| (g.to_string(), n)).to_vec(),
+            "tracepoints per window group"
         );
     }
 }
