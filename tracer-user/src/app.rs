@@ -54,8 +54,7 @@ fn trace(cli: Cli, recording: Option<&std::path::Path>) -> Result<()> {
         Some(pid) => Target::existing(pid)?,
         None => Target::start(&cli.command)?,
     };
-    let mut probes =
-        attach::Probes::load_with(target.pid, cli.stack_after.as_nanos() as u64, cli.detail)?;
+    let mut probes = attach::Probes::load_with(target.pid, &cli.trace.probes())?;
     target.release()?;
     let info = TargetInfo {
         pid: target.pid,
@@ -76,11 +75,9 @@ fn trace(cli: Cli, recording: Option<&std::path::Path>) -> Result<()> {
     );
 
     let settings = Settings {
-        duration: cli.duration,
-        min_blocked_ns: cli.min_blocked.as_nanos() as u64,
-        max_frames: cli.max_frames as usize,
         tap: recorder.as_ref().map(Recorder::tap).unwrap_or_default(),
         status_line: true,
+        ..cli.trace.settings(cli.duration)
     };
     if let Some(recorder) = &recorder {
         recorder
@@ -93,7 +90,7 @@ fn trace(cli: Cli, recording: Option<&std::path::Path>) -> Result<()> {
                 target: info.clone(),
                 settings: RecordedSettings {
                     min_blocked_ns: settings.min_blocked_ns,
-                    stack_after_ns: cli.stack_after.as_nanos() as u64,
+                    stack_after_ns: cli.trace.probes().long_wait_ns,
                     max_frames: settings.max_frames,
                     duration_ns: cli.duration.map(|d| d.as_nanos() as u64),
                     reported_wait_sites: REPORTED_WAIT_SITES,
@@ -130,7 +127,7 @@ fn trace(cli: Cli, recording: Option<&std::path::Path>) -> Result<()> {
         probes: attached.clone(),
         notes: notes.clone(),
         slowest_goroutine_read,
-        detail: cli.detail,
+        detail: cli.trace.detail,
         windows: outcome.windows,
     };
     // A recording that could not be written fails the run, after the report is out.

@@ -381,6 +381,14 @@ impl Group {
     }
 }
 
+/// What the probes are loaded with (`cli::TraceOptions::probes`).
+#[derive(Clone, Copy, Debug)]
+pub struct ProbeOptions {
+    /// Waits that lasted at least this long (ns) get their stacks captured (`--stack-after`).
+    pub long_wait_ns: u64,
+    pub detail: Detail,
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Need {
     Required,
@@ -472,13 +480,23 @@ fn ensure_tracefs(notes: &mut Vec<String>) -> Result<()> {
 impl Probes {
     /// Every probe attached for the whole trace (`--detail full`).
     pub fn load(target_tgid: u32, long_wait_ns: u64) -> Result<Self> {
-        Self::load_with(target_tgid, long_wait_ns, Detail::Full)
+        Self::load_with(
+            target_tgid,
+            &ProbeOptions {
+                long_wait_ns,
+                detail: Detail::Full,
+            },
+        )
     }
 
     /// Loads every program; `Detail::Low` attaches the syscall tracepoints only in windows (the
     /// first one opens here, so that a started command is traced from its first instruction)
     /// and takes thread creations from `task_newtask`.
-    pub fn load_with(target_tgid: u32, long_wait_ns: u64, detail: Detail) -> Result<Self> {
+    pub fn load_with(target_tgid: u32, options: &ProbeOptions) -> Result<Self> {
+        let ProbeOptions {
+            long_wait_ns,
+            detail,
+        } = *options;
         let mut notes = Vec::new();
         // Not needed on kernels that account BPF memory to cgroups (5.11+), where it fails
         // without CAP_SYS_RESOURCE; only worth trying for older kernels.

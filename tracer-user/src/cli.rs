@@ -69,7 +69,9 @@ pub enum Command {
     /// Trace like a one-shot run and also write everything the analysis was fed to a recording
     /// (gzip-compressed JSON lines: the events, the goroutine snapshots, the settings), to
     /// analyse again later with `leaktrace report FILE`. The report of the trace is written
-    /// as usual (stdout, or --report FILE).
+    /// as usual (stdout, or --report FILE). --min-blocked, --stack-after and --max-frames are
+    /// recorded (the replay's analysis uses --min-blocked), and the recording's report says
+    /// which --detail.
     ///
     /// Example: sudo leaktrace record -o trace.jsonl.gz --pid 4242 --duration 10s
     Record(Box<RecordArgs>),
@@ -119,21 +121,9 @@ pub struct RecordArgs {
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub duration: Option<Duration>,
 
-    /// As for a one-shot run; recorded, and the replay's analysis uses it.
-    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = humantime::parse_duration)]
-    pub min_blocked: Duration,
-
-    /// As for a one-shot run.
-    #[arg(long, value_name = "DURATION", default_value = "10ms", value_parser = humantime::parse_duration)]
-    pub stack_after: Duration,
-
-    /// As for a one-shot run.
-    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=512))]
-    pub max_frames: u32,
-
-    /// As for a one-shot run; the recording's report says which.
-    #[arg(long, value_enum, default_value = "full")]
-    pub detail: crate::attach::Detail,
+    /// As for a one-shot run (recorded: see the command's description).
+    #[command(flatten)]
+    pub trace: TraceOptions,
 
     /// Start this command and trace it (as for a one-shot run).
     #[arg(last = true, value_name = "COMMAND")]
@@ -147,13 +137,10 @@ impl RecordArgs {
             subcommand: None,
             pid: self.pid,
             duration: self.duration,
-            min_blocked: self.min_blocked,
-            stack_after: self.stack_after,
+            trace: self.trace,
             format: self.format,
             output: self.report,
             ignore: self.ignore,
-            max_frames: self.max_frames,
-            detail: self.detail,
             command: self.command,
         };
         (cli, self.output)
@@ -239,27 +226,14 @@ pub struct AgentArgs {
     #[arg(long, value_name = "N", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
     pub report_keep: u32,
 
-    /// As for a one-shot trace: a wait at least this long can be reported as stuck.
-    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = humantime::parse_duration)]
-    pub min_blocked: Duration,
-
-    /// As for a one-shot trace: waits at least this long have their stacks captured.
-    #[arg(long, value_name = "DURATION", default_value = "10ms", value_parser = humantime::parse_duration)]
-    pub stack_after: Duration,
-
     /// As for a one-shot trace: suppression rules (suppressed candidates stay in /report but
     /// are left out of the metrics).
     #[arg(long, value_name = "FILE")]
     pub ignore: Option<PathBuf>,
 
-    /// As for a one-shot trace: deepest user stack taken from a blocked thread.
-    #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=512))]
-    pub max_frames: u32,
-
-    /// How long the syscall tracepoints stay attached, as for a one-shot trace: `full` (the
-    /// default) or `low` (probe windows; other processes pay nothing between them).
-    #[arg(long, value_enum, default_value = "full")]
-    pub detail: crate::attach::Detail,
+    /// How each interval is traced, as for a one-shot trace.
+    #[command(flatten)]
+    pub trace: TraceOptions,
 }
 
 /// The shortest interval: analysing needs a few goroutine snapshots (one a second) and
@@ -335,16 +309,9 @@ pub struct Cli {
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub duration: Option<Duration>,
 
-    /// A thread blocked (or a goroutine staying at one place) at least this long can be
-    /// reported as stuck.
-    /// Shorter waits are normal activity and only appear in the summaries.
-    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = humantime::parse_duration)]
-    pub min_blocked: Duration,
-
-    /// Waits that complete after at least this long have their stacks captured (each capture
-    /// costs the target about a microsecond, so short waits never pay for one).
-    #[arg(long, value_name = "DURATION", default_value = "10ms", value_parser = humantime::parse_duration)]
-    pub stack_after: Duration,
+    /// How the target is traced (shared with `record` and `agent`).
+    #[command(flatten)]
+    pub trace: TraceOptions,
 
     /// Report format. Default: from the -o file's extension (.txt, .json, .pb.gz pprof, .folded,
     /// .svg flame graph, .html), else text.
@@ -365,6 +332,30 @@ pub struct Cli {
     #[arg(long, value_name = "FILE", verbatim_doc_comment)]
     pub ignore: Option<PathBuf>,
 
+    /// Start this command and trace it from its first instruction (it is held before exec
+    /// until the probes are attached). When the trace ends, the command is sent SIGTERM, then
+    /// SIGKILL after 2 s if it is still running. The command shares leaktrace's stdout and
+    /// stderr: use -o to keep the report apart from its output.
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+/// The options of how a target is traced, the same for a one-shot run, `record` and each of the
+/// agent's intervals; [`TraceOptions::settings`] and [`TraceOptions::probes`] turn them into
+/// the collector's and the probes' settings.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TraceOptions {
+    /// A thread blocked (or a goroutine staying at one place) at least this long can be
+    /// reported as stuck.
+    /// Shorter waits are normal activity and only appear in the summaries.
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub min_blocked: Duration,
+
+    /// Waits that complete after at least this long have their stacks captured (each capture
+    /// costs the target about a microsecond, so short waits never pay for one).
+    #[arg(long, value_name = "DURATION", default_value = "10ms", value_parser = humantime::parse_duration)]
+    pub stack_after: Duration,
+
     /// How long the syscall tracepoints stay attached. `low`: in short probe windows (the first
     /// 2 s, then 250 ms at most every 5 s and at most 5% of the time, detaching included; less
     /// often under a storm of events; one when a new stuck thread shows up), the rest from
@@ -378,13 +369,28 @@ pub struct Cli {
     /// Deepest user stack taken from a blocked thread.
     #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=512))]
     pub max_frames: u32,
+}
 
-    /// Start this command and trace it from its first instruction (it is held before exec
-    /// until the probes are attached). When the trace ends, the command is sent SIGTERM, then
-    /// SIGKILL after 2 s if it is still running. The command shares leaktrace's stdout and
-    /// stderr: use -o to keep the report apart from its output.
-    #[arg(last = true, value_name = "COMMAND")]
-    pub command: Vec<String>,
+impl TraceOptions {
+    /// The collector's settings for a trace of `duration` (None: until stopped), with no tap
+    /// and no status line.
+    pub fn settings(&self, duration: Option<Duration>) -> crate::collect::Settings {
+        crate::collect::Settings {
+            duration,
+            min_blocked_ns: self.min_blocked.as_nanos() as u64,
+            max_frames: self.max_frames as usize,
+            tap: Default::default(),
+            status_line: false,
+        }
+    }
+
+    /// What the probes are loaded with.
+    pub fn probes(&self) -> crate::attach::ProbeOptions {
+        crate::attach::ProbeOptions {
+            long_wait_ns: self.stack_after.as_nanos() as u64,
+            detail: self.detail,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -405,12 +411,12 @@ mod tests {
             Cli::try_parse_from(["leaktrace", "--duration", "2s", "--", "sleep", "5"]).unwrap();
         assert_eq!(cli.command, vec!["sleep", "5"]);
         assert_eq!(cli.duration, Some(Duration::from_secs(2)));
-        assert_eq!(cli.min_blocked, Duration::from_secs(1));
+        assert_eq!(cli.trace.min_blocked, Duration::from_secs(1));
     }
 
     #[test]
     fn detail_is_full_unless_low_is_asked_for() {
-        let parse = |args: &[&str]| Cli::try_parse_from(args).map(|cli| cli.detail);
+        let parse = |args: &[&str]| Cli::try_parse_from(args).map(|cli| cli.trace.detail);
         assert_eq!(
             parse(&["leaktrace", "--pid", "1"]).unwrap(),
             crate::attach::Detail::Full
@@ -506,6 +512,75 @@ mod tests {
             Cli::try_parse_from(["leaktrace", "agent", "--all-go", "--interval", "2s"]).is_ok()
         );
         assert!(Cli::try_parse_from(["leaktrace", "agent", "--all-go", "--rescan", "0s"]).is_err());
+    }
+
+    #[test]
+    fn the_trace_options_are_one_set_in_every_tracing_command() {
+        let options = [
+            "--min-blocked",
+            "3s",
+            "--stack-after",
+            "20ms",
+            "--max-frames",
+            "32",
+            "--detail",
+            "low",
+        ];
+        let check = |trace: &TraceOptions| {
+            assert_eq!(trace.min_blocked, Duration::from_secs(3));
+            assert_eq!(trace.stack_after, Duration::from_millis(20));
+            assert_eq!(trace.max_frames, 32);
+            assert_eq!(trace.detail, crate::attach::Detail::Low);
+            let settings = trace.settings(Some(Duration::from_secs(5)));
+            assert_eq!(settings.min_blocked_ns, 3_000_000_000);
+            assert_eq!(settings.max_frames, 32);
+            assert_eq!(settings.duration, Some(Duration::from_secs(5)));
+            let probes = trace.probes();
+            assert_eq!(probes.long_wait_ns, 20_000_000);
+            assert_eq!(probes.detail, crate::attach::Detail::Low);
+        };
+        let with = |head: &[&'static str]| -> Cli {
+            let args: Vec<&str> = head.iter().chain(&options).copied().collect();
+            Cli::try_parse_from(args).unwrap()
+        };
+        check(&with(&["leaktrace", "--pid", "1"]).trace);
+        let Some(Command::Record(args)) =
+            with(&["leaktrace", "record", "-o", "t", "--pid", "1"]).subcommand
+        else {
+            panic!("record is a subcommand");
+        };
+        check(&args.trace);
+        check(&args.into_trace().0.trace);
+        let Some(Command::Agent(args)) = with(&["leaktrace", "agent", "--all-go"]).subcommand
+        else {
+            panic!("agent is a subcommand");
+        };
+        check(&args.trace);
+        // The same bounds everywhere.
+        for head in [
+            &["leaktrace", "--pid", "1"][..],
+            &["leaktrace", "record", "-o", "t", "--pid", "1"],
+            &["leaktrace", "agent", "--all-go"],
+        ] {
+            let parse = |extra: &[&str]| {
+                Cli::try_parse_from(head.iter().chain(extra).copied().collect::<Vec<_>>())
+            };
+            let defaults = parse(&[]).unwrap();
+            let trace = match &defaults.subcommand {
+                None => &defaults.trace,
+                Some(Command::Record(args)) => &args.trace,
+                Some(Command::Agent(args)) => &args.trace,
+                Some(_) => unreachable!("only tracing commands here"),
+            };
+            assert_eq!(trace.min_blocked, Duration::from_secs(1));
+            assert_eq!(trace.stack_after, Duration::from_millis(10));
+            assert_eq!(trace.max_frames, 64);
+            assert_eq!(trace.detail, crate::attach::Detail::Full);
+            assert!(parse(&["--max-frames", "0"]).is_err());
+            assert!(parse(&["--max-frames", "513"]).is_err());
+            assert!(parse(&["--detail", "some"]).is_err());
+            assert!(parse(&["--min-blocked", "soon"]).is_err());
+        }
     }
 
     #[test]

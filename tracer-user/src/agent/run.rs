@@ -36,9 +36,8 @@ type FollowKey = (String, String);
 /// What every target's task needs.
 struct Context {
     settings: Settings,
-    stack_after_ns: u64,
-    /// `--detail`, for every target's probes.
-    detail: attach::Detail,
+    /// `--stack-after`, `--detail`, ..., for every target's probes.
+    probe_options: attach::ProbeOptions,
     ignore: Option<IgnoreRules>,
     report_dir: Option<PathBuf>,
     report_keep: usize,
@@ -136,15 +135,8 @@ async fn agent(args: &AgentArgs, ignore: Option<IgnoreRules>) -> Result<()> {
     );
 
     let context = Rc::new(Context {
-        settings: Settings {
-            duration: Some(args.interval),
-            min_blocked_ns: args.min_blocked.as_nanos() as u64,
-            max_frames: args.max_frames as usize,
-            tap: Default::default(),
-            status_line: false,
-        },
-        stack_after_ns: args.stack_after.as_nanos() as u64,
-        detail: args.detail,
+        settings: args.trace.settings(Some(args.interval)),
+        probe_options: args.trace.probes(),
         ignore,
         report_dir: args.report_dir.clone(),
         report_keep: args.report_keep as usize,
@@ -289,11 +281,10 @@ async fn watch_target(context: Rc<Context>, found: Found) -> End {
     // unregistered one by one, each waiting for an RCU grace period: about 3 s to drop one
     // target's): done on the blocking pool, so that the other targets' traces and the HTTP
     // server go on meanwhile, and all targets' probes are dropped at once on a stop.
-    let (stack_after_ns, detail) = (context.stack_after_ns, context.detail);
-    let loaded =
-        tokio::task::spawn_blocking(move || attach::Probes::load_with(pid, stack_after_ns, detail))
-            .await
-            .unwrap_or_else(|err| Err(anyhow::anyhow!("loading the probes panicked: {err}")));
+    let options = context.probe_options;
+    let loaded = tokio::task::spawn_blocking(move || attach::Probes::load_with(pid, &options))
+        .await
+        .unwrap_or_else(|err| Err(anyhow::anyhow!("loading the probes panicked: {err}")));
     let mut probes = match loaded {
         Ok(probes) => probes,
         Err(err) => return failed(&context, pid, "probes not loaded", &err),
@@ -378,7 +369,7 @@ async fn watch_target(context: Rc<Context>, found: Found) -> End {
             notes,
             &outcome,
             context.settings.min_blocked_ns,
-            context.detail,
+            context.probe_options.detail,
             context.ignore.as_ref(),
         );
         let end = outcome.end;
