@@ -20,6 +20,7 @@ pub mod names {
     pub const TARGET_TGID: &str = "TARGET_TGID";
     pub const LONG_WAIT_NS: &str = "LONG_WAIT_NS";
     pub const CREATIONS_AT_NEWTASK: &str = "CREATIONS_AT_NEWTASK";
+    pub const DEBUG_PROBES: &str = "DEBUG_PROBES";
     pub const PENDING_CALLS: &str = "PENDING_CALLS";
     pub const TRACKED_FDS: &str = "TRACKED_FDS";
     pub const EPOLL_STATS: &str = "EPOLL_STATS";
@@ -449,7 +450,13 @@ pub mod go_layout {
 pub mod go_budget {
     pub const GOROUTINES: u32 = 0;
     pub const TIMERS: u32 = 1;
-    pub const COUNT: u32 = 2;
+    /// Not a budget: hits of both Go probes in the open window, counted only with
+    /// `--debug-probes` (for its log lines); zeroed when a window opens.
+    pub const WINDOW_HITS: u32 = 2;
+    pub const COUNT: u32 = 3;
+    /// More hits than this in one window (20,000 a second) is a storm: userspace closes the
+    /// window at once (`collect::gocreation`), and the probe says so with `--debug-probes`.
+    pub const STORM_HITS: u64 = 2_000;
 }
 
 /// Ring buffer record: a Go timer was started (`time.newTimer` on Go 1.23+, `runtime.addtimer`

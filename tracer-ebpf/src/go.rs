@@ -17,7 +17,7 @@ use aya_ebpf::{
 };
 use tracer_common::{counter, go_budget, go_layout, EventKind, GoCreation, GoTimerStart};
 
-use crate::{count, emit, target_thread, STACKS};
+use crate::{count, emit, log, target_thread, STACKS};
 
 /// Stack captures left in the current window (userspace refills it when a window opens).
 #[map(name = "GO_STACK_BUDGET")]
@@ -54,8 +54,9 @@ fn field(base: u64, offset: u64) -> u64 {
 }
 
 /// Takes one stack capture from budget `slot`; false when the window's budget is spent.
+/// `what` names the probe's hits for the log line said when the budget runs out.
 #[inline(always)]
-fn spend(slot: u32) -> bool {
+fn spend(slot: u32, what: &str) -> bool {
     let Some(budget) = GO_STACK_BUDGET.get_ptr_mut(slot) else {
         return false;
     };
@@ -66,8 +67,51 @@ fn spend(slot: u32) -> bool {
             return false;
         }
         *budget -= 1;
+        if *budget == 0 && log::enabled() {
+            log::info!(
+                &(),
+                "Go probe window: the stack budget for {} is spent after {} hits of the window; \
+                 the rest of the window's hits are counted without a stack",
+                what,
+                window_hits()
+            );
+        }
     }
     true
+}
+
+/// Hits of both Go probes in the open window (counted only with `--debug-probes`).
+#[inline(always)]
+fn window_hits() -> u64 {
+    GO_STACK_BUDGET
+        .get(go_budget::WINDOW_HITS)
+        .copied()
+        .unwrap_or(0)
+}
+
+/// Counts a hit of the open window (only with `--debug-probes`) and says when the window's hits
+/// pass the storm bound, at which userspace closes it (`collect::gocreation`).
+#[inline(always)]
+fn window_hit(what: &str) {
+    let Some(hits) = GO_STACK_BUDGET.get_ptr_mut(go_budget::WINDOW_HITS) else {
+        return;
+    };
+    // SAFETY: as in `spend`. Racing CPUs may lose an increment or both see the bound passed
+    // (the line said twice); the count that decides is userspace's, from the counters.
+    let hits = unsafe {
+        *hits += 1;
+        *hits
+    };
+    if hits == go_budget::STORM_HITS + 1 {
+        log::info!(
+            &(),
+            "Go probe window: {} hits in this window ({} at the last), more than {}: a storm; \
+             leaktrace closes the window and opens the next ones less often",
+            hits,
+            what,
+            go_budget::STORM_HITS
+        );
+    }
 }
 
 /// The caller's return address (at [rsp]: the probe is before the callee pushes its frame)
@@ -94,7 +138,10 @@ pub fn go_timer_start(ctx: ProbeContext) -> u32 {
         return 0;
     };
     count(counter::GO_TIMER_STARTS);
-    if !spend(go_budget::TIMERS) {
+    if log::enabled() {
+        window_hit("timer starts");
+    }
+    if !spend(go_budget::TIMERS, "timer starts") {
         return 0;
     }
     let Some((caller_pc, stack_id)) = caller_and_stack(&ctx) else {
@@ -135,7 +182,10 @@ pub fn go_newproc(ctx: ProbeContext) -> u32 {
         return 0;
     };
     count(counter::GO_CREATIONS);
-    if !spend(go_budget::GOROUTINES) {
+    if log::enabled() {
+        window_hit("goroutine creations");
+    }
+    if !spend(go_budget::GOROUTINES, "goroutine creations") {
         return 0;
     }
     let Some((go_pc, stack_id)) = caller_and_stack(&ctx) else {

@@ -9,6 +9,7 @@ mod calls;
 mod epoll;
 mod futex;
 mod go;
+mod log;
 mod slots;
 mod stacktop;
 mod task;
@@ -75,6 +76,9 @@ fn creations_at_newtask() -> bool {
 fn emit<T: 'static>(record: T) -> bool {
     let Some(mut entry) = EVENTS.reserve::<T>(0) else {
         count(counter::EVENTS_LOST);
+        if log::enabled() {
+            log::ring_buffer_full(&record);
+        }
         return false;
     };
     entry.write(record);

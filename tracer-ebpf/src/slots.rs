@@ -16,6 +16,9 @@ pub fn put<T: Copy>(slots: &Array<ThreadSlot<T>>, tid: u32, value: T) -> bool {
     // SAFETY: an array element stays valid for the program's run.
     unsafe {
         if (*slot).active != 0 && (*slot).tid != tid {
+            if crate::log::enabled() {
+                crate::log::slot_collision(thread_slot(tid), tid, (*slot).tid);
+            }
             return false;
         }
         (*slot).value = value;

@@ -387,6 +387,8 @@ pub struct ProbeOptions {
     /// Waits that lasted at least this long (ns) get their stacks captured (`--stack-after`).
     pub long_wait_ns: u64,
     pub detail: Detail,
+    /// The probes log what a counter cannot say (`--debug-probes`, `probe_log`).
+    pub debug_probes: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -418,6 +420,8 @@ pub struct Probes {
     window_links: Vec<(&'static str, TracePointLinkId)>,
     /// Detaching the last window's tracepoints (see [`Probes::close_window`]).
     closing: Option<std::thread::JoinHandle<()>>,
+    /// The probes' log (`--debug-probes`): written out with each drain.
+    probe_log: Option<crate::probe_log::Reader>,
     /// Owns the programs and their links; dropped last.
     ebpf: Ebpf,
     pub attached: Vec<String>,
@@ -485,6 +489,7 @@ impl Probes {
             &ProbeOptions {
                 long_wait_ns,
                 detail: Detail::Full,
+                debug_probes: false,
             },
         )
     }
@@ -496,6 +501,7 @@ impl Probes {
         let ProbeOptions {
             long_wait_ns,
             detail,
+            debug_probes,
         } = *options;
         let mut notes = Vec::new();
         // Not needed on kernels that account BPF memory to cgroups (5.11+), where it fails
@@ -523,8 +529,13 @@ impl Probes {
                 &u32::from(detail == Detail::Low && tracepoint_exists("task", "task_newtask")),
                 true,
             )
+            .override_global(names::DEBUG_PROBES, &u32::from(debug_probes), true)
+            .override_global(aya_log::LEVEL, &crate::probe_log::level(debug_probes), true)
             .load(object)
             .context("loading the eBPF programs into the kernel failed")?;
+        let probe_log = debug_probes
+            .then(|| crate::probe_log::Reader::start(&mut ebpf, target_tgid))
+            .transpose()?;
 
         let mut attached = Vec::new();
         let mut windowed = Vec::new();
@@ -591,6 +602,7 @@ impl Probes {
             windowed,
             window_links: Vec::new(),
             closing: None,
+            probe_log,
             ebpf,
             attached,
             notes,
@@ -760,6 +772,12 @@ impl Probes {
         self.go_stack_budget
             .set(slot, stacks, 0)
             .context("setting a Go probe's stack budget")?;
+        if self.go_links.is_empty() {
+            // The first probe of a window: the window's hits (`--debug-probes`) count from 0.
+            self.go_stack_budget
+                .set(tracer_common::go_budget::WINDOW_HITS, 0, 0)
+                .context("zeroing the Go probes' window hits")?;
+        }
         let prog: &mut UProbe = self
             .ebpf
             .program_mut(program)
@@ -843,6 +861,9 @@ impl Probes {
     /// Hands at most `max` of the records waiting in the ring buffer to `handle`, oldest
     /// first; true when it stopped at `max` (more may be waiting).
     pub fn drain(&mut self, max: usize, mut handle: impl FnMut(&[u8])) -> bool {
+        if let Some(log) = &mut self.probe_log {
+            log.flush();
+        }
         for _ in 0..max {
             match self.events.next() {
                 Some(item) => handle(&item),
@@ -935,6 +956,10 @@ impl Drop for Probes {
     fn drop(&mut self) {
         // Every probe is gone when leaktrace lets go of them, the closing window's too.
         self.wait_window_closed();
+        // What the probes said since the last drain.
+        if let Some(log) = &mut self.probe_log {
+            log.flush();
+        }
     }
 }
 

@@ -369,6 +369,14 @@ pub struct TraceOptions {
     /// Deepest user stack taken from a blocked thread.
     #[arg(long, value_name = "N", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=512))]
     pub max_frames: u32,
+
+    /// The probes write to stderr (lines starting `leaktrace: probe log`) what their counters
+    /// cannot say: why a Go probe window closes (a storm of hits, its stack budget spent, with
+    /// the numbers), the first record of each kind the ring buffer had no room for (its kind
+    /// and size), the first clash of two threads over one call slot. Off by default: the
+    /// logging code is then dropped by the kernel's verifier and costs the target nothing.
+    #[arg(long)]
+    pub debug_probes: bool,
 }
 
 impl TraceOptions {
@@ -389,6 +397,7 @@ impl TraceOptions {
         crate::attach::ProbeOptions {
             long_wait_ns: self.stack_after.as_nanos() as u64,
             detail: self.detail,
+            debug_probes: self.debug_probes,
         }
     }
 }
@@ -525,12 +534,14 @@ mod tests {
             "32",
             "--detail",
             "low",
+            "--debug-probes",
         ];
         let check = |trace: &TraceOptions| {
             assert_eq!(trace.min_blocked, Duration::from_secs(3));
             assert_eq!(trace.stack_after, Duration::from_millis(20));
             assert_eq!(trace.max_frames, 32);
             assert_eq!(trace.detail, crate::attach::Detail::Low);
+            assert!(trace.debug_probes);
             let settings = trace.settings(Some(Duration::from_secs(5)));
             assert_eq!(settings.min_blocked_ns, 3_000_000_000);
             assert_eq!(settings.max_frames, 32);
@@ -538,6 +549,7 @@ mod tests {
             let probes = trace.probes();
             assert_eq!(probes.long_wait_ns, 20_000_000);
             assert_eq!(probes.detail, crate::attach::Detail::Low);
+            assert!(probes.debug_probes);
         };
         let with = |head: &[&'static str]| -> Cli {
             let args: Vec<&str> = head.iter().chain(&options).copied().collect();
@@ -576,6 +588,7 @@ mod tests {
             assert_eq!(trace.stack_after, Duration::from_millis(10));
             assert_eq!(trace.max_frames, 64);
             assert_eq!(trace.detail, crate::attach::Detail::Full);
+            assert!(!trace.debug_probes, "the probes log only when asked to");
             assert!(parse(&["--max-frames", "0"]).is_err());
             assert!(parse(&["--max-frames", "513"]).is_err());
             assert!(parse(&["--detail", "some"]).is_err());

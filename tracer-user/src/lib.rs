@@ -12,6 +12,7 @@ pub mod cli;
 pub mod collect;
 pub mod goruntime;
 pub mod model;
+pub mod probe_log;
 pub mod procfs;
 pub mod replay;
 pub mod report;

@@ -24,7 +24,7 @@ pub const CHECK_EVERY: Duration = Duration::from_millis(10);
 /// More hits than this in one window (20,000 a second) is a storm: the window closes at once and
 /// the next ones come four times less often (up to `MAX_PERIOD`), so that a spawn storm pays the
 /// trap for a few milliseconds, not for a tenth of its run.
-pub const MAX_HITS_PER_WINDOW: u64 = 2_000;
+pub const MAX_HITS_PER_WINDOW: u64 = tracer_common::go_budget::STORM_HITS;
 pub const MAX_PERIOD: Duration = Duration::from_secs(60);
 
 /// One Go uprobe: its program, where it goes in the executable, and its stack budget slot.
