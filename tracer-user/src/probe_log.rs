@@ -23,15 +23,17 @@ impl log::Log for ProbeLog {
 
     fn log(&self, record: &log::Record<'_>) {
         // One write a line, so that the lines of concurrent traces (the agent) do not mix.
-        let line = format!(
-            "leaktrace: probe log (pid {}): {}\n",
-            self.pid,
-            record.args()
-        );
-        let _ = std::io::stderr().lock().write_all(line.as_bytes());
+        let _ = std::io::stderr()
+            .lock()
+            .write_all(line(self.pid, record).as_bytes());
     }
 
     fn flush(&self) {}
+}
+
+/// The stderr line of one record of the probes of `pid`.
+fn line(pid: u32, record: &log::Record<'_>) -> String {
+    format!("leaktrace: probe log (pid {pid}): {}\n", record.args())
 }
 
 /// Reads the log records of `ebpf`'s programs (which trace `pid`) from here on; they are written
@@ -60,5 +62,29 @@ pub fn level(debug_probes: bool) -> u8 {
         aya_log::Level::Trace as u8
     } else {
         0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_probe_line_names_the_traced_pid_and_is_one_line() {
+        let record = log::Record::builder()
+            .args(format_args!("Go probe window: {} hits", 2001))
+            .level(log::Level::Info)
+            .target("tracer_ebpf::go")
+            .build();
+        assert_eq!(
+            line(4242, &record),
+            "leaktrace: probe log (pid 4242): Go probe window: 2001 hits\n"
+        );
+    }
+
+    #[test]
+    fn the_probes_log_at_every_level_only_when_asked_to() {
+        assert_eq!(level(false), 0);
+        assert_eq!(level(true), aya_log::Level::Trace as u8);
     }
 }
