@@ -71,13 +71,18 @@ mod tests {
 
     #[test]
     fn a_probe_line_names_the_traced_pid_and_is_one_line() {
-        let record = log::Record::builder()
-            .args(format_args!("Go probe window: {} hits", 2001))
-            .level(log::Level::Info)
-            .target("tracer_ebpf::go")
-            .build();
+        let hits = 2001;
+        // The record borrows its arguments: built and used in one expression.
+        let text = line(
+            4242,
+            &log::Record::builder()
+                .args(format_args!("Go probe window: {hits} hits"))
+                .level(log::Level::Info)
+                .target("tracer_ebpf::go")
+                .build(),
+        );
         assert_eq!(
-            line(4242, &record),
+            text,
             "leaktrace: probe log (pid 4242): Go probe window: 2001 hits\n"
         );
     }
