@@ -6,6 +6,7 @@
 pub mod ancestry;
 pub mod chains;
 pub mod epoll;
+pub mod finding;
 pub mod fingerprint;
 pub mod goroutines;
 pub mod threads;
@@ -17,54 +18,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
+pub use finding::{Detail, Finding, FindingKind};
+
 use crate::model::{new_histogram, record, BlockedThread, Frame, Model, OTHER_SITE};
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CandidateKind {
-    /// Threads waiting for each other's locks: none can ever proceed.
-    Deadlock,
-    /// Threads blocked in a futex wait for at least the threshold.
-    FutexWait,
-    /// Goroutines of a Go program that stay parked (or loop) and pile up.
-    GoroutineLeak,
-    /// Threads created at one site that keep growing in number while blocked (N3).
-    ThreadLeak,
-    /// Event loops in epoll_wait that nothing can wake (N4).
-    EpollWait,
-    /// timerfds never armed, never firing, fired but unread, or leaked (N5, N6).
-    Timerfd,
-    /// Go runtime timers never stopped, tickers nobody reads, AfterFunc callbacks that never
-    /// finish (T1-T4).
-    GoTimer,
-}
-
-impl CandidateKind {
-    /// The kind's JSON name (`goroutine_leak`, ...), for the formats that print it as text.
-    pub fn name(self) -> &'static str {
-        match self {
-            CandidateKind::Deadlock => "deadlock",
-            CandidateKind::FutexWait => "futex_wait",
-            CandidateKind::GoroutineLeak => "goroutine_leak",
-            CandidateKind::ThreadLeak => "thread_leak",
-            CandidateKind::EpollWait => "epoll_wait",
-            CandidateKind::Timerfd => "timerfd",
-            CandidateKind::GoTimer => "go_timer",
-        }
-    }
-}
-
-/// Kind-specific details of a candidate; serialized flattened, as one key named after the
-/// variant (`thread_group`, `epoll`, `timerfd`).
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CandidateDetail {
-    ThreadGroup(threads::ThreadGroup),
-    Epoll(epoll::EpollDetail),
-    Timerfd(timerfd::TimerfdDetail),
-    Goroutines(goroutines::GoroutineGroup),
-    GoTimers(timers::GoTimerGroup),
-}
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Percentiles {
@@ -125,32 +81,6 @@ pub struct CycleEdge {
     pub held_by: u32,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Candidate {
-    pub kind: CandidateKind,
-    pub count: usize,
-    pub summary: String,
-    pub score: f64,
-    /// Why it scored as it did, most important first.
-    pub reasons: Vec<String>,
-    pub blocking_stack: Vec<Frame>,
-    /// Where the threads were created; unknown for threads whose creation was not traced.
-    pub creation_stack: Option<Vec<Frame>>,
-    pub blocked_ns: Percentiles,
-    pub wakes_during_trace: u64,
-    pub threads: Vec<StuckThread>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub cycle: Vec<CycleEdge>,
-    /// For goroutines: the wait reason, as the Go runtime names it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub wait_reason: Option<String>,
-    /// Whether the group grew during the trace (where growth is tracked).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub grew: Option<bool>,
-    #[serde(flatten, skip_serializing_if = "Option::is_none")]
-    pub detail: Option<CandidateDetail>,
-}
-
 /// Completed waits on one futex word: healthy activity, for context.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct WaitSiteSummary {
@@ -180,7 +110,7 @@ pub struct BlockedButHealthy {
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Analysis {
-    pub candidates: Vec<Candidate>,
+    pub candidates: Vec<Finding>,
     pub wait_sites: Vec<WaitSiteSummary>,
     pub blocked_but_healthy: Vec<BlockedButHealthy>,
     /// Go targets: the goroutine count over the trace and the groups that are not candidates.
@@ -219,7 +149,7 @@ pub fn analyze(model: &Model, now_ns: u64, min_blocked_ns: u64, max_sites: usize
     let cycles = wait_for_cycles(&stuck);
     let in_cycle: BTreeSet<u32> = cycles.iter().flatten().map(|edge| edge.tid).collect();
 
-    let mut candidates: Vec<Candidate> = cycles
+    let mut candidates: Vec<Finding> = cycles
         .into_iter()
         .map(|cycle| deadlock_candidate(model, &stuck, cycle))
         .collect();
@@ -283,16 +213,12 @@ pub fn analyze(model: &Model, now_ns: u64, min_blocked_ns: u64, max_sites: usize
     let waiting: BTreeMap<u32, &StuckThread> = all_waiting.iter().map(|(&k, v)| (k, v)).collect();
     // A lock waiter is a candidate on its own evidence; when the owner is stuck, it says behind
     // whom.
-    for candidate in candidates
-        .iter_mut()
-        .filter(|c| c.kind == CandidateKind::FutexWait)
-    {
+    for candidate in &mut candidates {
+        let Detail::FutexWait { threads, .. } = &mut candidate.detail else {
+            continue;
+        };
         let mut chain_reason = None;
-        for thread in candidate
-            .threads
-            .iter_mut()
-            .filter(|t| t.owner_tid.is_some())
-        {
+        for thread in threads.iter_mut().filter(|t| t.owner_tid.is_some()) {
             if let Some(chains::Resolution::Stuck(links, target)) =
                 chains::resolve(thread, &waiting, &stuck_targets)
             {
@@ -501,7 +427,7 @@ fn taking_turns(model: &Model, threads: &[StuckThread]) -> Option<String> {
     })
 }
 
-fn deadlock_candidate(model: &Model, stuck: &[StuckThread], cycle: Vec<CycleEdge>) -> Candidate {
+fn deadlock_candidate(model: &Model, stuck: &[StuckThread], cycle: Vec<CycleEdge>) -> Finding {
     let threads: Vec<StuckThread> = cycle
         .iter()
         .filter_map(|edge| stuck.iter().find(|t| t.tid == edge.tid).cloned())
@@ -516,8 +442,7 @@ fn deadlock_candidate(model: &Model, stuck: &[StuckThread], cycle: Vec<CycleEdge
         })
         .collect::<Vec<_>>()
         .join("; ");
-    Candidate {
-        kind: CandidateKind::Deadlock,
+    Finding {
         count: threads.len(),
         summary: format!("{} threads wait for each other's locks", threads.len()),
         score: SCORE_DEADLOCK + threads.len() as f64,
@@ -528,12 +453,12 @@ fn deadlock_candidate(model: &Model, stuck: &[StuckThread], cycle: Vec<CycleEdge
         blocking_stack: threads.first().map(|t| t.blocking_stack.clone()).unwrap_or_default(),
         creation_stack: None,
         blocked_ns: durations(threads.iter()),
-        wakes_during_trace: wakes_on(model, threads.iter().map(|t| t.futex_addr)),
-        threads,
-        cycle,
-        wait_reason: None,
         grew: None,
-        detail: None,
+        detail: Detail::Deadlock {
+            wakes: wakes_on(model, threads.iter().map(|t| t.futex_addr)),
+            threads,
+            cycle,
+        },
     }
 }
 
@@ -542,7 +467,7 @@ fn wait_candidate(
     threads: Vec<StuckThread>,
     end_ns: u64,
     min_blocked_ns: u64,
-) -> Candidate {
+) -> Finding {
     let blocked = durations(threads.iter());
     let wakes = wakes_on(model, threads.iter().map(|t| t.futex_addr));
     let any_timeout = threads.iter().any(|t| t.has_timeout);
@@ -598,8 +523,7 @@ fn wait_candidate(
         .first()
         .map(|t| innermost_own_function(&t.blocking_stack))
         .unwrap_or_else(|| "unknown".to_string());
-    Candidate {
-        kind: CandidateKind::FutexWait,
+    Finding {
         count: threads.len(),
         summary: format!(
             "{} thread(s) stuck in futex wait in {site}{}",
@@ -619,12 +543,8 @@ fn wait_candidate(
             .unwrap_or_default(),
         creation_stack: None,
         blocked_ns: blocked,
-        wakes_during_trace: wakes,
-        threads,
-        cycle: Vec::new(),
-        wait_reason: None,
         grew: None,
-        detail: None,
+        detail: Detail::FutexWait { threads, wakes },
     }
 }
 
@@ -634,13 +554,13 @@ fn wait_candidate(
 /// seen counted as the leak's older members; another futex group made only of leak members
 /// goes; one that only partly is says so. Deadlocks stay: a cycle says more.
 fn fold_into_thread_leaks(
-    candidates: &mut Vec<Candidate>,
+    candidates: &mut Vec<Finding>,
     leaked: &BTreeSet<u32>,
-    leaks: &mut [Candidate],
+    leaks: &mut [Finding],
 ) {
-    let place = |c: &Candidate| c.blocking_stack.iter().map(|f| f.addr).collect::<Vec<_>>();
+    let place = |c: &Finding| c.blocking_stack.iter().map(|f| f.addr).collect::<Vec<_>>();
     candidates.retain_mut(|candidate| {
-        if candidate.kind != CandidateKind::FutexWait {
+        if candidate.kind() != FindingKind::FutexWait {
             return true;
         }
         let here = place(candidate);
@@ -649,7 +569,7 @@ fn fold_into_thread_leaks(
             .find(|leak| !here.is_empty() && place(leak) == here)
         {
             let older: Vec<(u32, String)> = candidate
-                .threads
+                .threads()
                 .iter()
                 .filter(|t| !leaked.contains(&t.tid))
                 .map(|t| (t.tid, t.name.clone()))
@@ -658,11 +578,11 @@ fn fold_into_thread_leaks(
             return false;
         }
         let in_leak = candidate
-            .threads
+            .threads()
             .iter()
             .filter(|t| leaked.contains(&t.tid))
             .count();
-        if in_leak == candidate.threads.len() {
+        if in_leak == candidate.threads().len() {
             return false;
         }
         if in_leak > 0 {
@@ -774,6 +694,20 @@ mod tests {
 
     const S: u64 = 1_000_000_000;
 
+    fn cycle(c: &Finding) -> &[CycleEdge] {
+        match &c.detail {
+            Detail::Deadlock { cycle, .. } => cycle,
+            _ => &[],
+        }
+    }
+
+    fn wakes(c: &Finding) -> u64 {
+        match &c.detail {
+            Detail::Deadlock { wakes, .. } | Detail::FutexWait { wakes, .. } => *wakes,
+            _ => 0,
+        }
+    }
+
     fn model_with(threads: Vec<BlockedThread>) -> Model {
         let mut model = Model::new();
         model.apply(&Event::TraceStarted { at_ns: 10 * S });
@@ -793,10 +727,10 @@ mod tests {
         let analysis = analyze(&model_with(vec![b, a]), 13 * S, S, 10);
         assert_eq!(analysis.candidates.len(), 1);
         let deadlock = &analysis.candidates[0];
-        assert_eq!(deadlock.kind, CandidateKind::Deadlock);
+        assert_eq!(deadlock.kind(), FindingKind::Deadlock);
         assert_eq!(deadlock.count, 2);
         assert_eq!(
-            deadlock.cycle,
+            cycle(deadlock),
             vec![
                 CycleEdge {
                     tid: 101,
@@ -826,13 +760,16 @@ mod tests {
         let kinds: Vec<_> = analysis
             .candidates
             .iter()
-            .map(|c| (c.kind, c.count))
+            .map(|c| (c.kind(), c.count))
             .collect();
         assert_eq!(
             kinds,
-            vec![(CandidateKind::Deadlock, 2), (CandidateKind::FutexWait, 1)]
+            vec![(FindingKind::Deadlock, 2), (FindingKind::FutexWait, 1)]
         );
-        let members: Vec<u32> = analysis.candidates[0].cycle.iter().map(|e| e.tid).collect();
+        let members: Vec<u32> = cycle(&analysis.candidates[0])
+            .iter()
+            .map(|e| e.tid)
+            .collect();
         assert_eq!(members, vec![2, 3]);
     }
 
@@ -864,9 +801,9 @@ mod tests {
         let analysis = analyze(&model, 13 * S, S, 10);
         assert_eq!(analysis.candidates.len(), 1);
         let group = &analysis.candidates[0];
-        assert_eq!(group.kind, CandidateKind::FutexWait);
+        assert_eq!(group.kind(), FindingKind::FutexWait);
         assert_eq!(group.count, 3);
-        assert_eq!(group.wakes_during_trace, 0);
+        assert_eq!(wakes(group), 0);
         assert!(!group.blocked_ns.at_least);
         assert_eq!(group.blocked_ns.max, 3 * S);
         assert!(
@@ -892,10 +829,10 @@ mod tests {
         let order: Vec<&str> = analysis
             .candidates
             .iter()
-            .map(|c| c.threads[0].name.as_str())
+            .map(|c| c.threads()[0].name.as_str())
             .collect();
         assert_eq!(order, vec!["t1", "t2"]);
-        assert_eq!(analysis.candidates[1].wakes_during_trace, 3);
+        assert_eq!(wakes(&analysis.candidates[1]), 3);
     }
 
     #[test]
@@ -915,7 +852,7 @@ mod tests {
         let main = analysis
             .candidates
             .iter()
-            .find(|c| c.threads[0].tid == 1)
+            .find(|c| c.threads()[0].tid == 1)
             .unwrap();
         assert!(main.reasons[0].contains("joining thread 2"));
     }
@@ -943,7 +880,7 @@ mod tests {
         // Wholly leaked: reported with the leak only.
         fold_into_thread_leaks(&mut candidates, &BTreeSet::from([1, 2]), &mut []);
         assert_eq!(candidates.len(), 1);
-        assert_eq!(candidates[0].threads[0].tid, 3);
+        assert_eq!(candidates[0].threads()[0].tid, 3);
     }
 
     #[test]
@@ -974,7 +911,7 @@ mod tests {
         );
         let analysis = analyze(&model_with(vec![idle, stuck_in_cgo]), 13 * S, S, 10);
         assert_eq!(analysis.candidates.len(), 1);
-        assert_eq!(analysis.candidates[0].threads[0].tid, 6);
+        assert_eq!(analysis.candidates[0].threads()[0].tid, 6);
         assert!(analysis.blocked_but_healthy[0]
             .why
             .contains("Go runtime thread"));

@@ -13,7 +13,7 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 
 use crate::analyze::goroutines::{GoroutineGroup, GoroutineOverview};
-use crate::analyze::{Analysis, Candidate, CandidateDetail, CandidateKind};
+use crate::analyze::{Analysis, Detail, Finding, FindingKind};
 use crate::model::goroutines::is_runtime_frame;
 use crate::model::{Frame, KernelCounters, Model};
 
@@ -97,7 +97,7 @@ pub struct Report {
 #[derive(Clone, Debug, Serialize)]
 pub struct ReportedCandidate {
     #[serde(flatten)]
-    pub candidate: Candidate,
+    pub candidate: Finding,
     /// `KIND:HASH`, stable across runs and restarts (see `analyze::fingerprint`).
     pub fingerprint: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -109,8 +109,8 @@ pub struct ReportedCandidate {
 }
 
 impl std::ops::Deref for ReportedCandidate {
-    type Target = Candidate;
-    fn deref(&self) -> &Candidate {
+    type Target = Finding;
+    fn deref(&self) -> &Finding {
         &self.candidate
     }
 }
@@ -362,15 +362,15 @@ impl Report {
     }
 }
 
-fn write_candidate(out: &mut String, rank: usize, c: &Candidate) {
-    let kind = match c.kind {
-        CandidateKind::Deadlock => "DEADLOCK",
-        CandidateKind::FutexWait => "STUCK",
-        CandidateKind::GoroutineLeak => "GOROUTINE LEAK",
-        CandidateKind::ThreadLeak => "THREAD LEAK",
-        CandidateKind::EpollWait => "EPOLL NEVER WAKES",
-        CandidateKind::Timerfd => "TIMERFD",
-        CandidateKind::GoTimer => "GO TIMER",
+fn write_candidate(out: &mut String, rank: usize, c: &Finding) {
+    let kind = match c.kind() {
+        FindingKind::Deadlock => "DEADLOCK",
+        FindingKind::FutexWait => "STUCK",
+        FindingKind::GoroutineLeak => "GOROUTINE LEAK",
+        FindingKind::ThreadLeak => "THREAD LEAK",
+        FindingKind::EpollWait => "EPOLL NEVER WAKES",
+        FindingKind::Timerfd => "TIMERFD",
+        FindingKind::GoTimer => "GO TIMER",
     };
     let _ = writeln!(out, "#{rank} {kind}: {} (score {:.0})", c.summary, c.score);
     let at_least = if c.blocked_ns.at_least {
@@ -380,7 +380,7 @@ fn write_candidate(out: &mut String, rank: usize, c: &Candidate) {
         ""
     };
     // Pending timers block nothing: their deadlines are shown instead.
-    if c.kind != CandidateKind::GoTimer || c.blocked_ns.max > 0 {
+    if c.kind() != FindingKind::GoTimer || c.blocked_ns.max > 0 {
         let _ = writeln!(
             out,
             "   blocked: p50 {}  p90 {}  p99 {}  max {}{at_least}",
@@ -393,23 +393,26 @@ fn write_candidate(out: &mut String, rank: usize, c: &Candidate) {
     for reason in &c.reasons {
         let _ = writeln!(out, "   - {reason}");
     }
-    if let Some(CandidateDetail::Goroutines(group)) = &c.detail {
-        write_goroutine_group(out, c, group);
-        return;
-    }
-    if let Some(CandidateDetail::GoTimers(group)) = &c.detail {
-        timers::write_group(out, group);
-        if let Some(goroutines) = &group.callback_goroutines {
-            write_goroutine_group(out, c, goroutines);
+    let threads = match &c.detail {
+        Detail::GoroutineLeak { group, .. } => {
+            write_goroutine_group(out, c, group);
+            return;
         }
-        return;
-    }
-    if c.detail.is_some() {
-        native::write_detail(out, c);
-        return;
-    }
-    let shared_stack = c.kind == CandidateKind::FutexWait;
-    for thread in &c.threads {
+        Detail::GoTimer { group, .. } => {
+            timers::write_group(out, group);
+            if let Some(goroutines) = &group.callback_goroutines {
+                write_goroutine_group(out, c, goroutines);
+            }
+            return;
+        }
+        Detail::ThreadLeak(_) | Detail::EpollWait(_) | Detail::Timerfd { .. } => {
+            native::write_detail(out, c);
+            return;
+        }
+        Detail::Deadlock { threads, .. } | Detail::FutexWait { threads, .. } => threads,
+    };
+    let shared_stack = c.kind() == FindingKind::FutexWait;
+    for thread in threads {
         let owner = match (thread.owner_tid, thread.joining_tid) {
             (Some(owner), _) => format!(", held by thread {owner}"),
             (None, Some(joined)) => format!(", joining thread {joined}"),
@@ -435,7 +438,7 @@ fn write_candidate(out: &mut String, rank: usize, c: &Candidate) {
     }
 }
 
-fn write_goroutine_group(out: &mut String, c: &Candidate, group: &GoroutineGroup) {
+fn write_goroutine_group(out: &mut String, c: &Finding, group: &GoroutineGroup) {
     let _ = writeln!(
         out,
         "   count: {} now, {} at the start, {} at most; age p50 {} max {}{}",

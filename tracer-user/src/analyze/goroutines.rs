@@ -20,7 +20,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use serde::Serialize;
 
-use crate::analyze::{Candidate, CandidateDetail, CandidateKind, Percentiles};
+use crate::analyze::{Detail, Finding, Percentiles};
 use crate::model::goroutines::{place_of, CountAt, Goroutine, GoroutineModel, GroupKey};
 use crate::model::{new_histogram, record, Frame};
 use crate::report::human_ns;
@@ -123,7 +123,7 @@ pub fn analyze(
     model: &GoroutineModel,
     trace_started_ns: u64,
     min_blocked_ns: u64,
-) -> (Vec<Candidate>, Option<GoroutineOverview>) {
+) -> (Vec<Finding>, Option<GoroutineOverview>) {
     if model.snapshots == 0 {
         return (Vec::new(), None);
     }
@@ -571,7 +571,7 @@ fn candidate(
     members: &[&Goroutine],
     evidence: Evidence,
     now: u64,
-) -> Candidate {
+) -> Finding {
     // How long each has sat where it is now.
     let mut blocked = new_histogram(2);
     let mut max = 0;
@@ -649,8 +649,7 @@ fn candidate(
                 .join(", ")
         ));
     }
-    Candidate {
-        kind: CandidateKind::GoroutineLeak,
+    Finding {
         count: group.count,
         summary: format!(
             "{} goroutine(s) {} at {}, created at {}",
@@ -661,12 +660,8 @@ fn candidate(
         blocking_stack: representative.stack.to_vec(),
         creation_stack: Some(creation_stack),
         blocked_ns: Percentiles::of(&blocked, max, at_least),
-        wakes_during_trace: 0,
-        threads: Vec::new(),
-        cycle: Vec::new(),
-        wait_reason,
         grew: Some(evidence.grew),
-        detail: Some(CandidateDetail::Goroutines(group)),
+        detail: Detail::GoroutineLeak { group, wait_reason },
     }
 }
 
@@ -715,12 +710,12 @@ mod tests {
         let (candidates, overview) = analyze(&model, S, S);
         assert_eq!(candidates.len(), 1);
         let leak = &candidates[0];
-        assert_eq!(leak.kind, CandidateKind::GoroutineLeak);
+        assert_eq!(leak.kind(), crate::analyze::FindingKind::GoroutineLeak);
         assert_eq!(leak.count, 8);
         assert_eq!(leak.grew, Some(true));
-        assert_eq!(leak.wait_reason.as_deref(), Some("chan receive"));
+        assert_eq!(leak.wait_reason(), Some("chan receive"));
         assert!(leak.reasons.iter().any(|r| r.contains("grew from 5 to 8")));
-        let Some(CandidateDetail::Goroutines(group)) = &leak.detail else {
+        let Detail::GoroutineLeak { group, .. } = &leak.detail else {
             panic!("a goroutine group")
         };
         assert_eq!(group.created_during_trace, 3);

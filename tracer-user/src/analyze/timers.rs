@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::analyze::goroutines::GoroutineGroup;
-use crate::analyze::{Candidate, CandidateDetail, CandidateKind, Percentiles};
+use crate::analyze::{Detail, Finding, FindingKind, Percentiles};
 use crate::model::goroutines::CountAt;
 use crate::model::timers::{GoTimer, Lifecycle, TimerGroupKey, TimerKind, TimerModel};
 use crate::model::Frame;
@@ -113,17 +113,15 @@ pub struct GoTimerOverview {
 /// are taken out of `goroutine_candidates` and returned as timer candidates.
 pub fn analyze(
     model: &TimerModel,
-    goroutine_candidates: &mut Vec<Candidate>,
+    goroutine_candidates: &mut Vec<Finding>,
     trace_started_ns: u64,
-) -> (Vec<Candidate>, Option<GoTimerOverview>) {
+) -> (Vec<Finding>, Option<GoTimerOverview>) {
     let mut candidates = Vec::new();
     let mut kept = Vec::with_capacity(goroutine_candidates.len());
-    for mut candidate in goroutine_candidates.drain(..) {
+    for candidate in goroutine_candidates.drain(..) {
         if is_timer_callback(&candidate) {
-            if let Some(CandidateDetail::Goroutines(group)) = candidate.detail.take() {
-                candidates.push(callback_candidate(candidate, group, model));
-                continue;
-            }
+            candidates.push(callback_candidate(candidate, model));
+            continue;
         }
         kept.push(candidate);
     }
@@ -365,7 +363,7 @@ fn describe(
     (group, score, reasons, missing)
 }
 
-fn candidate(group: GoTimerGroup, score: f64, reasons: Vec<String>) -> Candidate {
+fn candidate(group: GoTimerGroup, score: f64, reasons: Vec<String>) -> Finding {
     let summary = match group.kind {
         TimerKind::Func => format!(
             "{} AfterFunc timer(s) pending, never stopped, calling {}",
@@ -382,8 +380,7 @@ fn candidate(group: GoTimerGroup, score: f64, reasons: Vec<String>) -> Candidate
         ),
         kind => format!("{} {}(s) pending, never stopped", group.count, kind.name()),
     };
-    Candidate {
-        kind: CandidateKind::GoTimer,
+    Finding {
         count: group.count,
         summary,
         score,
@@ -391,20 +388,18 @@ fn candidate(group: GoTimerGroup, score: f64, reasons: Vec<String>) -> Candidate
         blocking_stack: Vec::new(),
         creation_stack: group.starter_stack.clone(),
         blocked_ns: Percentiles::default(),
-        wakes_during_trace: 0,
-        threads: Vec::new(),
-        cycle: Vec::new(),
-        wait_reason: None,
         grew: Some(group.count > group.count_at_start && group.lifecycle.created >= 2),
-        detail: Some(CandidateDetail::GoTimers(group)),
+        detail: Detail::GoTimer {
+            group,
+            callback_wait_reason: None,
+        },
     }
 }
 
 /// T4: a goroutine candidate whose goroutines were started by `time.goFunc` (the runtime's
 /// AfterFunc trampoline) is an AfterFunc callback that never finished.
-fn is_timer_callback(candidate: &Candidate) -> bool {
-    candidate.kind == CandidateKind::GoroutineLeak
-        && matches!(candidate.detail, Some(CandidateDetail::Goroutines(_)))
+fn is_timer_callback(candidate: &Finding) -> bool {
+    candidate.kind() == FindingKind::GoroutineLeak
         && candidate
             .creation_stack
             .as_ref()
@@ -441,43 +436,51 @@ fn scheduler(model: &TimerModel, blocking_stack: &[Frame]) -> Option<(String, Ve
     ))
 }
 
-fn callback_candidate(
-    mut candidate: Candidate,
-    group: GoroutineGroup,
-    model: &TimerModel,
-) -> Candidate {
-    let state = candidate.wait_reason.clone().unwrap_or(group.state.clone());
-    let scheduled = scheduler(model, &candidate.blocking_stack);
+/// The goroutine finding of an AfterFunc callback that never finished, as a timer finding (its
+/// group becomes the timer group's `callback_goroutines`).
+fn callback_candidate(candidate: Finding, model: &TimerModel) -> Finding {
+    let Finding {
+        count,
+        summary: _,
+        score,
+        mut reasons,
+        blocking_stack,
+        mut creation_stack,
+        blocked_ns,
+        grew,
+        detail,
+    } = candidate;
+    let Detail::GoroutineLeak { group, wait_reason } = detail else {
+        unreachable!("is_timer_callback takes goroutine findings only")
+    };
+    let state = wait_reason.clone().unwrap_or(group.state.clone());
+    let scheduled = scheduler(model, &blocking_stack);
     if let Some((site, starter)) = &scheduled {
         // The creation chain: the `go` statement in time.goFunc, then who called AfterFunc.
-        let mut chain = candidate
-            .creation_stack
+        let mut chain = creation_stack
             .take()
             .unwrap_or_default()
             .into_iter()
             .take(1)
             .collect::<Vec<_>>();
         chain.extend(starter.iter().cloned());
-        candidate.creation_stack = Some(chain);
-        candidate.reasons.push(site.clone());
+        creation_stack = Some(chain);
+        reasons.push(site.clone());
     }
     // The runtime's timer code starts them: no user goroutine created them.
-    candidate
-        .reasons
-        .retain(|r| r != "created by goroutine(s) 0");
-    candidate.kind = CandidateKind::GoTimer;
-    candidate.summary = format!(
+    reasons.retain(|r| r != "created by goroutine(s) 0");
+    let summary = format!(
         "{} AfterFunc callback(s) fired but never finished: {} at {}",
         group.count, state, group.sits_at
     );
-    candidate.reasons.insert(
+    reasons.insert(
         0,
         format!(
             "the timers fired and time.goFunc started each callback in a goroutine; {} of them are still parked ({state}) in {}",
             group.count, group.sits_at
         ),
     );
-    candidate.detail = Some(CandidateDetail::GoTimers(GoTimerGroup {
+    let group = GoTimerGroup {
         kind: TimerKind::Func,
         callback: group.sits_at.clone(),
         period_ns: 0,
@@ -499,8 +502,21 @@ fn callback_candidate(
         history: group.history.clone(),
         callback_goroutines: Some(Box::new(group)),
         not_a_candidate: None,
-    }));
-    candidate
+    };
+    Finding {
+        count,
+        summary,
+        score,
+        reasons,
+        blocking_stack,
+        creation_stack,
+        blocked_ns,
+        grew,
+        detail: Detail::GoTimer {
+            group,
+            callback_wait_reason: wait_reason,
+        },
+    }
 }
 
 #[cfg(test)]
@@ -534,10 +550,10 @@ mod tests {
         let (candidates, overview) = analyze(&model, &mut Vec::new(), S);
         assert_eq!(candidates.len(), 1, "{candidates:?}");
         let c = &candidates[0];
-        assert_eq!(c.kind, CandidateKind::GoTimer);
+        assert_eq!(c.kind(), FindingKind::GoTimer);
         assert_eq!(c.count, 150);
         assert!(c.summary.contains("main.handle.func1"), "{}", c.summary);
-        let Some(CandidateDetail::GoTimers(group)) = &c.detail else {
+        let Detail::GoTimer { group, .. } = &c.detail else {
             panic!()
         };
         assert_eq!(group.lifecycle.created, 100);
@@ -621,13 +637,13 @@ mod tests {
         assert!(from_goroutines.is_empty(), "moved, not duplicated");
         assert_eq!(candidates.len(), 1);
         let c = &candidates[0];
-        assert_eq!(c.kind, CandidateKind::GoTimer);
+        assert_eq!(c.kind(), FindingKind::GoTimer);
         assert!(
             c.summary.contains("fired but never finished"),
             "{}",
             c.summary
         );
-        let Some(CandidateDetail::GoTimers(group)) = &c.detail else {
+        let Detail::GoTimer { group, .. } = &c.detail else {
             panic!()
         };
         assert_eq!(group.callback_goroutines.as_ref().unwrap().count, 100);
@@ -673,7 +689,7 @@ mod tests {
             functions,
             ["time.goFunc", "time.AfterFunc", "main.handle", "main.serve"]
         );
-        let Some(CandidateDetail::GoTimers(group)) = &c.detail else {
+        let Detail::GoTimer { group, .. } = &c.detail else {
             panic!()
         };
         assert!(

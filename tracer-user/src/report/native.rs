@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use super::{human_ns, write_stack};
-use crate::analyze::{Candidate, CandidateDetail};
+use crate::analyze::{Detail, Finding};
 use crate::model::{KernelCounters, Model};
 
 /// Threads, epoll sets and timerfds seen during the trace.
@@ -46,9 +46,9 @@ impl NativeSummary {
     }
 }
 
-pub fn write_detail(out: &mut String, c: &Candidate) {
+pub fn write_detail(out: &mut String, c: &Finding) {
     match &c.detail {
-        Some(CandidateDetail::ThreadGroup(g)) => {
+        Detail::ThreadLeak(g) => {
             let _ = writeln!(
                 out,
                 "   alive {} · created {} · exited {} during the trace · {:.1}/s",
@@ -64,7 +64,7 @@ pub fn write_detail(out: &mut String, c: &Candidate) {
             let _ = writeln!(out, "   blocked at:");
             write_stack(out, &c.blocking_stack, "      ");
         }
-        Some(CandidateDetail::Epoll(e)) => {
+        Detail::EpollWait(e) => {
             for l in &e.loops {
                 let timeout = l.timeout_ns.map_or("none".to_string(), human_ns);
                 let _ = writeln!(
@@ -99,7 +99,7 @@ pub fn write_detail(out: &mut String, c: &Candidate) {
             let _ = writeln!(out, "   waiting at:");
             write_stack(out, &c.blocking_stack, "      ");
         }
-        Some(CandidateDetail::Timerfd(d)) => {
+        Detail::Timerfd { detail: d, .. } => {
             let _ = writeln!(
                 out,
                 "   open {} · created {} · closed {} during the trace · {:.1}/s",
@@ -143,14 +143,14 @@ pub fn write_detail(out: &mut String, c: &Candidate) {
                 write_stack(out, &c.blocking_stack, "      ");
             }
         }
-        Some(CandidateDetail::Goroutines(_) | CandidateDetail::GoTimers(_)) | None => {}
+        _ => {}
     }
     match &c.creation_stack {
         Some(stack) => {
             let _ = writeln!(out, "   created at:");
             write_stack(out, stack, "      ");
         }
-        None if c.detail.is_some() && !matches!(c.detail, Some(CandidateDetail::Epoll(_))) => {
+        None if matches!(c.detail, Detail::ThreadLeak(_) | Detail::Timerfd { .. }) => {
             let _ = writeln!(
                 out,
                 "   created before tracing started: creation stack unknown"
