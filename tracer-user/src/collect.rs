@@ -1025,6 +1025,7 @@ impl Collector<'_> {
         let counters = self.model.counters;
         let stuck = self
             .model
+            .futex
             .blocked
             .iter()
             .filter(|t| self.model.blocked_for(t, monotonic_ns()).0 >= self.settings.min_blocked_ns)

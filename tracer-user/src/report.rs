@@ -136,7 +136,7 @@ impl Report {
                 + counters.epoll_stats_full,
             target_exited,
             min_blocked_ns,
-            waits_seen: model.waits_seen,
+            waits_seen: model.futex.waits_seen,
             counters,
             tracer,
             candidates: analysis

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::{innermost_own_function, BlockedButHealthy, Detail, Finding, Percentiles};
+use super::{
+    innermost_own_function, BlockedButHealthy, Context, Detail, Finding, Findings, Percentiles,
+};
 use crate::model::epoll::{EpollWaiter, SetStats, WatchedFd};
 use crate::model::{new_histogram, record, BlockedSince, Frame, Model};
 use crate::report::human_ns;
@@ -33,7 +35,18 @@ pub struct EpollDetail {
     pub events_during_trace: u64,
 }
 
-pub fn candidates(
+/// Event loops nobody can wake; the loops that wait but are healthy (idle ones, the Go
+/// runtime's poller) with why.
+pub fn detect(model: &Model, cx: &Context) -> Findings {
+    let (candidates, healthy) = candidates(model, cx.end_ns, cx.min_blocked_ns);
+    Findings {
+        candidates,
+        healthy,
+        overview: (),
+    }
+}
+
+fn candidates(
     model: &Model,
     end_ns: u64,
     min_blocked_ns: u64,

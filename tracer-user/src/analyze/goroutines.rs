@@ -20,7 +20,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use serde::Serialize;
 
-use crate::analyze::{Detail, Finding, Percentiles};
+use crate::analyze::{Context, Detail, Finding, Findings, Percentiles};
 use crate::model::goroutines::{place_of, CountAt, Goroutine, GoroutineModel, GroupKey};
 use crate::model::{new_histogram, record, Frame};
 use crate::report::human_ns;
@@ -119,7 +119,17 @@ pub struct GoroutineOverview {
     pub other_groups: Vec<GoroutineGroup>,
 }
 
-pub fn analyze(
+/// Goroutine-leak candidates, and the overview (None: not a Go target, or no snapshot read).
+pub fn detect(model: &GoroutineModel, cx: &Context) -> Findings<Option<GoroutineOverview>> {
+    let (candidates, overview) = analyze(model, cx.started_ns, cx.min_blocked_ns);
+    Findings {
+        candidates,
+        healthy: Vec::new(),
+        overview,
+    }
+}
+
+pub(super) fn analyze(
     model: &GoroutineModel,
     trace_started_ns: u64,
     min_blocked_ns: u64,

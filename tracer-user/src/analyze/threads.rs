@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use super::{innermost_own_function, Detail, Finding, Percentiles};
+use super::{innermost_own_function, Context, Detail, Finding, Findings, Percentiles};
 use crate::model::threads::UNKNOWN_SITE;
 use crate::model::{new_histogram, record, Frame, Model};
 use crate::report::human_ns;
@@ -55,9 +55,18 @@ pub struct ThreadGroup {
     pub members: Vec<GroupMember>,
 }
 
-/// Thread-leak candidates, and the tids of all their members (so that the same threads are not
-/// listed again as unrelated futex waits).
-pub fn candidates(model: &Model, end_ns: u64) -> (Vec<Finding>, BTreeSet<u32>) {
+/// Thread-leak candidates; the overview holds the tids of all their members (the candidates
+/// list only some), so that the same threads are not listed again as unrelated futex waits.
+pub fn detect(model: &Model, cx: &Context) -> Findings<BTreeSet<u32>> {
+    let (candidates, members) = candidates(model, cx.end_ns);
+    Findings {
+        candidates,
+        healthy: Vec::new(),
+        overview: members,
+    }
+}
+
+fn candidates(model: &Model, end_ns: u64) -> (Vec<Finding>, BTreeSet<u32>) {
     let threads = &model.threads;
     let trace_s =
         (end_ns.saturating_sub(model.started_ns.unwrap_or(end_ns)) as f64 / 1e9).max(1e-3);

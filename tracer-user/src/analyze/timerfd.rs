@@ -3,7 +3,7 @@
 //! them open (fd leak).
 use serde::Serialize;
 
-use super::{innermost_own_function, Detail, Finding, Percentiles};
+use super::{innermost_own_function, Context, Detail, Finding, Findings, Percentiles};
 use crate::model::timerfd::{Timer, TimerSite};
 use crate::model::{new_histogram, record, Model};
 use crate::report::human_ns;
@@ -104,7 +104,15 @@ fn ends_like(timers: &[&Timer], idle: &Timer) -> bool {
     like * 2 > timers.len()
 }
 
-pub fn candidates(model: &Model, end_ns: u64, min_blocked_ns: u64) -> Vec<Finding> {
+/// timerfd candidates (N5, N6).
+pub fn detect(model: &Model, cx: &Context) -> Findings {
+    Findings {
+        candidates: candidates(model, cx.end_ns, cx.min_blocked_ns),
+        ..Findings::default()
+    }
+}
+
+fn candidates(model: &Model, end_ns: u64, min_blocked_ns: u64) -> Vec<Finding> {
     let t = &model.timerfds;
     let started = model.started_ns.unwrap_or(end_ns);
     let mut out = Vec::new();

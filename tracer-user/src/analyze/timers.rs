@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::analyze::goroutines::GoroutineGroup;
-use crate::analyze::{Detail, Finding, FindingKind, Percentiles};
+use crate::analyze::{Context, Detail, Finding, FindingKind, Findings, Percentiles};
 use crate::model::goroutines::CountAt;
 use crate::model::timers::{GoTimer, Lifecycle, TimerGroupKey, TimerKind, TimerModel};
 use crate::model::Frame;
@@ -109,23 +109,39 @@ pub struct GoTimerOverview {
     pub other_groups: Vec<GoTimerGroup>,
 }
 
-/// Timer candidates and the overview; goroutine candidates that are AfterFunc callbacks (T4)
-/// are taken out of `goroutine_candidates` and returned as timer candidates.
-pub fn analyze(
-    model: &TimerModel,
+/// Pending-timer candidates (T1-T3) and the overview (None: no timer snapshot was read).
+pub fn detect(model: &TimerModel, cx: &Context) -> Findings<Option<GoTimerOverview>> {
+    let (candidates, overview) = pending(model, cx.started_ns);
+    Findings {
+        candidates,
+        healthy: Vec::new(),
+        overview,
+    }
+}
+
+/// Cross-kind step (T4): the goroutine findings that are AfterFunc callbacks (goroutines
+/// started by `time.goFunc` that stay parked) leave `goroutine_candidates` and become timer
+/// findings, ahead of the pending timers' own in `timer_candidates`.
+pub fn take_callbacks(
     goroutine_candidates: &mut Vec<Finding>,
-    trace_started_ns: u64,
-) -> (Vec<Finding>, Option<GoTimerOverview>) {
-    let mut candidates = Vec::new();
+    timer_candidates: &mut Vec<Finding>,
+    model: &TimerModel,
+) {
+    let mut callbacks = Vec::new();
     let mut kept = Vec::with_capacity(goroutine_candidates.len());
     for candidate in goroutine_candidates.drain(..) {
         if is_timer_callback(&candidate) {
-            candidates.push(callback_candidate(candidate, model));
+            callbacks.push(callback_candidate(candidate, model));
             continue;
         }
         kept.push(candidate);
     }
     *goroutine_candidates = kept;
+    timer_candidates.splice(0..0, callbacks);
+}
+
+fn pending(model: &TimerModel, trace_started_ns: u64) -> (Vec<Finding>, Option<GoTimerOverview>) {
+    let mut candidates = Vec::new();
     if model.snapshots == 0 {
         return (candidates, None);
     }
@@ -526,6 +542,17 @@ mod tests {
 
     const S: u64 = 1_000_000_000;
     const HOUR: u64 = 3600 * S;
+
+    /// The timer detector after the callback step, as [`super::super::analyze`] runs them.
+    fn analyze(
+        model: &TimerModel,
+        goroutine_candidates: &mut Vec<Finding>,
+        trace_started_ns: u64,
+    ) -> (Vec<Finding>, Option<GoTimerOverview>) {
+        let (mut candidates, overview) = pending(model, trace_started_ns);
+        take_callbacks(goroutine_candidates, &mut candidates, model);
+        (candidates, overview)
+    }
 
     fn traced(snapshots: &[Vec<GoTimer>], go_1_23: bool) -> TimerModel {
         let mut model = TimerModel {
