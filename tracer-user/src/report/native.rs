@@ -3,7 +3,8 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use super::{human_ns, write_stack};
+use super::human_ns;
+use super::text::write_stack;
 use crate::analyze::{Detail, Finding};
 use crate::model::{KernelCounters, Model};
 
