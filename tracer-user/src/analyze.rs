@@ -15,6 +15,7 @@ pub mod finding;
 pub mod fingerprint;
 pub mod futex;
 pub mod goroutines;
+pub mod native_io;
 pub mod threads;
 pub mod timerfd;
 pub mod timers;
@@ -28,7 +29,7 @@ pub use deadlock::CycleEdge;
 pub use finding::{Detail, Finding, FindingKind};
 pub use futex::{StuckThread, WaitSiteSummary};
 
-use crate::model::{Frame, Model};
+use crate::model::{Frame, KernelCounters, Model};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Percentiles {
@@ -77,6 +78,12 @@ pub struct Analysis {
     pub goroutines: Option<goroutines::GoroutineOverview>,
     /// Go targets: pending runtime timers by kind and the groups that are not candidates.
     pub go_timers: Option<timers::GoTimerOverview>,
+    /// Threads, epoll sets and timerfds seen during the trace.
+    pub native_io: native_io::NativeSummary,
+    /// Futex waits seen completing.
+    pub waits_seen: u64,
+    /// The kernel side's counters at the end (what was seen and what was lost).
+    pub counters: KernelCounters,
 }
 
 /// What every detector is given besides its part of the model.
@@ -181,6 +188,9 @@ pub fn analyze(model: &Model, now_ns: u64, min_blocked_ns: u64, max_sites: usize
         blocked_but_healthy,
         goroutines: goroutines.overview,
         go_timers: go_timers.overview,
+        native_io: native_io::NativeSummary::of(model),
+        waits_seen: model.futex.waits_seen,
+        counters: model.counters,
     }
 }
 

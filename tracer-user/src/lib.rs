@@ -17,4 +17,5 @@ pub mod replay;
 pub mod report;
 pub mod symbolize;
 pub mod target;
+pub mod units;
 pub mod unwind;

@@ -468,7 +468,7 @@ mod tests {
     use crate::agent::status::transition;
     use crate::analyze::threads::ThreadGroup;
     use crate::analyze::{Analysis, Finding, Percentiles};
-    use crate::model::{Frame, Model};
+    use crate::model::Frame;
     use crate::report::{TargetInfo, TracerInfo};
 
     fn frame(function: &str) -> Frame {
@@ -526,8 +526,10 @@ mod tests {
                 blocked_but_healthy: Vec::new(),
                 goroutines: None,
                 go_timers: None,
+                native_io: Default::default(),
+                waits_seen: 0,
+                counters: Default::default(),
             },
-            &Model::new(),
             1_000_000_000,
             false,
             1_000_000_000,

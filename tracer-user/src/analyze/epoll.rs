@@ -10,7 +10,7 @@ use super::{
 };
 use crate::model::epoll::{EpollWaiter, SetStats, WatchedFd};
 use crate::model::{new_histogram, record, BlockedSince, Frame, Model};
-use crate::report::human_ns;
+use crate::units::human_ns;
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct EpollLoop {

@@ -255,8 +255,8 @@ pub(super) fn wait_candidate(model: &Model, cx: &Context, threads: Vec<StuckThre
     reasons.push(format!(
         "{} thread(s) blocked in futex wait for {} or more (threshold {})",
         threads.len(),
-        crate::report::human_ns(threads.iter().map(|t| t.blocked_ns).min().unwrap_or(0)),
-        crate::report::human_ns(min_blocked_ns)
+        crate::units::human_ns(threads.iter().map(|t| t.blocked_ns).min().unwrap_or(0)),
+        crate::units::human_ns(min_blocked_ns)
     ));
     if wakes == 0 {
         score += SCORE_NEVER_WOKEN;
@@ -276,7 +276,7 @@ pub(super) fn wait_candidate(model: &Model, cx: &Context, threads: Vec<StuckThre
         score += SCORE_WHOLE_TRACE;
         reasons.push(format!(
             "already blocked when tracing started and for all of it ({})",
-            crate::report::human_ns(trace_ns)
+            crate::units::human_ns(trace_ns)
         ));
     }
     if threads.len() > 1 {

@@ -23,7 +23,7 @@ use serde::Serialize;
 use crate::analyze::{Context, Detail, Finding, Findings, Percentiles};
 use crate::model::goroutines::{place_of, CountAt, Goroutine, GoroutineModel, GroupKey};
 use crate::model::{new_histogram, record, Frame};
-use crate::report::human_ns;
+use crate::units::human_ns;
 
 /// Wait reasons that nothing can ever end.
 const NEVER_WAKES: &[&str] = &[

@@ -7,7 +7,7 @@ use serde::Serialize;
 use super::{innermost_own_function, Context, Detail, Finding, Findings, Percentiles};
 use crate::model::threads::UNKNOWN_SITE;
 use crate::model::{new_histogram, record, Frame, Model};
-use crate::report::human_ns;
+use crate::units::human_ns;
 
 /// A group must have gained at least this many threads during the trace to be a leak.
 pub const MIN_GROWTH: u64 = 3;

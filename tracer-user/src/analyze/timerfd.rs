@@ -6,7 +6,7 @@ use serde::Serialize;
 use super::{innermost_own_function, Context, Detail, Finding, Findings, Percentiles};
 use crate::model::timerfd::{Timer, TimerSite};
 use crate::model::{new_histogram, record, Model};
-use crate::report::human_ns;
+use crate::units::human_ns;
 
 /// A site must have this many more timerfds open at the end than it closed to be an fd leak.
 pub const MIN_LEAKED: u64 = 5;

@@ -22,7 +22,7 @@ use crate::model::goroutines::CountAt;
 use crate::model::timers::{GoTimer, Lifecycle, TimerGroupKey, TimerKind, TimerModel};
 use crate::model::Frame;
 use crate::model::{new_histogram, record};
-use crate::report::human_ns;
+use crate::units::human_ns;
 
 const SCORE_PENDING: f64 = 30.0;
 const SCORE_GREW: f64 = 40.0;

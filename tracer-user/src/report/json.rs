@@ -2,9 +2,9 @@
 //! JSON is a contract: later versions add fields, never remove or rename them).
 use serde::{Deserialize, Serialize};
 
-use super::{goroutines, ignore, native};
+use super::{goroutines, ignore};
 use crate::analyze::{Analysis, Finding};
-use crate::model::{KernelCounters, Model};
+use crate::model::KernelCounters;
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct TargetInfo {
@@ -70,7 +70,7 @@ pub struct Report {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub go_timers: Option<crate::analyze::timers::GoTimerOverview>,
     /// Threads, epoll sets and timerfds seen during the trace.
-    pub native_io: native::NativeSummary,
+    pub native_io: crate::analyze::native_io::NativeSummary,
     /// Set by the agent: fingerprints of the candidates of the target's previous interval that
     /// are gone in this one.
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -109,12 +109,11 @@ impl Report {
         target: TargetInfo,
         tracer: TracerInfo,
         analysis: Analysis,
-        model: &Model,
         duration_ns: u64,
         target_exited: bool,
         min_blocked_ns: u64,
     ) -> Self {
-        let counters = model.counters;
+        let counters = analysis.counters;
         Report {
             target,
             duration_ns,
@@ -125,7 +124,7 @@ impl Report {
                 + counters.epoll_stats_full,
             target_exited,
             min_blocked_ns,
-            waits_seen: model.futex.waits_seen,
+            waits_seen: analysis.waits_seen,
             counters,
             tracer,
             candidates: analysis
@@ -142,7 +141,7 @@ impl Report {
             blocked_but_healthy: analysis.blocked_but_healthy,
             goroutines: analysis.goroutines,
             go_timers: analysis.go_timers,
-            native_io: native::NativeSummary::of(model),
+            native_io: analysis.native_io,
             resolved: Vec::new(),
             goroutine_snapshot: None,
         }
