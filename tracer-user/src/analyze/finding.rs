@@ -144,9 +144,11 @@ impl Finding {
 }
 
 /// The JSON shape of a finding, as it was when every kind shared one struct: the JSON is a
-/// contract (README "JSON report"), so every kind still prints `wakes_during_trace` (wakes,
-/// epoll events or timerfd expirations read, by kind; 0 where the kind counts none) and an
-/// empty `threads`, and the detail as one key named after its kind's old detail variant.
+/// contract (`report/json.rs`: fields are added, never removed or renamed; `tests/replay.rs`
+/// holds it byte for byte), so every kind still prints `wakes_during_trace` (futex wakes, epoll
+/// events or timerfd expirations read, by kind; 0 where the kind counts none) and `threads`
+/// (empty but for futex waits and deadlocks), and its detail as one key named after the old
+/// detail variant (`thread_group`, `epoll`, `timerfd`, `goroutines`, `go_timers`).
 #[derive(Serialize)]
 struct Wire<'a> {
     kind: FindingKind,
