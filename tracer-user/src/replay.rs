@@ -364,7 +364,7 @@ mod tests {
     fn goroutine(goid: u64) -> Goroutine {
         Goroutine {
             goid,
-            status: "waiting".into(),
+            status: crate::model::goroutines::GoStatus::Waiting,
             wait_reason: Some("chan receive".into()),
             go_statement: Arc::new(frame("main.main")),
             start_function: Some("main.worker".into()),

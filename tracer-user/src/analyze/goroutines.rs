@@ -279,9 +279,10 @@ impl Judge<'_> {
     /// goroutine's verdict rather than being stuck by itself.
     fn waits_for_busy_child(&self, goroutine: &Goroutine) -> bool {
         self.children.get(&goroutine.goid).is_some_and(|children| {
-            children
-                .iter()
-                .any(|c| c.status != "waiting" || self.parked_for(c) < self.min_blocked_ns)
+            children.iter().any(|c| {
+                c.status != crate::model::goroutines::GoStatus::Waiting
+                    || self.parked_for(c) < self.min_blocked_ns
+            })
         })
     }
 
@@ -972,7 +973,7 @@ mod tests {
         let spinner = |id: u64, on_cpu: bool| {
             let mut g = goroutine(id, "main.handle", &["main.spin"], "");
             g.wait_reason = None;
-            g.status = "running".into();
+            g.status = crate::model::goroutines::GoStatus::Running;
             g.start_function = Some("main.spin".into());
             if on_cpu {
                 g.stack = Default::default();
@@ -1065,7 +1066,7 @@ mod tests {
             for client in 1..=40u64 {
                 let mut request =
                     goroutine(1000 * round + client, "main.client", &["main.request"], "");
-                request.status = "running".into();
+                request.status = crate::model::goroutines::GoStatus::Running;
                 request.wait_reason = None;
                 request.parent_goid = Some(client);
                 all.push(request);
