@@ -492,11 +492,13 @@ mod tests {
                 blocked_in: Vec::new(),
                 members: Vec::new(),
             }),
-            FindingKind::FutexWait => Detail::FutexWait {
-                threads: Vec::new(),
-                wakes: 0,
-            },
-            other => unimplemented!("no test finding of kind {other:?}"),
+            _ => {
+                assert_eq!(kind, FindingKind::FutexWait, "no test finding of this kind");
+                Detail::FutexWait {
+                    threads: Vec::new(),
+                    wakes: 0,
+                }
+            }
         };
         Finding {
             count,
