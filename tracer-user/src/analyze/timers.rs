@@ -147,8 +147,11 @@ fn pending(model: &TimerModel, trace_started_ns: u64) -> (Vec<Finding>, Option<G
     }
     let now = model.last_snapshot_ns;
     let trace_ns = now.saturating_sub(trace_started_ns);
-    let trace_s = (trace_ns as f64 / 1e9).max(1e-3);
-    let far_ns = FAR_NS.max(trace_ns);
+    let span = Span {
+        now,
+        trace_s: (trace_ns as f64 / 1e9).max(1e-3),
+        far_ns: FAR_NS.max(trace_ns),
+    };
     let mut by_kind: BTreeMap<&'static str, KindTotals> = BTreeMap::new();
     let mut members: BTreeMap<&TimerGroupKey, Vec<&GoTimer>> = BTreeMap::new();
     for timer in &model.latest {
@@ -167,8 +170,7 @@ fn pending(model: &TimerModel, trace_started_ns: u64) -> (Vec<Finding>, Option<G
         if timers.is_empty() {
             continue;
         }
-        let (group, score, reasons, missing) =
-            describe(model, key, history, life, timers, now, trace_s, far_ns);
+        let (group, score, reasons, missing) = describe(model, key, history, life, timers, span);
         let not_candidate = match key.kind {
             TimerKind::Sleep => Some("sleep timers belong to sleeping goroutines (see the goroutines)".to_string()),
             TimerKind::Other => Some("the runtime's own timers (network deadlines, ...)".to_string()),
@@ -248,20 +250,30 @@ fn starter(model: &TimerModel, timers: &[&GoTimer]) -> (String, Option<Vec<Frame
     )
 }
 
-#[allow(
-    clippy::too_many_arguments,
-    reason = "one group's facts; the finding types of issue 14 will carry them"
-)]
+/// The trace's times a timer group is judged against.
+#[derive(Clone, Copy)]
+struct Span {
+    /// The last timer snapshot (CLOCK_MONOTONIC ns).
+    now: u64,
+    /// The trace's length in seconds (at least 1 ms), for growth rates.
+    trace_s: f64,
+    /// Deadlines at least this far (ns) count as far: [`FAR_NS`], or the trace if longer.
+    far_ns: u64,
+}
+
 fn describe(
     model: &TimerModel,
     key: &TimerGroupKey,
     history: &[CountAt],
     lifecycle: Lifecycle,
     timers: &[&GoTimer],
-    now: u64,
-    trace_s: f64,
-    far_ns: u64,
+    span: Span,
 ) -> (GoTimerGroup, f64, Vec<String>, Vec<String>) {
+    let Span {
+        now,
+        trace_s,
+        far_ns,
+    } = span;
     let count = timers.len();
     let count_at_start = match history.first() {
         Some(first) if Some(first.at_ns) == model.first_snapshot_ns => first.count,
@@ -588,6 +600,46 @@ mod tests {
         let overview = overview.unwrap();
         assert_eq!(overview.by_kind["AfterFunc"].pending, 150);
         assert_eq!(overview.pending_max, 150);
+    }
+
+    /// No recording holds a Go timer finding: its JSON keys (those of every kind, the JSON
+    /// contract) are held here.
+    #[test]
+    fn a_timer_finding_keeps_the_shared_json_keys() {
+        let model = traced(&growing(|a| after_func(a, HOUR, "main.handle.func1")), true);
+        let (candidates, _) = analyze(&model, &mut Vec::new(), S);
+        let json = serde_json::to_value(&candidates[0]).unwrap();
+        // serde_json's map is sorted by key.
+        let keys: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str())
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "blocked_ns",
+                "blocking_stack",
+                "count",
+                "creation_stack",
+                "go_timers",
+                "grew",
+                "kind",
+                "reasons",
+                "score",
+                "summary",
+                "threads",
+                "wakes_during_trace"
+            ]
+        );
+        assert_eq!(json["kind"], "go_timer");
+        assert_eq!(json["wakes_during_trace"], 0);
+        assert_eq!(json["threads"], serde_json::json!([]));
+        assert_eq!(
+            json["go_timers"]["callback"],
+            "main.handle.func1 (fixture.c:1)"
+        );
     }
 
     #[test]
