@@ -1,70 +1,35 @@
-//! From the model to leak candidates: pure, deterministic, explained.
+//! From the model to leak findings: pure, deterministic, explained.
 //!
-//! A candidate is a group of threads stuck at the same place (or in one wait-for cycle) for at
-//! least the threshold. Healthy activity (waits that completed) never becomes a candidate; it is
-//! summarised per futex word instead.
+//! Each kind has a detector, `detect(model or its part, &Context) -> Findings`, in its own
+//! module (futex, deadlock, threads, epoll, timerfd, goroutines, timers). What one kind's
+//! verdict changes in another's is a named step below ([`analyze`] runs them in order): chains
+//! of waits, folding futex groups into the thread leak they belong to, and Go timers taking the
+//! goroutine groups that are AfterFunc callbacks. Healthy activity never becomes a candidate;
+//! it is summarised (completed futex waits per word, groups that are not candidates) or listed
+//! with the reason (`blocked_but_healthy`).
 pub mod ancestry;
 pub mod chains;
+pub mod deadlock;
 pub mod epoll;
+pub mod finding;
 pub mod fingerprint;
+pub mod futex;
 pub mod goroutines;
+pub mod native_io;
 pub mod threads;
 pub mod timerfd;
 pub mod timers;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
-use crate::model::{new_histogram, record, BlockedThread, Frame, Model, OTHER_SITE};
+pub use deadlock::CycleEdge;
+pub use finding::{Detail, Finding, FindingKind};
+pub use futex::{StuckThread, WaitSiteSummary};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CandidateKind {
-    /// Threads waiting for each other's locks: none can ever proceed.
-    Deadlock,
-    /// Threads blocked in a futex wait for at least the threshold.
-    FutexWait,
-    /// Goroutines of a Go program that stay parked (or loop) and pile up.
-    GoroutineLeak,
-    /// Threads created at one site that keep growing in number while blocked (N3).
-    ThreadLeak,
-    /// Event loops in epoll_wait that nothing can wake (N4).
-    EpollWait,
-    /// timerfds never armed, never firing, fired but unread, or leaked (N5, N6).
-    Timerfd,
-    /// Go runtime timers never stopped, tickers nobody reads, AfterFunc callbacks that never
-    /// finish (T1-T4).
-    GoTimer,
-}
-
-impl CandidateKind {
-    /// The kind's JSON name (`goroutine_leak`, ...), for the formats that print it as text.
-    pub fn name(self) -> &'static str {
-        match self {
-            CandidateKind::Deadlock => "deadlock",
-            CandidateKind::FutexWait => "futex_wait",
-            CandidateKind::GoroutineLeak => "goroutine_leak",
-            CandidateKind::ThreadLeak => "thread_leak",
-            CandidateKind::EpollWait => "epoll_wait",
-            CandidateKind::Timerfd => "timerfd",
-            CandidateKind::GoTimer => "go_timer",
-        }
-    }
-}
-
-/// Kind-specific details of a candidate; serialized flattened, as one key named after the
-/// variant (`thread_group`, `epoll`, `timerfd`).
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CandidateDetail {
-    ThreadGroup(threads::ThreadGroup),
-    Epoll(epoll::EpollDetail),
-    Timerfd(timerfd::TimerfdDetail),
-    Goroutines(goroutines::GoroutineGroup),
-    GoTimers(timers::GoTimerGroup),
-}
+use crate::model::{Frame, KernelCounters, Model};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Percentiles {
@@ -92,80 +57,6 @@ impl Percentiles {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct StuckThread {
-    pub tid: u32,
-    pub name: String,
-    #[serde(with = "crate::model::hex_addr")]
-    pub futex_addr: u64,
-    pub futex_op: &'static str,
-    pub blocked_ns: u64,
-    pub blocked_at_least: bool,
-    pub has_timeout: bool,
-    pub owner_tid: Option<u32>,
-    /// The thread whose exit this one waits for (pthread_join).
-    pub joining_tid: Option<u32>,
-    pub blocking_stack: Vec<Frame>,
-    pub kernel_stack: Vec<String>,
-    /// When this thread waits for another (join, lock owner) that is stuck: the chain of waits,
-    /// first link from this thread.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub waits_on: Vec<chains::WaitLink>,
-    /// ... and the stuck thread at its end, with the candidate that explains it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub stuck_behind: Option<chains::StuckTarget>,
-}
-
-/// One edge of a wait-for cycle: `tid` waits for the lock at `waits_for`, held by `held_by`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct CycleEdge {
-    pub tid: u32,
-    #[serde(with = "crate::model::hex_addr")]
-    pub waits_for: u64,
-    pub held_by: u32,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Candidate {
-    pub kind: CandidateKind,
-    pub count: usize,
-    pub summary: String,
-    pub score: f64,
-    /// Why it scored as it did, most important first.
-    pub reasons: Vec<String>,
-    pub blocking_stack: Vec<Frame>,
-    /// Where the threads were created; unknown for threads whose creation was not traced.
-    pub creation_stack: Option<Vec<Frame>>,
-    pub blocked_ns: Percentiles,
-    pub wakes_during_trace: u64,
-    pub threads: Vec<StuckThread>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub cycle: Vec<CycleEdge>,
-    /// For goroutines: the wait reason, as the Go runtime names it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub wait_reason: Option<String>,
-    /// Whether the group grew during the trace (where growth is tracked).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub grew: Option<bool>,
-    #[serde(flatten, skip_serializing_if = "Option::is_none")]
-    pub detail: Option<CandidateDetail>,
-}
-
-/// Completed waits on one futex word: healthy activity, for context.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct WaitSiteSummary {
-    /// The futex word, or "other" for the sites folded together past the site limit.
-    pub futex_addr: String,
-    pub futex_op: &'static str,
-    pub waits: u64,
-    pub timeouts: u64,
-    pub total_ns: u64,
-    pub wait_ns: Percentiles,
-    /// The stacks of the longest wait that was long enough to have its stacks taken.
-    pub longest_wait_stack: Option<Vec<Frame>>,
-    pub longest_wait_kernel_stack: Option<Vec<String>>,
-}
-
 /// A thread blocked past the threshold that is not a leak candidate, and why: shown, not dropped.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct BlockedButHealthy {
@@ -180,119 +71,165 @@ pub struct BlockedButHealthy {
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Analysis {
-    pub candidates: Vec<Candidate>,
+    pub candidates: Vec<Finding>,
     pub wait_sites: Vec<WaitSiteSummary>,
     pub blocked_but_healthy: Vec<BlockedButHealthy>,
     /// Go targets: the goroutine count over the trace and the groups that are not candidates.
     pub goroutines: Option<goroutines::GoroutineOverview>,
     /// Go targets: pending runtime timers by kind and the groups that are not candidates.
     pub go_timers: Option<timers::GoTimerOverview>,
+    /// Threads, epoll sets and timerfds seen during the trace.
+    pub native_io: native_io::NativeSummary,
+    /// Futex waits seen completing.
+    pub waits_seen: u64,
+    /// The kernel side's counters at the end (what was seen and what was lost).
+    pub counters: KernelCounters,
 }
 
-impl StuckThread {
-    /// The other thread that has to act for this wait to end, if the wait names one.
-    fn waits_for_thread(&self) -> Option<u32> {
-        self.owner_tid.or(self.joining_tid)
-    }
+/// What every detector is given besides its part of the model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Context {
+    /// The end of the observation: the target's exit, or now (CLOCK_MONOTONIC ns).
+    pub end_ns: u64,
+    /// When tracing started (`end_ns` if it never did).
+    pub started_ns: u64,
+    /// A wait is stuck from this long (ns).
+    pub min_blocked_ns: u64,
+    /// Completed-wait sites listed (futex words, most total time first).
+    pub max_sites: usize,
 }
 
-/// Score components (documented in the report's reasons).
-const SCORE_DEADLOCK: f64 = 100.0;
-const SCORE_BLOCKED: f64 = 50.0;
-const SCORE_NEVER_WOKEN: f64 = 20.0;
-const SCORE_NO_TIMEOUT: f64 = 10.0;
-const SCORE_WHOLE_TRACE: f64 = 10.0;
-const SCORE_PER_EXTRA_THREAD: f64 = 2.0;
-const SCORE_MAX_EXTRA_THREADS: f64 = 20.0;
+/// What a detector found: its candidates (unsorted; [`analyze`] orders them all), the
+/// threads blocked past the threshold that it judged healthy (with why), and what its kind
+/// reports besides (`()` for kinds with nothing more).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Findings<O = ()> {
+    pub candidates: Vec<Finding>,
+    pub healthy: Vec<BlockedButHealthy>,
+    pub overview: O,
+}
 
+/// Runs every detector, then the cross-kind steps in this order, then orders the candidates
+/// worst first (score, then longest blocked).
 pub fn analyze(model: &Model, now_ns: u64, min_blocked_ns: u64, max_sites: usize) -> Analysis {
     let end_ns = model.end_ns(now_ns);
-    let stuck: Vec<StuckThread> = model
-        .blocked
-        .iter()
-        .filter_map(|thread| {
-            let (blocked_ns, at_least) = model.blocked_for(thread, end_ns);
-            (blocked_ns >= min_blocked_ns).then(|| stuck_thread(thread, blocked_ns, at_least))
-        })
-        .collect();
+    let cx = Context {
+        end_ns,
+        started_ns: model.started_ns.unwrap_or(end_ns),
+        min_blocked_ns,
+        max_sites,
+    };
+    let deadlocks = deadlock::detect(model, &cx);
+    let mut futex = futex::detect(model, &cx);
+    let mut thread_leaks = threads::detect(model, &cx);
+    let epoll = epoll::detect(model, &cx);
+    let timerfd = timerfd::detect(model, &cx);
+    let mut goroutines = goroutines::detect(&model.goroutines, &cx);
+    let mut go_timers = timers::detect(&model.go_timers, &cx);
 
-    let cycles = wait_for_cycles(&stuck);
-    let in_cycle: BTreeSet<u32> = cycles.iter().flatten().map(|edge| edge.tid).collect();
-
-    let mut candidates: Vec<Candidate> = cycles
-        .into_iter()
-        .map(|cycle| deadlock_candidate(model, &stuck, cycle))
-        .collect();
-
-    // Threads outside cycles, grouped by where they block (same code path = same addresses).
-    // A join waits for another thread: it takes that thread's verdict, once all are known.
-    let mut groups: BTreeMap<Vec<u64>, Vec<StuckThread>> = BTreeMap::new();
-    let mut blocked_but_healthy = Vec::new();
-    let mut joiners = Vec::new();
-    let all_waiting: BTreeMap<u32, StuckThread> = stuck
-        .iter()
-        .filter(|t| t.waits_for_thread().is_some())
-        .map(|t| (t.tid, t.clone()))
-        .collect();
-    for thread in stuck.into_iter().filter(|t| !in_cycle.contains(&t.tid)) {
-        if thread.owner_tid.is_none() && thread.joining_tid.is_some() {
-            joiners.push(thread);
-            continue;
-        }
-        if is_go_scheduler_thread(&thread.blocking_stack) {
-            blocked_but_healthy.push(BlockedButHealthy {
-                tid: thread.tid,
-                name: thread.name,
-                blocked_ns: thread.blocked_ns,
-                why: "a Go runtime thread parked by the scheduler while it has nothing to run \
-                      (goroutines are analysed on their own)"
-                    .to_string(),
-                user_stack: thread.blocking_stack,
-            });
-            continue;
-        }
-        let key = thread.blocking_stack.iter().map(|f| f.addr).collect();
-        groups.entry(key).or_default().push(thread);
-    }
-    for threads in groups.into_values() {
-        match taking_turns(model, &threads) {
-            Some(why) => {
-                blocked_but_healthy.extend(threads.into_iter().map(|thread| BlockedButHealthy {
-                    tid: thread.tid,
-                    name: thread.name,
-                    blocked_ns: thread.blocked_ns,
-                    why: why.clone(),
-                    user_stack: thread.blocking_stack,
-                }))
-            }
-            None => candidates.push(wait_candidate(model, threads, end_ns, min_blocked_ns)),
-        }
-    }
-    let (mut thread_leaks, leaked_tids) = threads::candidates(model, end_ns);
-    let (epoll_candidates, idle_loops) = epoll::candidates(model, end_ns, min_blocked_ns);
-    let timerfd_candidates = timerfd::candidates(model, end_ns, min_blocked_ns);
-    let mut stuck_targets = chains::stuck_threads(
-        &candidates
-            .iter()
-            .chain(&thread_leaks)
-            .chain(&epoll_candidates)
-            .collect::<Vec<_>>(),
-        &leaked_tids,
+    chains_of_waits(
+        model,
+        &cx,
+        &mut futex,
+        &deadlocks,
+        &thread_leaks,
+        &epoll,
+        &timerfd,
     );
-    chains::add_timerfd_readers(&mut stuck_targets, &timerfd_candidates, model);
-    let waiting: BTreeMap<u32, &StuckThread> = all_waiting.iter().map(|(&k, v)| (k, v)).collect();
-    // A lock waiter is a candidate on its own evidence; when the owner is stuck, it says behind
-    // whom.
-    for candidate in candidates
-        .iter_mut()
-        .filter(|c| c.kind == CandidateKind::FutexWait)
-    {
+    fold_into_thread_leaks(
+        &mut futex.candidates,
+        &thread_leaks.overview,
+        &mut thread_leaks.candidates,
+    );
+    timers::take_callbacks(
+        &mut goroutines.candidates,
+        &mut go_timers.candidates,
+        &model.go_timers,
+    );
+
+    let mut candidates = Vec::new();
+    let mut blocked_but_healthy = Vec::new();
+    for findings in [
+        deadlocks,
+        Findings {
+            candidates: futex.candidates,
+            healthy: futex.healthy,
+            overview: (),
+        },
+        Findings {
+            candidates: thread_leaks.candidates,
+            healthy: thread_leaks.healthy,
+            overview: (),
+        },
+        epoll,
+        timerfd,
+        Findings {
+            candidates: goroutines.candidates,
+            healthy: goroutines.healthy,
+            overview: (),
+        },
+        Findings {
+            candidates: go_timers.candidates,
+            healthy: go_timers.healthy,
+            overview: (),
+        },
+    ] {
+        candidates.extend(findings.candidates);
+        blocked_but_healthy.extend(findings.healthy);
+    }
+    candidates.sort_by(|a, b| {
+        b.score
+            .total_cmp(&a.score)
+            .then(b.blocked_ns.max.cmp(&a.blocked_ns.max))
+    });
+    Analysis {
+        candidates,
+        wait_sites: futex.overview.wait_sites,
+        blocked_but_healthy,
+        goroutines: goroutines.overview,
+        go_timers: go_timers.overview,
+        native_io: native_io::NativeSummary::of(model),
+        waits_seen: model.futex.waits_seen,
+        counters: model.counters,
+    }
+}
+
+/// Chains of waits (cross-kind step): a thread waiting for another (lock owner, joined thread)
+/// that some candidate holds is stuck behind it, whatever that candidate's kind. A lock waiter
+/// is a candidate on its own evidence, and says behind whom; a joiner takes the joined thread's
+/// verdict: a futex candidate when it is stuck, healthy when not.
+fn chains_of_waits(
+    model: &Model,
+    cx: &Context,
+    futex: &mut Findings<futex::FutexOverview>,
+    deadlocks: &Findings,
+    thread_leaks: &Findings<BTreeSet<u32>>,
+    epoll: &Findings,
+    timerfd: &Findings,
+) {
+    let mut stuck_targets = chains::stuck_threads(
+        &deadlocks
+            .candidates
+            .iter()
+            .chain(&futex.candidates)
+            .chain(&thread_leaks.candidates)
+            .chain(&epoll.candidates)
+            .collect::<Vec<_>>(),
+        &thread_leaks.overview,
+    );
+    chains::add_timerfd_readers(&mut stuck_targets, &timerfd.candidates, model);
+    let waiting: BTreeMap<u32, &StuckThread> = futex
+        .overview
+        .waiting
+        .iter()
+        .map(|(&k, v)| (k, v))
+        .collect();
+    for candidate in &mut futex.candidates {
+        let Detail::FutexWait { threads, .. } = &mut candidate.detail else {
+            continue;
+        };
         let mut chain_reason = None;
-        for thread in candidate
-            .threads
-            .iter_mut()
-            .filter(|t| t.owner_tid.is_some())
-        {
+        for thread in threads.iter_mut().filter(|t| t.owner_tid.is_some()) {
             if let Some(chains::Resolution::Stuck(links, target)) =
                 chains::resolve(thread, &waiting, &stuck_targets)
             {
@@ -312,7 +249,7 @@ pub fn analyze(model: &Model, now_ns: u64, min_blocked_ns: u64, max_sites: usize
         }
     }
     let mut chained: BTreeMap<Vec<u64>, Vec<StuckThread>> = BTreeMap::new();
-    for mut thread in joiners {
+    for mut thread in std::mem::take(&mut futex.overview.joiners) {
         match chains::resolve(&thread, &waiting, &stuck_targets) {
             Some(chains::Resolution::Stuck(links, target)) => {
                 thread.waits_on = links;
@@ -320,7 +257,7 @@ pub fn analyze(model: &Model, now_ns: u64, min_blocked_ns: u64, max_sites: usize
                 let key = thread.blocking_stack.iter().map(|f| f.addr).collect();
                 chained.entry(key).or_default().push(thread);
             }
-            _ => blocked_but_healthy.push(BlockedButHealthy {
+            _ => futex.healthy.push(BlockedButHealthy {
                 tid: thread.tid,
                 name: thread.name,
                 blocked_ns: thread.blocked_ns,
@@ -332,300 +269,11 @@ pub fn analyze(model: &Model, now_ns: u64, min_blocked_ns: u64, max_sites: usize
             }),
         }
     }
-    candidates.extend(
+    futex.candidates.extend(
         chained
             .into_values()
-            .map(|threads| wait_candidate(model, threads, end_ns, min_blocked_ns)),
+            .map(|threads| futex::wait_candidate(model, cx, threads)),
     );
-    fold_into_thread_leaks(&mut candidates, &leaked_tids, &mut thread_leaks);
-    candidates.extend(thread_leaks);
-    candidates.extend(epoll_candidates);
-    blocked_but_healthy.extend(idle_loops);
-    candidates.extend(timerfd_candidates);
-    let (mut goroutine_candidates, goroutines) = goroutines::analyze(
-        &model.goroutines,
-        model.started_ns.unwrap_or(end_ns),
-        min_blocked_ns,
-    );
-    let (timer_candidates, go_timers) = timers::analyze(
-        &model.go_timers,
-        &mut goroutine_candidates,
-        model.started_ns.unwrap_or(end_ns),
-    );
-    candidates.extend(goroutine_candidates);
-    candidates.extend(timer_candidates);
-    candidates.sort_by(|a, b| {
-        b.score
-            .total_cmp(&a.score)
-            .then(b.blocked_ns.max.cmp(&a.blocked_ns.max))
-    });
-
-    Analysis {
-        candidates,
-        wait_sites: wait_sites(model, max_sites),
-        blocked_but_healthy,
-        goroutines,
-        go_timers,
-    }
-}
-
-fn stuck_thread(thread: &BlockedThread, blocked_ns: u64, at_least: bool) -> StuckThread {
-    StuckThread {
-        tid: thread.tid,
-        name: thread.name.clone(),
-        futex_addr: thread.futex_addr,
-        futex_op: tracer_common::futex_op::name(thread.op),
-        blocked_ns,
-        blocked_at_least: at_least,
-        has_timeout: thread.has_timeout,
-        owner_tid: thread.owner_tid,
-        joining_tid: thread.joining_tid,
-        blocking_stack: thread.user_stack.clone(),
-        kernel_stack: thread.kernel_stack.clone(),
-        waits_on: Vec::new(),
-        stuck_behind: None,
-    }
-}
-
-/// Cycles in the graph "thread waits for a lock held by thread", each as its edges starting
-/// from the lowest tid (so the output does not depend on map order).
-fn wait_for_cycles(stuck: &[StuckThread]) -> Vec<Vec<CycleEdge>> {
-    let waits_for: HashMap<u32, (u64, u32)> = stuck
-        .iter()
-        .filter_map(|t| {
-            t.waits_for_thread()
-                .map(|other| (t.tid, (t.futex_addr, other)))
-        })
-        .collect();
-    let mut seen = BTreeSet::new();
-    let mut cycles = Vec::new();
-    let mut starts: Vec<u32> = waits_for.keys().copied().collect();
-    starts.sort_unstable();
-    for start in starts {
-        if seen.contains(&start) {
-            continue;
-        }
-        // Follow the chain until it ends, repeats, or reaches an already-explored thread.
-        let mut path: Vec<u32> = Vec::new();
-        let mut current = start;
-        while let Some(&(_, owner)) = waits_for.get(&current) {
-            if seen.contains(&current) {
-                break;
-            }
-            seen.insert(current);
-            path.push(current);
-            if let Some(pos) = path.iter().position(|&t| t == owner) {
-                let members = &path[pos..];
-                let lowest = members
-                    .iter()
-                    .enumerate()
-                    .min_by_key(|(_, t)| **t)
-                    .map(|(i, _)| i);
-                let mut edges: Vec<CycleEdge> = members
-                    .iter()
-                    .map(|&tid| {
-                        let (lock, held_by) = waits_for[&tid];
-                        CycleEdge {
-                            tid,
-                            waits_for: lock,
-                            held_by,
-                        }
-                    })
-                    .collect();
-                edges.rotate_left(lowest.unwrap_or(0));
-                cycles.push(edges);
-                break;
-            }
-            current = owner;
-        }
-    }
-    cycles
-}
-
-fn durations<'a>(threads: impl Iterator<Item = &'a StuckThread>) -> Percentiles {
-    let mut histogram = new_histogram(3);
-    let mut at_least = false;
-    let mut max = 0;
-    for thread in threads {
-        record(&mut histogram, thread.blocked_ns);
-        at_least |= thread.blocked_at_least;
-        max = max.max(thread.blocked_ns);
-    }
-    Percentiles::of(&histogram, max, at_least)
-}
-
-fn wakes_on(model: &Model, addrs: impl Iterator<Item = u64>) -> u64 {
-    addrs
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .filter_map(|addr| model.wakes.get(&addr))
-        .sum()
-}
-
-/// Why threads blocked on futex words that others were woken from during the trace are not
-/// stuck: the words are woken (counted on the watched words) and waits on them completed, so the
-/// condition is signalled or the lock handed on, and these threads wait their turn: an idle pool
-/// on its job condition, or a contended lock that moves. None when that was not seen: a word
-/// nobody wakes is the stuck case (catalogue N2), and a wait on a stuck owner is not served.
-fn taking_turns(model: &Model, threads: &[StuckThread]) -> Option<String> {
-    if threads.iter().any(|t| t.stuck_behind.is_some()) {
-        return None;
-    }
-    let words: BTreeSet<u64> = threads.iter().map(|t| t.futex_addr).collect();
-    let wakes = wakes_on(model, words.iter().copied());
-    let completed: u64 = words
-        .iter()
-        .filter_map(|addr| model.wait_sites.get(addr))
-        .map(|site| site.waits.saturating_sub(site.timeouts))
-        .sum();
-    if wakes > 0 && completed > 0 {
-        return Some(format!(
-            "waits its turn: the futex word it waits on was woken {wakes} time(s) during the \
-             trace and {completed} wait(s) on it completed (an idle pool on its job condition, \
-             or a lock that is handed on)"
-        ));
-    }
-    // Where the probes did not see it (between probe windows, or waits begun before the
-    // trace), the scans did: other threads' waits on the word ended while these stay.
-    let ended: u64 = words
-        .iter()
-        .filter_map(|addr| model.waits_ended_between_scans.get(addr))
-        .sum();
-    (ended > 0).then(|| {
-        format!(
-            "waits its turn: {ended} other wait(s) on the futex word it waits on were seen \
-             ending during the trace (woken, by the /proc scans: a thread out of the wait, or in \
-             a new one, at the next scan) while this one stays (an idle pool on its job \
-             condition, or a lock that is handed on)"
-        )
-    })
-}
-
-fn deadlock_candidate(model: &Model, stuck: &[StuckThread], cycle: Vec<CycleEdge>) -> Candidate {
-    let threads: Vec<StuckThread> = cycle
-        .iter()
-        .filter_map(|edge| stuck.iter().find(|t| t.tid == edge.tid).cloned())
-        .collect();
-    let description = cycle
-        .iter()
-        .map(|edge| {
-            format!(
-                "thread {} waits for {:#x} held by thread {}",
-                edge.tid, edge.waits_for, edge.held_by
-            )
-        })
-        .collect::<Vec<_>>()
-        .join("; ");
-    Candidate {
-        kind: CandidateKind::Deadlock,
-        count: threads.len(),
-        summary: format!("{} threads wait for each other's locks", threads.len()),
-        score: SCORE_DEADLOCK + threads.len() as f64,
-        reasons: vec![
-            format!("wait-for cycle: {description}"),
-            "who holds what is read from the futex words themselves (glibc mutex owner, PI futex word, joined thread id)".to_string(),
-        ],
-        blocking_stack: threads.first().map(|t| t.blocking_stack.clone()).unwrap_or_default(),
-        creation_stack: None,
-        blocked_ns: durations(threads.iter()),
-        wakes_during_trace: wakes_on(model, threads.iter().map(|t| t.futex_addr)),
-        threads,
-        cycle,
-        wait_reason: None,
-        grew: None,
-        detail: None,
-    }
-}
-
-fn wait_candidate(
-    model: &Model,
-    threads: Vec<StuckThread>,
-    end_ns: u64,
-    min_blocked_ns: u64,
-) -> Candidate {
-    let blocked = durations(threads.iter());
-    let wakes = wakes_on(model, threads.iter().map(|t| t.futex_addr));
-    let any_timeout = threads.iter().any(|t| t.has_timeout);
-    let trace_ns = end_ns.saturating_sub(model.started_ns.unwrap_or(end_ns));
-    // A lower bound from a later first look (a wait begun between probe windows) is not the
-    // whole trace.
-    let whole_trace = threads
-        .iter()
-        .all(|t| t.blocked_at_least && t.blocked_ns >= trace_ns);
-
-    let mut score = SCORE_BLOCKED;
-    let mut reasons = Vec::new();
-    if let Some(thread) = threads.iter().find(|t| t.owner_tid.is_none()) {
-        if let (Some(joined), Some(target)) = (thread.joining_tid, &thread.stuck_behind) {
-            reasons.push(format!(
-                "joining thread {joined}, which is stuck itself: {}",
-                chains::describe(&thread.waits_on, target)
-            ));
-        }
-    }
-    reasons.push(format!(
-        "{} thread(s) blocked in futex wait for {} or more (threshold {})",
-        threads.len(),
-        crate::report::human_ns(threads.iter().map(|t| t.blocked_ns).min().unwrap_or(0)),
-        crate::report::human_ns(min_blocked_ns)
-    ));
-    if wakes == 0 {
-        score += SCORE_NEVER_WOKEN;
-        reasons.push("nobody woke the futex word(s) they wait on during the trace".to_string());
-    } else {
-        reasons.push(format!(
-            "{wakes} wake(s) on their futex word(s) during the trace, yet they stay blocked"
-        ));
-    }
-    if any_timeout {
-        reasons.push("the wait has a timeout, so it ends by itself (lower score)".to_string());
-    } else {
-        score += SCORE_NO_TIMEOUT;
-        reasons.push("no timeout: only a wake can end the wait".to_string());
-    }
-    if whole_trace {
-        score += SCORE_WHOLE_TRACE;
-        reasons.push(format!(
-            "already blocked when tracing started and for all of it ({})",
-            crate::report::human_ns(trace_ns)
-        ));
-    }
-    if threads.len() > 1 {
-        score += (SCORE_PER_EXTRA_THREAD * (threads.len() - 1) as f64).min(SCORE_MAX_EXTRA_THREADS);
-        reasons.push(format!("{} threads stuck at the same place", threads.len()));
-    }
-    let site = threads
-        .first()
-        .map(|t| innermost_own_function(&t.blocking_stack))
-        .unwrap_or_else(|| "unknown".to_string());
-    Candidate {
-        kind: CandidateKind::FutexWait,
-        count: threads.len(),
-        summary: format!(
-            "{} thread(s) stuck in futex wait in {site}{}",
-            threads.len(),
-            threads
-                .first()
-                .filter(|t| t.stuck_behind.is_some() && t.owner_tid.is_none())
-                .and_then(|t| t.joining_tid)
-                .map(|joined| format!(", joining stuck thread {joined}"))
-                .unwrap_or_default()
-        ),
-        score,
-        reasons,
-        blocking_stack: threads
-            .first()
-            .map(|t| t.blocking_stack.clone())
-            .unwrap_or_default(),
-        creation_stack: None,
-        blocked_ns: blocked,
-        wakes_during_trace: wakes,
-        threads,
-        cycle: Vec::new(),
-        wait_reason: None,
-        grew: None,
-        detail: None,
-    }
 }
 
 /// Threads that belong to a leaking thread group are explained by it, so that each stuck thread
@@ -634,13 +282,13 @@ fn wait_candidate(
 /// seen counted as the leak's older members; another futex group made only of leak members
 /// goes; one that only partly is says so. Deadlocks stay: a cycle says more.
 fn fold_into_thread_leaks(
-    candidates: &mut Vec<Candidate>,
+    candidates: &mut Vec<Finding>,
     leaked: &BTreeSet<u32>,
-    leaks: &mut [Candidate],
+    leaks: &mut [Finding],
 ) {
-    let place = |c: &Candidate| c.blocking_stack.iter().map(|f| f.addr).collect::<Vec<_>>();
+    let place = |c: &Finding| c.blocking_stack.iter().map(|f| f.addr).collect::<Vec<_>>();
     candidates.retain_mut(|candidate| {
-        if candidate.kind != CandidateKind::FutexWait {
+        if candidate.kind() != FindingKind::FutexWait {
             return true;
         }
         let here = place(candidate);
@@ -649,7 +297,7 @@ fn fold_into_thread_leaks(
             .find(|leak| !here.is_empty() && place(leak) == here)
         {
             let older: Vec<(u32, String)> = candidate
-                .threads
+                .threads()
                 .iter()
                 .filter(|t| !leaked.contains(&t.tid))
                 .map(|t| (t.tid, t.name.clone()))
@@ -658,11 +306,11 @@ fn fold_into_thread_leaks(
             return false;
         }
         let in_leak = candidate
-            .threads
+            .threads()
             .iter()
             .filter(|t| leaked.contains(&t.tid))
             .count();
-        if in_leak == candidate.threads.len() {
+        if in_leak == candidate.threads().len() {
             return false;
         }
         if in_leak > 0 {
@@ -739,40 +387,27 @@ pub fn innermost_own_function(stack: &[Frame]) -> String {
         .unwrap_or_else(|| "unknown".to_string())
 }
 
-fn wait_sites(model: &Model, max_sites: usize) -> Vec<WaitSiteSummary> {
-    let mut sites: Vec<_> = model.wait_sites.values().collect();
-    sites.sort_by(|a, b| {
-        b.total_ns
-            .cmp(&a.total_ns)
-            .then(a.futex_addr.cmp(&b.futex_addr))
-    });
-    sites
-        .into_iter()
-        .take(max_sites)
-        .map(|site| WaitSiteSummary {
-            futex_addr: if site.futex_addr == OTHER_SITE {
-                "other".to_string()
-            } else {
-                format!("{:#x}", site.futex_addr)
-            },
-            futex_op: tracer_common::futex_op::name(site.op),
-            waits: site.waits,
-            timeouts: site.timeouts,
-            total_ns: site.total_ns,
-            wait_ns: Percentiles::of(&site.durations, site.max_ns, false),
-            longest_wait_stack: site.longest_stack.as_ref().map(|(_, s, _)| s.clone()),
-            longest_wait_kernel_stack: site.longest_stack.as_ref().map(|(_, _, k)| k.clone()),
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::model::tests::blocked;
-    use crate::model::{BlockedSince, Event};
+    use crate::model::{BlockedSince, BlockedThread, Event};
 
     const S: u64 = 1_000_000_000;
+
+    fn cycle(c: &Finding) -> &[CycleEdge] {
+        match &c.detail {
+            Detail::Deadlock { cycle, .. } => cycle,
+            _ => &[],
+        }
+    }
+
+    fn wakes(c: &Finding) -> u64 {
+        match &c.detail {
+            Detail::Deadlock { wakes, .. } | Detail::FutexWait { wakes, .. } => *wakes,
+            _ => 0,
+        }
+    }
 
     fn model_with(threads: Vec<BlockedThread>) -> Model {
         let mut model = Model::new();
@@ -793,10 +428,10 @@ mod tests {
         let analysis = analyze(&model_with(vec![b, a]), 13 * S, S, 10);
         assert_eq!(analysis.candidates.len(), 1);
         let deadlock = &analysis.candidates[0];
-        assert_eq!(deadlock.kind, CandidateKind::Deadlock);
+        assert_eq!(deadlock.kind(), FindingKind::Deadlock);
         assert_eq!(deadlock.count, 2);
         assert_eq!(
-            deadlock.cycle,
+            cycle(deadlock),
             vec![
                 CycleEdge {
                     tid: 101,
@@ -826,13 +461,16 @@ mod tests {
         let kinds: Vec<_> = analysis
             .candidates
             .iter()
-            .map(|c| (c.kind, c.count))
+            .map(|c| (c.kind(), c.count))
             .collect();
         assert_eq!(
             kinds,
-            vec![(CandidateKind::Deadlock, 2), (CandidateKind::FutexWait, 1)]
+            vec![(FindingKind::Deadlock, 2), (FindingKind::FutexWait, 1)]
         );
-        let members: Vec<u32> = analysis.candidates[0].cycle.iter().map(|e| e.tid).collect();
+        let members: Vec<u32> = cycle(&analysis.candidates[0])
+            .iter()
+            .map(|e| e.tid)
+            .collect();
         assert_eq!(members, vec![2, 3]);
     }
 
@@ -864,9 +502,9 @@ mod tests {
         let analysis = analyze(&model, 13 * S, S, 10);
         assert_eq!(analysis.candidates.len(), 1);
         let group = &analysis.candidates[0];
-        assert_eq!(group.kind, CandidateKind::FutexWait);
+        assert_eq!(group.kind(), FindingKind::FutexWait);
         assert_eq!(group.count, 3);
-        assert_eq!(group.wakes_during_trace, 0);
+        assert_eq!(wakes(group), 0);
         assert!(!group.blocked_ns.at_least);
         assert_eq!(group.blocked_ns.max, 3 * S);
         assert!(
@@ -892,10 +530,10 @@ mod tests {
         let order: Vec<&str> = analysis
             .candidates
             .iter()
-            .map(|c| c.threads[0].name.as_str())
+            .map(|c| c.threads()[0].name.as_str())
             .collect();
         assert_eq!(order, vec!["t1", "t2"]);
-        assert_eq!(analysis.candidates[1].wakes_during_trace, 3);
+        assert_eq!(wakes(&analysis.candidates[1]), 3);
     }
 
     #[test]
@@ -915,7 +553,7 @@ mod tests {
         let main = analysis
             .candidates
             .iter()
-            .find(|c| c.threads[0].tid == 1)
+            .find(|c| c.threads()[0].tid == 1)
             .unwrap();
         assert!(main.reasons[0].contains("joining thread 2"));
     }
@@ -943,7 +581,7 @@ mod tests {
         // Wholly leaked: reported with the leak only.
         fold_into_thread_leaks(&mut candidates, &BTreeSet::from([1, 2]), &mut []);
         assert_eq!(candidates.len(), 1);
-        assert_eq!(candidates[0].threads[0].tid, 3);
+        assert_eq!(candidates[0].threads()[0].tid, 3);
     }
 
     #[test]
@@ -974,7 +612,7 @@ mod tests {
         );
         let analysis = analyze(&model_with(vec![idle, stuck_in_cgo]), 13 * S, S, 10);
         assert_eq!(analysis.candidates.len(), 1);
-        assert_eq!(analysis.candidates[0].threads[0].tid, 6);
+        assert_eq!(analysis.candidates[0].threads()[0].tid, 6);
         assert!(analysis.blocked_but_healthy[0]
             .why
             .contains("Go runtime thread"));

@@ -252,7 +252,6 @@ fn report_of(
         traced.target,
         tracer(),
         analysis,
-        traced.model,
         traced.ended_ns.saturating_sub(traced.started_ns),
         traced.end == EndReason::TargetExited,
         traced.min_blocked_ns,

@@ -21,7 +21,7 @@ use self::decode::{Record, Undecodable};
 
 use crate::attach::{Detail, Group, Probes};
 use crate::goruntime::{self, GStatus, GoProcess, GoroutineState};
-use crate::model::goroutines::Goroutine;
+use crate::model::goroutines::{GoStatus, Goroutine};
 use crate::model::{BlockedSince, BlockedThread, Event, Frame, Model};
 use crate::procfs::{self, FutexWaitState, ProcessMemory};
 use crate::report::human_ns;
@@ -1025,6 +1025,7 @@ impl Collector<'_> {
         let counters = self.model.counters;
         let stuck = self
             .model
+            .futex
             .blocked
             .iter()
             .filter(|t| self.model.blocked_for(t, monotonic_ns()).0 >= self.settings.min_blocked_ns)
@@ -1074,16 +1075,16 @@ impl SharedFrames {
     /// A goroutine as the model sees it: its stack and `go` statement symbolized.
     fn goroutine(&mut self, symbolizer: &mut Symbolizer, g: GoroutineState) -> Goroutine {
         let status = match g.status {
-            GStatus::Waiting | GStatus::Leaked => "waiting",
+            GStatus::Waiting | GStatus::Leaked => GoStatus::Waiting,
             // On a CPU or ready for one: the same place for grouping, whichever it was caught in.
-            GStatus::Runnable | GStatus::Running | GStatus::Preempted => "running",
-            GStatus::Syscall => "syscall",
-            GStatus::CopyStack => "copystack",
-            _ => "other",
+            GStatus::Runnable | GStatus::Running | GStatus::Preempted => GoStatus::Running,
+            GStatus::Syscall => GoStatus::Syscall,
+            GStatus::CopyStack => GoStatus::Copystack,
+            _ => GoStatus::Other,
         };
         Goroutine {
             goid: g.goid,
-            status: status.to_string(),
+            status,
             wait_reason: g.wait_reason,
             go_statement: self.statement(symbolizer, g.gopc),
             start_function: self.function(symbolizer, g.startpc),

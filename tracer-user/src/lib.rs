@@ -18,4 +18,5 @@ pub mod replay;
 pub mod report;
 pub mod symbolize;
 pub mod target;
+pub mod units;
 pub mod unwind;

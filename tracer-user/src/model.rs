@@ -4,12 +4,13 @@
 //! an event with stacks already symbolized, so the model and the analysis can be tested with
 //! synthetic streams and a recorded stream can be analysed again later.
 pub mod epoll;
+pub mod futex;
 pub mod goroutines;
 pub mod threads;
 pub mod timerfd;
 pub mod timers;
 
-use std::collections::BTreeMap;
+pub use futex::BlockedThread;
 
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
@@ -72,26 +73,6 @@ pub enum BlockedSince {
     /// (its context switch counts have not moved): the true start is unknown and earlier. The
     /// same evidence as [`BlockedSince::BeforeTrace`], from a later first look.
     SeenAt(u64),
-}
-
-/// A thread found inside a futex wait.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct BlockedThread {
-    pub tid: u32,
-    pub name: String,
-    pub futex_addr: u64,
-    /// The futex command (`tracer_common::futex_op`).
-    pub op: u32,
-    pub since: BlockedSince,
-    pub has_timeout: bool,
-    /// The thread holding the lock this one waits for, where the lock records it (glibc
-    /// mutexes, PI futexes).
-    pub owner_tid: Option<u32>,
-    /// The thread whose exit this one waits for (pthread_join).
-    pub joining_tid: Option<u32>,
-    pub user_stack: Vec<Frame>,
-    /// Kernel functions, innermost first.
-    pub kernel_stack: Vec<String>,
 }
 
 /// What the edges observed, in time order.
@@ -208,28 +189,6 @@ pub struct KernelCounters {
     pub timerfd_reads: u64,
 }
 
-/// Completed waits on one futex word.
-#[derive(Clone, Debug)]
-pub struct WaitSite {
-    pub futex_addr: u64,
-    pub op: u32,
-    pub waits: u64,
-    pub total_ns: u64,
-    pub max_ns: u64,
-    pub timeouts: u64,
-    pub durations: Histogram<u64>,
-    /// The longest wait that had its stacks taken: duration, user and kernel stack.
-    pub longest_stack: Option<(u64, Vec<Frame>, Vec<String>)>,
-}
-
-/// Beyond this many distinct futex words, completed waits are folded into one "other" site so
-/// that a process churning through addresses cannot grow the collector without bound (each
-/// site's histogram is a few tens of KiB at most).
-pub const MAX_WAIT_SITES: usize = 1024;
-/// Significant figures of the per-site histograms: 1% resolution is plenty for a profile and
-/// keeps each histogram small.
-const SITE_PRECISION: u8 = 2;
-
 /// A histogram that grows to whatever range it is fed.
 pub fn new_histogram(significant_figures: u8) -> Histogram<u64> {
     Histogram::new(significant_figures).expect("1 to 5 significant figures is a valid precision")
@@ -243,24 +202,13 @@ pub fn record(histogram: &mut Histogram<u64>, value: u64) {
         histogram.saturating_record(value);
     }
 }
-/// The futex address used for the folded site.
-pub const OTHER_SITE: u64 = u64::MAX;
-
 #[derive(Clone, Debug, Default)]
 pub struct Model {
     pub started_ns: Option<u64>,
     pub last_seen_ns: u64,
     pub exited_ns: Option<u64>,
-    pub blocked: Vec<BlockedThread>,
-    pub blocked_at_ns: u64,
-    pub wakes: BTreeMap<u64, u64>,
-    /// Waits on each futex word seen ending by the /proc scans: a thread of one snapshot of
-    /// [`Event::Blocked`] that, alive, is out of that wait (or in a new one) at the next. The
-    /// state's evidence that a word is woken and its waits complete, where the probes were not
-    /// attached to see it (between probe windows, or waits begun before the trace).
-    pub waits_ended_between_scans: BTreeMap<u64, u64>,
-    pub wait_sites: BTreeMap<u64, WaitSite>,
-    pub waits_seen: u64,
+    /// Futex waits: blocked threads, completed waits per word, wakes (see [`futex`]).
+    pub futex: futex::FutexModel,
     pub counters: KernelCounters,
     pub goroutines: goroutines::GoroutineModel,
     pub threads: threads::Threads,
@@ -355,48 +303,25 @@ impl Model {
                 kernel_stack,
                 ..
             } => {
-                self.waits_seen += 1;
                 self.note_time(start_ns.saturating_add(*duration_ns));
-                let site = self.site_for(*futex_addr, *op);
-                site.waits += 1;
-                site.total_ns = site.total_ns.saturating_add(*duration_ns);
-                site.max_ns = site.max_ns.max(*duration_ns);
-                if *ret == -(libc::ETIMEDOUT as i64) {
-                    site.timeouts += 1;
-                }
-                record(&mut site.durations, *duration_ns);
-                if let Some(stack) = user_stack {
-                    let longer = site
-                        .longest_stack
-                        .as_ref()
-                        .is_none_or(|(longest, _, _)| duration_ns > longest);
-                    if longer {
-                        let kernel = kernel_stack.clone().unwrap_or_default();
-                        site.longest_stack = Some((*duration_ns, stack.clone(), kernel));
-                    }
-                }
+                self.futex.wait_done(
+                    *futex_addr,
+                    *op,
+                    *duration_ns,
+                    *ret,
+                    user_stack.as_ref(),
+                    kernel_stack.as_ref(),
+                );
             }
             Event::Blocked { at_ns, threads } => {
                 self.note_time(*at_ns);
-                for old in &self.blocked {
-                    let same_wait = threads.iter().any(|t| {
-                        t.tid == old.tid && t.since == old.since && t.futex_addr == old.futex_addr
-                    });
-                    if !same_wait && self.threads.alive.contains_key(&old.tid) {
-                        *self
-                            .waits_ended_between_scans
-                            .entry(old.futex_addr)
-                            .or_default() += 1;
-                    }
-                }
-                self.blocked_at_ns = *at_ns;
-                self.blocked = threads.clone();
+                let alive = &self.threads.alive;
+                self.futex
+                    .blocked(*at_ns, threads, |tid| alive.contains_key(&tid));
             }
             Event::Wakes {
                 futex_addr, wakes, ..
-            } => {
-                self.wakes.insert(*futex_addr, *wakes);
-            }
+            } => self.futex.wakes(*futex_addr, *wakes),
             Event::TargetExited { at_ns } => {
                 self.note_time(*at_ns);
                 self.exited_ns = Some(*at_ns);
@@ -453,26 +378,6 @@ impl Model {
         self.last_seen_ns = self.last_seen_ns.max(ns);
     }
 
-    fn site_for(&mut self, futex_addr: u64, op: u32) -> &mut WaitSite {
-        let key = if self.wait_sites.contains_key(&futex_addr)
-            || self.wait_sites.len() < MAX_WAIT_SITES
-        {
-            futex_addr
-        } else {
-            OTHER_SITE
-        };
-        self.wait_sites.entry(key).or_insert_with(|| WaitSite {
-            futex_addr: key,
-            op,
-            waits: 0,
-            total_ns: 0,
-            max_ns: 0,
-            timeouts: 0,
-            durations: new_histogram(SITE_PRECISION),
-            longest_stack: None,
-        })
-    }
-
     /// How long the thread has been blocked as of `now_ns`, and whether that is a lower bound.
     pub fn blocked_for(&self, thread: &BlockedThread, now_ns: u64) -> (u64, bool) {
         match thread.since {
@@ -493,6 +398,7 @@ impl Model {
 
 #[cfg(test)]
 pub mod tests {
+    use super::futex::{MAX_WAIT_SITES, OTHER_SITE};
     use super::*;
 
     pub fn frame(function: &str) -> Frame {
@@ -542,13 +448,13 @@ pub mod tests {
                 kernel_stack: None,
             });
         }
-        let site = &model.wait_sites[&0x1000];
+        let site = &model.futex.wait_sites[&0x1000];
         assert_eq!(site.waits, 4);
         assert_eq!(site.timeouts, 1);
         assert_eq!(site.total_ns, 5_000_060);
         assert_eq!(site.max_ns, 5_000_000);
         assert_eq!(site.longest_stack.as_ref().unwrap().0, 5_000_000);
-        assert_eq!(model.waits_seen, 4);
+        assert_eq!(model.futex.waits_seen, 4);
     }
 
     #[test]
@@ -566,8 +472,8 @@ pub mod tests {
                 kernel_stack: None,
             });
         }
-        assert_eq!(model.wait_sites.len(), MAX_WAIT_SITES + 1);
-        assert_eq!(model.wait_sites[&OTHER_SITE].waits, 10);
+        assert_eq!(model.futex.wait_sites.len(), MAX_WAIT_SITES + 1);
+        assert_eq!(model.futex.wait_sites[&OTHER_SITE].waits, 10);
     }
 
     #[test]
@@ -598,17 +504,17 @@ pub mod tests {
                 blocked(2, 0x10, BlockedSince::SeenAt(2), &[]),
             ],
         });
-        assert_eq!(model.waits_ended_between_scans.get(&0x10), Some(&1));
-        assert_eq!(model.waits_ended_between_scans.get(&0x20), Some(&1));
+        assert_eq!(model.futex.waits_ended_between_scans.get(&0x10), Some(&1));
+        assert_eq!(model.futex.waits_ended_between_scans.get(&0x20), Some(&1));
         // A thread that exited did not see its wait end.
         model.apply(&Event::Thread(ThreadEvent::Exited { at_ns: 3, tid: 1 }));
         model.apply(&Event::Blocked {
             at_ns: 3,
             threads: vec![blocked(2, 0x10, BlockedSince::SeenAt(2), &[])],
         });
-        assert_eq!(model.waits_ended_between_scans.get(&0x10), Some(&1));
+        assert_eq!(model.futex.waits_ended_between_scans.get(&0x10), Some(&1));
         assert_eq!(
-            model.blocked_for(&model.blocked[0], 10),
+            model.blocked_for(&model.futex.blocked[0], 10),
             (8, true),
             "a later first look is a lower bound too"
         );
@@ -626,12 +532,15 @@ pub mod tests {
             at_ns: 3_000,
             threads: vec![blocked(2, 0x20, BlockedSince::Exact(2_500), &["b"])],
         });
-        assert_eq!(model.blocked.len(), 1);
-        assert_eq!(model.blocked[0].tid, 2);
+        assert_eq!(model.futex.blocked.len(), 1);
+        assert_eq!(model.futex.blocked[0].tid, 2);
         model.apply(&Event::TargetExited { at_ns: 4_000 });
         let end = model.end_ns(9_999);
         assert_eq!(end, 4_000);
-        assert_eq!(model.blocked_for(&model.blocked[0], end), (1_500, false));
+        assert_eq!(
+            model.blocked_for(&model.futex.blocked[0], end),
+            (1_500, false)
+        );
         let before = blocked(3, 0x30, BlockedSince::BeforeTrace, &[]);
         assert_eq!(model.blocked_for(&before, end), (3_000, true));
     }

@@ -364,7 +364,7 @@ mod tests {
     fn goroutine(goid: u64) -> Goroutine {
         Goroutine {
             goid,
-            status: "waiting".into(),
+            status: crate::model::goroutines::GoStatus::Waiting,
             wait_reason: Some("chan receive".into()),
             go_statement: Arc::new(frame("main.main")),
             start_function: Some("main.worker".into()),
@@ -420,7 +420,7 @@ mod tests {
         let replay = read_bytes(&bytes).unwrap();
         assert_eq!(replay.trailer.events, 4);
         assert_eq!(replay.header.target.comm, "fixture");
-        assert_eq!(replay.model.blocked, live.blocked);
+        assert_eq!(replay.model.futex.blocked, live.futex.blocked);
         assert_eq!(replay.model.started_ns, Some(1_000));
         assert_eq!(replay.model.last_seen_ns, 4_000);
         assert_eq!(replay.model.goroutines.snapshots, 2);

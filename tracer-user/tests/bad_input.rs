@@ -563,7 +563,6 @@ proptest! {
             TargetInfo { pid: 1, comm: "fuzz".into(), exe: "/fuzz".into(), container: None },
             TracerInfo::default(),
             analysis,
-            &model,
             now.saturating_sub(started),
             false,
             min_blocked,

@@ -20,7 +20,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use super::status::{Group, Status, Tracked};
-use crate::analyze::{innermost_own_function, CandidateDetail, CandidateKind};
+use crate::analyze::{innermost_own_function, Detail, FindingKind};
 use crate::report::Report;
 
 /// Candidate groups published per target; the rest go to `leaktrace_candidate_overflow`.
@@ -30,14 +30,14 @@ pub const MAX_GROUPS: usize = 20;
 pub const MAX_LABEL_CHARS: usize = 120;
 
 /// Every kind, so that `leaktrace_leak_candidates{kind=...}` has a series (0) for each.
-pub const KINDS: [CandidateKind; 7] = [
-    CandidateKind::Deadlock,
-    CandidateKind::FutexWait,
-    CandidateKind::ThreadLeak,
-    CandidateKind::EpollWait,
-    CandidateKind::Timerfd,
-    CandidateKind::GoroutineLeak,
-    CandidateKind::GoTimer,
+pub const KINDS: [FindingKind; 7] = [
+    FindingKind::Deadlock,
+    FindingKind::FutexWait,
+    FindingKind::ThreadLeak,
+    FindingKind::EpollWait,
+    FindingKind::Timerfd,
+    FindingKind::GoroutineLeak,
+    FindingKind::GoTimer,
 ];
 
 /// One watched target's series.
@@ -106,11 +106,11 @@ pub fn groups_of(report: &Report) -> Vec<Group> {
             };
             let mut blocking_function = own(&c.blocking_stack);
             let mut creation_function = c.creation_stack.as_deref().map(own).unwrap_or_default();
-            let mut wait_reason = c.wait_reason.clone().unwrap_or_default();
+            let mut wait_reason = c.wait_reason().unwrap_or_default().to_string();
             let growth_per_second = match &c.detail {
-                Some(CandidateDetail::ThreadGroup(g)) => g.growth_per_s,
-                Some(CandidateDetail::Timerfd(t)) => t.growth_per_s,
-                Some(CandidateDetail::Goroutines(g)) => {
+                Detail::ThreadLeak(g) => g.growth_per_s,
+                Detail::Timerfd { detail: t, .. } => t.growth_per_s,
+                Detail::GoroutineLeak { group: g, .. } => {
                     creation_function = function_of(&g.created_at);
                     blocking_function = function_of(&g.sits_at);
                     if wait_reason.is_empty() {
@@ -118,7 +118,7 @@ pub fn groups_of(report: &Report) -> Vec<Group> {
                     }
                     g.growth_per_s
                 }
-                Some(CandidateDetail::GoTimers(t)) => {
+                Detail::GoTimer { group: t, .. } => {
                     blocking_function = function_of(&t.callback);
                     creation_function = t
                         .starter_stack
@@ -128,11 +128,11 @@ pub fn groups_of(report: &Report) -> Vec<Group> {
                         .unwrap_or_default();
                     t.growth_per_s
                 }
-                Some(CandidateDetail::Epoll(_)) | None => 0.0,
+                Detail::EpollWait(_) | Detail::Deadlock { .. } | Detail::FutexWait { .. } => 0.0,
             };
             Group {
                 fingerprint: c.fingerprint.clone(),
-                kind: c.kind.name(),
+                kind: c.kind().name(),
                 wait_reason: truncate(wait_reason),
                 blocking_function: truncate(blocking_function),
                 creation_function: truncate(creation_function),
@@ -153,7 +153,7 @@ pub fn interval_series(report: &Report, tracked: &[Tracked], threads: u64) -> In
         .iter()
         .filter(|c| c.suppressed_by.is_none())
     {
-        *candidates.entry(c.kind.name()).or_default() += 1;
+        *candidates.entry(c.kind().name()).or_default() += 1;
     }
     let mut groups = tracked.to_vec();
     groups.sort_by(|a, b| {
@@ -466,8 +466,9 @@ impl Collector for Exposition {
 mod tests {
     use super::*;
     use crate::agent::status::transition;
-    use crate::analyze::{Analysis, Candidate, Percentiles};
-    use crate::model::{Frame, Model};
+    use crate::analyze::threads::ThreadGroup;
+    use crate::analyze::{Analysis, Finding, Percentiles};
+    use crate::model::Frame;
     use crate::report::{TargetInfo, TracerInfo};
 
     fn frame(function: &str) -> Frame {
@@ -477,9 +478,29 @@ mod tests {
         }
     }
 
-    fn candidate(kind: CandidateKind, blocking: &str, count: usize, score: f64) -> Candidate {
-        Candidate {
-            kind,
+    /// A finding of `kind` (thread leak or futex wait) with an empty detail.
+    fn candidate(kind: FindingKind, blocking: &str, count: usize, score: f64) -> Finding {
+        let detail = match kind {
+            FindingKind::ThreadLeak => Detail::ThreadLeak(ThreadGroup {
+                creation_known: true,
+                alive: 0,
+                created_during_trace: 0,
+                exited_during_trace: 0,
+                growth_per_s: 0.0,
+                grew: false,
+                existed_before_trace: 0,
+                blocked_in: Vec::new(),
+                members: Vec::new(),
+            }),
+            _ => {
+                assert_eq!(kind, FindingKind::FutexWait, "no test finding of this kind");
+                Detail::FutexWait {
+                    threads: Vec::new(),
+                    wakes: 0,
+                }
+            }
+        };
+        Finding {
             count,
             summary: String::new(),
             score,
@@ -487,16 +508,12 @@ mod tests {
             blocking_stack: vec![frame("__futex_abstimed_wait_common"), frame(blocking)],
             creation_stack: Some(vec![frame("pthread_create"), frame("spawn_task")]),
             blocked_ns: Percentiles::default(),
-            wakes_during_trace: 0,
-            threads: Vec::new(),
-            cycle: Vec::new(),
-            wait_reason: None,
             grew: None,
-            detail: None,
+            detail,
         }
     }
 
-    fn report(candidates: Vec<Candidate>) -> Report {
+    fn report(candidates: Vec<Finding>) -> Report {
         Report::new(
             TargetInfo {
                 pid: 42,
@@ -511,8 +528,10 @@ mod tests {
                 blocked_but_healthy: Vec::new(),
                 goroutines: None,
                 go_timers: None,
+                native_io: Default::default(),
+                waits_seen: 0,
+                counters: Default::default(),
             },
-            &Model::new(),
             1_000_000_000,
             false,
             1_000_000_000,
@@ -553,7 +572,7 @@ mod tests {
     #[test]
     fn the_exposition_has_the_agreed_names_labels_and_every_kind() {
         let r = report(vec![candidate(
-            CandidateKind::ThreadLeak,
+            FindingKind::ThreadLeak,
             "wait_for_reply",
             30,
             90.0,
@@ -611,7 +630,7 @@ mod tests {
         let candidates = (0..25)
             .map(|i| {
                 candidate(
-                    CandidateKind::FutexWait,
+                    FindingKind::FutexWait,
                     &format!("wait_{i}"),
                     2,
                     f64::from(i),
@@ -645,13 +664,13 @@ mod tests {
     fn function_labels_are_cut_and_escaped() {
         let long = format!("ns::Tmpl<\"q\">::{}", "é".repeat(300));
         let text = exposition(&report(vec![candidate(
-            CandidateKind::FutexWait,
+            FindingKind::FutexWait,
             &long,
             1,
             50.0,
         )]));
         let groups = groups_of(&report(vec![candidate(
-            CandidateKind::FutexWait,
+            FindingKind::FutexWait,
             &long,
             1,
             50.0,
@@ -667,8 +686,8 @@ mod tests {
     #[test]
     fn suppressed_candidates_are_left_out() {
         let mut r = report(vec![
-            candidate(CandidateKind::FutexWait, "wait_a", 1, 50.0),
-            candidate(CandidateKind::FutexWait, "wait_b", 1, 50.0),
+            candidate(FindingKind::FutexWait, "wait_a", 1, 50.0),
+            candidate(FindingKind::FutexWait, "wait_b", 1, 50.0),
         ]);
         r.candidates[1].suppressed_by = Some(crate::report::ignore::Suppression {
             rule: "function wait_b".into(),

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use super::{Candidate, CandidateDetail, CandidateKind, StuckThread};
+use super::{Detail, Finding, FindingKind, StuckThread};
 use crate::model::Model;
 
 /// How a thread waits for another.
@@ -30,7 +30,7 @@ pub struct WaitLink {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct StuckTarget {
     pub tid: u32,
-    pub kind: CandidateKind,
+    pub kind: FindingKind,
     pub summary: String,
 }
 
@@ -46,20 +46,20 @@ pub enum Resolution {
 /// deadlocks, epoll loops, thread leaks). `leaked` are all members of the thread-leak
 /// candidates, which list only some of theirs.
 pub fn stuck_threads(
-    candidates: &[&Candidate],
+    candidates: &[&Finding],
     leaked: &BTreeSet<u32>,
 ) -> BTreeMap<u32, StuckTarget> {
     let mut stuck = BTreeMap::new();
-    let target = |tid: u32, c: &Candidate| StuckTarget {
+    let target = |tid: u32, c: &Finding| StuckTarget {
         tid,
-        kind: c.kind,
+        kind: c.kind(),
         summary: c.summary.clone(),
     };
     for candidate in candidates {
-        let mut tids: Vec<u32> = candidate.threads.iter().map(|t| t.tid).collect();
+        let mut tids: Vec<u32> = candidate.threads().iter().map(|t| t.tid).collect();
         match &candidate.detail {
-            Some(CandidateDetail::Epoll(e)) => tids.extend(e.loops.iter().map(|l| l.tid)),
-            Some(CandidateDetail::ThreadGroup(g)) => tids.extend(g.members.iter().map(|m| m.tid)),
+            Detail::EpollWait(e) => tids.extend(e.loops.iter().map(|l| l.tid)),
+            Detail::ThreadLeak(g) => tids.extend(g.members.iter().map(|m| m.tid)),
             _ => {}
         }
         for tid in tids {
@@ -68,7 +68,7 @@ pub fn stuck_threads(
     }
     if let Some(leak) = candidates
         .iter()
-        .find(|c| c.kind == CandidateKind::ThreadLeak)
+        .find(|c| c.kind() == FindingKind::ThreadLeak)
     {
         for &tid in leaked {
             stuck.entry(tid).or_insert_with(|| target(tid, leak));
@@ -82,11 +82,11 @@ pub fn stuck_threads(
 /// From the last thread snapshot (/proc/PID/task/TID/syscall: `read`, first argument the fd).
 pub fn add_timerfd_readers(
     stuck: &mut BTreeMap<u32, StuckTarget>,
-    timerfd_candidates: &[Candidate],
+    timerfd_candidates: &[Finding],
     model: &Model,
 ) {
     for candidate in timerfd_candidates {
-        let Some(CandidateDetail::Timerfd(detail)) = &candidate.detail else {
+        let Detail::Timerfd { detail, .. } = &candidate.detail else {
             continue;
         };
         for thread in &model.threads.snapshot {
@@ -98,7 +98,7 @@ pub fn add_timerfd_readers(
             if reads_it {
                 stuck.entry(thread.tid).or_insert_with(|| StuckTarget {
                     tid: thread.tid,
-                    kind: candidate.kind,
+                    kind: candidate.kind(),
                     summary: format!(
                         "blocked in read on timerfd {}: {}",
                         thread.args[0], candidate.summary
@@ -200,7 +200,7 @@ mod tests {
         let waiting = BTreeMap::from([(1, &one), (2, &two)]);
         let target = StuckTarget {
             tid: 3,
-            kind: CandidateKind::EpollWait,
+            kind: FindingKind::EpollWait,
             summary: "event loop never woken".to_string(),
         };
         let stuck = BTreeMap::from([(3, target.clone())]);

@@ -6,12 +6,11 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::{
-    innermost_own_function, BlockedButHealthy, Candidate, CandidateDetail, CandidateKind,
-    Percentiles,
+    innermost_own_function, BlockedButHealthy, Context, Detail, Finding, Findings, Percentiles,
 };
 use crate::model::epoll::{EpollWaiter, SetStats, WatchedFd};
 use crate::model::{new_histogram, record, BlockedSince, Frame, Model};
-use crate::report::human_ns;
+use crate::units::human_ns;
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct EpollLoop {
@@ -36,11 +35,22 @@ pub struct EpollDetail {
     pub events_during_trace: u64,
 }
 
-pub fn candidates(
+/// Event loops nobody can wake; the loops that wait but are healthy (idle ones, the Go
+/// runtime's poller) with why.
+pub fn detect(model: &Model, cx: &Context) -> Findings {
+    let (candidates, healthy) = candidates(model, cx.end_ns, cx.min_blocked_ns);
+    Findings {
+        candidates,
+        healthy,
+        overview: (),
+    }
+}
+
+fn candidates(
     model: &Model,
     end_ns: u64,
     min_blocked_ns: u64,
-) -> (Vec<Candidate>, Vec<BlockedButHealthy>) {
+) -> (Vec<Finding>, Vec<BlockedButHealthy>) {
     let mut groups: BTreeMap<Vec<u64>, Vec<(EpollLoop, &EpollWaiter)>> = BTreeMap::new();
     let mut healthy = Vec::new();
     for waiter in &model.epoll.waiters {
@@ -123,7 +133,7 @@ pub fn candidates(
     (candidates, healthy)
 }
 
-fn candidate(model: &Model, members: Vec<(EpollLoop, &EpollWaiter)>, trace_ns: u64) -> Candidate {
+fn candidate(model: &Model, members: Vec<(EpollLoop, &EpollWaiter)>, trace_ns: u64) -> Finding {
     let (first, waiter) = &members[0];
     let mut score = 50.0;
     let mut reasons = Vec::new();
@@ -204,8 +214,7 @@ fn candidate(model: &Model, members: Vec<(EpollLoop, &EpollWaiter)>, trace_ns: u
     }
     let site = innermost_own_function(&waiter.user_stack);
     let set = model.epoll.sets.get(&first.epfd);
-    Candidate {
-        kind: CandidateKind::EpollWait,
+    Finding {
         count: members.len(),
         summary: format!(
             "{} event loop(s) in {} {} in {site} (epoll fd {}, {} fd(s): {})",
@@ -232,18 +241,14 @@ fn candidate(model: &Model, members: Vec<(EpollLoop, &EpollWaiter)>, trace_ns: u
         blocking_stack: waiter.user_stack.clone(),
         creation_stack: None,
         blocked_ns: Percentiles::of(&histogram, max, at_least),
-        wakes_during_trace: events,
-        threads: Vec::new(),
-        cycle: Vec::new(),
-        wait_reason: None,
         grew: None,
-        detail: Some(CandidateDetail::Epoll(EpollDetail {
+        detail: Detail::EpollWait(EpollDetail {
             set_creation_stack: set
                 .map(|s| s.creation_stack.clone())
                 .filter(|s| !s.is_empty()),
             events_during_trace: events,
             loops: members.into_iter().map(|(l, _)| l).collect(),
-        })),
+        }),
     }
 }
 
@@ -267,7 +272,7 @@ mod tests {
         }
     }
 
-    fn run(fds: Vec<WatchedFd>) -> (Vec<Candidate>, Vec<BlockedButHealthy>) {
+    fn run(fds: Vec<WatchedFd>) -> (Vec<Finding>, Vec<BlockedButHealthy>) {
         run_with(
             fds,
             None,
@@ -279,7 +284,7 @@ mod tests {
         fds: Vec<WatchedFd>,
         timeout_ns: Option<u64>,
         user_stack: Vec<Frame>,
-    ) -> (Vec<Candidate>, Vec<BlockedButHealthy>) {
+    ) -> (Vec<Finding>, Vec<BlockedButHealthy>) {
         let mut model = Model::new();
         model.apply(&Event::TraceStarted { at_ns: 0 });
         model.apply(&Event::Epoll(EpollEvent::Waiting {
@@ -302,7 +307,7 @@ mod tests {
     fn dead_end_and_empty_sets_are_candidates_and_listening_loops_are_not() {
         let (dead, _) = run(vec![fd("pipe", true, false)]);
         assert_eq!(dead.len(), 1);
-        assert_eq!(dead[0].kind, CandidateKind::EpollWait);
+        assert_eq!(dead[0].kind(), crate::analyze::FindingKind::EpollWait);
         assert!(dead[0].summary.contains("run_event_loop"));
         let (empty, _) = run(vec![]);
         assert!(empty[0].score > dead[0].score);

@@ -7,20 +7,20 @@
 //! ids or times, so the same leak has the same fingerprint across runs, restarts of the target
 //! and ASLR. FNV is used instead of `std`'s hasher because that one may change between Rust
 //! releases, and fingerprints are stored.
-use crate::analyze::{Candidate, CandidateDetail, CandidateKind};
+use crate::analyze::{Detail, Finding, FindingKind};
 use crate::model::Frame;
 
 /// Named frames of a stack that make up its site, innermost first.
 const SITE_FRAMES: usize = 8;
 
 /// The fingerprint of a candidate (see the module doc for the shape).
-pub fn of(candidate: &Candidate) -> String {
-    let kind = candidate.kind.name();
+pub fn of(candidate: &Finding) -> String {
+    let kind = candidate.kind().name();
     match &candidate.detail {
-        Some(CandidateDetail::Goroutines(group)) => {
+        Detail::GoroutineLeak { group, .. } => {
             goroutine_group(&group.created_at, &group.sits_at, &group.state)
         }
-        Some(CandidateDetail::GoTimers(group)) => fingerprint(
+        Detail::GoTimer { group, .. } => fingerprint(
             kind,
             &[
                 &format!("{:?}", group.kind),
@@ -35,7 +35,7 @@ pub fn of(candidate: &Candidate) -> String {
                 .map(stack_site)
                 .unwrap_or_default();
             let blocking = stack_site(&candidate.blocking_stack);
-            let reason = candidate.wait_reason.as_deref().unwrap_or("");
+            let reason = candidate.wait_reason().unwrap_or("");
             fingerprint(kind, &[&creation, &blocking, reason])
         }
     }
@@ -45,7 +45,7 @@ pub fn of(candidate: &Candidate) -> String {
 /// when it becomes (or stops being) a candidate. Arguments as in `GoroutineGroup`.
 pub fn goroutine_group(created_at: &str, sits_at: &str, state: &str) -> String {
     fingerprint(
-        CandidateKind::GoroutineLeak.name(),
+        FindingKind::GoroutineLeak.name(),
         &[created_at, sits_at, state],
     )
 }

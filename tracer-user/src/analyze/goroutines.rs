@@ -20,10 +20,10 @@ use std::collections::{BTreeSet, HashMap};
 
 use serde::Serialize;
 
-use crate::analyze::{Candidate, CandidateDetail, CandidateKind, Percentiles};
+use crate::analyze::{Context, Detail, Finding, Findings, Percentiles};
 use crate::model::goroutines::{place_of, CountAt, Goroutine, GoroutineModel, GroupKey};
 use crate::model::{new_histogram, record, Frame};
-use crate::report::human_ns;
+use crate::units::human_ns;
 
 /// Wait reasons that nothing can ever end.
 const NEVER_WAKES: &[&str] = &[
@@ -119,11 +119,21 @@ pub struct GoroutineOverview {
     pub other_groups: Vec<GoroutineGroup>,
 }
 
-pub fn analyze(
+/// Goroutine-leak candidates, and the overview (None: not a Go target, or no snapshot read).
+pub fn detect(model: &GoroutineModel, cx: &Context) -> Findings<Option<GoroutineOverview>> {
+    let (candidates, overview) = analyze(model, cx.started_ns, cx.min_blocked_ns);
+    Findings {
+        candidates,
+        healthy: Vec::new(),
+        overview,
+    }
+}
+
+pub(super) fn analyze(
     model: &GoroutineModel,
     trace_started_ns: u64,
     min_blocked_ns: u64,
-) -> (Vec<Candidate>, Option<GoroutineOverview>) {
+) -> (Vec<Finding>, Option<GoroutineOverview>) {
     if model.snapshots == 0 {
         return (Vec::new(), None);
     }
@@ -269,9 +279,10 @@ impl Judge<'_> {
     /// goroutine's verdict rather than being stuck by itself.
     fn waits_for_busy_child(&self, goroutine: &Goroutine) -> bool {
         self.children.get(&goroutine.goid).is_some_and(|children| {
-            children
-                .iter()
-                .any(|c| c.status != "waiting" || self.parked_for(c) < self.min_blocked_ns)
+            children.iter().any(|c| {
+                c.status != crate::model::goroutines::GoStatus::Waiting
+                    || self.parked_for(c) < self.min_blocked_ns
+            })
         })
     }
 
@@ -571,7 +582,7 @@ fn candidate(
     members: &[&Goroutine],
     evidence: Evidence,
     now: u64,
-) -> Candidate {
+) -> Finding {
     // How long each has sat where it is now.
     let mut blocked = new_histogram(2);
     let mut max = 0;
@@ -649,8 +660,7 @@ fn candidate(
                 .join(", ")
         ));
     }
-    Candidate {
-        kind: CandidateKind::GoroutineLeak,
+    Finding {
         count: group.count,
         summary: format!(
             "{} goroutine(s) {} at {}, created at {}",
@@ -661,12 +671,8 @@ fn candidate(
         blocking_stack: representative.stack.to_vec(),
         creation_stack: Some(creation_stack),
         blocked_ns: Percentiles::of(&blocked, max, at_least),
-        wakes_during_trace: 0,
-        threads: Vec::new(),
-        cycle: Vec::new(),
-        wait_reason,
         grew: Some(evidence.grew),
-        detail: Some(CandidateDetail::Goroutines(group)),
+        detail: Detail::GoroutineLeak { group, wait_reason },
     }
 }
 
@@ -715,12 +721,12 @@ mod tests {
         let (candidates, overview) = analyze(&model, S, S);
         assert_eq!(candidates.len(), 1);
         let leak = &candidates[0];
-        assert_eq!(leak.kind, CandidateKind::GoroutineLeak);
+        assert_eq!(leak.kind(), crate::analyze::FindingKind::GoroutineLeak);
         assert_eq!(leak.count, 8);
         assert_eq!(leak.grew, Some(true));
-        assert_eq!(leak.wait_reason.as_deref(), Some("chan receive"));
+        assert_eq!(leak.wait_reason(), Some("chan receive"));
         assert!(leak.reasons.iter().any(|r| r.contains("grew from 5 to 8")));
-        let Some(CandidateDetail::Goroutines(group)) = &leak.detail else {
+        let Detail::GoroutineLeak { group, .. } = &leak.detail else {
             panic!("a goroutine group")
         };
         assert_eq!(group.created_during_trace, 3);
@@ -967,7 +973,7 @@ mod tests {
         let spinner = |id: u64, on_cpu: bool| {
             let mut g = goroutine(id, "main.handle", &["main.spin"], "");
             g.wait_reason = None;
-            g.status = "running".into();
+            g.status = crate::model::goroutines::GoStatus::Running;
             g.start_function = Some("main.spin".into());
             if on_cpu {
                 g.stack = Default::default();
@@ -1060,7 +1066,7 @@ mod tests {
             for client in 1..=40u64 {
                 let mut request =
                     goroutine(1000 * round + client, "main.client", &["main.request"], "");
-                request.status = "running".into();
+                request.status = crate::model::goroutines::GoStatus::Running;
                 request.wait_reason = None;
                 request.parent_goid = Some(client);
                 all.push(request);

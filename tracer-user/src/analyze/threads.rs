@@ -4,10 +4,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use super::{innermost_own_function, Candidate, CandidateDetail, CandidateKind, Percentiles};
+use super::{innermost_own_function, Context, Detail, Finding, Findings, Percentiles};
 use crate::model::threads::UNKNOWN_SITE;
 use crate::model::{new_histogram, record, Frame, Model};
-use crate::report::human_ns;
+use crate::units::human_ns;
 
 /// A group must have gained at least this many threads during the trace to be a leak.
 pub const MIN_GROWTH: u64 = 3;
@@ -55,9 +55,18 @@ pub struct ThreadGroup {
     pub members: Vec<GroupMember>,
 }
 
-/// Thread-leak candidates, and the tids of all their members (so that the same threads are not
-/// listed again as unrelated futex waits).
-pub fn candidates(model: &Model, end_ns: u64) -> (Vec<Candidate>, BTreeSet<u32>) {
+/// Thread-leak candidates; the overview holds the tids of all their members (the candidates
+/// list only some), so that the same threads are not listed again as unrelated futex waits.
+pub fn detect(model: &Model, cx: &Context) -> Findings<BTreeSet<u32>> {
+    let (candidates, members) = candidates(model, cx.end_ns);
+    Findings {
+        candidates,
+        healthy: Vec::new(),
+        overview: members,
+    }
+}
+
+fn candidates(model: &Model, end_ns: u64) -> (Vec<Finding>, BTreeSet<u32>) {
     let threads = &model.threads;
     let trace_s =
         (end_ns.saturating_sub(model.started_ns.unwrap_or(end_ns)) as f64 / 1e9).max(1e-3);
@@ -175,8 +184,7 @@ pub fn candidates(model: &Model, end_ns: u64) -> (Vec<Candidate>, BTreeSet<u32>)
             })
             .collect();
         listed.truncate(LISTED_MEMBERS);
-        out.push(Candidate {
-            kind: CandidateKind::ThreadLeak,
+        out.push(Finding {
             count: alive,
             summary: format!(
                 "{alive} thread(s) created in {creator} and blocked in {} in {blocked_site}: +{net} during the trace",
@@ -187,13 +195,9 @@ pub fn candidates(model: &Model, end_ns: u64) -> (Vec<Candidate>, BTreeSet<u32>)
             blocking_stack: main.user_stack.clone(),
             creation_stack: Some(site.stack.clone()),
             blocked_ns: Percentiles::of(&histogram, max, false),
-            wakes_during_trace: 0,
-            threads: Vec::new(),
-            cycle: Vec::new(),
-            wait_reason: None,
             // Only growing groups are thread-leak candidates.
             grew: Some(true),
-            detail: Some(CandidateDetail::ThreadGroup(ThreadGroup {
+            detail: Detail::ThreadLeak(ThreadGroup {
                 creation_known: true,
                 alive: alive as u64,
                 created_during_trace: site.created,
@@ -203,7 +207,7 @@ pub fn candidates(model: &Model, end_ns: u64) -> (Vec<Candidate>, BTreeSet<u32>)
                 existed_before_trace: 0,
                 blocked_in,
                 members: listed,
-            })),
+            }),
         });
     }
     (out, member_tids)
@@ -212,8 +216,8 @@ pub fn candidates(model: &Model, end_ns: u64) -> (Vec<Candidate>, BTreeSet<u32>)
 /// Counts `older` (threads stuck exactly where `leak`'s members are, alive before tracing
 /// started, so their creation was not seen) with the leak: they are most likely its older
 /// members, and reporting them again as a separate group would count the same leak twice.
-pub fn absorb_older(leak: &mut Candidate, older: &[(u32, String)]) {
-    let Some(CandidateDetail::ThreadGroup(group)) = &mut leak.detail else {
+pub fn absorb_older(leak: &mut Finding, older: &[(u32, String)]) {
+    let Detail::ThreadLeak(group) = &mut leak.detail else {
         return;
     };
     if older.is_empty() {
@@ -252,7 +256,7 @@ mod tests {
     const S: u64 = 1_000_000_000;
 
     /// Ten threads created `spacing` apart in a 2 s trace, each exiting at once or blocking.
-    fn run(exit_each: bool, spacing: u64) -> Vec<Candidate> {
+    fn run(exit_each: bool, spacing: u64) -> Vec<Finding> {
         let mut model = Model::new();
         model.apply(&Event::TraceStarted { at_ns: 0 });
         let stack = vec![frame("pthread_create"), frame("spawn_task")];
@@ -292,7 +296,7 @@ mod tests {
     fn a_growing_blocked_group_is_a_leak_and_joined_threads_are_not() {
         let leak = run(false, S / 10);
         assert_eq!(leak.len(), 1);
-        assert_eq!(leak[0].kind, CandidateKind::ThreadLeak);
+        assert_eq!(leak[0].kind(), crate::analyze::FindingKind::ThreadLeak);
         assert_eq!(leak[0].count, 10);
         assert!(
             leak[0].summary.contains("spawn_task"),
@@ -318,7 +322,7 @@ mod tests {
             "{}",
             leak.summary
         );
-        let Some(CandidateDetail::ThreadGroup(group)) = &leak.detail else {
+        let Detail::ThreadLeak(group) = &leak.detail else {
             panic!("a thread group");
         };
         assert_eq!((group.alive, group.existed_before_trace), (12, 2));

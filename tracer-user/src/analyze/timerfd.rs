@@ -3,10 +3,10 @@
 //! them open (fd leak).
 use serde::Serialize;
 
-use super::{innermost_own_function, Candidate, CandidateDetail, CandidateKind, Percentiles};
+use super::{innermost_own_function, Context, Detail, Finding, Findings, Percentiles};
 use crate::model::timerfd::{Timer, TimerSite};
 use crate::model::{new_histogram, record, Model};
-use crate::report::human_ns;
+use crate::units::human_ns;
 
 /// A site must have this many more timerfds open at the end than it closed to be an fd leak.
 pub const MIN_LEAKED: u64 = 5;
@@ -104,7 +104,15 @@ fn ends_like(timers: &[&Timer], idle: &Timer) -> bool {
     like * 2 > timers.len()
 }
 
-pub fn candidates(model: &Model, end_ns: u64, min_blocked_ns: u64) -> Vec<Candidate> {
+/// timerfd candidates (N5, N6).
+pub fn detect(model: &Model, cx: &Context) -> Findings {
+    Findings {
+        candidates: candidates(model, cx.end_ns, cx.min_blocked_ns),
+        ..Findings::default()
+    }
+}
+
+fn candidates(model: &Model, end_ns: u64, min_blocked_ns: u64) -> Vec<Finding> {
     let t = &model.timerfds;
     let started = model.started_ns.unwrap_or(end_ns);
     let mut out = Vec::new();
@@ -210,7 +218,7 @@ fn candidate(
     timers: &[&Timer],
     open_before_trace: usize,
     end_ns: u64,
-) -> Candidate {
+) -> Finding {
     let started = model.started_ns.unwrap_or(end_ns);
     let trace_s = (end_ns.saturating_sub(started) as f64 / 1e9).max(1e-3);
     let creation_known = site_id != 0;
@@ -326,8 +334,7 @@ fn candidate(
     }
     let mut listed: Vec<TimerfdInfo> = timers.iter().map(|x| info(x, end_ns)).collect();
     listed.truncate(LISTED_TIMERS);
-    Candidate {
-        kind: CandidateKind::Timerfd,
+    Finding {
         count: timers.len(),
         summary,
         score,
@@ -335,21 +342,20 @@ fn candidate(
         blocking_stack: arm_stack,
         creation_stack: creation_known.then(|| site.stack.clone()),
         blocked_ns: Percentiles::of(&histogram, max, at_least),
-        wakes_during_trace: timers.iter().map(|x| x.expirations_read).sum(),
-        threads: Vec::new(),
-        cycle: Vec::new(),
-        wait_reason: None,
         grew: Some(site.created > site.closed),
-        detail: Some(CandidateDetail::Timerfd(TimerfdDetail {
-            pattern,
-            creation_known,
-            open: site.open(),
-            created_during_trace: site.created,
-            closed_during_trace: site.closed,
-            growth_per_s,
-            open_before_trace: open_before_trace as u64,
-            timers: listed,
-        })),
+        detail: Detail::Timerfd {
+            expirations_read: timers.iter().map(|x| x.expirations_read).sum(),
+            detail: TimerfdDetail {
+                pattern,
+                creation_known,
+                open: site.open(),
+                created_during_trace: site.created,
+                closed_during_trace: site.closed,
+                growth_per_s,
+                open_before_trace: open_before_trace as u64,
+                timers: listed,
+            },
+        },
     }
 }
 
@@ -405,7 +411,7 @@ mod tests {
         assert_eq!(c.len(), 1);
         assert!(matches!(
             &c[0].detail,
-            Some(CandidateDetail::Timerfd(d)) if d.pattern == TimerfdPattern::NeverFires
+            Detail::Timerfd { detail: d, .. } if d.pattern == TimerfdPattern::NeverFires
         ));
         assert!(c[0].summary.contains("heartbeat"));
     }
@@ -475,7 +481,7 @@ mod tests {
         let c = candidates(&m, 3 * S, S);
         assert_eq!(c.len(), 1, "{c:#?}");
         assert_eq!(c[0].count, 30);
-        let Some(CandidateDetail::Timerfd(d)) = &c[0].detail else {
+        let Detail::Timerfd { detail: d, .. } = &c[0].detail else {
             panic!("{c:#?}");
         };
         assert_eq!(
@@ -495,7 +501,7 @@ mod tests {
         m.apply(&existing(13, 5 * S));
         let c = candidates(&m, 3 * S, S);
         assert_eq!(c.len(), 1, "{c:#?}");
-        let Some(CandidateDetail::Timerfd(d)) = &c[0].detail else {
+        let Detail::Timerfd { detail: d, .. } = &c[0].detail else {
             panic!("{c:#?}");
         };
         assert_eq!(d.pattern, TimerfdPattern::IdleSinceAttach);

@@ -17,12 +17,12 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::analyze::goroutines::GoroutineGroup;
-use crate::analyze::{Candidate, CandidateDetail, CandidateKind, Percentiles};
+use crate::analyze::{Context, Detail, Finding, FindingKind, Findings, Percentiles};
 use crate::model::goroutines::CountAt;
 use crate::model::timers::{GoTimer, Lifecycle, TimerGroupKey, TimerKind, TimerModel};
 use crate::model::Frame;
 use crate::model::{new_histogram, record};
-use crate::report::human_ns;
+use crate::units::human_ns;
 
 const SCORE_PENDING: f64 = 30.0;
 const SCORE_GREW: f64 = 40.0;
@@ -109,32 +109,49 @@ pub struct GoTimerOverview {
     pub other_groups: Vec<GoTimerGroup>,
 }
 
-/// Timer candidates and the overview; goroutine candidates that are AfterFunc callbacks (T4)
-/// are taken out of `goroutine_candidates` and returned as timer candidates.
-pub fn analyze(
+/// Pending-timer candidates (T1-T3) and the overview (None: no timer snapshot was read).
+pub fn detect(model: &TimerModel, cx: &Context) -> Findings<Option<GoTimerOverview>> {
+    let (candidates, overview) = pending(model, cx.started_ns);
+    Findings {
+        candidates,
+        healthy: Vec::new(),
+        overview,
+    }
+}
+
+/// Cross-kind step (T4): the goroutine findings that are AfterFunc callbacks (goroutines
+/// started by `time.goFunc` that stay parked) leave `goroutine_candidates` and become timer
+/// findings, ahead of the pending timers' own in `timer_candidates`.
+pub fn take_callbacks(
+    goroutine_candidates: &mut Vec<Finding>,
+    timer_candidates: &mut Vec<Finding>,
     model: &TimerModel,
-    goroutine_candidates: &mut Vec<Candidate>,
-    trace_started_ns: u64,
-) -> (Vec<Candidate>, Option<GoTimerOverview>) {
-    let mut candidates = Vec::new();
+) {
+    let mut callbacks = Vec::new();
     let mut kept = Vec::with_capacity(goroutine_candidates.len());
-    for mut candidate in goroutine_candidates.drain(..) {
+    for candidate in goroutine_candidates.drain(..) {
         if is_timer_callback(&candidate) {
-            if let Some(CandidateDetail::Goroutines(group)) = candidate.detail.take() {
-                candidates.push(callback_candidate(candidate, group, model));
-                continue;
-            }
+            callbacks.push(callback_candidate(candidate, model));
+            continue;
         }
         kept.push(candidate);
     }
     *goroutine_candidates = kept;
+    timer_candidates.splice(0..0, callbacks);
+}
+
+fn pending(model: &TimerModel, trace_started_ns: u64) -> (Vec<Finding>, Option<GoTimerOverview>) {
+    let mut candidates = Vec::new();
     if model.snapshots == 0 {
         return (candidates, None);
     }
     let now = model.last_snapshot_ns;
     let trace_ns = now.saturating_sub(trace_started_ns);
-    let trace_s = (trace_ns as f64 / 1e9).max(1e-3);
-    let far_ns = FAR_NS.max(trace_ns);
+    let span = Span {
+        now,
+        trace_s: (trace_ns as f64 / 1e9).max(1e-3),
+        far_ns: FAR_NS.max(trace_ns),
+    };
     let mut by_kind: BTreeMap<&'static str, KindTotals> = BTreeMap::new();
     let mut members: BTreeMap<&TimerGroupKey, Vec<&GoTimer>> = BTreeMap::new();
     for timer in &model.latest {
@@ -153,8 +170,7 @@ pub fn analyze(
         if timers.is_empty() {
             continue;
         }
-        let (group, score, reasons, missing) =
-            describe(model, key, history, life, timers, now, trace_s, far_ns);
+        let (group, score, reasons, missing) = describe(model, key, history, life, timers, span);
         let not_candidate = match key.kind {
             TimerKind::Sleep => Some("sleep timers belong to sleeping goroutines (see the goroutines)".to_string()),
             TimerKind::Other => Some("the runtime's own timers (network deadlines, ...)".to_string()),
@@ -234,20 +250,30 @@ fn starter(model: &TimerModel, timers: &[&GoTimer]) -> (String, Option<Vec<Frame
     )
 }
 
-#[allow(
-    clippy::too_many_arguments,
-    reason = "one group's facts; the finding types of issue 14 will carry them"
-)]
+/// The trace's times a timer group is judged against.
+#[derive(Clone, Copy)]
+struct Span {
+    /// The last timer snapshot (CLOCK_MONOTONIC ns).
+    now: u64,
+    /// The trace's length in seconds (at least 1 ms), for growth rates.
+    trace_s: f64,
+    /// Deadlines at least this far (ns) count as far: [`FAR_NS`], or the trace if longer.
+    far_ns: u64,
+}
+
 fn describe(
     model: &TimerModel,
     key: &TimerGroupKey,
     history: &[CountAt],
     lifecycle: Lifecycle,
     timers: &[&GoTimer],
-    now: u64,
-    trace_s: f64,
-    far_ns: u64,
+    span: Span,
 ) -> (GoTimerGroup, f64, Vec<String>, Vec<String>) {
+    let Span {
+        now,
+        trace_s,
+        far_ns,
+    } = span;
     let count = timers.len();
     let count_at_start = match history.first() {
         Some(first) if Some(first.at_ns) == model.first_snapshot_ns => first.count,
@@ -365,7 +391,7 @@ fn describe(
     (group, score, reasons, missing)
 }
 
-fn candidate(group: GoTimerGroup, score: f64, reasons: Vec<String>) -> Candidate {
+fn candidate(group: GoTimerGroup, score: f64, reasons: Vec<String>) -> Finding {
     let summary = match group.kind {
         TimerKind::Func => format!(
             "{} AfterFunc timer(s) pending, never stopped, calling {}",
@@ -382,8 +408,7 @@ fn candidate(group: GoTimerGroup, score: f64, reasons: Vec<String>) -> Candidate
         ),
         kind => format!("{} {}(s) pending, never stopped", group.count, kind.name()),
     };
-    Candidate {
-        kind: CandidateKind::GoTimer,
+    Finding {
         count: group.count,
         summary,
         score,
@@ -391,20 +416,18 @@ fn candidate(group: GoTimerGroup, score: f64, reasons: Vec<String>) -> Candidate
         blocking_stack: Vec::new(),
         creation_stack: group.starter_stack.clone(),
         blocked_ns: Percentiles::default(),
-        wakes_during_trace: 0,
-        threads: Vec::new(),
-        cycle: Vec::new(),
-        wait_reason: None,
         grew: Some(group.count > group.count_at_start && group.lifecycle.created >= 2),
-        detail: Some(CandidateDetail::GoTimers(group)),
+        detail: Detail::GoTimer {
+            group,
+            callback_wait_reason: None,
+        },
     }
 }
 
 /// T4: a goroutine candidate whose goroutines were started by `time.goFunc` (the runtime's
 /// AfterFunc trampoline) is an AfterFunc callback that never finished.
-fn is_timer_callback(candidate: &Candidate) -> bool {
-    candidate.kind == CandidateKind::GoroutineLeak
-        && matches!(candidate.detail, Some(CandidateDetail::Goroutines(_)))
+fn is_timer_callback(candidate: &Finding) -> bool {
+    candidate.kind() == FindingKind::GoroutineLeak
         && candidate
             .creation_stack
             .as_ref()
@@ -441,43 +464,51 @@ fn scheduler(model: &TimerModel, blocking_stack: &[Frame]) -> Option<(String, Ve
     ))
 }
 
-fn callback_candidate(
-    mut candidate: Candidate,
-    group: GoroutineGroup,
-    model: &TimerModel,
-) -> Candidate {
-    let state = candidate.wait_reason.clone().unwrap_or(group.state.clone());
-    let scheduled = scheduler(model, &candidate.blocking_stack);
+/// The goroutine finding of an AfterFunc callback that never finished, as a timer finding (its
+/// group becomes the timer group's `callback_goroutines`).
+fn callback_candidate(candidate: Finding, model: &TimerModel) -> Finding {
+    let Finding {
+        count,
+        summary: _,
+        score,
+        mut reasons,
+        blocking_stack,
+        mut creation_stack,
+        blocked_ns,
+        grew,
+        detail,
+    } = candidate;
+    let Detail::GoroutineLeak { group, wait_reason } = detail else {
+        unreachable!("is_timer_callback takes goroutine findings only")
+    };
+    let state = wait_reason.clone().unwrap_or(group.state.clone());
+    let scheduled = scheduler(model, &blocking_stack);
     if let Some((site, starter)) = &scheduled {
         // The creation chain: the `go` statement in time.goFunc, then who called AfterFunc.
-        let mut chain = candidate
-            .creation_stack
+        let mut chain = creation_stack
             .take()
             .unwrap_or_default()
             .into_iter()
             .take(1)
             .collect::<Vec<_>>();
         chain.extend(starter.iter().cloned());
-        candidate.creation_stack = Some(chain);
-        candidate.reasons.push(site.clone());
+        creation_stack = Some(chain);
+        reasons.push(site.clone());
     }
     // The runtime's timer code starts them: no user goroutine created them.
-    candidate
-        .reasons
-        .retain(|r| r != "created by goroutine(s) 0");
-    candidate.kind = CandidateKind::GoTimer;
-    candidate.summary = format!(
+    reasons.retain(|r| r != "created by goroutine(s) 0");
+    let summary = format!(
         "{} AfterFunc callback(s) fired but never finished: {} at {}",
         group.count, state, group.sits_at
     );
-    candidate.reasons.insert(
+    reasons.insert(
         0,
         format!(
             "the timers fired and time.goFunc started each callback in a goroutine; {} of them are still parked ({state}) in {}",
             group.count, group.sits_at
         ),
     );
-    candidate.detail = Some(CandidateDetail::GoTimers(GoTimerGroup {
+    let group = GoTimerGroup {
         kind: TimerKind::Func,
         callback: group.sits_at.clone(),
         period_ns: 0,
@@ -499,8 +530,21 @@ fn callback_candidate(
         history: group.history.clone(),
         callback_goroutines: Some(Box::new(group)),
         not_a_candidate: None,
-    }));
-    candidate
+    };
+    Finding {
+        count,
+        summary,
+        score,
+        reasons,
+        blocking_stack,
+        creation_stack,
+        blocked_ns,
+        grew,
+        detail: Detail::GoTimer {
+            group,
+            callback_wait_reason: wait_reason,
+        },
+    }
 }
 
 #[cfg(test)]
@@ -510,6 +554,17 @@ mod tests {
 
     const S: u64 = 1_000_000_000;
     const HOUR: u64 = 3600 * S;
+
+    /// The timer detector after the callback step, as [`super::super::analyze`] runs them.
+    fn analyze(
+        model: &TimerModel,
+        goroutine_candidates: &mut Vec<Finding>,
+        trace_started_ns: u64,
+    ) -> (Vec<Finding>, Option<GoTimerOverview>) {
+        let (mut candidates, overview) = pending(model, trace_started_ns);
+        take_callbacks(goroutine_candidates, &mut candidates, model);
+        (candidates, overview)
+    }
 
     fn traced(snapshots: &[Vec<GoTimer>], go_1_23: bool) -> TimerModel {
         let mut model = TimerModel {
@@ -534,10 +589,10 @@ mod tests {
         let (candidates, overview) = analyze(&model, &mut Vec::new(), S);
         assert_eq!(candidates.len(), 1, "{candidates:?}");
         let c = &candidates[0];
-        assert_eq!(c.kind, CandidateKind::GoTimer);
+        assert_eq!(c.kind(), FindingKind::GoTimer);
         assert_eq!(c.count, 150);
         assert!(c.summary.contains("main.handle.func1"), "{}", c.summary);
-        let Some(CandidateDetail::GoTimers(group)) = &c.detail else {
+        let Detail::GoTimer { group, .. } = &c.detail else {
             panic!()
         };
         assert_eq!(group.lifecycle.created, 100);
@@ -545,6 +600,46 @@ mod tests {
         let overview = overview.unwrap();
         assert_eq!(overview.by_kind["AfterFunc"].pending, 150);
         assert_eq!(overview.pending_max, 150);
+    }
+
+    /// No recording holds a Go timer finding: its JSON keys (those of every kind, the JSON
+    /// contract) are held here.
+    #[test]
+    fn a_timer_finding_keeps_the_shared_json_keys() {
+        let model = traced(&growing(|a| after_func(a, HOUR, "main.handle.func1")), true);
+        let (candidates, _) = analyze(&model, &mut Vec::new(), S);
+        let json = serde_json::to_value(&candidates[0]).unwrap();
+        // serde_json's map is sorted by key.
+        let keys: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| k.as_str())
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "blocked_ns",
+                "blocking_stack",
+                "count",
+                "creation_stack",
+                "go_timers",
+                "grew",
+                "kind",
+                "reasons",
+                "score",
+                "summary",
+                "threads",
+                "wakes_during_trace"
+            ]
+        );
+        assert_eq!(json["kind"], "go_timer");
+        assert_eq!(json["wakes_during_trace"], 0);
+        assert_eq!(json["threads"], serde_json::json!([]));
+        assert_eq!(
+            json["go_timers"]["callback"],
+            "main.handle.func1 (fixture.c:1)"
+        );
     }
 
     #[test]
@@ -621,13 +716,13 @@ mod tests {
         assert!(from_goroutines.is_empty(), "moved, not duplicated");
         assert_eq!(candidates.len(), 1);
         let c = &candidates[0];
-        assert_eq!(c.kind, CandidateKind::GoTimer);
+        assert_eq!(c.kind(), FindingKind::GoTimer);
         assert!(
             c.summary.contains("fired but never finished"),
             "{}",
             c.summary
         );
-        let Some(CandidateDetail::GoTimers(group)) = &c.detail else {
+        let Detail::GoTimer { group, .. } = &c.detail else {
             panic!()
         };
         assert_eq!(group.callback_goroutines.as_ref().unwrap().count, 100);
@@ -673,7 +768,7 @@ mod tests {
             functions,
             ["time.goFunc", "time.AfterFunc", "main.handle", "main.serve"]
         );
-        let Some(CandidateDetail::GoTimers(group)) = &c.detail else {
+        let Detail::GoTimer { group, .. } = &c.detail else {
             panic!()
         };
         assert!(

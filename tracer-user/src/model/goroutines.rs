@@ -11,14 +11,48 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::Frame;
 
-/// A goroutine's scheduling state, as the runtime names it (`_Gwaiting` is `waiting`, ...).
-pub type GoStatus = String;
+/// A goroutine's scheduling state as leaktrace groups it, from the runtime's `g.atomicstatus`
+/// (runtime/runtime2.go: `_Gwaiting`, `_Grunnable`, ...). Serialized (in recordings) and
+/// printed as its lowercase name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GoStatus {
+    /// Parked (`_Gwaiting`, and Go 1.26's `_Gleaked`): it has a wait reason.
+    Waiting,
+    /// On a CPU or ready for one (`_Grunning`, `_Grunnable`, `_Gpreempted`): the same place for
+    /// grouping, whichever it was caught in.
+    Running,
+    /// In a system call (`_Gsyscall`).
+    Syscall,
+    /// Its stack being moved (`_Gcopystack`).
+    Copystack,
+    /// Any other state (idle, dead, unknown values).
+    Other,
+}
+
+impl GoStatus {
+    /// The name the report prints (`waiting`, `running`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GoStatus::Waiting => "waiting",
+            GoStatus::Running => "running",
+            GoStatus::Syscall => "syscall",
+            GoStatus::Copystack => "copystack",
+            GoStatus::Other => "other",
+        }
+    }
+}
+
+impl std::fmt::Display for GoStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// One goroutine in a snapshot, with its stack symbolized.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Goroutine {
     pub goid: u64,
-    /// `waiting`, `runnable`, `running`, `syscall`, ...
     pub status: GoStatus,
     /// Why it is parked, in the runtime's words ("chan receive", "select", "sleep", ...).
     pub wait_reason: Option<String>,
@@ -90,7 +124,7 @@ impl Seen {
     fn refine_with_waitsince(&mut self, goroutine: &Goroutine) {
         let Some(since) = goroutine
             .waitsince_ns
-            .filter(|_| goroutine.status == "waiting")
+            .filter(|_| goroutine.status == GoStatus::Waiting)
         else {
             return;
         };
@@ -290,7 +324,7 @@ impl GoroutineModel {
                 .entry(Arc::as_ptr(&key))
                 .or_insert_with(|| (key.clone(), 0))
                 .1 += 1;
-            let parked = goroutine.status == "waiting";
+            let parked = goroutine.status == GoStatus::Waiting;
             let entry = match self.seen.remove(&goroutine.goid) {
                 Some(mut previous) => {
                     let stayed = Arc::ptr_eq(&previous.key, &key) || {
@@ -419,7 +453,7 @@ struct KeyInterner<'a> {
 type KeyInputs<'a> = (
     *const Frame,
     *const Frame,
-    &'a str,
+    GoStatus,
     Option<&'a str>,
     Option<&'a str>,
 );
@@ -429,7 +463,7 @@ impl<'a> KeyInterner<'a> {
         let inputs: KeyInputs<'a> = (
             goroutine.stack.as_ptr(),
             Arc::as_ptr(&goroutine.go_statement),
-            &goroutine.status,
+            goroutine.status,
             goroutine.wait_reason.as_deref(),
             goroutine.start_function.as_deref(),
         );
@@ -495,7 +529,7 @@ pub fn place(frame: &Frame) -> String {
 pub fn group_key(goroutine: &Goroutine) -> GroupKey {
     // A goroutine on a CPU or ready for one is in a function, not at a line: it moves between
     // snapshots, and one caught running has no stack (only its start function) at all.
-    let on_cpu = goroutine.status != "waiting";
+    let on_cpu = goroutine.status != GoStatus::Waiting;
     let sits_at = own_frame(&goroutine.stack)
         .map(|frame| match (&frame.function, on_cpu) {
             (Some(function), true) => function.clone(),
@@ -509,7 +543,7 @@ pub fn group_key(goroutine: &Goroutine) -> GroupKey {
         state: goroutine
             .wait_reason
             .clone()
-            .unwrap_or_else(|| goroutine.status.clone()),
+            .unwrap_or_else(|| goroutine.status.to_string()),
     }
 }
 
@@ -521,7 +555,7 @@ pub mod tests {
     pub fn goroutine(goid: u64, created_by: &str, stack: &[&str], reason: &str) -> Goroutine {
         Goroutine {
             goid,
-            status: "waiting".into(),
+            status: GoStatus::Waiting,
             wait_reason: Some(reason.into()),
             go_statement: Arc::new(frame(created_by)),
             start_function: None,

@@ -60,9 +60,9 @@ pub fn flamegraph(report: &Report) -> Result<String> {
 /// (root-first stack, count) of one candidate: each stuck thread with its own stack when the
 /// threads have them (deadlocks), else the candidate's stack times its count.
 fn stacks(c: &ReportedCandidate) -> Vec<(String, usize)> {
-    let root = c.kind.name();
+    let root = c.kind().name();
     let per_thread: Vec<(String, usize)> = c
-        .threads
+        .threads()
         .iter()
         .filter(|t| !t.blocking_stack.is_empty())
         .map(|t| (collapse(root, &t.blocking_stack), 1))

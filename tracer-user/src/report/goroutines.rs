@@ -21,7 +21,7 @@
 //! saw the goroutine at the same place: a lower bound for goroutines parked before the trace.
 use std::fmt::Write as _;
 
-use crate::model::goroutines::{Goroutine, GoroutineModel};
+use crate::model::goroutines::{GoStatus, Goroutine, GoroutineModel};
 use crate::model::Frame;
 
 /// The last goroutine snapshot of a trace.
@@ -87,12 +87,12 @@ pub fn render(snapshot: &Snapshot) -> String {
 }
 
 fn write_goroutine(out: &mut String, g: &Goroutine, at_place_ns: u64) {
-    let state = match (g.status.as_str(), &g.wait_reason) {
-        ("waiting", Some(reason)) => reason.clone(),
+    let state = match (g.status, &g.wait_reason) {
+        (GoStatus::Waiting, Some(reason)) => reason.clone(),
         (status, _) => status.to_string(),
     };
     let minutes = at_place_ns / 60_000_000_000;
-    let minutes = if g.status == "waiting" && minutes >= 1 {
+    let minutes = if g.status == GoStatus::Waiting && minutes >= 1 {
         format!(", {minutes} minutes")
     } else {
         String::new()
@@ -168,7 +168,7 @@ mod tests {
         };
         let running = Goroutine {
             goid: 1,
-            status: "running".into(),
+            status: GoStatus::Running,
             wait_reason: None,
             start_function: Some("runtime.main".into()),
             stack: Default::default(),

@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use anyhow::Result;
 
 use crate::analyze::goroutines::GoroutineGroup;
-use crate::analyze::{CandidateDetail, Percentiles};
+use crate::analyze::{Detail, Percentiles};
 use crate::model::goroutines::CountAt;
 use crate::model::Frame;
 use crate::report::{frame_text, human_ns, Report, ReportedCandidate};
@@ -161,7 +161,7 @@ fn write_candidate(out: &mut String, rank: usize, c: &ReportedCandidate) {
         out,
         "<div class=\"{class}\" data-fingerprint=\"{}\"><p><span class=\"kind\">#{rank} {}</span> {} (score {:.0})</p>",
         esc(&c.fingerprint),
-        c.kind.name(),
+        c.kind().name(),
         esc(&c.summary),
         c.score
     );
@@ -190,8 +190,8 @@ fn write_candidate(out: &mut String, rank: usize, c: &ReportedCandidate) {
         )
     };
     match &c.detail {
-        Some(CandidateDetail::Goroutines(g)) => group_chart(g),
-        Some(CandidateDetail::GoTimers(t)) => {
+        Detail::GoroutineLeak { group: g, .. } => group_chart(g),
+        Detail::GoTimer { group: t, .. } => {
             chart(out, &format!("timers {} over time", t.callback), &t.history)
         }
         _ => {}

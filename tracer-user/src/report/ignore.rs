@@ -20,7 +20,7 @@ use std::path::Path;
 use anyhow::{bail, Context as _, Result};
 use serde::Serialize;
 
-use crate::analyze::Candidate;
+use crate::analyze::Finding;
 use crate::model::goroutines::is_runtime_frame;
 use crate::model::Frame;
 
@@ -132,7 +132,7 @@ impl IgnoreRules {
     }
 
     /// The first rule that matches the candidate, if any.
-    pub fn matching(&self, candidate: &Candidate) -> Option<Suppression> {
+    pub fn matching(&self, candidate: &Finding) -> Option<Suppression> {
         self.rules
             .iter()
             .find(|rule| rule.conditions.iter().all(|c| holds(c, candidate)))
@@ -186,15 +186,15 @@ fn parse_condition(condition: &str) -> Result<Condition> {
     })
 }
 
-fn holds(condition: &Condition, c: &Candidate) -> bool {
+fn holds(condition: &Condition, c: &Finding) -> bool {
     let creation = c.creation_stack.as_deref().unwrap_or(&[]);
     // The candidate's stack, and each of its threads' own (a deadlock's threads differ).
     let blocking = || {
         std::iter::once(c.blocking_stack.as_slice())
-            .chain(c.threads.iter().map(|t| t.blocking_stack.as_slice()))
+            .chain(c.threads().iter().map(|t| t.blocking_stack.as_slice()))
     };
     match condition {
-        Condition::Kind(kind) => c.kind.name() == kind,
+        Condition::Kind(kind) => c.kind().name() == kind,
         Condition::Function(p) => blocking().flatten().chain(creation).any(|f| p.matches(f)),
         Condition::TopFunction(p) => blocking().any(|stack| {
             stack
@@ -204,14 +204,15 @@ fn holds(condition: &Condition, c: &Candidate) -> bool {
         }),
         Condition::BlockingFunction(p) => blocking().flatten().any(|f| p.matches(f)),
         Condition::CreationFunction(p) => creation.iter().any(|f| p.matches(f)),
-        Condition::WaitReason(reason) => c.wait_reason.as_deref() == Some(reason.as_str()),
+        Condition::WaitReason(reason) => c.wait_reason() == Some(reason.as_str()),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analyze::CandidateKind;
+    use crate::analyze::goroutines::GoroutineGroup;
+    use crate::analyze::{Detail, Percentiles};
 
     fn frame(function: &str) -> Frame {
         Frame {
@@ -221,20 +222,34 @@ mod tests {
     }
 
     /// A goroutine candidate made from a real analysis' candidate, so fields added to
-    /// `Candidate` need no edit here.
-    fn goroutine_candidate() -> Candidate {
+    /// `Finding`'s head need no edit here.
+    fn goroutine_candidate() -> Finding {
         let mut c = crate::report::tests::report().candidates[0]
             .candidate
             .clone();
-        c.kind = CandidateKind::GoroutineLeak;
-        c.threads.clear();
+        c.detail = Detail::GoroutineLeak {
+            group: GoroutineGroup {
+                created_at: "main.start (main.go:10)".into(),
+                sits_at: "main.worker (main.go:20)".into(),
+                state: "chan receive".into(),
+                count: 1,
+                count_at_start: 1,
+                count_max: 1,
+                created_during_trace: 0,
+                growth_per_s: 0.0,
+                age_ns: Percentiles::default(),
+                sample_goids: vec![7],
+                history: Vec::new(),
+                not_a_candidate: None,
+            },
+            wait_reason: Some("chan receive".into()),
+        };
         c.blocking_stack = vec![
             frame("runtime.gopark"),
             frame("runtime.chanrecv1"),
             frame("main.worker"),
         ];
         c.creation_stack = Some(vec![frame("main.start")]);
-        c.wait_reason = Some("chan receive".into());
         c
     }
 

@@ -1,54 +1,15 @@
-//! Text rendering of thread-leak, epoll and timerfd candidates, and the native-I/O summary.
+//! Text rendering of thread-leak, epoll and timerfd candidates, and of the native-I/O summary.
 use std::fmt::Write as _;
 
-use serde::Serialize;
+use super::human_ns;
+use super::text::write_stack;
+use crate::analyze::native_io::NativeSummary;
+use crate::analyze::{Detail, Finding};
+use crate::model::KernelCounters;
 
-use super::{human_ns, write_stack};
-use crate::analyze::{Candidate, CandidateDetail};
-use crate::model::{KernelCounters, Model};
-
-/// Threads, epoll sets and timerfds seen during the trace.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct NativeSummary {
-    pub threads_alive: u64,
-    pub threads_existing_at_start: u64,
-    pub threads_created: u64,
-    pub threads_exited: u64,
-    pub processes_forked: u64,
-    pub epoll_sets_created: u64,
-    pub epoll_sets_closed: u64,
-    pub epoll_waiters: u64,
-    pub timerfds_open: u64,
-    pub timerfds_created: u64,
-    pub timerfds_closed: u64,
-}
-
-impl NativeSummary {
-    pub fn of(model: &Model) -> Self {
-        let t = &model.threads;
-        let sum = |f: fn(&crate::model::threads::CreationSite) -> u64| t.sites.iter().map(f).sum();
-        let timer_sum = |f: fn(&crate::model::timerfd::TimerSite) -> u64| {
-            model.timerfds.sites.iter().map(f).sum()
-        };
-        NativeSummary {
-            threads_alive: t.alive.len() as u64,
-            threads_existing_at_start: sum(|s| s.existing),
-            threads_created: sum(|s| s.created),
-            threads_exited: sum(|s| s.exited),
-            processes_forked: t.processes_forked,
-            epoll_sets_created: model.epoll.sets_created,
-            epoll_sets_closed: model.epoll.sets_closed,
-            epoll_waiters: model.epoll.waiters.len() as u64,
-            timerfds_open: model.timerfds.open.len() as u64,
-            timerfds_created: timer_sum(|s| s.created),
-            timerfds_closed: timer_sum(|s| s.closed),
-        }
-    }
-}
-
-pub fn write_detail(out: &mut String, c: &Candidate) {
+pub fn write_detail(out: &mut String, c: &Finding) {
     match &c.detail {
-        Some(CandidateDetail::ThreadGroup(g)) => {
+        Detail::ThreadLeak(g) => {
             let _ = writeln!(
                 out,
                 "   alive {} · created {} · exited {} during the trace · {:.1}/s",
@@ -64,7 +25,7 @@ pub fn write_detail(out: &mut String, c: &Candidate) {
             let _ = writeln!(out, "   blocked at:");
             write_stack(out, &c.blocking_stack, "      ");
         }
-        Some(CandidateDetail::Epoll(e)) => {
+        Detail::EpollWait(e) => {
             for l in &e.loops {
                 let timeout = l.timeout_ns.map_or("none".to_string(), human_ns);
                 let _ = writeln!(
@@ -99,7 +60,7 @@ pub fn write_detail(out: &mut String, c: &Candidate) {
             let _ = writeln!(out, "   waiting at:");
             write_stack(out, &c.blocking_stack, "      ");
         }
-        Some(CandidateDetail::Timerfd(d)) => {
+        Detail::Timerfd { detail: d, .. } => {
             let _ = writeln!(
                 out,
                 "   open {} · created {} · closed {} during the trace · {:.1}/s",
@@ -143,14 +104,14 @@ pub fn write_detail(out: &mut String, c: &Candidate) {
                 write_stack(out, &c.blocking_stack, "      ");
             }
         }
-        Some(CandidateDetail::Goroutines(_) | CandidateDetail::GoTimers(_)) | None => {}
+        _ => {}
     }
     match &c.creation_stack {
         Some(stack) => {
             let _ = writeln!(out, "   created at:");
             write_stack(out, stack, "      ");
         }
-        None if c.detail.is_some() && !matches!(c.detail, Some(CandidateDetail::Epoll(_))) => {
+        None if matches!(c.detail, Detail::ThreadLeak(_) | Detail::Timerfd { .. }) => {
             let _ = writeln!(
                 out,
                 "   created before tracing started: creation stack unknown"

@@ -191,10 +191,10 @@ fn profile(report: &Report) -> proto::Profile {
     b.profile.comment.push(comment);
 
     for c in &report.candidates {
-        let blocked: u64 = if c.threads.is_empty() {
+        let blocked: u64 = if c.threads().is_empty() {
             c.blocked_ns.p50.saturating_mul(c.count as u64)
         } else {
-            c.threads.iter().map(|t| t.blocked_ns).sum()
+            c.threads().iter().map(|t| t.blocked_ns).sum()
         };
         let creation_site = c
             .creation_stack
@@ -213,8 +213,8 @@ fn profile(report: &Report) -> proto::Profile {
             c.count as i64,
             blocked as i64,
             &[
-                ("kind", c.kind.name()),
-                ("wait_reason", c.wait_reason.as_deref().unwrap_or("")),
+                ("kind", c.kind().name()),
+                ("wait_reason", c.wait_reason().unwrap_or("")),
                 ("creation_site", &creation_site),
                 ("verdict", verdict),
                 ("score", &score),

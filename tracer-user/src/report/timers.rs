@@ -61,7 +61,7 @@ pub fn write_group(out: &mut String, group: &GoTimerGroup) {
     }
     let _ = writeln!(out, "   started: {}", group.creation_site);
     if let Some(stack) = &group.starter_stack {
-        super::write_stack(out, stack, "      ");
+        super::text::write_stack(out, stack, "      ");
     }
 }
 
