@@ -4,13 +4,12 @@
 pub mod fds;
 pub mod root;
 
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{bail, Result};
 use tracer_common::futex_op;
 
+use crate::memory::Memory;
 use crate::model::Frame;
 use crate::unwind::{parse_syscall_line, SyscallState};
 
@@ -122,10 +121,10 @@ pub struct FutexWaitState {
 }
 
 /// The futex wait a thread is in right now, if any.
-pub fn futex_wait_state(
+pub(crate) fn futex_wait_state(
     pid: u32,
     tid: u32,
-    memory: Option<&ProcessMemory>,
+    memory: Option<&Memory>,
 ) -> Option<FutexWaitState> {
     let regs = syscall_state(pid, tid)?;
     let (futex_addr, op, has_timeout) = match regs.nr {
@@ -152,41 +151,6 @@ pub fn futex_wait_state(
     })
 }
 
-/// Reads the target's memory through /proc/PID/mem (pread: the target is not stopped).
-pub struct ProcessMemory {
-    mem: File,
-    /// The thread ids its memory holds are its pid namespace's.
-    tids: std::cell::RefCell<root::NamespaceTids>,
-}
-
-impl ProcessMemory {
-    pub fn open(pid: u32) -> Result<Self> {
-        let path = proc_path(pid).join("mem");
-        let mem = File::open(&path).with_context(|| format!("cannot read {}", path.display()))?;
-        Ok(ProcessMemory {
-            mem,
-            tids: std::cell::RefCell::new(root::NamespaceTids::new(pid)),
-        })
-    }
-
-    /// Our id of the thread the target's memory names `tid` (see [`root::NamespaceTids`]).
-    pub fn host_tid(&self, tid: u32) -> Option<u32> {
-        self.tids.borrow_mut().host_tid(tid)
-    }
-
-    pub fn read_u32(&self, addr: u64) -> std::io::Result<u32> {
-        let mut buf = [0u8; 4];
-        self.mem.read_exact_at(&mut buf, addr)?;
-        Ok(u32::from_ne_bytes(buf))
-    }
-
-    pub fn read_u64(&self, addr: u64) -> std::io::Result<u64> {
-        let mut buf = [0u8; 8];
-        self.mem.read_exact_at(&mut buf, addr)?;
-        Ok(u64::from_ne_bytes(buf))
-    }
-}
-
 /// Which other thread a blocked thread depends on, read from the futex word's memory.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct WaitsOn {
@@ -199,8 +163,9 @@ pub struct WaitsOn {
 }
 
 /// Other futexes (condition variables, Rust's std locks, Go's runtime) name no thread.
-pub fn waits_on(
-    memory: &ProcessMemory,
+pub(crate) fn waits_on(
+    memory: &Memory,
+    tids: &mut root::NamespaceTids,
     waiter: u32,
     futex_addr: u64,
     op: u32,
@@ -209,13 +174,12 @@ pub fn waits_on(
 ) -> WaitsOn {
     let is_other_thread =
         |tid: u32| tid != 0 && tid != waiter && target_threads.binary_search(&tid).is_ok();
-    let read = |addr: u64, mask: u32| {
-        memory
-            .read_u32(addr)
-            .ok()
-            .map(|v| v & mask)
+    let mut read = |addr: u64, mask: u32| {
+        let mut word = [0u8; 4];
+        memory.read(addr, &mut word).ok()?;
+        Some(u32::from_ne_bytes(word) & mask)
             .filter(|&t| t != 0)
-            .and_then(|t| memory.host_tid(t))
+            .and_then(|t| tids.host_tid(t))
             .filter(|&t| is_other_thread(t))
     };
     let in_stack = |names: &[&str]| {
@@ -272,11 +236,10 @@ mod tests {
     #[test]
     fn memory_of_our_own_process_reads_back() {
         let word: u32 = 0xfeed_beef;
-        let memory = ProcessMemory::open(std::process::id()).unwrap();
-        assert_eq!(
-            memory.read_u32(&word as *const u32 as u64).unwrap(),
-            0xfeed_beef
-        );
+        let memory = Memory::open(std::process::id()).unwrap();
+        let mut read = [0u8; 4];
+        memory.read(&word as *const u32 as u64, &mut read).unwrap();
+        assert_eq!(u32::from_ne_bytes(read), 0xfeed_beef);
     }
 
     #[test]
@@ -284,7 +247,8 @@ mod tests {
         // A fake pthread_mutex_t: __lock = 2 (locked, waiters), __count = 0, __owner = our tid.
         let me = std::process::id();
         let mutex: [u32; 4] = [2, 0, me, 0];
-        let memory = ProcessMemory::open(me).unwrap();
+        let memory = Memory::open(me).unwrap();
+        let mut tids = root::NamespaceTids::new(me);
         let named = |name: &str| {
             let mut frame = Frame::unknown(1);
             frame.function = Some(name.into());
@@ -293,17 +257,17 @@ mod tests {
         let addr = mutex.as_ptr() as u64;
         let lock = [named("__lll_lock_wait")];
         assert_eq!(
-            waits_on(&memory, 1, addr, 0, &lock, &[me]).lock_owner,
+            waits_on(&memory, &mut tids, 1, addr, 0, &lock, &[me]).lock_owner,
             Some(me)
         );
         // Not a mutex wait: no owner is guessed.
         assert_eq!(
-            waits_on(&memory, 1, addr, 0, &[Frame::unknown(1)], &[me]),
+            waits_on(&memory, &mut tids, 1, addr, 0, &[Frame::unknown(1)], &[me]),
             WaitsOn::default()
         );
         // An owner that is not a thread of the target is not believed.
         assert_eq!(
-            waits_on(&memory, 1, addr, 0, &lock, &[me + 1]).lock_owner,
+            waits_on(&memory, &mut tids, 1, addr, 0, &lock, &[me + 1]).lock_owner,
             None
         );
         // A join waits on the joined thread's tid word.
@@ -312,7 +276,15 @@ mod tests {
             named("__futex_abstimed_wait_common"),
             named("__pthread_clockjoin_ex"),
         ];
-        let joined = waits_on(&memory, 1, &tid_word as *const u32 as u64, 0, &join, &[me]);
+        let joined = waits_on(
+            &memory,
+            &mut tids,
+            1,
+            &tid_word as *const u32 as u64,
+            0,
+            &join,
+            &[me],
+        );
         assert_eq!(
             joined,
             WaitsOn {
