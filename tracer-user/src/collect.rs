@@ -899,17 +899,17 @@ impl Collector<'_> {
             .copied()
             .filter(|&tid| self.slot_still_held(tid))
             .collect();
-        self.native.scan(
-            self.probes,
-            &held,
-            &mut self.symbolizer,
-            &mut self.unwinder,
-            &mut self.model,
+        let mut scan = native::Scan {
+            probes: &*self.probes,
+            held: &held,
+            symbolizer: &mut self.symbolizer,
+            unwinder: &mut self.unwinder,
             now,
-            self.settings.min_blocked_ns,
-            self.settings.max_frames,
+            min_blocked_ns: self.settings.min_blocked_ns,
+            max_frames: self.settings.max_frames,
             last,
-        );
+        };
+        self.native.scan(&mut scan, &mut self.model);
 
         for (key, stats) in self.probes.watched() {
             self.model.apply(&Event::Wakes {

@@ -3,6 +3,7 @@
 //! other end of a pipe. Read-only.
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::model::epoll::FdKind;
 use crate::model::timerfd::TimerfdState;
 
 /// fd -> link text ("pipe:[123]", "anon_inode:[timerfd]", "/dev/null").
@@ -20,16 +21,18 @@ pub fn links(pid: u32) -> BTreeMap<i32, String> {
         .collect()
 }
 
-/// A short kind for a link: pipe, socket, eventfd, timerfd, eventpoll, signalfd, file, ...
-pub fn kind(link: &str) -> String {
-    if let Some(rest) = link.strip_prefix("anon_inode:") {
-        return rest.trim_matches(|c| c == '[' || c == ']').to_string();
-    }
-    match link.split_once(":[") {
-        Some((kind, _)) => kind.to_string(),
-        None if link.starts_with('/') => "file".to_string(),
-        None => link.to_string(),
-    }
+/// What a link names: pipe, socket, eventfd, timerfd, eventpoll, signalfd, file, ...
+pub fn kind(link: &str) -> FdKind {
+    let name = if let Some(rest) = link.strip_prefix("anon_inode:") {
+        rest.trim_matches(|c| c == '[' || c == ']')
+    } else {
+        match link.split_once(":[") {
+            Some((kind, _)) => kind,
+            None if link.starts_with('/') => "file",
+            None => link,
+        }
+    };
+    FdKind::from(name.to_string())
 }
 
 /// The inode in "pipe:[123]" / "socket:[123]".
@@ -189,10 +192,11 @@ mod tests {
 
     #[test]
     fn links_name_their_kind() {
-        assert_eq!(kind("pipe:[123]"), "pipe");
-        assert_eq!(kind("anon_inode:[timerfd]"), "timerfd");
-        assert_eq!(kind("anon_inode:[eventpoll]"), "eventpoll");
-        assert_eq!(kind("/dev/null"), "file");
+        assert_eq!(kind("pipe:[123]"), FdKind::Pipe);
+        assert_eq!(kind("anon_inode:[timerfd]"), FdKind::Timerfd);
+        assert_eq!(kind("anon_inode:[eventpoll]"), FdKind::Eventpoll);
+        assert_eq!(kind("/dev/null"), FdKind::File);
+        assert_eq!(kind("net:[4026531840]"), FdKind::Other("net".into()));
         assert_eq!(inode("socket:[99]"), Some(99));
         // Our own process has stdin/stdout/stderr or at least /proc/self/fd itself.
         assert!(!links(std::process::id()).is_empty());
