@@ -6,6 +6,7 @@ pub mod root;
 
 use std::path::PathBuf;
 
+use ::procfs::process::Process;
 use anyhow::{bail, Result};
 use tracer_common::futex_op;
 
@@ -26,11 +27,14 @@ fn proc_path(pid: u32) -> PathBuf {
     PathBuf::from(format!("/proc/{pid}"))
 }
 
+/// The `procfs` crate's view of process `pid`.
+fn process(pid: u32) -> Option<Process> {
+    Process::new(i32::try_from(pid).ok()?).ok()
+}
+
 /// Single-letter process state from /proc/PID/stat, or None when the process is gone.
 fn state(pid: u32) -> Option<char> {
-    let stat = std::fs::read_to_string(proc_path(pid).join("stat")).ok()?;
-    // The state follows the parenthesised comm, which may itself contain spaces and parens.
-    stat.rsplit_once(')')?.1.trim_start().chars().next()
+    Some(process(pid)?.stat().ok()?.state)
 }
 
 /// True when the process no longer runs: gone, or a zombie waiting to be reaped.
@@ -45,16 +49,19 @@ pub fn check_exists(pid: u32) -> Result<()> {
     Ok(())
 }
 
+/// Own read rather than the crate's: its `stat().comm` parses the whole stat line for it.
 pub fn comm(pid: u32) -> String {
     read_trimmed(proc_path(pid).join("comm"))
 }
 
 pub fn exe(pid: u32) -> String {
-    std::fs::read_link(proc_path(pid).join("exe"))
+    process(pid)
+        .and_then(|p| p.exe().ok())
         .map(|p| p.to_string_lossy().into_owned())
         .unwrap_or_default()
 }
 
+/// Own read: the crate reads a task's comm only through its whole stat line.
 pub fn thread_name(pid: u32, tid: u32) -> String {
     read_trimmed(proc_path(pid).join(format!("task/{tid}/comm")))
 }
@@ -65,6 +72,8 @@ fn read_trimmed(path: PathBuf) -> String {
         .unwrap_or_default()
 }
 
+/// The target's thread ids, sorted. Own read of /proc/PID/task: the crate's `tasks()` opens a
+/// directory per task, and a scan (every 500 ms, thousands of threads in a leak) needs only ids.
 pub fn threads(pid: u32) -> Vec<u32> {
     let Ok(entries) = std::fs::read_dir(proc_path(pid).join("task")) else {
         return Vec::new();
@@ -76,6 +85,7 @@ pub fn threads(pid: u32) -> Vec<u32> {
     tids
 }
 
+/// What thread `tid` is blocked in, from /proc/PID/task/TID/syscall (the crate does not read it).
 pub fn syscall_state(pid: u32, tid: u32) -> Option<SyscallState> {
     let line = std::fs::read_to_string(proc_path(pid).join(format!("task/{tid}/syscall"))).ok()?;
     parse_syscall_line(&line)
@@ -86,23 +96,18 @@ pub fn syscall_state(pid: u32, tid: u32) -> Option<SyscallState> {
 /// `task_context_switch_counts`, counted in kernel/sched/core.c `__schedule`). A thread seen in
 /// the same syscall at two looks with the same count did not run in between: nothing woke it.
 pub fn context_switches(pid: u32, tid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(proc_path(pid).join(format!("task/{tid}/status"))).ok()?;
-    parse_context_switches(&status)
-}
-
-/// The sum of the two `*_ctxt_switches` lines of a status file; None when either is missing.
-pub fn parse_context_switches(status: &str) -> Option<u64> {
-    let field = |name: &str| -> Option<u64> {
-        status
-            .lines()
-            .find_map(|line| line.strip_prefix(name))
-            .and_then(|rest| rest.trim_start_matches(':').trim().parse().ok())
-    };
-    field("voluntary_ctxt_switches")?.checked_add(field("nonvoluntary_ctxt_switches")?)
+    let status = process(pid)?
+        .task_from_tid(i32::try_from(tid).ok()?)
+        .ok()?
+        .status()
+        .ok()?;
+    status
+        .voluntary_ctxt_switches?
+        .checked_add(status.nonvoluntary_ctxt_switches?)
 }
 
 /// Kernel functions of a blocked thread, innermost first, from /proc/PID/task/TID/stack
-/// (lines like `[<0>] futex_wait_queue+0x6c/0xb0`).
+/// (lines like `[<0>] futex_wait_queue+0x6c/0xb0`; the crate does not read it).
 pub fn kernel_stack(pid: u32, tid: u32) -> Vec<String> {
     std::fs::read_to_string(proc_path(pid).join(format!("task/{tid}/stack")))
         .unwrap_or_default()
@@ -212,17 +217,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn context_switches_are_both_counts_summed() {
-        let status = "Name:\tw\nvoluntary_ctxt_switches:\t12\nnonvoluntary_ctxt_switches:\t3\n";
-        assert_eq!(parse_context_switches(status), Some(15));
-        assert_eq!(
-            parse_context_switches("voluntary_ctxt_switches:\t1\n"),
-            None
-        );
-        assert_eq!(
-            parse_context_switches("voluntary_ctxt_switches:\tx\nnonvoluntary_ctxt_switches: 1"),
-            None
-        );
+    fn context_switches_of_a_thread_move_when_it_sleeps() {
+        let me = std::process::id();
+        // SAFETY: gettid has no preconditions.
+        let this_thread = unsafe { libc::gettid() } as u32;
+        let before = context_switches(me, this_thread).expect("our own count");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let after = context_switches(me, this_thread).expect("our own count");
+        assert!(after > before, "{before} -> {after}");
+        assert_eq!(context_switches(me, u32::MAX - 1), None);
     }
 
     #[test]
