@@ -683,18 +683,17 @@ impl Drop for Probes {
 /// One mapping of the C library the target has mapped: its path as /proc/PID/maps prints it,
 /// its address range and inode.
 fn libc_path(pid: u32) -> Option<(String, u64, u64, u64)> {
-    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
-    maps.lines().find_map(|line| {
-        let mut fields = line.split_whitespace();
-        let (start, end) = fields.next()?.split_once('-')?;
-        let inode = fields.nth(3)?.parse().ok()?;
-        let path = fields.next()?;
-        let name = path.rsplit('/').next().unwrap_or(path);
+    let process = ::procfs::process::Process::new(i32::try_from(pid).ok()?).ok()?;
+    process.maps().ok()?.iter().find_map(|map| {
+        let ::procfs::process::MMapPath::Path(path) = &map.pathname else {
+            return None;
+        };
+        let name = path.file_name()?.to_str()?;
         if !(name.starts_with("libc.so") || name.starts_with("libc-")) {
             return None;
         }
-        let address = |hex| u64::from_str_radix(hex, 16).ok();
-        Some((path.to_string(), address(start)?, address(end)?, inode))
+        let (start, end) = map.address;
+        Some((path.to_string_lossy().into_owned(), start, end, map.inode))
     })
 }
 

@@ -20,6 +20,7 @@ use tracer_common::{go_budget, names, FutexKey};
 use self::decode::{Record, Undecodable};
 
 use crate::attach::{Detail, Group, Probes};
+use crate::clock::monotonic_ns;
 use crate::goruntime::{self, GStatus, GoProcess, GoroutineState};
 use crate::memory::Memory;
 use crate::model::goroutines::Goroutine;
@@ -114,8 +115,6 @@ fn window_note(summary: &WindowSummary, windows: &windows::Windows) -> String {
         summary.covered_ns as f64 * 100.0 / summary.trace_ns.max(1) as f64,
     )
 }
-
-pub use crate::clock::monotonic_ns;
 
 /// One wait of one thread: (tid, since when, futex word).
 type WaitIdentity = (u32, BlockedSince, u64);

@@ -90,3 +90,79 @@ pub fn call_event(done: &CallDone, stack: Vec<Frame>, deadlines: &Deadlines) -> 
         _ => return None,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use tracer_common::PendingCall;
+
+    use super::*;
+
+    fn done(call: u32, args: [u64; 4], ret: i64) -> CallDone {
+        CallDone {
+            tid: 7,
+            call: PendingCall {
+                start_ns: 1_000,
+                args,
+                tgid: 7,
+                call,
+            },
+            end_ns: 2_000,
+            ret,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn returned_calls_become_their_events() {
+        let deadlines = Deadlines::default();
+        let event = |d: CallDone| call_event(&d, Vec::new(), &deadlines);
+        // An armed timerfd's deadline counts from the call's start; a failed arm has none.
+        let Some(Event::Timerfd(TimerfdEvent::Set {
+            at_ns, deadline_ns, ..
+        })) = event(done(native_call::TIMERFD_SETTIME, [5, 0, 0, 500], 0))
+        else {
+            panic!("not a settime");
+        };
+        assert_eq!((at_ns, deadline_ns), (1_000, Some(1_500)));
+        let Some(Event::Timerfd(TimerfdEvent::Set { deadline_ns, .. })) =
+            event(done(native_call::TIMERFD_SETTIME, [5, 0, 0, 500], -22))
+        else {
+            panic!("not a settime");
+        };
+        assert_eq!(deadline_ns, None);
+        // A clone that failed creates nothing; one that returned a tid creates that thread.
+        assert_eq!(event(done(native_call::CLONE3, [0; 4], -11)), None);
+        assert!(matches!(
+            event(done(native_call::CLONE, [0x3d0f00, 0, 0, 0], 42)),
+            Some(Event::Thread(ThreadEvent::Created {
+                tid: 42,
+                creator: 7,
+                ..
+            }))
+        ));
+        // A close is a timerfd's or an epoll set's by the kind the kernel side tracked.
+        assert_eq!(
+            event(done(
+                native_call::CLOSE,
+                [9, fd_kind::TIMERFD as u64, 0, 0],
+                0
+            )),
+            Some(Event::Timerfd(TimerfdEvent::Closed {
+                at_ns: 2_000,
+                fd: 9
+            }))
+        );
+        assert_eq!(
+            event(done(
+                native_call::CLOSE,
+                [9, fd_kind::EPOLL as u64, 0, 0],
+                0
+            )),
+            Some(Event::Epoll(EpollEvent::Closed {
+                at_ns: 2_000,
+                epfd: 9
+            }))
+        );
+        assert_eq!(event(done(native_call::EPOLL_WAIT, [0; 4], 0)), None);
+    }
+}
