@@ -433,12 +433,9 @@ pub fn check_privileges() -> Result<()> {
     const CAP_SYS_ADMIN: u32 = 21;
     const CAP_PERFMON: u32 = 38;
     const CAP_BPF: u32 = 39;
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let effective = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
-        .unwrap_or(0);
+    let effective = ::procfs::process::Process::myself()
+        .and_then(|me| me.status())
+        .map_or(0, |status| status.capeff);
     let has = |cap: u32| effective & (1 << cap) != 0;
     if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
         return Ok(());
@@ -966,18 +963,17 @@ impl Drop for Probes {
 /// One mapping of the C library the target has mapped: its path as /proc/PID/maps prints it,
 /// its address range and inode.
 fn libc_path(pid: u32) -> Option<(String, u64, u64, u64)> {
-    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
-    maps.lines().find_map(|line| {
-        let mut fields = line.split_whitespace();
-        let (start, end) = fields.next()?.split_once('-')?;
-        let inode = fields.nth(3)?.parse().ok()?;
-        let path = fields.next()?;
-        let name = path.rsplit('/').next().unwrap_or(path);
+    let process = ::procfs::process::Process::new(i32::try_from(pid).ok()?).ok()?;
+    process.maps().ok()?.iter().find_map(|map| {
+        let ::procfs::process::MMapPath::Path(path) = &map.pathname else {
+            return None;
+        };
+        let name = path.file_name()?.to_str()?;
         if !(name.starts_with("libc.so") || name.starts_with("libc-")) {
             return None;
         }
-        let address = |hex| u64::from_str_radix(hex, 16).ok();
-        Some((path.to_string(), address(start)?, address(end)?, inode))
+        let (start, end) = map.address;
+        Some((path.to_string_lossy().into_owned(), start, end, map.inode))
     })
 }
 

@@ -20,10 +20,12 @@ use tracer_common::{go_budget, names, FutexKey};
 use self::decode::{Record, Undecodable};
 
 use crate::attach::{Detail, Group, Probes};
+use crate::clock::monotonic_ns;
 use crate::goruntime::{self, GStatus, GoProcess, GoroutineState};
+use crate::memory::Memory;
 use crate::model::goroutines::{GoStatus, Goroutine};
 use crate::model::{BlockedSince, BlockedThread, Event, Frame, Model};
-use crate::procfs::{self, FutexWaitState, ProcessMemory};
+use crate::procfs::{self, FutexWaitState};
 use crate::report::human_ns;
 use crate::symbolize::Symbolizer;
 use crate::target::Target;
@@ -114,16 +116,6 @@ fn window_note(summary: &WindowSummary, windows: &windows::Windows) -> String {
     )
 }
 
-pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into the struct; CLOCK_MONOTONIC is what bpf_ktime_get_ns uses.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
 /// One wait of one thread: (tid, since when, futex word).
 type WaitIdentity = (u32, BlockedSince, u64);
 /// User frames and kernel functions.
@@ -135,7 +127,9 @@ struct Collector<'a> {
     settings: &'a Settings,
     symbolizer: Symbolizer,
     unwinder: Option<RemoteUnwinder>,
-    memory: Option<ProcessMemory>,
+    memory: Option<Memory>,
+    /// Thread ids the target's memory names, as ours (its pid namespace's may differ).
+    namespace_tids: procfs::root::NamespaceTids,
     /// Futex waits found by /proc scans whose start no probe saw: at attach (before the trace)
     /// and, in the low mode, between windows.
     seen_waits: HashMap<u32, SeenWait>,
@@ -189,6 +183,7 @@ pub async fn trace(
         symbolizer: Symbolizer::new(pid),
         unwinder: None,
         memory: None,
+        namespace_tids: Default::default(),
         seen_waits: HashMap::new(),
         windows: None,
         held_slots: HashMap::new(),
@@ -383,8 +378,11 @@ impl Collector<'_> {
                 .notes
                 .push(format!("cannot unwind stacks of blocked threads: {err:#}")),
         }
-        match ProcessMemory::open(self.pid) {
-            Ok(memory) => self.memory = Some(memory),
+        match Memory::open(self.pid) {
+            Ok(memory) => {
+                self.memory = Some(memory);
+                self.namespace_tids = procfs::root::NamespaceTids::new(self.pid);
+            }
             Err(err) => self.notes.push(format!("cannot read lock owners: {err:#}")),
         }
         match goruntime::inspect(self.pid) {
@@ -900,17 +898,17 @@ impl Collector<'_> {
             .copied()
             .filter(|&tid| self.slot_still_held(tid))
             .collect();
-        self.native.scan(
-            self.probes,
-            &held,
-            &mut self.symbolizer,
-            &mut self.unwinder,
-            &mut self.model,
+        let mut scan = native::Scan {
+            probes: &*self.probes,
+            held: &held,
+            symbolizer: &mut self.symbolizer,
+            unwinder: &mut self.unwinder,
             now,
-            self.settings.min_blocked_ns,
-            self.settings.max_frames,
+            min_blocked_ns: self.settings.min_blocked_ns,
+            max_frames: self.settings.max_frames,
             last,
-        );
+        };
+        self.native.scan(&mut scan, &mut self.model);
 
         for (key, stats) in self.probes.watched() {
             self.model.apply(&Event::Wakes {
@@ -994,6 +992,7 @@ impl Collector<'_> {
             .map(|memory| {
                 procfs::waits_on(
                     memory,
+                    &mut self.namespace_tids,
                     tid,
                     state.futex_addr,
                     state.op,

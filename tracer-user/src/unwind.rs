@@ -9,7 +9,6 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -22,6 +21,7 @@ use gimli::{
 use object::{Object as _, ObjectSection as _, ObjectSegment as _};
 
 use crate::goruntime::pclntab::{GoFrameLayout, LineTable};
+use crate::memory::Memory;
 
 /// How far above the stack pointer to look for a saved frame pointer: deeper than the locals of
 /// any sane frame, shallow enough that a miss costs one small read.
@@ -70,7 +70,7 @@ fn parse_hex(field: &str) -> Option<u64> {
 /// Reads a process's memory and executable mappings to unwind the user stacks of its blocked threads.
 pub struct RemoteUnwinder {
     pid: u32,
-    mem: File,
+    mem: Memory,
     /// Sorted by start address.
     maps: Vec<Mapping>,
     /// Unwind tables per mapped file; None when a file has none or cannot be read, so that it is
@@ -93,8 +93,7 @@ pub struct RemoteUnwinder {
 impl RemoteUnwinder {
     /// Opens /proc/PID/mem and reads /proc/PID/maps.
     pub fn new(pid: u32) -> Result<Self> {
-        let mem_path = format!("/proc/{pid}/mem");
-        let mem = File::open(&mem_path).with_context(|| format!("cannot open {mem_path}"))?;
+        let mem = Memory::open(pid)?;
         let maps = read_maps(pid)?;
         Ok(RemoteUnwinder {
             pid,
@@ -386,7 +385,7 @@ impl RemoteUnwinder {
             return false;
         };
         let mut code = [0u8; CALL_WINDOW];
-        if self.mem.read_exact_at(&mut code, start).is_err() {
+        if self.mem.read(start, &mut code).is_err() {
             return false;
         }
         match call_ending_at(&code) {
@@ -436,9 +435,7 @@ impl RemoteUnwinder {
             let index = usize::try_from(addr.checked_sub(*base)? / 8).ok()?;
             return (addr % 8 == base % 8).then(|| words.get(index).copied())?;
         }
-        let mut buf = [0u8; 8];
-        self.mem.read_exact_at(&mut buf, addr).ok()?;
-        Some(u64::from_le_bytes(buf))
+        self.mem.read_u64(addr).ok()
     }
 
     fn read_words(&self, addr: u64, len: u64) -> Option<Vec<u64>> {
@@ -446,8 +443,7 @@ impl RemoteUnwinder {
             // Only the CFI is followed over a copy: no scans.
             return None;
         }
-        let mut buf = vec![0u8; usize::try_from(len).ok()?];
-        self.mem.read_exact_at(&mut buf, addr).ok()?;
+        let buf = self.mem.read_vec(addr, usize::try_from(len).ok()?).ok()?;
         Some(
             buf.chunks_exact(8)
                 .filter_map(|chunk| chunk.try_into().ok().map(u64::from_le_bytes))

@@ -8,9 +8,53 @@ use serde::Serialize;
 use super::{
     innermost_own_function, BlockedButHealthy, Context, Detail, Finding, Findings, Percentiles,
 };
-use crate::model::epoll::{EpollWaiter, SetStats, WatchedFd};
+use crate::model::epoll::{DeadEnd, EpollWaiter, FdKind, SetStats, WatchedFd};
 use crate::model::{new_histogram, record, BlockedSince, Frame, Model};
 use crate::units::human_ns;
+
+/// Why an fd can never become ready, in words (the JSON report's `dead_end`).
+pub fn dead_end_text(dead_end: &DeadEnd) -> String {
+    match dead_end {
+        DeadEnd::PipeWrittenOnlyHere { writers } => format!(
+            "pipe whose write end (fd {}) is held only by this process",
+            writers
+                .iter()
+                .map(|w| w.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        DeadEnd::EventfdHeldOnlyHere => "eventfd held only by this process".to_string(),
+        DeadEnd::TimerfdDisarmed => "timerfd that is not armed: it can never fire".to_string(),
+    }
+}
+
+/// An fd of a waiting loop's set as reported: what the collector found, its dead end worded.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct EpollFd {
+    pub fd: i32,
+    /// The event mask it is registered for (EPOLLIN = 0x1, ...).
+    pub events: u32,
+    pub kind: FdKind,
+    /// The /proc/PID/fd link ("pipe:[1234]", "socket:[99]", "/dev/null").
+    pub link: String,
+    /// Why this fd can never become ready, when the collector found a reason.
+    pub dead_end: Option<String>,
+    /// A listening socket: an idle server loop waiting on it is normal.
+    pub listening: bool,
+}
+
+impl EpollFd {
+    fn of(fd: &WatchedFd) -> Self {
+        EpollFd {
+            fd: fd.fd,
+            events: fd.events,
+            kind: fd.kind.clone(),
+            link: fd.link.clone(),
+            dead_end: fd.dead_end.as_ref().map(dead_end_text),
+            listening: fd.listening,
+        }
+    }
+}
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct EpollLoop {
@@ -22,7 +66,7 @@ pub struct EpollLoop {
     pub timeout_ns: Option<u64>,
     pub blocked_ns: u64,
     pub blocked_at_least: bool,
-    pub fds: Vec<WatchedFd>,
+    pub fds: Vec<EpollFd>,
     /// What the waits on this set returned during the trace (None: no wait on it returned).
     pub set_stats: Option<SetStats>,
 }
@@ -74,7 +118,7 @@ fn candidates(
             timeout_ns: waiter.timeout_ns,
             blocked_ns,
             blocked_at_least: at_least,
-            fds: waiter.fds.clone(),
+            fds: waiter.fds.iter().map(EpollFd::of).collect(),
             set_stats: stats,
         };
         if super::is_go_scheduler_thread(&waiter.user_stack) {
@@ -92,7 +136,7 @@ fn candidates(
         }
         let listening = waiter.fds.iter().any(|f| f.listening);
         let all_dead = !waiter.fds.is_empty() && waiter.fds.iter().all(|f| f.dead_end.is_some());
-        let any_socket = waiter.fds.iter().any(|f| f.kind == "socket");
+        let any_socket = waiter.fds.iter().any(|f| f.kind == FdKind::Socket);
         // A wait with a timeout wakes up by itself: only a set that nothing can ever make ready
         // (empty, or every fd a dead end) shows it stuck, waking for nothing.
         let evidence =
@@ -232,7 +276,7 @@ fn candidate(model: &Model, members: Vec<(EpollLoop, &EpollWaiter)>, trace_ns: u
             first
                 .fds
                 .iter()
-                .map(|f| f.kind.as_str())
+                .map(|f| f.kind.name())
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
@@ -265,9 +309,9 @@ mod tests {
         WatchedFd {
             fd: 4,
             events: 1,
-            kind: kind.into(),
+            kind: kind.to_string().into(),
             link: format!("{kind}:[1]"),
-            dead_end: dead.then(|| "held only here".to_string()),
+            dead_end: dead.then_some(DeadEnd::EventfdHeldOnlyHere),
             listening,
         }
     }
@@ -301,6 +345,44 @@ mod tests {
             }],
         }));
         candidates(&model, 3 * S, S)
+    }
+
+    #[test]
+    fn dead_ends_are_worded_as_reports_have_them() {
+        assert_eq!(
+            dead_end_text(&DeadEnd::PipeWrittenOnlyHere { writers: vec![4] }),
+            "pipe whose write end (fd 4) is held only by this process"
+        );
+        assert_eq!(
+            dead_end_text(&DeadEnd::PipeWrittenOnlyHere {
+                writers: vec![4, 7]
+            }),
+            "pipe whose write end (fd 4, 7) is held only by this process"
+        );
+        assert_eq!(
+            dead_end_text(&DeadEnd::EventfdHeldOnlyHere),
+            "eventfd held only by this process"
+        );
+        assert_eq!(
+            dead_end_text(&DeadEnd::TimerfdDisarmed),
+            "timerfd that is not armed: it can never fire"
+        );
+        // The reasons of a candidate carry the words, and the reported fd its fields.
+        let (dead, _) = run(vec![fd("pipe", true, false)]);
+        let reasons = dead[0].reasons.join("\n");
+        assert!(
+            reasons.contains("fd 4 (pipe): eventfd held only by this process"),
+            "{reasons}"
+        );
+        let crate::analyze::Detail::EpollWait(detail) = &dead[0].detail else {
+            panic!("{:?}", dead[0].detail)
+        };
+        let reported = serde_json::to_value(&detail.loops[0].fds[0]).unwrap();
+        assert_eq!(
+            reported,
+            serde_json::json!({"fd": 4, "events": 1, "kind": "pipe", "link": "pipe:[1]",
+                "dead_end": "eventfd held only by this process", "listening": false})
+        );
     }
 
     #[test]

@@ -26,7 +26,6 @@
 //!   pointers on amd64) inside its own stack bounds.
 mod binary;
 pub mod godebug;
-mod memory;
 pub mod offsets;
 pub mod pclntab;
 #[cfg(test)]
@@ -45,6 +44,8 @@ use self::binary::GoBinary;
 use self::memory::{u32_at, u64_at, Memory};
 pub use self::offsets::GOffsets;
 use self::pclntab::LineTable;
+use crate::clock::monotonic_ns;
+use crate::memory;
 
 /// Versions this module reads, for error messages.
 pub const SUPPORTED: &str = "1.19 through 1.27 (amd64)";
@@ -916,16 +917,6 @@ enum Decoded {
     Live(GoroutineState),
     Dead,
     Torn,
-}
-
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime fills the struct.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 #[cfg(test)]

@@ -3,9 +3,12 @@
 //! other end of a pipe. Read-only.
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::model::epoll::FdKind;
 use crate::model::timerfd::TimerfdState;
 
-/// fd -> link text ("pipe:[123]", "anon_inode:[timerfd]", "/dev/null").
+/// fd -> link text ("pipe:[123]", "anon_inode:[timerfd]", "/dev/null"). Own read: the crate's
+/// `FDTarget` parses the link into variants, and the report shows the kernel's text, by which
+/// the two ends of a pipe are also matched.
 pub fn links(pid: u32) -> BTreeMap<i32, String> {
     let Ok(entries) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
         return BTreeMap::new();
@@ -20,16 +23,18 @@ pub fn links(pid: u32) -> BTreeMap<i32, String> {
         .collect()
 }
 
-/// A short kind for a link: pipe, socket, eventfd, timerfd, eventpoll, signalfd, file, ...
-pub fn kind(link: &str) -> String {
-    if let Some(rest) = link.strip_prefix("anon_inode:") {
-        return rest.trim_matches(|c| c == '[' || c == ']').to_string();
-    }
-    match link.split_once(":[") {
-        Some((kind, _)) => kind.to_string(),
-        None if link.starts_with('/') => "file".to_string(),
-        None => link.to_string(),
-    }
+/// What a link names: pipe, socket, eventfd, timerfd, eventpoll, signalfd, file, ...
+pub fn kind(link: &str) -> FdKind {
+    let name = if let Some(rest) = link.strip_prefix("anon_inode:") {
+        rest.trim_matches(|c| c == '[' || c == ']')
+    } else {
+        match link.split_once(":[") {
+            Some((kind, _)) => kind,
+            None if link.starts_with('/') => "file",
+            None => link,
+        }
+    };
+    FdKind::from(name.to_string())
 }
 
 /// The inode in "pipe:[123]" / "socket:[123]".
@@ -37,6 +42,8 @@ pub fn inode(link: &str) -> Option<u64> {
     link.split_once(":[")?.1.strip_suffix(']')?.parse().ok()
 }
 
+/// /proc/PID/fdinfo/FD: the crate does not read fdinfo (flags, epoll `tfd:` lines, timerfd
+/// state), so this module parses it.
 fn fdinfo(pid: u32, fd: i32) -> Option<String> {
     std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).ok()
 }
@@ -101,34 +108,46 @@ pub fn parse_timerfd_fdinfo(text: &str) -> Option<TimerfdState> {
     })
 }
 
-/// Inodes of the target's listening sockets (TCP, TCP6 and Unix stream sockets).
+/// Inodes of the target's listening sockets (TCP, TCP6 and Unix stream sockets), in its
+/// network namespace. TCP through the crate; Unix sockets read here, since the crate's
+/// `UnixNetEntry` leaves out the Flags column that marks a listening one.
 pub fn listening_sockets(pid: u32) -> BTreeSet<u64> {
     let mut inodes = BTreeSet::new();
-    for table in ["tcp", "tcp6"] {
-        let text = std::fs::read_to_string(format!("/proc/{pid}/net/{table}")).unwrap_or_default();
-        for line in text.lines().skip(1) {
-            let cols: Vec<&str> = line.split_whitespace().collect();
-            // st (column 3) 0A = LISTEN; inode is column 9.
-            if cols.get(3) == Some(&"0A") {
-                if let Some(inode) = cols.get(9).and_then(|s| s.parse().ok()) {
-                    inodes.insert(inode);
-                }
-            }
+    if let Some(process) = i32::try_from(pid)
+        .ok()
+        .and_then(|pid| ::procfs::process::Process::new(pid).ok())
+    {
+        for table in [process.tcp(), process.tcp6()] {
+            inodes.extend(
+                table
+                    .unwrap_or_default()
+                    .iter()
+                    .filter(|entry| entry.state == ::procfs::net::TcpState::Listen)
+                    .map(|entry| entry.inode),
+            );
         }
     }
     let text = std::fs::read_to_string(format!("/proc/{pid}/net/unix")).unwrap_or_default();
-    for line in text.lines().skip(1) {
-        let cols: Vec<&str> = line.split_whitespace().collect();
-        // Flags 00010000 = __SO_ACCEPTCON (listening); inode is column 6.
-        if cols.get(3) == Some(&"00010000") {
-            if let Some(inode) = cols.get(6).and_then(|s| s.parse().ok()) {
-                inodes.insert(inode);
-            }
-        }
-    }
+    inodes.extend(listening_unix_sockets(&text));
     inodes
 }
 
+/// The inodes of /proc/net/unix lines with Flags 00010000 (`__SO_ACCEPTCON`, net/unix/af_unix.c
+/// `unix_seq_show`: a listening socket).
+fn listening_unix_sockets(text: &str) -> Vec<u64> {
+    text.lines()
+        .skip(1)
+        .filter_map(|line| {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            // Num RefCount Protocol Flags Type St Inode Path
+            (cols.get(3) == Some(&"00010000"))
+                .then(|| cols.get(6)?.parse().ok())
+                .flatten()
+        })
+        .collect()
+}
+
+/// Own walk of /proc/*/fd (the crate's would parse every fd of every process into an `FDInfo`).
 /// Processes other than `pid` holding an fd with this exact link (e.g. the other end of a pipe).
 /// Stops at the first few: the answer only needs "anybody else?".
 pub fn other_holders(pid: u32, link: &str) -> Vec<u32> {
@@ -188,11 +207,27 @@ mod tests {
     }
 
     #[test]
+    fn listening_sockets_are_found() {
+        let unix = "Num       RefCount Protocol Flags    Type St Inode Path\n\
+            0000000000000000: 00000002 00000000 00010000 0001 01 20931 /run/a.sock\n\
+            0000000000000000: 00000003 00000000 00000000 0001 03 20932 /run/a.sock\n";
+        assert_eq!(listening_unix_sockets(unix), vec![20931]);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let inode = links(std::process::id())
+            .values()
+            .filter_map(|l| inode(l))
+            .find(|&i| listening_sockets(std::process::id()).contains(&i));
+        assert!(inode.is_some(), "our listener is not found listening");
+        drop(listener);
+    }
+
+    #[test]
     fn links_name_their_kind() {
-        assert_eq!(kind("pipe:[123]"), "pipe");
-        assert_eq!(kind("anon_inode:[timerfd]"), "timerfd");
-        assert_eq!(kind("anon_inode:[eventpoll]"), "eventpoll");
-        assert_eq!(kind("/dev/null"), "file");
+        assert_eq!(kind("pipe:[123]"), FdKind::Pipe);
+        assert_eq!(kind("anon_inode:[timerfd]"), FdKind::Timerfd);
+        assert_eq!(kind("anon_inode:[eventpoll]"), FdKind::Eventpoll);
+        assert_eq!(kind("/dev/null"), FdKind::File);
+        assert_eq!(kind("net:[4026531840]"), FdKind::Other("net".into()));
         assert_eq!(inode("socket:[99]"), Some(99));
         // Our own process has stdin/stdout/stderr or at least /proc/self/fd itself.
         assert!(!links(std::process::id()).is_empty());

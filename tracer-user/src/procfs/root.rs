@@ -136,9 +136,7 @@ pub fn container_view(pid: u32) -> Result<Option<ContainerView>> {
     let namespace_pid = process
         .status()
         .ok()
-        .and_then(|status| status.nspid)
-        .and_then(|pids| pids.last().copied())
-        .and_then(|pid| u32::try_from(pid).ok());
+        .and_then(|status| innermost(&status.nspid?));
     Ok(Some(ContainerView {
         cgroup,
         namespace_pid,
@@ -197,8 +195,10 @@ impl NamespaceTids {
             if !self.read.insert(host) {
                 continue;
             }
-            let status = std::fs::read_to_string(format!("/proc/{}/task/{host}/status", self.pid));
-            if let Some(inner) = status.ok().as_deref().and_then(innermost_nspid) {
+            let status = ::procfs::process::Process::new(self.pid as i32)
+                .and_then(|p| p.task_from_tid(host as i32))
+                .and_then(|task| task.status());
+            if let Some(inner) = status.ok().and_then(|s| innermost(&s.nspid?)) {
                 self.host_of.insert(inner, host);
             }
         }
@@ -206,15 +206,9 @@ impl NamespaceTids {
     }
 }
 
-/// The innermost id of a /proc status file's "NSpid:\t41020\t7" line (7).
-fn innermost_nspid(status: &str) -> Option<u32> {
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("NSpid:"))?
-        .split_whitespace()
-        .last()?
-        .parse()
-        .ok()
+/// The innermost id of a status file's NSpid ids, host first ("NSpid:\t41020\t7": 7).
+fn innermost(nspid: &[i32]) -> Option<u32> {
+    u32::try_from(*nspid.last()?).ok()
 }
 
 /// The cgroup that names a container among a process's /proc/PID/cgroup lines: the v2 one
@@ -308,10 +302,9 @@ mod tests {
 
     #[test]
     fn the_innermost_namespace_id_is_the_last() {
-        let status = "Name:\tthread_leak\nTgid:\t41020\nNSpid:\t41020\t7\nNSpgid:\t1\n";
-        assert_eq!(innermost_nspid(status), Some(7));
-        assert_eq!(innermost_nspid("NSpid:\t512\n"), Some(512));
-        assert_eq!(innermost_nspid("Name:\tx\n"), None);
+        assert_eq!(innermost(&[41020, 7]), Some(7));
+        assert_eq!(innermost(&[512]), Some(512));
+        assert_eq!(innermost(&[]), None);
     }
 
     #[test]
