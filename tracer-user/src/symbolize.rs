@@ -8,13 +8,18 @@
 //! names without a file and line) are looked up there, inlined frames included.
 //!
 //! Symbolization must happen while the target is alive (it reads the target's mappings), so the
-//! collector symbolizes as it observes, and caches by address.
+//! collector symbolizes as it observes, and caches by address. A target can still exit between
+//! the moment a stack is taken and its lookup (a stack taken in the scan that sees it exiting):
+//! the executable mappings seen while it was alive are kept, each with its file held open, so
+//! those addresses are then named from the files themselves ([`Symbolizer::resolve`]).
 use std::collections::HashMap;
-use std::path::Path;
+use std::fs::File;
+use std::os::fd::AsRawFd as _;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use blazesym::symbolize::{
-    source::{Kernel, Process, Source},
+    source::{Elf, Kernel, Process, Source},
     Input, Sym, Symbolized, Symbolizer as Blazesym,
 };
 use blazesym::Pid;
@@ -28,6 +33,20 @@ pub struct Symbolizer {
     user: HashMap<u64, Vec<Frame>>,
     kernel: HashMap<u64, String>,
     go: Option<GoLines>,
+    /// The target's executable file mappings as last read while it was alive.
+    mapped: Vec<MappedFile>,
+}
+
+/// An executable mapping of a file, with the file held open so that it can still be read after
+/// the target (and its /proc/PID/map_files) is gone.
+struct MappedFile {
+    start: u64,
+    end: u64,
+    /// File offset of `start`.
+    offset: u64,
+    /// The path the target maps it as, for frames' `module`.
+    path: PathBuf,
+    file: File,
 }
 
 /// The line table of a Go executable, and where it is loaded.
@@ -72,13 +91,84 @@ impl Symbolizer {
             .iter()
             .filter_map(|dir| crate::procfs::root::in_target_root(pid, Path::new(dir)).ok())
             .collect();
-        Symbolizer {
+        let mut symbolizer = Symbolizer {
             blazesym: Blazesym::builder().set_debug_dirs(Some(debug_dirs)).build(),
             pid,
             user: HashMap::new(),
             kernel: HashMap::new(),
             go: None,
+            mapped: Vec::new(),
+        };
+        // Now, not at the first lookup: a target can exit before its first stack is looked up.
+        symbolizer.read_mappings();
+        symbolizer
+    }
+
+    /// Re-reads the executable mappings if one of `addrs` is outside those known (a library
+    /// loaded since, or the first lookup); keeps the old ones when the target cannot be read.
+    fn refresh_mappings(&mut self, addrs: &[u64]) {
+        let known = |addr: u64| self.mapped.iter().any(|m| (m.start..m.end).contains(&addr));
+        if !addrs.iter().all(|&addr| known(addr)) {
+            self.read_mappings();
         }
+    }
+
+    fn read_mappings(&mut self) {
+        let Ok(maps) = crate::unwind::read_maps(self.pid) else {
+            return;
+        };
+        let pid = self.pid;
+        let mapped: Vec<MappedFile> = maps
+            .iter()
+            .filter(|m| m.executable)
+            .filter_map(|m| {
+                let file = File::open(m.file_path(pid)?).ok()?;
+                Some(MappedFile {
+                    start: m.start,
+                    end: m.end,
+                    offset: m.offset,
+                    path: m.path.clone()?,
+                    file,
+                })
+            })
+            .collect();
+        if !mapped.is_empty() {
+            self.mapped = mapped;
+        }
+    }
+
+    /// Names addresses of a target that can no longer be read through /proc from the files it
+    /// had mapped: each address as a file offset into its mapping's file (blazesym's ELF source).
+    fn named_by_mapped_files(&self, lookups: &[u64]) -> Vec<Option<Vec<Frame>>> {
+        lookups
+            .iter()
+            .map(|&addr| {
+                let m = self
+                    .mapped
+                    .iter()
+                    .find(|m| (m.start..m.end).contains(&addr))?;
+                let path = PathBuf::from(format!("/proc/self/fd/{}", m.file.as_raw_fd()));
+                let source = Source::Elf(Elf::new(path));
+                let offset = addr - m.start + m.offset;
+                let resolved = self
+                    .blazesym
+                    .symbolize_single(&source, Input::FileOffset(offset))
+                    .ok()?;
+                let Symbolized::Sym(sym) = resolved else {
+                    return None;
+                };
+                let module = m.path.to_string_lossy().into_owned();
+                Some(
+                    frames_of(&sym, addr)
+                        .into_iter()
+                        .map(|frame| Frame {
+                            module: Some(module.clone()),
+                            ..frame
+                        })
+                        .collect(),
+                )
+            })
+            .collect()
     }
 
     /// The target is a Go program: name addresses in its executable that blazesym cannot (no
@@ -160,19 +250,27 @@ impl Symbolizer {
         }
         missing.sort_unstable();
         missing.dedup();
+        self.refresh_mappings(&missing);
         let source = Source::Process(Process::new(Pid::from(self.pid)));
         let resolved = self
             .blazesym
             .symbolize(&source, Input::AbsAddr(&missing))
             .unwrap_or_default();
+        // The target exited since the stack was taken: /proc/PID/maps is gone with it.
+        let from_files = if resolved.is_empty() {
+            self.named_by_mapped_files(&missing)
+        } else {
+            Vec::new()
+        };
         for (i, &lookup) in missing.iter().enumerate() {
             let frames = match resolved.get(i) {
                 Some(Symbolized::Sym(sym)) if sym.code_info.is_some() => frames_of(sym, lookup),
                 // No symbol, or no file and line: the Go runtime's own table knows better.
                 other => match self.go.as_ref().and_then(|go| go.frames(lookup)) {
                     Some(frames) => frames,
-                    None => match other {
-                        Some(Symbolized::Sym(sym)) => frames_of(sym, lookup),
+                    None => match (other, from_files.get(i)) {
+                        (Some(Symbolized::Sym(sym)), _) => frames_of(sym, lookup),
+                        (_, Some(Some(frames))) => frames.clone(),
                         _ => vec![Frame::unknown(lookup)],
                     },
                 },
@@ -235,4 +333,62 @@ fn frames_of(sym: &Sym<'_>, addr: u64) -> Vec<Frame> {
         .collect();
     frames.push(frame(&sym.name, location(sym.code_info.as_deref()), false));
     frames
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Where libc is mapped executable in a process: (start, file offset of start), once the
+    /// process has mapped it (a child just spawned may not have yet).
+    fn libc_text(pid: u32) -> (u64, u64) {
+        for _ in 0..500 {
+            let maps = crate::unwind::read_maps(pid).unwrap();
+            let text = maps.iter().find(|m| {
+                m.executable
+                    && m.path
+                        .as_ref()
+                        .is_some_and(|p| p.to_string_lossy().contains("libc.so"))
+            });
+            if let Some(text) = text {
+                return (text.start, text.offset);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        panic!("PID {pid} did not map libc in 5 s");
+    }
+
+    #[test]
+    fn a_target_that_exited_is_still_named_from_the_files_it_had_mapped() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        // The same libc function in the child: same file offset, its own mapping.
+        let ours = libc::getppid as *const () as u64;
+        let (our_start, our_offset) = libc_text(std::process::id());
+        let (its_start, its_offset) = libc_text(child.id());
+        let in_child = |addr: u64| addr - our_start + our_offset - its_offset + its_start;
+        let mut symbolizer = Symbolizer::new(child.id());
+        let alive = symbolizer.function_at(in_child(libc::getpid as *const () as u64));
+        assert!(
+            alive.as_deref().is_some_and(|f| f.contains("getpid")),
+            "{alive:?}"
+        );
+
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let gone = symbolizer.user_stack(&[in_child(ours)]);
+        assert!(
+            gone[0]
+                .function
+                .as_deref()
+                .is_some_and(|f| f.contains("getppid")),
+            "{gone:?}"
+        );
+        assert!(gone[0]
+            .module
+            .as_deref()
+            .is_some_and(|m| m.contains("libc.so")));
+    }
 }

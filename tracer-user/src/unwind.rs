@@ -468,13 +468,13 @@ struct FileKey {
 }
 
 #[derive(Debug, Clone)]
-struct Mapping {
-    start: u64,
-    end: u64,
-    offset: u64,
-    executable: bool,
+pub(crate) struct Mapping {
+    pub(crate) start: u64,
+    pub(crate) end: u64,
+    pub(crate) offset: u64,
+    pub(crate) executable: bool,
     file: Option<FileKey>,
-    path: Option<PathBuf>,
+    pub(crate) path: Option<PathBuf>,
 }
 
 impl Mapping {
@@ -497,13 +497,13 @@ impl Mapping {
     }
 
     /// Where to open the mapped file from our side (see `procfs::root::mapped_file_path`).
-    fn file_path(&self, pid: u32) -> Option<PathBuf> {
+    pub(crate) fn file_path(&self, pid: u32) -> Option<PathBuf> {
         let (path, file) = (self.path.as_ref()?, self.file?);
         crate::procfs::root::mapped_file_path(pid, self.start, self.end, path, file.inode).ok()
     }
 }
 
-fn read_maps(pid: u32) -> Result<Vec<Mapping>> {
+pub(crate) fn read_maps(pid: u32) -> Result<Vec<Mapping>> {
     let pid_i32 = i32::try_from(pid).map_err(|_| anyhow!("invalid pid {pid}"))?;
     let maps = Process::new(pid_i32)
         .and_then(|process| process.maps())
