@@ -218,8 +218,8 @@ pub fn load(path: &Path) -> Result<Replay> {
         // checked only once the file failed as a recording, so a recording is read once.
         if is_report(path) {
             anyhow::anyhow!(
-                "{} is a leaktrace report, not a recording: `leaktrace report` replays \
-                 recordings made by `leaktrace record -o FILE`; `leaktrace diff OLD NEW` \
+                "{} is a leaktrace JSON report, not a leaktrace recording: `leaktrace report` \
+                 replays recordings made by `leaktrace record -o FILE`; `leaktrace diff OLD NEW` \
                  compares two JSON reports",
                 path.display()
             )
@@ -358,7 +358,7 @@ mod tests {
             Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/recordings/thread_leak.json");
         let err = format!("{:#}", load(&report).map(|_| ()).unwrap_err());
         assert!(
-            err.contains("thread_leak.json is a leaktrace report, not a recording"),
+            err.contains("thread_leak.json is a leaktrace JSON report, not a leaktrace recording"),
             "{err}"
         );
         assert!(err.contains("leaktrace record -o FILE"), "{err}");
@@ -372,7 +372,7 @@ mod tests {
         let err = format!("{:#}", load(&other).map(|_| ()).unwrap_err());
         std::fs::remove_file(&other).unwrap();
         assert!(err.contains("not a leaktrace recording"), "{err}");
-        assert!(!err.contains("is a leaktrace report"), "{err}");
+        assert!(!err.contains("JSON report"), "{err}");
     }
 
     fn header() -> Header {
