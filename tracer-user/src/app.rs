@@ -199,15 +199,15 @@ fn check_format_fits_target(format: Format, target: &TargetInfo) -> Result<()> {
         return Ok(());
     }
     let exe = procfs::root::exe(target.pid);
-    match crate::goruntime::read_binary(&exe) {
-        Ok(None) => bail!(
+    match crate::goruntime::is_go_executable(&exe) {
+        Ok(false) => bail!(
             "--format goroutines needs a Go program: pid {} ({}, {}) is not a Go program (its \
              executable has no Go build information); use --format text, json or another format",
             target.pid,
             target.comm,
             target.exe
         ),
-        Ok(Some(_)) | Err(_) => Ok(()),
+        Ok(true) | Err(_) => Ok(()),
     }
 }
 
