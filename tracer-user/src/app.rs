@@ -1,9 +1,9 @@
 //! One trace from start to end: the target, the probes, the collection loop, the analysis and
 //! the report, in that order, with every probe detached before the report is written.
 use std::fs::File;
-use std::io::Write as _;
+use std::io::{IsTerminal as _, Write as _};
 
-use anyhow::{Context as _, Result};
+use anyhow::{bail, Context as _, Result};
 
 use crate::cli::{Cli, Command, Format, ReplayArgs};
 use crate::collect::{EndReason, Settings};
@@ -37,6 +37,17 @@ pub fn run(mut cli: Cli) -> Result<()> {
 /// A one-shot trace, also written to `recording` when given (`leaktrace record`).
 fn trace(cli: Cli, recording: Option<&std::path::Path>) -> Result<()> {
     let format = cli.report_format();
+    let flag = if recording.is_some() {
+        "--report"
+    } else {
+        "-o"
+    };
+    check_not_binary_to_terminal(
+        format,
+        cli.output.is_some(),
+        std::io::stdout().is_terminal(),
+        flag,
+    )?;
     // Bad rules fail before tracing, with the line.
     let ignore = cli
         .ignore
@@ -63,6 +74,7 @@ fn trace(cli: Cli, recording: Option<&std::path::Path>) -> Result<()> {
         // A target that already exited has no namespaces to read; the trace says it exited.
         container: procfs::root::container_view(target.pid).ok().flatten(),
     };
+    check_format_fits_target(format, &info)?;
     eprintln!(
         "leaktrace: tracing pid {} ({}) with {}; {}",
         info.pid,
@@ -160,6 +172,43 @@ fn trace(cli: Cli, recording: Option<&std::path::Path>) -> Result<()> {
     )?;
     write_out(output, cli.output.as_deref(), &rendered)?;
     recorded
+}
+
+/// Refuses a binary report bound for a terminal (unreadable bytes that can upset it), before
+/// any tracing; a pipe or a redirect is fine. `flag` names the option that writes to a file.
+fn check_not_binary_to_terminal(
+    format: Format,
+    to_file: bool,
+    stdout_is_terminal: bool,
+    flag: &str,
+) -> Result<()> {
+    if format == Format::Pprof && !to_file && stdout_is_terminal {
+        bail!(
+            "--format pprof is binary (a gzipped protobuf) and stdout is a terminal: write it \
+             to a file with {flag} FILE.pb.gz, or pipe or redirect stdout"
+        );
+    }
+    Ok(())
+}
+
+/// Refuses a format the target cannot give (a goroutine dump of a program that is not Go)
+/// once the target is known and before the trace is spent on it. A Go program that cannot be
+/// read is left to the trace, whose notes say why.
+fn check_format_fits_target(format: Format, target: &TargetInfo) -> Result<()> {
+    if format != Format::Goroutines {
+        return Ok(());
+    }
+    let exe = procfs::root::exe(target.pid);
+    match crate::goruntime::is_go_executable(&exe) {
+        Ok(false) => bail!(
+            "--format goroutines needs a Go program: pid {} ({}, {}) is not a Go program (its \
+             executable has no Go build information); use --format text, json or another format",
+            target.pid,
+            target.comm,
+            target.exe
+        ),
+        Ok(true) | Err(_) => Ok(()),
+    }
 }
 
 /// What a report is made of, live or replayed.
@@ -265,6 +314,12 @@ fn report_of(
 /// `leaktrace report FILE`: the report of a recording.
 fn report_recording(args: &ReplayArgs) -> Result<()> {
     let format = args.report_format();
+    check_not_binary_to_terminal(
+        format,
+        args.output.is_some(),
+        std::io::stdout().is_terminal(),
+        "-o",
+    )?;
     let ignore = args.ignore.as_deref().map(IgnoreRules::load).transpose()?;
     let output = create_output(args.output.as_deref())?;
     let rendered = render_recording(&args.recording, format, ignore.as_ref())?;
@@ -328,4 +383,41 @@ pub fn own_usage() -> libc::rusage {
 
 pub fn cpu_ns(time: &libc::timeval) -> u64 {
     time.tv_sec as u64 * 1_000_000_000 + time.tv_usec as u64 * 1_000
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pprof_is_refused_for_a_terminal_only() {
+        let err = check_not_binary_to_terminal(Format::Pprof, false, true, "-o").unwrap_err();
+        let err = err.to_string();
+        assert!(err.contains("-o FILE.pb.gz"), "{err}");
+        assert!(err.contains("stdout is a terminal"), "{err}");
+        // A pipe, a redirect or a file is where pprof bytes belong.
+        assert!(check_not_binary_to_terminal(Format::Pprof, false, false, "-o").is_ok());
+        assert!(check_not_binary_to_terminal(Format::Pprof, true, true, "-o").is_ok());
+        assert!(check_not_binary_to_terminal(Format::Text, false, true, "-o").is_ok());
+        let err = check_not_binary_to_terminal(Format::Pprof, false, true, "--report").unwrap_err();
+        assert!(err.to_string().contains("--report FILE.pb.gz"), "{err}");
+    }
+
+    #[test]
+    fn a_goroutine_dump_of_a_program_that_is_not_go_is_refused_before_tracing() {
+        // This test binary is Rust: no Go build information.
+        let me = TargetInfo {
+            pid: std::process::id(),
+            comm: procfs::comm(std::process::id()),
+            exe: procfs::exe(std::process::id()),
+            container: None,
+        };
+        let err = check_format_fits_target(Format::Goroutines, &me).unwrap_err();
+        let err = err.to_string();
+        assert!(err.contains("is not a Go program"), "{err}");
+        assert!(err.contains(&format!("pid {}", me.pid)), "{err}");
+        for other in [Format::Text, Format::Json, Format::Pprof, Format::Html] {
+            assert!(check_format_fits_target(other, &me).is_ok());
+        }
+    }
 }

@@ -572,6 +572,9 @@ impl Probes {
 
         match attach_pthread_create(&mut ebpf, target_tgid) {
             Ok(library) => attached.push(format!("uprobe:{library}:pthread_create")),
+            // A Go program without cgo has no C library and needs none: its threads are
+            // the runtime's clone calls, whose stacks are complete (frame pointers).
+            Err(_) if libc_path(target_tgid).is_none() && runs_go(target_tgid) => {}
             Err(err) => notes.push(format!(
                 "{err:#}; creation stacks of threads come from the clone call alone: complete \
                  for code with frame pointers (Go), shallow through a C library without them"
@@ -975,6 +978,11 @@ fn libc_path(pid: u32) -> Option<(String, u64, u64, u64)> {
         let (start, end) = map.address;
         Some((path.to_string_lossy().into_owned(), start, end, map.inode))
     })
+}
+
+/// Whether `pid` runs a Go executable (checked only once no C library was found mapped).
+fn runs_go(pid: u32) -> bool {
+    crate::goruntime::is_go_executable(&crate::procfs::root::exe(pid)).unwrap_or(false)
 }
 
 /// A uprobe on the target's `pthread_create`, for full creation stacks of C/C++/Rust threads.

@@ -91,6 +91,10 @@ pub enum Command {
 
 /// `leaktrace record`: the tracing options of a one-shot run, `-o` naming the recording.
 #[derive(Debug, clap::Args)]
+// As for the main command: clap's own line reads as if --pid were needed with `-- COMMAND` too.
+#[command(
+    override_usage = "leaktrace record -o <FILE> [OPTIONS] --pid <PID>\n       leaktrace record -o <FILE> [OPTIONS] -- <COMMAND>..."
+)]
 pub struct RecordArgs {
     /// Write the recording to this file (gzip-compressed JSON lines; checked before tracing).
     #[arg(short = 'o', long, value_name = "FILE")]
@@ -594,6 +598,21 @@ mod tests {
             assert!(parse(&["--detail", "some"]).is_err());
             assert!(parse(&["--min-blocked", "soon"]).is_err());
         }
+    }
+
+    #[test]
+    fn record_usage_offers_pid_or_command_like_the_main_command() {
+        let mut cli = Cli::command();
+        let record = cli
+            .find_subcommand_mut("record")
+            .expect("record is a subcommand");
+        let usage = record.render_usage().to_string();
+        assert!(usage.contains("--pid <PID>\n"), "{usage}");
+        assert!(
+            usage.contains("record -o <FILE> [OPTIONS] -- <COMMAND>..."),
+            "{usage}"
+        );
+        assert!(!usage.contains("--pid <PID> [-- <COMMAND>"), "{usage}");
     }
 
     #[test]

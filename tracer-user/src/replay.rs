@@ -213,7 +213,29 @@ pub struct Replay {
 pub fn load(path: &Path) -> Result<Replay> {
     let file = File::open(path)
         .with_context(|| format!("cannot read the recording {}", path.display()))?;
-    read(BufReader::new(file)).with_context(|| format!("{} is not usable", path.display()))
+    read(BufReader::new(file)).map_err(|err| {
+        // A JSON report is the likeliest wrong file (both come out of leaktrace as JSON):
+        // checked only once the file failed as a recording, so a recording is read once.
+        if is_report(path) {
+            anyhow::anyhow!(
+                "{} is a leaktrace JSON report, not a leaktrace recording: `leaktrace report` \
+                 replays recordings made by `leaktrace record -o FILE`; `leaktrace diff OLD NEW` \
+                 compares two JSON reports",
+                path.display()
+            )
+        } else {
+            err.context(format!("{} is not usable", path.display()))
+        }
+    })
+}
+
+/// Whether `path` holds a JSON report (`--format json`: an object with `target` and
+/// `candidates`).
+fn is_report(path: &Path) -> bool {
+    File::open(path)
+        .ok()
+        .and_then(|file| serde_json::from_reader::<_, serde_json::Value>(BufReader::new(file)).ok())
+        .is_some_and(|v| v.get("candidates").is_some() && v.get("target").is_some())
 }
 
 /// [`load`] from any reader: gzip-compressed (by its magic bytes) or plain JSON lines.
@@ -329,6 +351,29 @@ mod tests {
     use super::*;
     use crate::model::tests::frame;
     use crate::model::BlockedSince;
+
+    #[test]
+    fn a_json_report_is_named_as_one_with_the_commands_for_it() {
+        let report =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/recordings/thread_leak.json");
+        let err = format!("{:#}", load(&report).map(|_| ()).unwrap_err());
+        assert!(
+            err.contains("thread_leak.json is a leaktrace JSON report, not a leaktrace recording"),
+            "{err}"
+        );
+        assert!(err.contains("leaktrace record -o FILE"), "{err}");
+        assert!(err.contains("leaktrace diff OLD NEW"), "{err}");
+        // Other JSON is still only "not a recording".
+        let other = std::env::temp_dir().join(format!(
+            "leaktrace-not-a-report-{}.json",
+            std::process::id()
+        ));
+        std::fs::write(&other, "{\"candidates\": []}").unwrap();
+        let err = format!("{:#}", load(&other).map(|_| ()).unwrap_err());
+        std::fs::remove_file(&other).unwrap();
+        assert!(err.contains("not a leaktrace recording"), "{err}");
+        assert!(!err.contains("JSON report"), "{err}");
+    }
 
     fn header() -> Header {
         Header {

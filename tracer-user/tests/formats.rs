@@ -359,6 +359,8 @@ fn folded_stacks_of_a_deadlock_and_a_flame_graph_of_a_go_leak() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("not a Go program"), "{stderr}");
+    // Refused once the target is known, before the trace is spent on it.
+    assert!(!stderr.contains("tracing pid"), "{stderr}");
 
     let svg = std::fs::read_to_string(&svg).unwrap();
     assert!(

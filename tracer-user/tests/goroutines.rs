@@ -221,6 +221,24 @@ fn the_fix_is_not_reported(dir: &str, go: &str) {
     );
     // It was analysed as a Go program, not skipped.
     assert!(report["goroutines"]["snapshots"].as_u64().unwrap() >= 2);
+    // A Go program without cgo has no C library and needs none: no note says it lacks one.
+    let notes = report["tracer"]["notes"].to_string();
+    assert!(!notes.contains("no C library"), "{dir}: {notes}");
+    // The main goroutine has no go statement (Go's dumps print no "created by" for it).
+    let created: Vec<&str> = report["goroutines"]["other_groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|g| g["created_at"].as_str())
+        .collect();
+    assert!(
+        created.contains(&"the program's start (main goroutine)"),
+        "{dir}: {created:?}"
+    );
+    assert!(
+        !created.iter().any(|c| c.starts_with("runtime.newproc")),
+        "{dir}: {created:?}"
+    );
 }
 
 macro_rules! patterns {

@@ -221,4 +221,9 @@ fn what_is_not_a_recording_is_refused_with_an_error_not_a_panic() {
         assert!(stderr.contains(says), "{}: {stderr}", path.display());
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
+    // A JSON report is the likeliest wrong file: named as one, with the commands for it.
+    let output = leaktrace().arg("report").arg(&report).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("is a leaktrace JSON report"), "{stderr}");
+    assert!(stderr.contains("leaktrace diff OLD NEW"), "{stderr}");
 }

@@ -108,15 +108,15 @@ pub fn groups_of(report: &Report) -> Vec<Group> {
             let mut creation_function = c.creation_stack.as_deref().map(own).unwrap_or_default();
             let mut wait_reason = c.wait_reason().unwrap_or_default().to_string();
             let growth_per_second = match &c.detail {
-                Detail::ThreadLeak(g) => g.growth_per_s,
-                Detail::Timerfd { detail: t, .. } => t.growth_per_s,
+                Detail::ThreadLeak(g) => Some(g.growth_per_s),
+                Detail::Timerfd { detail: t, .. } => Some(t.growth_per_s),
                 Detail::GoroutineLeak { group: g, .. } => {
                     creation_function = function_of(&g.created_at);
                     blocking_function = function_of(&g.sits_at);
                     if wait_reason.is_empty() {
                         wait_reason = g.state.clone();
                     }
-                    g.growth_per_s
+                    goroutine_growth(&g.history)
                 }
                 Detail::GoTimer { group: t, .. } => {
                     blocking_function = function_of(&t.callback);
@@ -126,9 +126,11 @@ pub fn groups_of(report: &Report) -> Vec<Group> {
                         .and_then(crate::model::goroutines::own_frame)
                         .and_then(|f| f.function.clone())
                         .unwrap_or_default();
-                    t.growth_per_s
+                    Some(t.growth_per_s)
                 }
-                Detail::EpollWait(_) | Detail::Deadlock { .. } | Detail::FutexWait { .. } => 0.0,
+                Detail::EpollWait(_) | Detail::Deadlock { .. } | Detail::FutexWait { .. } => {
+                    Some(0.0)
+                }
             };
             Group {
                 fingerprint: c.fingerprint.clone(),
@@ -142,6 +144,17 @@ pub fn groups_of(report: &Report) -> Vec<Group> {
             }
         })
         .collect()
+}
+
+/// Goroutines a group gained per second between the first and the last snapshot of the
+/// interval that saw it (its `history`, one point a snapshot, about one a second); None with
+/// fewer than 2 points. The report's `growth_per_s` divides the change since the trace's first
+/// snapshot by the whole trace, which in a short interval with one snapshot of the group is 0
+/// whatever the group does.
+fn goroutine_growth(history: &[crate::model::goroutines::CountAt]) -> Option<f64> {
+    let (first, last) = (history.first()?, history.last()?);
+    let span_ns = last.at_ns.checked_sub(first.at_ns).filter(|&ns| ns > 0)?;
+    Some((last.count as f64 - first.count as f64) / (span_ns as f64 / 1e9))
 }
 
 /// The series of one interval: `tracked` are the report's groups with their status
@@ -356,8 +369,12 @@ impl Collector for Exposition {
         family(
             &mut encoder,
             "leaktrace_candidate_growth_per_second",
-            "Members a candidate group gained per second over the last interval (0 for kinds that do not grow).",
-            groups().map(|(t, g)| (group_labels(t, &g.group), g.group.growth_per_second)),
+            "Members a candidate group gained per second over the last interval (0 for kinds that do not grow; no series for a goroutine group seen in fewer than 2 snapshots of it).",
+            groups().filter_map(|(t, g)| {
+                g.group
+                    .growth_per_second
+                    .map(|growth| (group_labels(t, &g.group), growth))
+            }),
             gauge_f64,
         )?;
         family(
@@ -539,7 +556,12 @@ mod tests {
     }
 
     fn exposition(report: &Report) -> String {
-        let tracked = transition(&[], groups_of(report));
+        exposition_of(report, groups_of(report))
+    }
+
+    /// The exposition of `report` with `groups` as its candidate groups.
+    fn exposition_of(report: &Report, groups: Vec<Group>) -> String {
+        let tracked = transition(&[], groups);
         let target = TargetSeries {
             pid: 42,
             comm: "srv".into(),
@@ -709,5 +731,41 @@ mod tests {
             "main.(*T).run.func1"
         );
         assert_eq!(function_of("main.worker"), "main.worker");
+    }
+
+    #[test]
+    fn goroutine_growth_is_over_the_interval_snapshots_or_absent() {
+        use crate::model::goroutines::CountAt;
+        let at = |s: u64, count: usize| CountAt {
+            at_ns: s * 1_000_000_000,
+            count,
+        };
+        assert_eq!(goroutine_growth(&[]), None);
+        assert_eq!(
+            goroutine_growth(&[at(1, 40)]),
+            None,
+            "one snapshot says nothing"
+        );
+        assert_eq!(goroutine_growth(&[at(1, 40), at(3, 46)]), Some(3.0));
+        assert_eq!(
+            goroutine_growth(&[at(1, 40), at(2, 41), at(5, 32)]),
+            Some(-2.0)
+        );
+
+        let r = report(vec![candidate(
+            FindingKind::ThreadLeak,
+            "wait_for_reply",
+            30,
+            90.0,
+        )]);
+        let mut groups = groups_of(&r);
+        assert_eq!(groups[0].growth_per_second, Some(0.0));
+        groups[0].growth_per_second = None;
+        let text = exposition_of(&r, groups);
+        assert!(
+            lines(&text, "leaktrace_candidate_growth_per_second").is_empty(),
+            "unknown growth has no series, not 0: {text}"
+        );
+        assert_eq!(lines(&text, "leaktrace_candidate_size").len(), 1);
     }
 }

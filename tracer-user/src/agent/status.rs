@@ -55,8 +55,10 @@ pub struct Group {
     pub creation_function: String,
     /// Members: goroutines, threads, fds or timers.
     pub size: u64,
-    /// Members gained per second over the interval (negative when shrinking).
-    pub growth_per_second: f64,
+    /// Members gained per second over the interval (negative when shrinking; see
+    /// `metrics::groups_of` for each kind); None when the interval cannot tell (a goroutine
+    /// group seen in fewer than 2 snapshots), so that no series says 0 for "unknown".
+    pub growth_per_second: Option<f64>,
     pub score: f64,
 }
 
@@ -80,7 +82,11 @@ pub fn transition(previous: &[Tracked], current: Vec<Group>) -> Vec<Tracked> {
         {
             Some(same) => {
                 same.size += group.size;
-                same.growth_per_second += group.growth_per_second;
+                // Unknown for either part leaves the sum unknown.
+                same.growth_per_second = same
+                    .growth_per_second
+                    .zip(group.growth_per_second)
+                    .map(|(a, b)| a + b);
                 same.score = same.score.max(group.score);
             }
             None => merged.push(group),
@@ -113,7 +119,7 @@ pub fn transition(previous: &[Tracked], current: Vec<Group>) -> Vec<Tracked> {
         out.push(Tracked {
             group: Group {
                 size: 0,
-                growth_per_second: 0.0,
+                growth_per_second: Some(0.0),
                 ..old.group.clone()
             },
             status: Status::Resolved,
@@ -149,7 +155,7 @@ mod tests {
             blocking_function: "wait_for_reply".into(),
             creation_function: "spawn_leaky_task".into(),
             size,
-            growth_per_second: 1.0,
+            growth_per_second: Some(1.0),
             score: 80.0,
         }
     }
@@ -173,7 +179,7 @@ mod tests {
         assert_eq!(statuses(&shrunk), [("a", Status::Stable, 5)]);
         let gone = transition(&shrunk, vec![]);
         assert_eq!(statuses(&gone), [("a", Status::Resolved, 0)]);
-        assert_eq!(gone[0].group.growth_per_second, 0.0);
+        assert_eq!(gone[0].group.growth_per_second, Some(0.0));
         assert_eq!(gone[0].group.creation_function, "spawn_leaky_task");
         assert!(transition(&gone, vec![]).is_empty());
     }

@@ -566,6 +566,9 @@ impl Judge<'_> {
 }
 
 fn runtime_owned(key: &GroupKey) -> Option<String> {
+    if key.created_at == crate::model::goroutines::MAIN_GOROUTINE {
+        return Some("the main goroutine: it runs main.main for the program's life".into());
+    }
     if RUNTIME_REASONS.contains(&key.state.as_str()) {
         return Some(format!("owned by the Go runtime ({})", key.state));
     }

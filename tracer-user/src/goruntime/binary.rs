@@ -64,15 +64,27 @@ pub(crate) struct GoBinary {
     pub first_load_address: u64,
 }
 
+/// Whether the ELF file at `path` was built by Go (its sections, as `read` checks), without
+/// reading the rest.
+pub(crate) fn is_go_executable(path: &std::path::Path) -> Result<bool> {
+    let data = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let elf = object::File::parse(&*data)
+        .with_context(|| format!("{} is not an ELF executable", path.display()))?;
+    Ok(is_go(&elf))
+}
+
+fn is_go(elf: &object::File<'_>) -> bool {
+    elf.section_by_name(".go.buildinfo").is_some()
+        || elf.section_by_name(".gopclntab").is_some()
+        || elf.section_by_name(".note.go.buildid").is_some()
+}
+
 /// Ok(None) when the file is no Go program.
 pub(crate) fn read(path: &std::path::Path) -> Result<Option<GoBinary>> {
     let data = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let elf = object::File::parse(&*data)
         .with_context(|| format!("{} is not an ELF executable", path.display()))?;
-    let is_go = elf.section_by_name(".go.buildinfo").is_some()
-        || elf.section_by_name(".gopclntab").is_some()
-        || elf.section_by_name(".note.go.buildid").is_some();
-    if !is_go {
+    if !is_go(&elf) {
         return Ok(None);
     }
     // Everything below (pointer size, register ABI, runtime.g layouts) is amd64's.

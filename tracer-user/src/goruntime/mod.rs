@@ -266,6 +266,11 @@ pub struct BinaryFacts {
     pub allgs_from_code: Result<u64, String>,
 }
 
+/// Whether the executable file at `path` is a Go program (errors: unreadable, not ELF).
+pub fn is_go_executable(path: &std::path::Path) -> Result<bool> {
+    binary::is_go_executable(path)
+}
+
 /// Reads what leaktrace needs from a Go executable file without running it; Ok(None) when it is
 /// no Go program.
 pub fn read_binary(path: &std::path::Path) -> Result<Option<BinaryFacts>> {

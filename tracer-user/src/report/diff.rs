@@ -21,6 +21,10 @@ pub struct Entry {
     /// Whether the report listed it as a leak candidate (else a goroutine group that is not).
     pub candidate: bool,
     pub suppressed: bool,
+    /// What the output calls it while it is no candidate: `goroutine_group:HASH`, or
+    /// `go_runtime_goroutines:HASH` for the Go runtime's own; a candidate is called by its
+    /// fingerprint (`goroutine_leak:HASH` would name a leak where the report saw none).
+    pub label: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -43,13 +47,45 @@ pub struct Changed {
     /// Candidate in the old / new report (false: a non-candidate group, or absent).
     pub old_candidate: bool,
     pub new_candidate: bool,
+    /// The fingerprint when a candidate in either report, else the group's label.
+    pub label: String,
 }
 
-/// Reads both reports and renders the comparison as text.
+/// Reads both reports and renders the comparison as text, led by a warning (also on stderr)
+/// when they are reports of different programs.
 pub fn run(old: &Path, new: &Path) -> Result<String> {
-    let old_entries = entries(&read(old)?).with_context(|| format!("in {}", old.display()))?;
-    let new_entries = entries(&read(new)?).with_context(|| format!("in {}", new.display()))?;
-    Ok(render(&compare(&old_entries, &new_entries)))
+    let (old_report, new_report) = (read(old)?, read(new)?);
+    let old_entries = entries(&old_report).with_context(|| format!("in {}", old.display()))?;
+    let new_entries = entries(&new_report).with_context(|| format!("in {}", new.display()))?;
+    let mut out = String::new();
+    if let Some(warning) = different_programs(&old_report, &new_report) {
+        eprintln!("leaktrace: {warning}");
+        let _ = writeln!(out, "{warning}");
+    }
+    out.push_str(&render(&compare(&old_entries, &new_entries)));
+    Ok(out)
+}
+
+/// A warning when the reports' targets are different programs (`comm` or `exe` differ; an
+/// executable replaced since it started, `exe` ending ` (deleted)`, is the same program):
+/// their groups then match only by chance. None when they agree or a report does not say.
+pub fn different_programs(old: &Value, new: &Value) -> Option<String> {
+    fn program(report: &Value) -> Option<(&str, &str)> {
+        let field = |name: &str| report.pointer(&format!("/target/{name}"))?.as_str();
+        let exe = field("exe")?;
+        Some((
+            field("comm")?,
+            exe.strip_suffix(" (deleted)").unwrap_or(exe),
+        ))
+    }
+    let ((old_comm, old_exe), (new_comm, new_exe)) = (program(old)?, program(new)?);
+    (old_comm != new_comm || old_exe != new_exe).then(|| {
+        format!(
+            "warning: the reports are of different programs ({old_comm}, {old_exe} and \
+             {new_comm}, {new_exe}): the same fingerprint in both is unlikely, so expect \
+             everything new or resolved"
+        )
+    })
 }
 
 fn read(path: &Path) -> Result<Value> {
@@ -79,6 +115,7 @@ pub fn entries(report: &Value) -> Result<Vec<Entry>> {
             count: c["count"].as_u64().unwrap_or(0),
             candidate: true,
             suppressed: c.get("suppressed_by").is_some(),
+            label: fingerprint.to_string(),
         });
     }
     let groups = report
@@ -87,9 +124,22 @@ pub fn entries(report: &Value) -> Result<Vec<Entry>> {
     for g in groups.into_iter().flatten() {
         let field = |name: &str| g[name].as_str().unwrap_or("").to_string();
         let (created_at, sits_at, state) = (field("created_at"), field("sits_at"), field("state"));
+        let fingerprint = goroutine_group(&created_at, &sits_at, &state);
+        // The reason analyze/goroutines.rs (`runtime_owned`) gives the runtime's own groups.
+        let runtime = g["not_a_candidate"].as_str().is_some_and(|why| {
+            why.starts_with("owned by the Go runtime")
+                || why.starts_with("created by the Go runtime")
+        });
+        let (what, name) = if runtime {
+            ("Go runtime goroutines", "go_runtime_goroutines")
+        } else {
+            ("goroutines", "goroutine_group")
+        };
+        let hash = fingerprint.rsplit(':').next().unwrap_or_default();
         out.push(Entry {
-            fingerprint: goroutine_group(&created_at, &sits_at, &state),
-            summary: format!("goroutines {state} at {sits_at}, created at {created_at}"),
+            label: format!("{name}:{hash}"),
+            fingerprint,
+            summary: format!("{what} {state} at {sits_at}, created at {created_at}"),
             count: g["count"].as_u64().unwrap_or(0),
             candidate: false,
             suppressed: false,
@@ -137,6 +187,12 @@ pub fn compare(old: &[Entry], new: &[Entry]) -> Vec<Changed> {
             new_count,
             old_candidate: o.is_some_and(|e| e.candidate),
             new_candidate: n.is_some_and(|e| e.candidate),
+            label: match n.or(o) {
+                Some(e) if !o.is_some_and(|e| e.candidate) && !n.is_some_and(|e| e.candidate) => {
+                    e.label.clone()
+                }
+                _ => fingerprint.clone(),
+            },
         });
     }
     out.sort_by_key(|c| {
@@ -177,7 +233,7 @@ pub fn render(changes: &[Changed]) -> String {
         let _ = writeln!(
             out,
             "{word:<9} {} -> {}{role}  {}  [{}]",
-            c.old_count, c.new_count, c.summary, c.fingerprint
+            c.old_count, c.new_count, c.summary, c.label
         );
     }
     out
@@ -221,6 +277,85 @@ mod tests {
             text.starts_with("0 new, 1 grown, 0 shrunk, 1 resolved, 1 unchanged\n"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn groups_that_are_no_candidate_are_not_labelled_as_leaks() {
+        let mut old = report(10, 4, None);
+        old["goroutines"]["other_groups"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({
+                "created_at": "runtime.gcenable (mgc.go:203)", "sits_at": "runtime.bgsweep (mgcsweep.go:279)",
+                "state": "GC sweep wait", "count": 1,
+                "not_a_candidate": "owned by the Go runtime (GC sweep wait)",
+            }));
+        let text = render(&compare(&entries(&old).unwrap(), &entries(&old).unwrap()));
+        let line = |needle: &str| {
+            text.lines()
+                .find(|l| l.contains(needle))
+                .unwrap_or_else(|| panic!("no {needle} in {text}"))
+                .to_string()
+        };
+        assert!(line("(candidate)").contains("[goroutine_leak:"), "{text}");
+        let pool = line("main.pool");
+        assert!(pool.contains("[goroutine_group:"), "{pool}");
+        assert!(!pool.contains("goroutine_leak"), "{pool}");
+        let sweep = line("runtime.bgsweep");
+        assert!(
+            sweep.contains("Go runtime goroutines GC sweep wait"),
+            "{sweep}"
+        );
+        assert!(sweep.contains("[go_runtime_goroutines:"), "{sweep}");
+        // A group that becomes a candidate keeps its identity and is then called a leak.
+        let pool_fingerprint = goroutine_group("main.pool (m.go:5)", "main.p (m.go:6)", "select");
+        let mut new = report(10, 0, None);
+        new["candidates"].as_array_mut().unwrap().push(json!({
+            "kind": "goroutine_leak", "count": 9, "summary": "pool leaks", "fingerprint": pool_fingerprint,
+        }));
+        let text = render(&compare(&entries(&old).unwrap(), &entries(&new).unwrap()));
+        assert!(
+            text.contains(&format!(
+                "GROWN     4 -> 9 (now a candidate)  pool leaks  [{pool_fingerprint}]"
+            )),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn reports_of_different_programs_are_warned_about() {
+        let with_target = |comm: &str, exe: &str| {
+            let mut r = report(1, 1, None);
+            r["target"] = json!({"pid": 7, "comm": comm, "exe": exe});
+            r
+        };
+        let server = with_target("server", "/srv/server");
+        assert_eq!(different_programs(&server, &server), None);
+        let replaced = with_target("server", "/srv/server (deleted)");
+        assert_eq!(different_programs(&server, &replaced), None);
+        let other = with_target("worker", "/srv/worker");
+        let warning = different_programs(&server, &other).expect("different programs");
+        assert!(warning.contains("different programs"), "{warning}");
+        assert!(
+            warning.contains("server, /srv/server and worker, /srv/worker"),
+            "{warning}"
+        );
+        assert!(different_programs(&server, &with_target("server", "/opt/server")).is_some());
+        assert_eq!(different_programs(&server, &report(1, 1, None)), None);
+
+        let dir = std::env::temp_dir().join(format!("leaktrace-diff-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (a, b) = (dir.join("a.json"), dir.join("b.json"));
+        std::fs::write(&a, server.to_string()).unwrap();
+        std::fs::write(&b, other.to_string()).unwrap();
+        let text = run(&a, &b).unwrap();
+        assert!(
+            text.starts_with("warning: the reports are of different programs"),
+            "{text}"
+        );
+        std::fs::write(&b, server.to_string()).unwrap();
+        assert!(run(&a, &b).unwrap().starts_with("0 new, 0 grown"));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

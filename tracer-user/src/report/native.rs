@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 use super::human_ns;
 use super::text::write_stack;
 use crate::analyze::native_io::NativeSummary;
+use crate::analyze::timerfd::TimerfdPattern;
 use crate::analyze::{Detail, Finding};
 use crate::model::KernelCounters;
 
@@ -61,10 +62,17 @@ pub fn write_detail(out: &mut String, c: &Finding) {
             write_stack(out, &c.blocking_stack, "      ");
         }
         Detail::Timerfd { detail: d, .. } => {
+            // A rate only for the one pattern that is a growing group; the others are about
+            // single timers (one that never fires grows nothing).
+            let rate = if d.pattern == TimerfdPattern::FdLeak {
+                format!(" · {:.1}/s", d.growth_per_s)
+            } else {
+                String::new()
+            };
             let _ = writeln!(
                 out,
-                "   open {} · created {} · closed {} during the trace · {:.1}/s",
-                d.open, d.created_during_trace, d.closed_during_trace, d.growth_per_s
+                "   open {} · created {} · closed {} during the trace{rate}",
+                d.open, d.created_during_trace, d.closed_during_trace
             );
             if d.open_before_trace > 0 {
                 let _ = writeln!(
@@ -143,4 +151,59 @@ pub fn write_counters(out: &mut String, c: &KernelCounters, s: &NativeSummary) {
         "kernel (native I/O): {} untracked calls (pending-call map full), {} untracked fds (fd map full), {} epoll returns uncounted (stats map full)",
         c.pending_calls_full, c.tracked_fds_full, c.epoll_stats_full
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analyze::timerfd::TimerfdDetail;
+    use crate::analyze::Percentiles;
+
+    fn timerfd(pattern: TimerfdPattern, open: u64, created: u64) -> Finding {
+        Finding {
+            count: open as usize,
+            summary: String::new(),
+            score: 50.0,
+            reasons: Vec::new(),
+            blocking_stack: Vec::new(),
+            creation_stack: None,
+            blocked_ns: Percentiles::default(),
+            grew: None,
+            detail: Detail::Timerfd {
+                detail: TimerfdDetail {
+                    pattern,
+                    creation_known: true,
+                    open,
+                    created_during_trace: created,
+                    closed_during_trace: 0,
+                    growth_per_s: created as f64 / 2.0,
+                    open_before_trace: 0,
+                    timers: Vec::new(),
+                },
+                expirations_read: 0,
+            },
+        }
+    }
+
+    #[test]
+    fn only_a_growing_timerfd_group_shows_a_rate() {
+        let text = |c: &Finding| {
+            let mut out = String::new();
+            write_detail(&mut out, c);
+            out
+        };
+        let leak = text(&timerfd(TimerfdPattern::FdLeak, 20, 20));
+        assert!(
+            leak.contains("closed 0 during the trace · 10.0/s"),
+            "{leak}"
+        );
+        for single in [
+            TimerfdPattern::NeverFires,
+            TimerfdPattern::UnreadExpirations,
+        ] {
+            let one = text(&timerfd(single, 1, 1));
+            assert!(one.contains("closed 0 during the trace\n"), "{one}");
+            assert!(!one.contains("/s"), "{one}");
+        }
+    }
 }
