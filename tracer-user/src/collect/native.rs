@@ -165,28 +165,13 @@ impl Native {
         }
     }
 
-    /// The syscall tracepoints a periodic window needs for this target (each one attached
-    /// costs the host ~45-80 ms of detaching when the window closes, see `attach::close_window`):
-    /// futex(2) always; futex2 once a thread was seen in it; epoll when the target has an epoll
-    /// set; timerfd calls, reads and closes when it has a timerfd or an epoll set (reads and
-    /// closes are only followed on those). What is created between windows shows in the fd
-    /// table at the next scan, and the window after that includes it.
+    /// The syscalls a periodic window watches for this target (a bit mask for the window
+    /// programs: every syscall outside it costs the target's calls a map lookup and no more),
+    /// see [`window_groups_for`].
     pub fn window_groups(&self) -> Vec<Group> {
-        // Threads: only windowed on kernels without task_newtask.
-        let mut groups = vec![Group::Futex, Group::Threads];
-        if self.uses_futex2 {
-            groups.push(Group::Futex2);
-        }
         let links = fds::links(self.pid);
-        let has = |kind: &str| links.values().any(|l| fds::kind(l) == kind);
-        let epoll = has("eventpoll");
-        if epoll {
-            groups.push(Group::Epoll);
-        }
-        if epoll || has("timerfd") {
-            groups.push(Group::Fds);
-        }
-        groups
+        let kinds: Vec<String> = links.values().map(|l| fds::kind(l)).collect();
+        window_groups_for(self.uses_futex2, kinds.iter().map(String::as_str))
     }
 
     /// Low mode: timerfds opened and closed between windows, from the fd table. One that
@@ -612,5 +597,53 @@ impl Native {
             dead_end,
             listening: is_listening,
         }
+    }
+}
+
+/// The groups a periodic window watches, from whether a thread was seen in a futex2 call and the
+/// kinds of the target's fds (`procfs::fds::kind`: "eventpoll", "timerfd", ...): futex(2)
+/// always; futex2 once seen; epoll when the target has an epoll set; timerfd calls, reads and
+/// closes when it has a timerfd or an epoll set (reads and closes are only followed on those).
+/// Threads is asked for always and watched only on kernels without `task_newtask`. What is
+/// created between windows shows in the fd table at the next scan, and the window after that
+/// includes it.
+pub fn window_groups_for<'a>(
+    uses_futex2: bool,
+    fd_kinds: impl Iterator<Item = &'a str>,
+) -> Vec<Group> {
+    let mut groups = vec![Group::Futex, Group::Threads];
+    if uses_futex2 {
+        groups.push(Group::Futex2);
+    }
+    let (mut epoll, mut timerfd) = (false, false);
+    for kind in fd_kinds {
+        epoll |= kind == "eventpoll";
+        timerfd |= kind == "timerfd";
+    }
+    if epoll {
+        groups.push(Group::Epoll);
+    }
+    if epoll || timerfd {
+        groups.push(Group::Fds);
+    }
+    groups
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_window_watches_epoll_and_fds_only_when_the_target_has_them() {
+        use Group::*;
+        let of = |futex2, kinds: &[&str]| window_groups_for(futex2, kinds.iter().copied());
+        assert_eq!(of(false, &[]), vec![Futex, Threads]);
+        assert_eq!(of(false, &["socket", "pipe"]), vec![Futex, Threads]);
+        assert_eq!(of(true, &[]), vec![Futex, Threads, Futex2]);
+        assert_eq!(of(false, &["timerfd"]), vec![Futex, Threads, Fds]);
+        assert_eq!(
+            of(false, &["socket", "eventpoll"]),
+            vec![Futex, Threads, Epoll, Fds]
+        );
     }
 }
