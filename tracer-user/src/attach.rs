@@ -70,8 +70,10 @@ const TRACEPOINTS: &[(&str, &str, Need)] = &[
 /// Any attached syscall tracepoint sets `TIF_SYSCALL_TRACEPOINT` on every task of the host
 /// (kernel/tracepoint.c `syscall_regfunc`), so every syscall of every process pays the slow
 /// syscall path (~+65 ns here), and each attached program runs for every process's call before
-/// it filters on the target (~+300 ns a futex call). `Low` attaches them only in probe windows
-/// (see `collect::windows`); the lifecycle tracepoints (`task_newtask`, `sched_process_exit`,
+/// it filters on the target (~+300 ns a futex call). `Low` watches syscalls only in probe
+/// windows (see `collect::windows`), with two raw `sys_enter`/`sys_exit` programs that dispatch
+/// on the syscall number (tracer-ebpf `raw.rs`: they attach and detach in well under a
+/// millisecond, where each per-syscall tracepoint took ~45-80 ms to detach); the lifecycle tracepoints (`task_newtask`, `sched_process_exit`,
 /// `task_rename`) fire only when a thread is created, exits or is renamed, and the uprobes cost
 /// only the target, so those stay attached in both modes.
 /// Full is the default (and what a recording without the field was made with): low does not yet
