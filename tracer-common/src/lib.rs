@@ -24,6 +24,9 @@ pub mod names {
     pub const PENDING_CALLS: &str = "PENDING_CALLS";
     pub const TRACKED_FDS: &str = "TRACKED_FDS";
     pub const EPOLL_STATS: &str = "EPOLL_STATS";
+    pub const WINDOW_GROUPS: &str = "WINDOW_GROUPS";
+    pub const RAW_SYS_ENTER: &str = "raw_sys_enter";
+    pub const RAW_SYS_EXIT: &str = "raw_sys_exit";
 }
 
 /// Per-thread slots of calls in progress (futex waits, tracked epoll/timerfd calls): thread
@@ -223,6 +226,22 @@ pub mod epoll_variant {
     pub const EPOLL_WAIT: u64 = 0;
     pub const EPOLL_PWAIT: u64 = 1;
     pub const EPOLL_PWAIT2: u64 = 2;
+}
+
+/// Which syscalls the raw `sys_enter`/`sys_exit` programs of a probe window (`--detail low`)
+/// hand to their handlers: bits of the one-entry `WINDOW_GROUPS` array, set by userspace when a
+/// window opens, so that narrowing a window is a map update and not an attach.
+pub mod window_group {
+    /// futex(2).
+    pub const FUTEX: u32 = 1 << 0;
+    /// futex_wait, futex_waitv, futex_wake, futex_requeue (Linux 6.7+).
+    pub const FUTEX2: u32 = 1 << 1;
+    /// clone, clone3, fork, vfork (only without `task:task_newtask`).
+    pub const THREADS: u32 = 1 << 2;
+    /// epoll_create, epoll_create1, epoll_ctl, epoll_wait, epoll_pwait, epoll_pwait2.
+    pub const EPOLL: u32 = 1 << 3;
+    /// timerfd_create, timerfd_settime, timerfd_gettime, and read and close of tracked fds.
+    pub const FDS: u32 = 1 << 4;
 }
 
 /// What a tracked fd is (`TRACKED_FDS` value).

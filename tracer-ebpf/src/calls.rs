@@ -1,11 +1,8 @@
 //! Shared plumbing for the rare calls tracked for threads, epoll and timerfds: remember the
 //! arguments at entry (in the thread's slot), send one record with the result at exit.
 use aya_ebpf::{
-    bindings::BPF_F_USER_STACK,
-    helpers::bpf_ktime_get_ns,
-    macros::map,
-    maps::Array,
-    programs::{tracing::StackIdContext, TracePointContext},
+    bindings::BPF_F_USER_STACK, helpers::bpf_ktime_get_ns, macros::map, maps::Array,
+    programs::tracing::StackIdContext,
 };
 use tracer_common::{
     counter, CallDone, EventKind, PendingCall, ThreadSlot, THREAD_SLOTS, TRACKED_FD_SLOTS,
@@ -22,23 +19,6 @@ pub static PENDING_CALLS: Array<ThreadSlot<PendingCall>> = Array::with_max_entri
 /// existed before attach. Indexed by fd: every program acts for the one target process only.
 #[map(name = "TRACKED_FDS")]
 pub static TRACKED_FDS: Array<u32> = Array::with_max_entries(TRACKED_FD_SLOTS, 0);
-
-/// Offset of the return value in `sys_exit_*` records.
-const RET: usize = 16;
-
-/// Argument `i` of a `sys_enter_*` record (8 bytes of header, the syscall number, then one
-/// 8-byte slot per argument).
-#[inline(always)]
-pub fn arg(ctx: &TracePointContext, i: usize) -> u64 {
-    // SAFETY: reading a fixed slot of the tracepoint record; failure reads as 0.
-    unsafe { ctx.read_at::<u64>(16 + 8 * i) }.unwrap_or(0)
-}
-
-#[inline(always)]
-pub fn ret(ctx: &TracePointContext) -> i64 {
-    // SAFETY: reading a fixed slot of the tracepoint record.
-    unsafe { ctx.read_at::<i64>(RET) }.unwrap_or(0)
-}
 
 #[inline(always)]
 pub fn now_ns() -> u64 {

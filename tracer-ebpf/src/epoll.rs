@@ -12,7 +12,8 @@ use tracer_common::{
     counter, epoll_variant, fd_kind, native_call, EpollStats, FdKey, MAX_EPOLL_SETS,
 };
 
-use crate::calls::{arg, begin, finish, now_ns, ret, send, track_fd, user_stack};
+use crate::calls::{begin, finish, now_ns, send, track_fd, user_stack};
+use crate::syscall::Syscall;
 use crate::{count, target_thread};
 
 #[map(name = "EPOLL_STATS")]
@@ -28,7 +29,7 @@ struct KernelTimespec {
 }
 
 #[inline(always)]
-fn create_enter(flags: u64) -> u32 {
+pub fn create_enter(flags: u64) -> u32 {
     let Some((tgid, tid)) = target_thread() else {
         return 0;
     };
@@ -37,17 +38,17 @@ fn create_enter(flags: u64) -> u32 {
 }
 
 #[inline(always)]
-fn create_exit(ctx: &TracePointContext) -> u32 {
+pub fn create_exit<S: Syscall>(s: &S) -> u32 {
     let Some((_, tid)) = target_thread() else {
         return 0;
     };
     let Some(pending) = finish(tid, native_call::EPOLL_CREATE) else {
         return 0;
     };
-    let fd = ret(ctx);
+    let fd = s.ret();
     if fd >= 0 {
         track_fd(fd as u32, fd_kind::EPOLL);
-        send(tid, pending, fd, 0, user_stack(ctx));
+        send(tid, pending, fd, 0, user_stack(s.ctx()));
     }
     0
 }
@@ -64,7 +65,7 @@ pub fn sys_exit_epoll_create(ctx: TracePointContext) -> u32 {
 
 #[tracepoint(category = "syscalls", name = "sys_enter_epoll_create1")]
 pub fn sys_enter_epoll_create1(ctx: TracePointContext) -> u32 {
-    create_enter(arg(&ctx, 0))
+    create_enter(ctx.arg(0))
 }
 
 #[tracepoint(category = "syscalls", name = "sys_exit_epoll_create1")]
@@ -74,10 +75,15 @@ pub fn sys_exit_epoll_create1(ctx: TracePointContext) -> u32 {
 
 #[tracepoint(category = "syscalls", name = "sys_enter_epoll_ctl")]
 pub fn sys_enter_epoll_ctl(ctx: TracePointContext) -> u32 {
+    ctl_enter(&ctx)
+}
+
+#[inline(always)]
+pub fn ctl_enter<S: Syscall>(s: &S) -> u32 {
     let Some((tgid, tid)) = target_thread() else {
         return 0;
     };
-    let event = arg(&ctx, 3);
+    let event = s.arg(3);
     // struct epoll_event { u32 events; u64 data; } (packed on x86_64): events first.
     let events = if event == 0 {
         0
@@ -89,18 +95,23 @@ pub fn sys_enter_epoll_ctl(ctx: TracePointContext) -> u32 {
         tgid,
         tid,
         native_call::EPOLL_CTL,
-        [arg(&ctx, 0), arg(&ctx, 1), arg(&ctx, 2), events],
+        [s.arg(0), s.arg(1), s.arg(2), events],
     );
     0
 }
 
 #[tracepoint(category = "syscalls", name = "sys_exit_epoll_ctl")]
 pub fn sys_exit_epoll_ctl(ctx: TracePointContext) -> u32 {
+    ctl_exit(&ctx)
+}
+
+#[inline(always)]
+pub fn ctl_exit<S: Syscall>(s: &S) -> u32 {
     let Some((_, tid)) = target_thread() else {
         return 0;
     };
     if let Some(pending) = finish(tid, native_call::EPOLL_CTL) {
-        send(tid, pending, ret(&ctx), 0, -1);
+        send(tid, pending, s.ret(), 0, -1);
     }
     0
 }
@@ -132,30 +143,45 @@ fn ms_timeout(ms: u64) -> u64 {
 
 #[tracepoint(category = "syscalls", name = "sys_enter_epoll_wait")]
 pub fn sys_enter_epoll_wait(ctx: TracePointContext) -> u32 {
+    enter_epoll_wait(&ctx)
+}
+
+#[inline(always)]
+pub fn enter_epoll_wait<S: Syscall>(s: &S) -> u32 {
     wait_enter(
-        arg(&ctx, 0),
-        arg(&ctx, 2),
-        ms_timeout(arg(&ctx, 3)),
+        s.arg(0),
+        s.arg(2),
+        ms_timeout(s.arg(3)),
         epoll_variant::EPOLL_WAIT,
     )
 }
 
 #[tracepoint(category = "syscalls", name = "sys_enter_epoll_pwait")]
 pub fn sys_enter_epoll_pwait(ctx: TracePointContext) -> u32 {
+    enter_epoll_pwait(&ctx)
+}
+
+#[inline(always)]
+pub fn enter_epoll_pwait<S: Syscall>(s: &S) -> u32 {
     wait_enter(
-        arg(&ctx, 0),
-        arg(&ctx, 2),
-        ms_timeout(arg(&ctx, 3)),
+        s.arg(0),
+        s.arg(2),
+        ms_timeout(s.arg(3)),
         epoll_variant::EPOLL_PWAIT,
     )
 }
 
 #[tracepoint(category = "syscalls", name = "sys_enter_epoll_pwait2")]
 pub fn sys_enter_epoll_pwait2(ctx: TracePointContext) -> u32 {
+    enter_epoll_pwait2(&ctx)
+}
+
+#[inline(always)]
+pub fn enter_epoll_pwait2<S: Syscall>(s: &S) -> u32 {
     if target_thread().is_none() {
         return 0;
     }
-    let ptr = arg(&ctx, 3);
+    let ptr = s.arg(3);
     let timeout = if ptr == 0 {
         NO_TIMEOUT
     } else {
@@ -167,16 +193,11 @@ pub fn sys_enter_epoll_pwait2(ctx: TracePointContext) -> u32 {
             Err(_) => NO_TIMEOUT,
         }
     };
-    wait_enter(
-        arg(&ctx, 0),
-        arg(&ctx, 2),
-        timeout,
-        epoll_variant::EPOLL_PWAIT2,
-    )
+    wait_enter(s.arg(0), s.arg(2), timeout, epoll_variant::EPOLL_PWAIT2)
 }
 
 #[inline(always)]
-fn wait_exit(ctx: &TracePointContext) -> u32 {
+pub fn wait_exit<S: Syscall>(s: &S) -> u32 {
     let Some((tgid, tid)) = target_thread() else {
         return 0;
     };
@@ -184,7 +205,7 @@ fn wait_exit(ctx: &TracePointContext) -> u32 {
         return 0;
     };
     count(counter::EPOLL_WAITS);
-    let result = ret(ctx);
+    let result = s.ret();
     let key = FdKey {
         tgid,
         fd: pending.args[0] as u32,

@@ -11,6 +11,8 @@ use aya_ebpf::{
     maps::{Array, HashMap},
     programs::{tracing::StackIdContext, TracePointContext},
 };
+
+use crate::syscall::Syscall;
 use tracer_common::{
     counter, futex_op, syscall, wait_flags, EventKind, FutexKey, PendingWait, ThreadSlot, WaitDone,
     WakeStats, MAX_WATCHED_ADDRS, THREAD_SLOTS,
@@ -29,15 +31,6 @@ pub static PENDING_WAITS: Array<ThreadSlot<PendingWait>> = Array::with_max_entri
 static WATCHED_ADDRS: HashMap<FutexKey, WakeStats> =
     HashMap::with_max_entries(MAX_WATCHED_ADDRS, 0);
 
-// Offsets of the arguments in the syscall tracepoint records (see
-// /sys/kernel/tracing/events/syscalls/*/format): 8 bytes of common header, the syscall number,
-// then one 8-byte slot per argument.
-const ARG0: usize = 16;
-const ARG1: usize = 24;
-const ARG3: usize = 40;
-const ARG4: usize = 48;
-const RET: usize = 16;
-
 /// `struct futex_waitv { u64 val; u64 uaddr; u32 flags; u32 reserved; }`
 const FUTEX_WAITV_UADDR: usize = 8;
 
@@ -45,12 +38,6 @@ const FUTEX_WAITV_UADDR: usize = 8;
 struct KernelTimespec {
     sec: i64,
     nsec: i64,
-}
-
-#[inline(always)]
-fn arg(ctx: &TracePointContext, offset: usize) -> u64 {
-    // SAFETY: reading a fixed slot of the tracepoint record; failure reads as 0.
-    unsafe { ctx.read_at::<u64>(offset) }.unwrap_or(0)
 }
 
 #[inline(always)]
@@ -102,7 +89,7 @@ fn begin_wait(
 }
 
 #[inline(always)]
-fn note_wake(ctx: &TracePointContext, tgid: u32, tid: u32, uaddr: u64) {
+fn note_wake<S: Syscall>(s: &S, tgid: u32, tid: u32, uaddr: u64) {
     let key = FutexKey {
         uaddr,
         tgid,
@@ -117,14 +104,14 @@ fn note_wake(ctx: &TracePointContext, tgid: u32, tid: u32, uaddr: u64) {
     unsafe {
         if (*stats).wakes == 0 {
             (*stats).first_waker_tid = tid;
-            (*stats).first_waker_stack_id = match ctx.get_stackid(&STACKS, BPF_F_USER_STACK as u64)
-            {
-                Ok(id) => id as i32,
-                Err(_) => {
-                    count(counter::STACK_ERRORS);
-                    -1
-                }
-            };
+            (*stats).first_waker_stack_id =
+                match s.ctx().get_stackid(&STACKS, BPF_F_USER_STACK as u64) {
+                    Ok(id) => id as i32,
+                    Err(_) => {
+                        count(counter::STACK_ERRORS);
+                        -1
+                    }
+                };
         }
         (*stats).wakes += 1;
         (*stats).last_wake_ns = bpf_ktime_get_ns();
@@ -133,13 +120,18 @@ fn note_wake(ctx: &TracePointContext, tgid: u32, tid: u32, uaddr: u64) {
 
 #[tracepoint(category = "syscalls", name = "sys_enter_futex")]
 pub fn sys_enter_futex(ctx: TracePointContext) -> u32 {
+    enter_futex(&ctx)
+}
+
+#[inline(always)]
+pub fn enter_futex<S: Syscall>(s: &S) -> u32 {
     let Some((tgid, tid)) = target_thread() else {
         return 0;
     };
-    let uaddr = arg(&ctx, ARG0);
-    let cmd = arg(&ctx, ARG1) as u32 & futex_op::CMD_MASK;
+    let uaddr = s.arg(0);
+    let cmd = s.arg(1) as u32 & futex_op::CMD_MASK;
     if futex_op::is_wait(cmd) {
-        let timeout = timeout_ns(arg(&ctx, ARG3));
+        let timeout = timeout_ns(s.arg(3));
         begin_wait(
             tgid,
             tid,
@@ -150,9 +142,9 @@ pub fn sys_enter_futex(ctx: TracePointContext) -> u32 {
             futex_op::has_absolute_timeout(cmd),
         );
     } else if futex_op::is_wake(cmd) {
-        note_wake(&ctx, tgid, tid, uaddr);
+        note_wake(s, tgid, tid, uaddr);
         if cmd == futex_op::WAKE_OP {
-            note_wake(&ctx, tgid, tid, arg(&ctx, ARG4));
+            note_wake(s, tgid, tid, s.arg(4));
         }
     }
     0
@@ -160,15 +152,20 @@ pub fn sys_enter_futex(ctx: TracePointContext) -> u32 {
 
 #[tracepoint(category = "syscalls", name = "sys_enter_futex_wait")]
 pub fn sys_enter_futex_wait(ctx: TracePointContext) -> u32 {
+    enter_futex_wait(&ctx)
+}
+
+#[inline(always)]
+pub fn enter_futex_wait<S: Syscall>(s: &S) -> u32 {
     let Some((tgid, tid)) = target_thread() else {
         return 0;
     };
     // futex2 timeouts are always absolute.
-    let timeout = timeout_ns(arg(&ctx, ARG4));
+    let timeout = timeout_ns(s.arg(4));
     begin_wait(
         tgid,
         tid,
-        arg(&ctx, ARG0),
+        s.arg(0),
         futex_op::WAIT,
         syscall::FUTEX_WAIT,
         timeout,
@@ -179,15 +176,20 @@ pub fn sys_enter_futex_wait(ctx: TracePointContext) -> u32 {
 
 #[tracepoint(category = "syscalls", name = "sys_enter_futex_waitv")]
 pub fn sys_enter_futex_waitv(ctx: TracePointContext) -> u32 {
+    enter_futex_waitv(&ctx)
+}
+
+#[inline(always)]
+pub fn enter_futex_waitv<S: Syscall>(s: &S) -> u32 {
     let Some((tgid, tid)) = target_thread() else {
         return 0;
     };
-    let waiters = arg(&ctx, ARG0);
+    let waiters = s.arg(0);
     // SAFETY: bpf_probe_read_user validates the user pointer.
     let uaddr =
         unsafe { bpf_probe_read_user((waiters as usize + FUTEX_WAITV_UADDR) as *const u64) }
             .unwrap_or(0);
-    let timeout = timeout_ns(arg(&ctx, ARG3));
+    let timeout = timeout_ns(s.arg(3));
     begin_wait(
         tgid,
         tid,
@@ -202,30 +204,40 @@ pub fn sys_enter_futex_waitv(ctx: TracePointContext) -> u32 {
 
 #[tracepoint(category = "syscalls", name = "sys_enter_futex_wake")]
 pub fn sys_enter_futex_wake(ctx: TracePointContext) -> u32 {
+    enter_futex_wake(&ctx)
+}
+
+#[inline(always)]
+pub fn enter_futex_wake<S: Syscall>(s: &S) -> u32 {
     let Some((tgid, tid)) = target_thread() else {
         return 0;
     };
-    note_wake(&ctx, tgid, tid, arg(&ctx, ARG0));
+    note_wake(s, tgid, tid, s.arg(0));
     0
 }
 
 #[tracepoint(category = "syscalls", name = "sys_enter_futex_requeue")]
 pub fn sys_enter_futex_requeue(ctx: TracePointContext) -> u32 {
+    enter_futex_requeue(&ctx)
+}
+
+#[inline(always)]
+pub fn enter_futex_requeue<S: Syscall>(s: &S) -> u32 {
     let Some((tgid, tid)) = target_thread() else {
         return 0;
     };
-    let waiters = arg(&ctx, ARG0);
+    let waiters = s.arg(0);
     // SAFETY: bpf_probe_read_user validates the user pointer.
     let uaddr =
         unsafe { bpf_probe_read_user((waiters as usize + FUTEX_WAITV_UADDR) as *const u64) }
             .unwrap_or(0);
-    note_wake(&ctx, tgid, tid, uaddr);
+    note_wake(s, tgid, tid, uaddr);
     0
 }
 
 /// One exit handler for every futex entry point that can wait.
 #[inline(always)]
-fn end_wait(ctx: &TracePointContext) -> u32 {
+pub fn end_wait<S: Syscall>(s: &S) -> u32 {
     let Some((_, tid)) = target_thread() else {
         return 0;
     };
@@ -239,8 +251,8 @@ fn end_wait(ctx: &TracePointContext) -> u32 {
     let duration_ns = unsafe { bpf_ktime_get_ns() }.saturating_sub(wait.start_ns);
     let (user_stack_id, kernel_stack_id) = if duration_ns >= long_wait_ns() {
         // The user stack at exit is the one at entry: nothing ran in user space in between.
-        let user = ctx.get_stackid(&STACKS, BPF_F_USER_STACK as u64);
-        let kernel = ctx.get_stackid(&STACKS, 0);
+        let user = s.ctx().get_stackid(&STACKS, BPF_F_USER_STACK as u64);
+        let kernel = s.ctx().get_stackid(&STACKS, 0);
         if user.is_err() || kernel.is_err() {
             count(counter::STACK_ERRORS);
         }
@@ -260,8 +272,7 @@ fn end_wait(ctx: &TracePointContext) -> u32 {
         tid,
         wait,
         duration_ns,
-        // SAFETY: reading a fixed slot of the tracepoint record.
-        ret: unsafe { ctx.read_at::<i64>(RET) }.unwrap_or(0),
+        ret: s.ret(),
         user_stack_id,
         kernel_stack_id,
     });

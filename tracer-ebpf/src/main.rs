@@ -1,4 +1,5 @@
-//! The kernel half of leaktrace: eBPF programs attached to syscall tracepoints.
+//! The kernel half of leaktrace: eBPF programs attached to syscall tracepoints (`--detail full`),
+//! or to the raw `sys_enter`/`sys_exit` tracepoints in probe windows (`--detail low`, raw.rs).
 //!
 //! Every program first checks that the current thread belongs to the traced process and returns
 //! at once otherwise: these tracepoints fire for every process on the machine.
@@ -10,8 +11,10 @@ mod epoll;
 mod futex;
 mod go;
 mod log;
+mod raw;
 mod slots;
 mod stacktop;
+mod syscall;
 mod task;
 mod timerfd;
 

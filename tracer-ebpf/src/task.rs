@@ -13,7 +13,8 @@ use aya_ebpf::{
 };
 use tracer_common::{counter, native_call, EventKind, ThreadExit, ThreadRename};
 
-use crate::calls::{arg, begin, finish, now_ns, ret, send, user_stack};
+use crate::calls::{begin, finish, now_ns, send, user_stack};
+use crate::syscall::Syscall;
 use crate::{count, emit, slots, target_thread};
 
 /// `struct clone_args` starts with `u64 flags`.
@@ -24,7 +25,7 @@ fn clone3_flags(uargs: u64) -> u64 {
 }
 
 #[inline(always)]
-fn enter(call: u32, flags: u64) -> u32 {
+pub fn enter(call: u32, flags: u64) -> u32 {
     let Some((tgid, tid)) = target_thread() else {
         return 0;
     };
@@ -98,7 +99,7 @@ pub fn task_newtask(ctx: TracePointContext) -> u32 {
 }
 
 #[inline(always)]
-fn exit(ctx: &TracePointContext, call: u32) -> u32 {
+pub fn exit<S: Syscall>(s: &S, call: u32) -> u32 {
     let Some((_, tid)) = target_thread() else {
         return 0;
     };
@@ -111,7 +112,7 @@ fn exit(ctx: &TracePointContext, call: u32) -> u32 {
     if global_child.is_some() {
         let _ = NEW_TASKS.remove(tid);
     }
-    let child = ret(ctx);
+    let child = s.ret();
     if child <= 0 {
         return 0;
     }
@@ -124,14 +125,14 @@ fn exit(ctx: &TracePointContext, call: u32) -> u32 {
             let _ = CREATE_SITES.remove(tid);
             send(tid, pending, child, 0, stack);
         }
-        None => send(tid, pending, child, 0, user_stack(ctx)),
+        None => send(tid, pending, child, 0, user_stack(s.ctx())),
     }
     0
 }
 
 #[tracepoint(category = "syscalls", name = "sys_enter_clone")]
 pub fn sys_enter_clone(ctx: TracePointContext) -> u32 {
-    enter(native_call::CLONE, arg(&ctx, 0))
+    enter(native_call::CLONE, ctx.arg(0))
 }
 
 #[tracepoint(category = "syscalls", name = "sys_exit_clone")]
@@ -141,10 +142,15 @@ pub fn sys_exit_clone(ctx: TracePointContext) -> u32 {
 
 #[tracepoint(category = "syscalls", name = "sys_enter_clone3")]
 pub fn sys_enter_clone3(ctx: TracePointContext) -> u32 {
+    enter_clone3(&ctx)
+}
+
+#[inline(always)]
+pub fn enter_clone3<S: Syscall>(s: &S) -> u32 {
     if target_thread().is_none() {
         return 0;
     }
-    enter(native_call::CLONE3, clone3_flags(arg(&ctx, 0)))
+    enter(native_call::CLONE3, clone3_flags(s.arg(0)))
 }
 
 #[tracepoint(category = "syscalls", name = "sys_exit_clone3")]

@@ -6,14 +6,14 @@ use std::path::Path;
 
 use anyhow::{bail, Context as _, Result};
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf, StackTraceMap};
-use aya::programs::trace_point::TracePointLinkId;
+use aya::programs::raw_trace_point::RawTracePointLinkId;
 use aya::programs::uprobe::{UProbeAttachLocation, UProbeLinkId, UProbeScope};
-use aya::programs::{TracePoint, UProbe};
+use aya::programs::{RawTracePoint, TracePoint, UProbe};
 use aya::{Ebpf, EbpfLoader};
 use std::num::NonZeroU32;
 use tracer_common::{
-    counter, names, thread_slot, EpollStats, FdKey, FutexKey, PendingCall, PendingWait, ThreadSlot,
-    WakeStats,
+    counter, names, thread_slot, window_group, EpollStats, FdKey, FutexKey, PendingCall,
+    PendingWait, ThreadSlot, WakeStats,
 };
 
 use crate::model::KernelCounters;
@@ -260,8 +260,10 @@ const TRACEPOINTS: &[(&str, &str, Subsystem, Need)] = &[
 /// Any attached syscall tracepoint sets `TIF_SYSCALL_TRACEPOINT` on every task of the host
 /// (kernel/tracepoint.c `syscall_regfunc`), so every syscall of every process pays the slow
 /// syscall path (~+65 ns here), and each attached program runs for every process's call before
-/// it filters on the target (~+300 ns a futex call). `Low` attaches them only in probe windows
-/// (see `collect::windows`); the lifecycle tracepoints (`task_newtask`, `sched_process_exit`,
+/// it filters on the target (~+300 ns a futex call). `Low` watches syscalls only in probe
+/// windows (see `collect::windows`), with two raw `sys_enter`/`sys_exit` programs that dispatch
+/// on the syscall number (tracer-ebpf `raw.rs`: they attach and detach in well under a
+/// millisecond, where each per-syscall tracepoint took ~45-80 ms to detach); the lifecycle tracepoints (`task_newtask`, `sched_process_exit`,
 /// `task_rename`) fire only when a thread is created, exits or is renamed, and the uprobes cost
 /// only the target, so those stay attached in both modes.
 /// Full is the default (and what a recording without the field was made with): low does not yet
@@ -302,6 +304,9 @@ pub enum Subsystem {
     Timerfd,
     /// read(2) and close(2) of the fds leaktrace tracks (timerfds, epoll sets).
     ReadsAndCloses,
+    /// The low mode's two raw `sys_enter`/`sys_exit` programs: every windowed syscall above,
+    /// while a window is open.
+    InWindows,
 }
 
 impl Subsystem {
@@ -313,6 +318,7 @@ impl Subsystem {
             Subsystem::Epoll => "epoll",
             Subsystem::Timerfd => "timerfd",
             Subsystem::ReadsAndCloses => "fd reads and closes",
+            Subsystem::InWindows => "syscalls in windows",
         }
     }
 }
@@ -333,14 +339,17 @@ pub fn subsystem_of(probe: &str) -> Option<Subsystem> {
             .map(|&(_, subsystem)| subsystem);
     }
     let (category, tracepoint) = probe.split_once(':')?;
+    if category == "raw_syscalls" {
+        return Some(Subsystem::InWindows);
+    }
     TRACEPOINTS
         .iter()
         .find(|&&(c, t, _, _)| c == category && t == tracepoint)
         .map(|&(_, _, subsystem, _)| subsystem)
 }
 
-/// The syscall tracepoints by what they see, so that a window can open only what is in
-/// question (a suspect futex wait needs the futex tracepoints, not the fd reads).
+/// The syscalls by what they show, so that a window watches only what is in question (a
+/// suspect futex wait needs the futex calls, not the fd reads).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Group {
     /// futex(2) itself.
@@ -366,6 +375,22 @@ impl Group {
         Group::Fds,
     ];
 
+    /// The `WINDOW_GROUPS` bits (`tracer_common::window_group`) that make the raw window
+    /// programs hand `groups`' syscalls to their handlers; `Lifecycle` has none.
+    pub fn mask(groups: &[Group]) -> u32 {
+        groups
+            .iter()
+            .map(|group| match group {
+                Group::Futex => window_group::FUTEX,
+                Group::Futex2 => window_group::FUTEX2,
+                Group::Threads => window_group::THREADS,
+                Group::Epoll => window_group::EPOLL,
+                Group::Fds => window_group::FDS,
+                Group::Lifecycle => 0,
+            })
+            .fold(0, |mask, bit| mask | bit)
+    }
+
     /// The group of a tracepoint of the table: only syscall tracepoints are windowed.
     fn of(category: &str, subsystem: Subsystem) -> Group {
         if category != "syscalls" {
@@ -377,6 +402,8 @@ impl Group {
             Subsystem::Threads => Group::Threads,
             Subsystem::Epoll => Group::Epoll,
             Subsystem::Timerfd | Subsystem::ReadsAndCloses => Group::Fds,
+            // Not in the tracepoint table: the raw programs are attached on their own.
+            Subsystem::InWindows => Group::Lifecycle,
         }
     }
 }
@@ -414,11 +441,14 @@ pub struct Probes {
     go_links: Vec<(&'static str, UProbeLinkId)>,
     go_loaded: Vec<&'static str>,
     detail: Detail,
-    /// Low mode: the syscall tracepoints this kernel has, loaded and attached only in windows.
-    windowed: Vec<(&'static str, &'static str, Group)>,
-    /// The windowed tracepoints attached now.
-    window_links: Vec<(&'static str, TracePointLinkId)>,
-    /// Detaching the last window's tracepoints (see [`Probes::close_window`]).
+    /// Low mode: the groups a window may watch (Threads only without `task_newtask`).
+    windowed: Vec<Group>,
+    /// The `WINDOW_GROUPS` mask of the open window.
+    window_groups: Array<MapData, u32>,
+    window_mask: u32,
+    /// The raw `sys_enter`/`sys_exit` programs attached now (low mode).
+    window_links: Vec<(&'static str, RawTracePointLinkId)>,
+    /// Detaching the last window's programs (see [`Probes::close_window`]).
     closing: Option<std::thread::JoinHandle<()>>,
     /// The probes' log (`--debug-probes`): written out with each drain.
     probe_log: Option<crate::probe_log::Reader>,
@@ -545,14 +575,14 @@ impl Probes {
                 (Detail::Full, _) | (Detail::Low, Group::Lifecycle) => {
                     attach_tracepoint(&mut ebpf, category, tracepoint)
                 }
-                // task_newtask sends the creations: no syscall tracepoint for them.
+                // task_newtask sends the creations: no syscall is watched for them.
                 (Detail::Low, Group::Threads) if newtask => continue,
+                // The raw sys_enter/sys_exit programs see these (below), by syscall number.
                 (Detail::Low, _) => {
-                    let loaded = load_tracepoint(&mut ebpf, category, tracepoint);
-                    if let Ok(true) = loaded {
-                        windowed.push((category, tracepoint, group));
+                    if !windowed.contains(&group) {
+                        windowed.push(group);
                     }
-                    loaded
+                    continue;
                 }
             };
             match (outcome, need) {
@@ -567,6 +597,19 @@ impl Probes {
                 (Err(err), Need::Optional) => {
                     notes.push(format!("{err:#}; {category}:{tracepoint} not traced"))
                 }
+            }
+        }
+
+        if detail == Detail::Low {
+            for program in [names::RAW_SYS_ENTER, names::RAW_SYS_EXIT] {
+                let prog: &mut RawTracePoint = ebpf
+                    .program_mut(program)
+                    .with_context(|| format!("program {program} missing from the eBPF object"))?
+                    .try_into()?;
+                prog.load()
+                    .with_context(|| format!("the kernel rejected program {program}"))?;
+                let tracepoint = program.trim_start_matches("raw_");
+                attached.push(format!("raw_syscalls:{tracepoint}"));
             }
         }
 
@@ -600,6 +643,8 @@ impl Probes {
             go_loaded: Vec::new(),
             detail,
             windowed,
+            window_groups: Array::try_from(take(names::WINDOW_GROUPS)?)?,
+            window_mask: 0,
             window_links: Vec::new(),
             closing: None,
             probe_log,
@@ -608,13 +653,7 @@ impl Probes {
             notes,
         };
         if detail == Detail::Low {
-            // futex2 only once a thread is seen in it: each tracepoint costs ~45-80 ms of
-            // the kernel's event_mutex when the window closes.
-            let first: Vec<Group> = Group::WINDOWED
-                .into_iter()
-                .filter(|&g| g != Group::Futex2)
-                .collect();
-            probes.open_window(&first)?;
+            probes.open_window(&Group::WINDOWED)?;
         }
         Ok(probes)
     }
@@ -628,65 +667,78 @@ impl Probes {
         self.detail == Detail::Full || !self.window_links.is_empty() || self.closing.is_some()
     }
 
-    /// Attaches the windowed tracepoints of `groups` that are not attached yet (low mode; a
-    /// no-op in the full mode). Fails only when none of the futex ones could be attached.
+    /// Makes the window watch `groups` too (low mode; a no-op in the full mode): sets their
+    /// bits in `WINDOW_GROUPS` and attaches the raw `sys_enter`/`sys_exit` programs if they are
+    /// not attached. Fails when they cannot be attached.
     pub fn open_window(&mut self, groups: &[Group]) -> Result<()> {
-        for (category, tracepoint, group) in self.windowed.clone() {
-            if !groups.contains(&group) || self.window_links.iter().any(|(n, _)| *n == tracepoint) {
+        if self.detail == Detail::Full {
+            return Ok(());
+        }
+        let wanted: Vec<Group> = groups
+            .iter()
+            .copied()
+            .filter(|group| self.windowed.contains(group))
+            .collect();
+        self.window_mask |= Group::mask(&wanted);
+        self.window_groups
+            .set(0, self.window_mask, 0)
+            .context("setting the probe window's syscall groups")?;
+        let started = std::time::Instant::now();
+        for program in [names::RAW_SYS_ENTER, names::RAW_SYS_EXIT] {
+            if self.window_links.iter().any(|(n, _)| *n == program) {
                 continue;
             }
-            let prog: &mut TracePoint = self
+            let prog: &mut RawTracePoint = self
                 .ebpf
-                .program_mut(tracepoint)
-                .with_context(|| format!("program {tracepoint} missing from the eBPF object"))?
+                .program_mut(program)
+                .with_context(|| format!("program {program} missing from the eBPF object"))?
                 .try_into()?;
-            match prog
-                .attach(category, tracepoint)
-                .with_context(|| format!("attaching to {category}:{tracepoint} failed"))
-            {
-                Ok(link) => self.window_links.push((tracepoint, link)),
-                Err(err) if tracepoint == "sys_enter_futex" || tracepoint == "sys_exit_futex" => {
-                    return Err(err);
-                }
-                // As at load in the full mode: said once, and not tried again.
-                Err(err) => {
-                    self.notes
-                        .push(format!("{err:#}; {category}:{tracepoint} not traced"));
-                    let name = format!("{category}:{tracepoint}");
-                    self.attached.retain(|probe| *probe != name);
-                    self.windowed.retain(|(_, t, _)| *t != tracepoint);
-                }
-            }
+            let tracepoint = program.trim_start_matches("raw_");
+            let link = prog
+                .attach(tracepoint)
+                .with_context(|| format!("attaching to the raw tracepoint {tracepoint} failed"))?;
+            self.window_links.push((program, link));
+        }
+        if std::env::var_os("LEAKTRACE_WINDOW_LOG").is_some() {
+            eprintln!(
+                "leaktrace: window attached in {} us",
+                started.elapsed().as_micros()
+            );
         }
         Ok(())
     }
 
-    /// Detaches every windowed tracepoint: from here on the host pays nothing for them. Calls
-    /// in progress keep their slots; the collector decides whether to trust them
+    /// Detaches the raw window programs: from here on the host pays nothing for them. Calls in
+    /// progress keep their slots; the collector decides whether to trust them
     /// ([`Probes::clear_slots`]).
     pub fn close_window(&mut self) {
+        self.window_mask = 0;
+        // Nothing is handed on while the links go (and if one outlived a failure).
+        let _ = self.window_groups.set(0, 0, 0);
         let mut links = Vec::new();
-        for (tracepoint, link) in std::mem::take(&mut self.window_links) {
+        for (program, link) in std::mem::take(&mut self.window_links) {
             if let Some(Ok(prog)) = self
                 .ebpf
-                .program_mut(tracepoint)
-                .map(<&mut TracePoint>::try_from)
+                .program_mut(program)
+                .map(<&mut RawTracePoint>::try_from)
             {
                 if let Ok(link) = prog.take_link(link) {
-                    links.push((tracepoint, link));
+                    links.push(link);
                 }
             }
         }
-        // Closing a tracepoint's perf event waits for RCU grace periods after unregistering
-        // it, under the global `event_mutex` (kernel/trace/trace_event_perf.c
-        // `perf_trace_destroy` -> `perf_trace_event_unreg` -> `tracepoint_synchronize_unregister`):
-        // ~45 ms each here, one after the other whatever the number of threads closing them.
-        // So they are closed on a thread of their own (the collection loop goes on), the
-        // busiest first; the window ends when the last one is gone ([`Probes::window_closed`]).
-        links.sort_by_key(|(tracepoint, _)| close_order(tracepoint));
+        // Releasing a raw tracepoint link unregisters the probe (kernel/bpf/syscall.c
+        // `bpf_raw_tp_link_release` -> `bpf_probe_unregister`) and leaves the grace periods to
+        // call_rcu; still done on a thread of its own, so that a slow kernel never stalls the
+        // collection loop (the window ends when the links are gone, [`Probes::window_closed`]).
         self.closing = Some(std::thread::spawn(move || {
-            for (_, link) in links {
-                drop(link);
+            let started = std::time::Instant::now();
+            drop(links);
+            if std::env::var_os("LEAKTRACE_WINDOW_LOG").is_some() {
+                eprintln!(
+                    "leaktrace: window detached in {} us",
+                    started.elapsed().as_micros()
+                );
             }
         }));
     }
@@ -704,7 +756,7 @@ impl Probes {
         }
     }
 
-    /// How many syscall tracepoints the open window has attached.
+    /// How many programs the open window has attached (the raw `sys_enter` and `sys_exit`).
     pub fn window_tracepoints(&self) -> usize {
         self.window_links.len()
     }
@@ -938,20 +990,6 @@ fn tracepoint_exists(category: &str, tracepoint: &str) -> bool {
     })
 }
 
-/// Which windowed tracepoints go first when a window closes: the ones every futex call or
-/// read of the host runs, then epoll waits, then the rare set-up calls.
-fn close_order(tracepoint: &str) -> u8 {
-    if tracepoint.contains("futex") {
-        0
-    } else if tracepoint.ends_with("_read") || tracepoint.ends_with("_close") {
-        1
-    } else if tracepoint.contains("epoll_wait") || tracepoint.contains("epoll_pwait") {
-        2
-    } else {
-        3
-    }
-}
-
 impl Drop for Probes {
     fn drop(&mut self) {
         // Every probe is gone when leaktrace lets go of them, the closing window's too.
@@ -1074,6 +1112,19 @@ pub fn probe_summary(probes: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_window_watches_only_the_groups_asked_for() {
+        assert_eq!(Group::mask(&[]), 0);
+        assert_eq!(Group::mask(&[Group::Futex]), window_group::FUTEX);
+        assert_eq!(
+            Group::mask(&[Group::Futex, Group::Epoll, Group::Fds, Group::Lifecycle]),
+            window_group::FUTEX | window_group::EPOLL | window_group::FDS
+        );
+        let every = Group::mask(&Group::WINDOWED);
+        assert_eq!(every.count_ones(), Group::WINDOWED.len() as u32);
+        assert_eq!(every & window_group::THREADS, window_group::THREADS);
+    }
 
     #[test]
     fn probes_are_summarised_by_subsystem() {

@@ -249,6 +249,12 @@ pub async fn trace(
                         go_probes.tick(collector.probes, &mut collector.notes);
                     }
                 }
+                // This branch comes every 10 ms and restarts the select, and with it the probe
+                // window's sleep below: without this, a Go target's first window was looked at
+                // once in a 3 s trace and stayed attached to its end.
+                if collector.windows.is_some() {
+                    collector.window_tick(deadline);
+                }
                 continue;
             }
             _ = async {

@@ -28,13 +28,12 @@ fn trace_command(name: &str, leaktrace_args: &[&str], command: &[&str]) -> Value
 fn waits_begun_between_probe_windows_are_found_from_state() {
     require_root();
     let binary = build_c("condvar_never_signalled");
-    // The consumers are created and start waiting 11 s after the fixture starts. With leaktrace
-    // started at once and taking s = 0.5-4 s to start up, that is 7-10.5 s into the trace:
-    // after the first window (2 s after start-up, plus detaching: ≤ 4.5 s) and the first
-    // periodic one (5 s in, 250 ms plus detaching two futex tracepoints: ≤ 5.6 s), before the
-    // next (at least 19 times that window's length after it: ≥ 11.9 s). So no probe sees the
-    // waits begin.
-    let fixture = Fixture::start(&binary, &["3", "11000"]);
+    // The consumers are created and start waiting 10 s after the fixture starts. With leaktrace
+    // started at once and taking s = 0.3-4 s to start up, that is 6-9.7 s into the trace: after
+    // the first window (2 s after start-up) and the first periodic one (5 s in, ~0.3 s: the raw
+    // window programs detach in under a millisecond), before the next (19 times that window's
+    // length after it: ≥ 10.5 s). So no probe sees the waits begin.
+    let fixture = Fixture::start(&binary, &["3", "10000"]);
     let report = trace_pid(
         fixture.pid(),
         "16s",

@@ -216,7 +216,8 @@ pub fn run(leaktrace: &Path, root: &Path, work: &Path, only: Option<&str>) -> Re
 
 /// What processes leaktrace does not trace pay while it traces another one: each host workload
 /// untraced (no leaktrace running), again, while a `--detail low` leaktrace traces an idle
-/// `sleep` between its probe windows, and while a `--detail full` one does.
+/// `sleep` between its probe windows and inside its first one, and while a `--detail full` one
+/// does.
 fn host_cost(leaktrace: &Path, fixtures: &Path, work: &Path) -> Result<()> {
     println!("The rest of the host: workloads in processes leaktrace does not trace, while it traces an idle process (low: between probe windows; full: probes attached)\n");
     for workload in HOST_WORKLOADS {
@@ -224,14 +225,17 @@ fn host_cost(leaktrace: &Path, fixtures: &Path, work: &Path) -> Result<()> {
             bail!("host workloads are C programs");
         };
         let binary = compile(fixtures, work, name)?;
-        let [untraced, again, low, full] = measure([
+        let [untraced, again, low, inside, full] = measure([
             &mut || run_untraced(&binary, workload, work),
             &mut || run_untraced(&binary, workload, work),
             &mut || detail::run_between_windows(leaktrace, &binary, workload, work),
+            &mut || detail::run_inside_a_window(leaktrace, &binary, workload, work),
             &mut || run_beside_a_trace(leaktrace, &binary, workload, work),
         ])?;
         println!("  --detail low, between probe windows:");
         print_ratios(workload, &untraced, &again, &low);
+        println!("  --detail low, inside a probe window (raw sys_enter/sys_exit attached):");
+        print_ratios(workload, &untraced, &again, &inside);
         println!("  --detail full:");
         print_ratios(workload, &untraced, &again, &full);
         println!();

@@ -72,28 +72,60 @@ impl Native {
     /// set; timerfd calls, reads and closes when it has a timerfd or an epoll set (reads and
     /// closes are only followed on those). What is created between windows shows in the fd
     /// table at the next scan, and the window after that includes it.
+    /// The syscalls a periodic window watches for this target (a bit mask for the window
+    /// programs: every syscall outside it costs the target's calls a map lookup and no more),
+    /// see [`window_groups_for`].
     pub fn window_groups(&self) -> Vec<Group> {
-        // Threads: only windowed on kernels without task_newtask.
-        let mut groups = vec![Group::Futex, Group::Threads];
-        if self.uses_futex2 {
-            groups.push(Group::Futex2);
-        }
         let links = fds::links(self.pid);
-        let has = |kind: FdKind| links.values().any(|l| fds::kind(l) == kind);
-        let epoll = has(FdKind::Eventpoll);
-        if epoll {
-            groups.push(Group::Epoll);
-        }
-        if epoll || has(FdKind::Timerfd) {
-            groups.push(Group::Fds);
-        }
-        groups
+        window_groups_for(self.uses_futex2, links.values().map(|l| fds::kind(l)))
     }
+}
+
+/// The groups a periodic window watches, from whether a thread was seen in a futex2 call and the
+/// kinds of the target's fds: futex(2) always; futex2 once seen; epoll when the target has an
+/// epoll set; timerfd calls, reads and closes when it has a timerfd or an epoll set (reads and
+/// closes are only followed on those). Threads is asked for always and watched only on kernels
+/// without `task_newtask`. What is created between windows shows in the fd table at the next
+/// scan, and the window after that includes it.
+pub fn window_groups_for(uses_futex2: bool, fd_kinds: impl Iterator<Item = FdKind>) -> Vec<Group> {
+    let mut groups = vec![Group::Futex, Group::Threads];
+    if uses_futex2 {
+        groups.push(Group::Futex2);
+    }
+    let (mut epoll, mut timerfd) = (false, false);
+    for kind in fd_kinds {
+        epoll |= kind == FdKind::Eventpoll;
+        timerfd |= kind == FdKind::Timerfd;
+    }
+    if epoll {
+        groups.push(Group::Epoll);
+    }
+    if epoll || timerfd {
+        groups.push(Group::Fds);
+    }
+    groups
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_window_watches_epoll_and_fds_only_when_the_target_has_them() {
+        use Group::*;
+        let of = |futex2, kinds: &[FdKind]| window_groups_for(futex2, kinds.iter().cloned());
+        assert_eq!(of(false, &[]), vec![Futex, Threads]);
+        assert_eq!(
+            of(false, &[FdKind::Socket, FdKind::Pipe]),
+            vec![Futex, Threads]
+        );
+        assert_eq!(of(true, &[]), vec![Futex, Threads, Futex2]);
+        assert_eq!(of(false, &[FdKind::Timerfd]), vec![Futex, Threads, Fds]);
+        assert_eq!(
+            of(false, &[FdKind::Socket, FdKind::Eventpoll]),
+            vec![Futex, Threads, Epoll, Fds]
+        );
+    }
 
     #[test]
     fn only_timerfds_and_epoll_sets_are_tracked() {
