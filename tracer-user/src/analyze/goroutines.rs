@@ -117,6 +117,9 @@ pub struct GoroutineOverview {
     pub unreadable: u64,
     /// The other groups (runtime-owned, idle pools, busy ones), largest first.
     pub other_groups: Vec<GoroutineGroup>,
+    /// How far apart the reads were spaced for leaktrace's CPU budget (live traces only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_spacing: Option<crate::model::goroutines::ReadSpacing>,
 }
 
 pub fn analyze(
@@ -212,6 +215,7 @@ pub fn analyze(
         history: model.total.clone(),
         unreadable: model.unreadable,
         other_groups: others,
+        read_spacing: model.read_spacing,
     };
     (candidates, Some(overview))
 }
