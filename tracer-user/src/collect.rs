@@ -102,10 +102,12 @@ const GOROUTINES_EVERY: Duration = Duration::from_secs(1);
 /// the bound for a busy target; a few hundred goroutines cost well under it and are
 /// still read every [`GOROUTINES_EVERY`].
 const GOROUTINE_READ_BUDGET_PERCENT: u64 = 2;
-/// Reads are never spaced further apart than this, however costly: a leak is still seen
-/// growing within a minute or two (a million goroutines, whose reads take seconds, are read
-/// twice a minute).
-const GOROUTINES_AT_LEAST_EVERY: Duration = Duration::from_secs(30);
+/// Reads are never spaced further apart than this, however costly: a group is judged by
+/// goroutines seen staying between reads, so a trace of a few tens of seconds (the usual; the
+/// million-goroutine test traces 30 s while they grow) needs several reads after the growth.
+/// Past ~300k goroutines (a read then costs more than 200 ms of CPU) this cap, not the
+/// budget, sets the interval: a million parked goroutines cost 10-20% of a core.
+const GOROUTINES_AT_LEAST_EVERY: Duration = Duration::from_secs(10);
 /// A read of all goroutines (a million take seconds) goes on for at most this long a tick
 /// ([`DRAIN_EVERY`]), plus the batch in progress: the rest of the tick is for the loop's other
 /// work (draining the ring buffer, the Go uprobe windows, signals, the deadline).
@@ -608,7 +610,14 @@ impl Collector<'_> {
         self.go_timers
             .snapshot(go, &mut self.symbolizer, &mut self.model);
         let cost = cpu + thread_cpu().saturating_sub(cpu_started);
-        let interval = read_interval(cost);
+        // The first read pays once for what later ones reuse (the binary's symbols and line
+        // tables, every stack's first walk and symbolization: ~1 s for 100 goroutines in a debug
+        // build, against 3 ms for the next): it does not set the pace, the second read does.
+        let interval = if self.model.goroutines.snapshots <= 1 {
+            GOROUTINES_EVERY
+        } else {
+            read_interval(cost)
+        };
         self.next_goroutine_read = read_started + interval;
         let spacing = self.model.goroutines.read_spacing.get_or_insert_default();
         spacing.interval_ns = interval.as_nanos() as u64;
