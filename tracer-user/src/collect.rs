@@ -102,6 +102,13 @@ const GOROUTINES_EVERY: Duration = Duration::from_secs(1);
 /// the bound for a busy target; a few hundred goroutines cost well under it and are
 /// still read every [`GOROUTINES_EVERY`].
 const GOROUTINE_READ_BUDGET_PERCENT: u64 = 2;
+/// The part of a read's CPU the budget does not count: a read costing less is done every
+/// [`GOROUTINES_EVERY`]. Growth is a trend over the reads, so a target of a few hundred
+/// goroutines must keep being read every second: such a read costs a few ms in a release build,
+/// but 20-50 ms in the debug build the tests run on a loaded 2-core machine, where spacing
+/// those reads out left a 3 s trace too few reads to see a leak grow (tests/goroutines.rs). A
+/// read of 100k goroutines (~200 ms) is spaced out all the same.
+const GOROUTINE_READ_FREE: Duration = Duration::from_millis(50);
 /// Reads are never spaced further apart than this, however costly: a group is judged by
 /// goroutines seen staying between reads, so a trace of a few tens of seconds (the usual; the
 /// million-goroutine test traces 30 s while they grow) needs several reads after the growth.
@@ -1111,11 +1118,27 @@ struct GoroutineRead {
 }
 
 /// How long after a read that cost `cost` of leaktrace's CPU the next one may start: the
-/// reads' share of one core stays within [`GOROUTINE_READ_BUDGET_PERCENT`], between
-/// [`GOROUTINES_EVERY`] and [`GOROUTINES_AT_LEAST_EVERY`] apart.
+/// reads' share of one core beyond [`GOROUTINE_READ_FREE`] a read stays within
+/// [`GOROUTINE_READ_BUDGET_PERCENT`], between [`GOROUTINES_EVERY`] and
+/// [`GOROUTINES_AT_LEAST_EVERY`] apart.
 fn read_interval(cost: Duration) -> Duration {
-    (cost * (100 / GOROUTINE_READ_BUDGET_PERCENT) as u32)
+    (cost.saturating_sub(GOROUTINE_READ_FREE) * (100 / GOROUTINE_READ_BUDGET_PERCENT) as u32)
         .clamp(GOROUTINES_EVERY, GOROUTINES_AT_LEAST_EVERY)
+}
+
+#[cfg(test)]
+mod read_interval_tests {
+    use super::*;
+
+    #[test]
+    fn cheap_reads_go_every_second_and_costly_ones_are_spaced_to_the_budget() {
+        let ms = Duration::from_millis;
+        assert_eq!(read_interval(ms(3)), GOROUTINES_EVERY);
+        assert_eq!(read_interval(ms(50)), GOROUTINES_EVERY);
+        // 150 ms over the free part at 2%: 7.5 s.
+        assert_eq!(read_interval(ms(200)), ms(7500));
+        assert_eq!(read_interval(ms(2000)), GOROUTINES_AT_LEAST_EVERY);
+    }
 }
 
 /// CPU time of the calling thread (the trace loop's): what a goroutine read cost leaktrace,
