@@ -96,6 +96,27 @@ const WATCH_AFTER_NS: u64 = 100_000_000;
 /// A read of all goroutines starts at most this often: reading and symbolizing 100k goroutines
 /// takes tens of milliseconds of leaktrace's time in a release build (none of the target's).
 const GOROUTINES_EVERY: Duration = Duration::from_secs(1);
+/// The reads of all goroutines may cost at most this share of one core (in percent): a read
+/// that took C of leaktrace's CPU is followed by the next no sooner than C * 100 / this after
+/// it started. leaktrace shares the target's cores, so its CPU is the target's loss: with
+/// 100k goroutines, reading every second cost a Go service 22-24% of its throughput on 2 cores
+/// (`cargo xtask bench compare`, README). 2% of one core is at most 1% of a 2-core machine,
+/// the bound for a busy target; a few hundred goroutines cost well under it and are
+/// still read every [`GOROUTINES_EVERY`].
+const GOROUTINE_READ_BUDGET_PERCENT: u64 = 2;
+/// The part of a read's CPU the budget does not count: a read costing less is done every
+/// [`GOROUTINES_EVERY`]. Growth is a trend over the reads, so a target of a few hundred
+/// goroutines must keep being read every second: such a read costs a few ms in a release build,
+/// but 20-50 ms in the debug build the tests run on a loaded 2-core machine, where spacing
+/// those reads out left a 3 s trace too few reads to see a leak grow (tests/goroutines.rs). A
+/// read of 100k goroutines (~200 ms) is spaced out all the same.
+const GOROUTINE_READ_FREE: Duration = Duration::from_millis(50);
+/// Reads are never spaced further apart than this, however costly: a group is judged by
+/// goroutines seen staying between reads, so a trace of a few tens of seconds (the usual; the
+/// million-goroutine test traces 30 s while they grow) needs several reads after the growth.
+/// Past ~300k goroutines (a read then costs more than 200 ms of CPU) this cap, not the
+/// budget, sets the interval: a million parked goroutines cost 10-20% of a core.
+const GOROUTINES_AT_LEAST_EVERY: Duration = Duration::from_secs(10);
 /// A read of all goroutines (a million take seconds) goes on for at most this long a tick
 /// ([`DRAIN_EVERY`]), plus the batch in progress: the rest of the tick is for the loop's other
 /// work (draining the ring buffer, the Go uprobe windows, signals, the deadline).
@@ -165,6 +186,8 @@ struct Collector<'a> {
     go_timers: timers::TimerReads,
     /// The last goroutine snapshot's symbolized stacks and `go` statements, reused by the next.
     shared_frames: SharedLookups,
+    /// The last read's walked stacks, by g, reused by the next for goroutines that sat still.
+    stack_cache: goruntime::StackCache,
     /// Ring-buffer records that could not be decoded.
     undecodable: Undecodable,
 }
@@ -204,6 +227,7 @@ pub async fn trace(
         stack_tops: stacktop::StackTops::default(),
         go_timers: timers::TimerReads::default(),
         shared_frames: SharedLookups::default(),
+        stack_cache: goruntime::StackCache::default(),
         undecodable: Undecodable::default(),
     };
     collector
@@ -331,8 +355,24 @@ pub async fn trace(
     }
     collector.notes.extend(collector.undecodable.note());
     if let Some((elapsed, count)) = collector.slowest_snapshot {
+        let spacing = collector
+            .model
+            .goroutines
+            .read_spacing
+            .map(|s| {
+                format!(
+                    "; reads start at most every {:.1} s (longest {:.1} s) to keep them within {}% of one core (the last cost {:.1} ms of CPU; it reused the stacks of {} goroutines that had not moved and walked {})",
+                    s.interval_ns as f64 / 1e9,
+                    s.longest_interval_ns as f64 / 1e9,
+                    s.budget_percent,
+                    s.last_read_cpu_ns as f64 / 1e6,
+                    s.last_read_reused,
+                    s.last_read_walked,
+                )
+            })
+            .unwrap_or_default();
         collector.notes.push(format!(
-            "goroutines read {} times; the slowest read took {:.1} ms for {count} goroutines (the target is not paused)",
+            "goroutines read {} times; the slowest read took {:.1} ms for {count} goroutines (the target is not paused){spacing}",
             collector.model.goroutines.snapshots,
             elapsed.as_secs_f64() * 1e3
         ));
@@ -506,13 +546,14 @@ impl Collector<'_> {
             return;
         };
         let started = Instant::now();
+        let cpu_started = thread_cpu();
         let read = match self.goroutine_read.as_mut() {
             Some(read) => read,
             None => {
                 if budget.is_some() && started < self.next_goroutine_read {
                     return;
                 }
-                let read = match go.start_snapshot() {
+                let read = match go.start_snapshot_after(std::mem::take(&mut self.stack_cache)) {
                     Ok(read) => read,
                     Err(err) => {
                         let note = format!("reading goroutines failed: {err:#}");
@@ -528,6 +569,7 @@ impl Collector<'_> {
                 let capacity = read.progress().1;
                 self.goroutine_read.insert(GoroutineRead {
                     started,
+                    cpu: Duration::ZERO,
                     read,
                     goroutines: Vec::with_capacity(capacity),
                     // What the last snapshot symbolized is reused.
@@ -545,6 +587,7 @@ impl Collector<'_> {
                 read,
                 goroutines,
                 frames,
+                cpu,
                 ..
             } = &mut *read;
             let symbolizer = &mut self.symbolizer;
@@ -552,17 +595,20 @@ impl Collector<'_> {
                 break;
             }
             if budget.is_some_and(|budget| started.elapsed() >= budget) {
+                *cpu += thread_cpu().saturating_sub(cpu_started);
                 return;
             }
         }
         let GoroutineRead {
             started: read_started,
+            cpu,
             read,
             goroutines,
             frames,
         } = self.goroutine_read.take().expect("a read in progress");
         self.shared_frames = frames.current;
-        let snapshot = read.finish();
+        let (snapshot, cache) = read.finish_keeping();
+        self.stack_cache = cache;
         let count = goroutines.len();
         if self
             .slowest_snapshot
@@ -574,7 +620,23 @@ impl Collector<'_> {
             .apply_goroutines(snapshot.taken_at_ns, goroutines, snapshot.torn);
         self.go_timers
             .snapshot(go, &mut self.symbolizer, &mut self.model);
-        self.next_goroutine_read = read_started + GOROUTINES_EVERY;
+        let cost = cpu + thread_cpu().saturating_sub(cpu_started);
+        // The first read pays once for what later ones reuse (the binary's symbols and line
+        // tables, every stack's first walk and symbolization: ~1 s for 100 goroutines in a debug
+        // build, against 3 ms for the next): it does not set the pace, the second read does.
+        let interval = if self.model.goroutines.snapshots <= 1 {
+            GOROUTINES_EVERY
+        } else {
+            read_interval(cost)
+        };
+        self.next_goroutine_read = read_started + interval;
+        let spacing = self.model.goroutines.read_spacing.get_or_insert_default();
+        spacing.interval_ns = interval.as_nanos() as u64;
+        spacing.longest_interval_ns = spacing.longest_interval_ns.max(spacing.interval_ns);
+        spacing.last_read_cpu_ns = cost.as_nanos() as u64;
+        spacing.budget_percent = GOROUTINE_READ_BUDGET_PERCENT;
+        spacing.last_read_reused = snapshot.reused;
+        spacing.last_read_walked = snapshot.walked;
     }
 
     /// The target exited in the middle of a read of its goroutines: what was read is its last
@@ -849,6 +911,7 @@ impl Collector<'_> {
             // The report is as of the end: a fresh read, to the end, after the trace.
             if let Some(read) = self.goroutine_read.take() {
                 self.shared_frames = read.frames.previous;
+                self.stack_cache = read.read.abandon();
             }
             self.read_goroutines(None);
         }
@@ -1052,18 +1115,58 @@ impl Collector<'_> {
 /// A read of all goroutines in progress.
 struct GoroutineRead {
     started: Instant,
+    /// leaktrace's CPU time spent on it so far (its slices, not the time between them).
+    cpu: Duration,
     read: goruntime::SnapshotRead,
     /// The goroutines read so far, symbolized.
     goroutines: Vec<Goroutine>,
     frames: SharedFrames,
 }
 
+/// How long after a read that cost `cost` of leaktrace's CPU the next one may start: the
+/// reads' share of one core beyond [`GOROUTINE_READ_FREE`] a read stays within
+/// [`GOROUTINE_READ_BUDGET_PERCENT`], between [`GOROUTINES_EVERY`] and
+/// [`GOROUTINES_AT_LEAST_EVERY`] apart.
+fn read_interval(cost: Duration) -> Duration {
+    (cost.saturating_sub(GOROUTINE_READ_FREE) * (100 / GOROUTINE_READ_BUDGET_PERCENT) as u32)
+        .clamp(GOROUTINES_EVERY, GOROUTINES_AT_LEAST_EVERY)
+}
+
+#[cfg(test)]
+mod read_interval_tests {
+    use super::*;
+
+    #[test]
+    fn cheap_reads_go_every_second_and_costly_ones_are_spaced_to_the_budget() {
+        let ms = Duration::from_millis;
+        assert_eq!(read_interval(ms(3)), GOROUTINES_EVERY);
+        assert_eq!(read_interval(ms(50)), GOROUTINES_EVERY);
+        // 150 ms over the free part at 2%: 7.5 s.
+        assert_eq!(read_interval(ms(200)), ms(7500));
+        assert_eq!(read_interval(ms(2000)), GOROUTINES_AT_LEAST_EVERY);
+    }
+}
+
+/// CPU time of the calling thread (the trace loop's): what a goroutine read cost leaktrace,
+/// not the wall time it spent waiting for the CPU on a loaded machine.
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the struct.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
 /// Symbolized stacks, `go` statements and start functions by raw address(es).
+/// foldhash: looked up once per goroutine per read (100k a read), where SipHash was a tenth of
+/// a read's CPU (perf, 100k parked goroutines).
 #[derive(Default)]
 struct SharedLookups {
-    stacks: HashMap<Vec<u64>, Arc<[Frame]>>,
-    statements: HashMap<u64, Arc<Frame>>,
-    functions: HashMap<u64, Option<String>>,
+    stacks: foldhash::HashMap<Vec<u64>, Arc<[Frame]>>,
+    statements: foldhash::HashMap<u64, Arc<Frame>>,
+    functions: foldhash::HashMap<u64, Option<String>>,
 }
 
 /// Symbolizes a goroutine snapshot once per distinct raw stack, `go` statement PC and start PC,

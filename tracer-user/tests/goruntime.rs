@@ -6,6 +6,7 @@
 //! root (or the same user with ptrace allowed).
 mod common;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
@@ -489,4 +490,97 @@ fn snapshot_of_100k_goroutines_is_fast_and_survives_churn() {
         best <= Duration::from_millis(limit),
         "snapshot took {best:?}"
     );
+}
+
+/// A whole read of `go` starting from `cache`: its goroutines, counts, and the cache after.
+fn read_reusing(
+    go: &goruntime::GoProcess,
+    cache: goruntime::StackCache,
+) -> (
+    Vec<GoroutineState>,
+    goruntime::Snapshot,
+    goruntime::StackCache,
+) {
+    let mut read = go.start_snapshot_after(cache).expect("snapshot");
+    let mut goroutines = Vec::new();
+    while !go.continue_snapshot(&mut read, |g| goroutines.push(g)) {}
+    let (snapshot, cache) = read.finish_keeping();
+    (goroutines, snapshot, cache)
+}
+
+/// How many waiting goroutines sit in each of the hop fixture's functions (the innermost
+/// `main.` frame).
+fn hop_places(names: &mut Names, goroutines: &[GoroutineState]) -> HashMap<String, usize> {
+    let mut places = HashMap::new();
+    for g in goroutines.iter().filter(|g| g.status == GStatus::Waiting) {
+        if let Some(place) = names
+            .stack(g)
+            .into_iter()
+            .find(|f| ["main.first", "main.second", "main.stay"].contains(&f.as_str()))
+        {
+            *places.entry(place).or_default() += 1;
+        }
+    }
+    places
+}
+
+/// Issue 9: a read that reuses the last read's stacks (goroutines that did not move) walks the
+/// goroutines that moved again and sees them at their new place, and hands on the same
+/// goroutines as a read without the cache.
+#[test]
+fn an_incremental_read_sees_goroutines_that_moved_at_their_new_place() {
+    let binary = build(toolchain(27), "hop", Mode::Plain);
+    let fixture = Fixture::start(&binary, &[]);
+    let pid = fixture.pid();
+    let go = goruntime::inspect(pid).unwrap().unwrap();
+    let mut names = Names::new(pid);
+    let place_counts = |names: &mut Names, gs: &[GoroutineState]| {
+        let places = hop_places(names, gs);
+        let at = |f: &str| places.get(f).copied().unwrap_or(0);
+        (at("main.first"), at("main.second"), at("main.stay"))
+    };
+
+    let (first, snapshot, cache) = read_reusing(&go, goruntime::StackCache::default());
+    assert_eq!(place_counts(&mut names, &first), (100, 0, 100));
+    assert_eq!(snapshot.reused, 0);
+    assert!(snapshot.walked >= 200, "walked {}", snapshot.walked);
+
+    // Nothing ran: every parked goroutine's stack is reused.
+    let (again, snapshot, cache) = read_reusing(&go, cache);
+    assert_eq!(place_counts(&mut names, &again), (100, 0, 100));
+    assert!(snapshot.reused >= 200, "reused {}", snapshot.reused);
+
+    // SAFETY: kill has no memory preconditions; the pid is our child's.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGUSR1) }, 0);
+    let moved = Instant::now();
+    while place_counts(&mut names, &go.snapshot().expect("snapshot").goroutines) != (0, 100, 100) {
+        assert!(
+            moved.elapsed() < Duration::from_secs(20),
+            "the hop fixture's goroutines never moved"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let (after, snapshot, _) = read_reusing(&go, cache);
+    assert_eq!(place_counts(&mut names, &after), (0, 100, 100));
+    assert!(snapshot.walked >= 100, "walked {}", snapshot.walked);
+    assert!(snapshot.reused >= 100, "reused {}", snapshot.reused);
+    // The fixture's goroutines, stacks included, as a read that reuses nothing sees them (the
+    // runtime's own may have woken in between).
+    let by_goid = |names: &mut Names, gs: Vec<GoroutineState>| -> HashMap<u64, Vec<u64>> {
+        gs.into_iter()
+            .filter(|g| {
+                g.status == GStatus::Waiting
+                    && names
+                        .stack(g)
+                        .iter()
+                        .any(|f| f == "main.second" || f == "main.stay")
+            })
+            .map(|g| (g.goid, g.stack))
+            .collect()
+    };
+    let fresh = go.snapshot().expect("snapshot").goroutines;
+    let after = by_goid(&mut names, after);
+    assert_eq!(after.len(), 200);
+    assert_eq!(after, by_goid(&mut names, fresh));
 }

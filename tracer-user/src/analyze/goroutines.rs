@@ -117,6 +117,9 @@ pub struct GoroutineOverview {
     pub unreadable: u64,
     /// The other groups (runtime-owned, idle pools, busy ones), largest first.
     pub other_groups: Vec<GoroutineGroup>,
+    /// How far apart the reads were spaced for leaktrace's CPU budget (live traces only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub read_spacing: Option<crate::model::goroutines::ReadSpacing>,
 }
 
 /// Goroutine-leak candidates, and the overview (None: not a Go target, or no snapshot read).
@@ -222,6 +225,7 @@ pub(super) fn analyze(
         history: model.total.clone(),
         unreadable: model.unreadable,
         other_groups: others,
+        read_spacing: model.read_spacing,
     };
     (candidates, Some(overview))
 }

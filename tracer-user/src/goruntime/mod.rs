@@ -26,6 +26,7 @@
 //!   pointers on amd64) inside its own stack bounds.
 mod binary;
 pub mod godebug;
+pub mod incremental;
 pub mod offsets;
 pub mod pclntab;
 #[cfg(test)]
@@ -41,6 +42,8 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use serde::{Deserialize, Serialize};
 
 use self::binary::GoBinary;
+use self::incremental::ParkedAt;
+pub use self::incremental::StackCache;
 use self::memory::{u32_at, u64_at, Memory};
 pub use self::offsets::GOffsets;
 use self::pclntab::LineTable;
@@ -217,6 +220,13 @@ pub struct Snapshot {
     pub taken_at_ns: u64,
     /// How long reading took.
     pub elapsed: Duration,
+    /// Parked goroutines whose stack (and channels) the last read had walked and that had not
+    /// moved since, so were not read again ([`incremental`]); 0 for a read without a cache.
+    #[serde(default)]
+    pub reused: usize,
+    /// Goroutines whose stack was read and walked.
+    #[serde(default)]
+    pub walked: usize,
 }
 
 /// A read of all goroutines in progress ([`GoProcess::start_snapshot`]): the gs listed in
@@ -230,6 +240,8 @@ pub struct SnapshotRead {
     taken_at_ns: u64,
     /// Time spent reading so far (not the time since the start).
     elapsed: Duration,
+    /// The last read's walks, and this one's.
+    cache: StackCache,
 }
 
 impl SnapshotRead {
@@ -240,13 +252,37 @@ impl SnapshotRead {
 
     /// The counts and times of a finished read (`goroutines` is empty: they went to `each`).
     pub fn finish(self) -> Snapshot {
-        Snapshot {
-            goroutines: Vec::new(),
-            torn: self.torn,
-            dead: self.dead,
-            taken_at_ns: self.taken_at_ns,
-            elapsed: self.elapsed,
-        }
+        self.finish_keeping().0
+    }
+
+    /// [`SnapshotRead::finish`], and what this read walked, for the next read to reuse
+    /// ([`GoProcess::start_snapshot_after`]). Only a complete read's cache forgets the
+    /// goroutines that are gone: call it when [`GoProcess::continue_snapshot`] returned true.
+    pub fn finish_keeping(mut self) -> (Snapshot, StackCache) {
+        let (reused, walked) = if self.next == self.gs.len() {
+            self.cache.finish_read()
+        } else {
+            self.cache.abandon_read();
+            (0, 0)
+        };
+        (
+            Snapshot {
+                goroutines: Vec::new(),
+                torn: self.torn,
+                dead: self.dead,
+                taken_at_ns: self.taken_at_ns,
+                elapsed: self.elapsed,
+                reused,
+                walked,
+            },
+            self.cache,
+        )
+    }
+
+    /// Gives up a read part way: the cache it started with, with what it walked so far.
+    pub fn abandon(mut self) -> StackCache {
+        self.cache.abandon_read();
+        self.cache
     }
 }
 
@@ -619,6 +655,13 @@ impl GoProcess {
     /// caller with other work (a trace loop) interleaves it. Fails only when the list of
     /// goroutines cannot be read (the process is gone).
     pub fn start_snapshot(&self) -> Result<SnapshotRead> {
+        self.start_snapshot_after(StackCache::default())
+    }
+
+    /// [`GoProcess::start_snapshot`] that reuses the stacks `cache` holds from the last read
+    /// of this process, for the goroutines parked exactly as they were ([`incremental`]): the
+    /// goroutines it hands on are the same as a read without the cache would give.
+    pub fn start_snapshot_after(&self, cache: StackCache) -> Result<SnapshotRead> {
         let started = Instant::now();
         let taken_at_ns = monotonic_ns();
         let gs = self.all_g_pointers()?;
@@ -629,6 +672,7 @@ impl GoProcess {
             dead: 0,
             taken_at_ns,
             elapsed: started.elapsed(),
+            cache,
         })
     }
 
@@ -642,7 +686,12 @@ impl GoProcess {
     ) -> bool {
         let started = Instant::now();
         let end = (read.next + SNAPSHOT_CHUNK).min(read.gs.len());
-        let (torn, dead) = self.read_goroutines(&read.gs[read.next..end], &mut each);
+        let (torn, dead) = self.read_goroutines(
+            &read.gs[read.next..end],
+            read.next,
+            &mut read.cache,
+            &mut each,
+        );
         read.next = end;
         read.torn += torn;
         read.dead += dead;
@@ -650,9 +699,17 @@ impl GoProcess {
         read.next == read.gs.len()
     }
 
-    /// Reads the goroutines of the gs at `gs`, handing each live one to `each`; returns how
-    /// many were torn and how many dead.
-    fn read_goroutines(&self, gs: &[u64], each: &mut impl FnMut(GoroutineState)) -> (usize, usize) {
+    /// Reads the goroutines of the gs at `gs` (from position `first_index` of allgs), handing
+    /// each live one to `each`; returns how many were torn and how many dead. The stacks and
+    /// channel lists of goroutines parked as `cache` last saw them are taken from it instead of
+    /// being read; the others are read, walked and kept in it.
+    fn read_goroutines(
+        &self,
+        gs: &[u64],
+        first_index: usize,
+        cache: &mut StackCache,
+        each: &mut impl FnMut(GoroutineState),
+    ) -> (usize, usize) {
         let o = &self.offsets;
         let layout = self.wait_layout.as_ref().ok();
         let g_len = o.read_len().max(layout.map_or(0, |l| l.g_read_len()));
@@ -661,9 +718,12 @@ impl GoProcess {
         let mut torn = 0;
         let mut dead = 0;
         let mut live = Vec::with_capacity(gs.len());
-        // Each live goroutine's g.waiting (0 unless it is parked on channels).
+        // Per live goroutine: its position in allgs, what its walk depends on (None: unknown,
+        // not kept), and whether its stack and channels came from the cache.
+        let mut walks: Vec<(usize, Option<ParkedAt>, bool)> = Vec::with_capacity(gs.len());
+        // Each live goroutine's g.waiting (0 unless it is parked on channels and not reused).
         let mut sudogs = Vec::with_capacity(gs.len());
-        for (&g_addr, at) in gs.iter().zip(g_at) {
+        for (i, (&g_addr, at)) in gs.iter().zip(g_at).enumerate() {
             let Some(at) = at else {
                 torn += 1;
                 continue;
@@ -678,18 +738,43 @@ impl GoProcess {
                             sudog = u64_at(buf, layout.g_waiting as usize).unwrap_or(0);
                         }
                     }
+                    let index = first_index + i;
+                    let parked_at = state.tracking_seq.filter(|_| state.status.is_parked()).map(
+                        |tracking_seq| ParkedAt {
+                            g_addr,
+                            goid: state.goid,
+                            status: u32_at(buf, o.atomicstatus as usize).unwrap_or(0) & !G_SCAN,
+                            wait_reason_code: state.wait_reason_code,
+                            tracking_seq,
+                            sched_pc: state.sched_pc,
+                            sched_sp: state.sched_sp,
+                            sched_bp: state.sched_bp,
+                            stack_lo: state.stack_lo,
+                            stack_hi: state.stack_hi,
+                            waiting: sudog,
+                        },
+                    );
+                    let reused = parked_at.and_then(|at| cache.reuse(index, &at));
+                    let from_cache = reused.is_some();
+                    if let Some((stack, waits_on)) = reused {
+                        state.stack = stack;
+                        state.waits_on = waits_on;
+                        sudog = 0;
+                    }
                     sudogs.push((g_addr, sudog));
+                    walks.push((index, parked_at, from_cache));
                     live.push(state);
                 }
                 Decoded::Dead => dead += 1,
                 Decoded::Torn => torn += 1,
             }
         }
-        // The used part of each parked goroutine's stack, in one batch.
+        // The used part of each parked goroutine's stack that is not reused, in one batch.
         let stack_ranges: Vec<(u64, usize)> = live
             .iter()
-            .map(|g| {
-                if g.status.is_parked() {
+            .zip(&walks)
+            .map(|(g, &(_, _, from_cache))| {
+                if g.status.is_parked() && !from_cache {
                     let len = (g.stack_hi - g.sched_sp).min(STACK_READ_BYTES);
                     (g.sched_sp, len as usize)
                 } else {
@@ -702,12 +787,17 @@ impl GoProcess {
             Some(layout) => waits::channels(&self.memory, layout, &sudogs),
             None => vec![Vec::new(); live.len()],
         };
-        for (((mut g, at), &(base, len)), waits_on) in live
+        for ((((mut g, at), &(base, len)), waits_on), (index, parked_at, from_cache)) in live
             .into_iter()
             .zip(stack_at)
             .zip(&stack_ranges)
             .zip(waits_on.iter_mut())
+            .zip(walks)
         {
+            if from_cache {
+                each(g);
+                continue;
+            }
             g.waits_on = std::mem::take(waits_on);
             if len > 0 {
                 let Some(at) = at else {
@@ -716,6 +806,11 @@ impl GoProcess {
                     continue;
                 };
                 g.stack = self.walk(&g, base, &stack_buf[at..at + len]);
+            }
+            match parked_at {
+                Some(parked_at) => cache.keep(index, parked_at, &g.stack, &g.waits_on),
+                None if len > 0 => cache.walked_uncached(),
+                None => {}
             }
             each(g);
         }

@@ -200,3 +200,144 @@ proptest! {
         let _ = go.timers();
     }
 }
+
+/// Where the fake gs hold `waiting` and `trackingSeq` (past what the Go 1.27 layout reads).
+const G_WAITING: u64 = 320;
+const G_TRACKING_SEQ: u64 = 328;
+
+/// [`process`] that knows `g.trackingSeq`, so its reads can reuse stacks.
+fn tracking_process(arena: &[u64]) -> GoProcess {
+    let mut go = process(arena);
+    go.wait_layout = Ok(waits::WaitLayout {
+        g_waiting: G_WAITING,
+        g_tracking_seq: G_TRACKING_SEQ,
+        sudog_chan: 0,
+        sudog_waitlink: 8,
+        sudog_g: 16,
+    });
+    go
+}
+
+/// A whole read starting from `cache`: the snapshot (with its goroutines) and the cache after.
+fn read_with(go: &GoProcess, cache: StackCache) -> (Snapshot, StackCache) {
+    let mut read = go.start_snapshot_after(cache).expect("readable");
+    let mut goroutines = Vec::new();
+    while !go.continue_snapshot(&mut read, |g| goroutines.push(g)) {}
+    let (snapshot, cache) = read.finish_keeping();
+    (
+        Snapshot {
+            goroutines,
+            ..snapshot
+        },
+        cache,
+    )
+}
+
+/// The goroutines as a read without a cache sees them, `elapsed` and counts aside.
+fn fresh(go: &GoProcess) -> Vec<GoroutineState> {
+    go.snapshot().expect("readable").goroutines
+}
+
+#[test]
+fn an_incremental_read_walks_only_the_goroutines_that_moved_and_sees_what_a_full_read_sees() {
+    let mut arena = vec![0u64; WORDS];
+    healthy(&mut arena);
+    let base = arena.as_ptr() as u64;
+    let addr = |word: usize| base + 8 * word as u64;
+    let o = offsets::table(27).expect("Go 1.27 layout");
+    let word_of = |i: usize, offset: u64| GS + i * G_WORDS + offset as usize / 8;
+    let go = tracking_process(&arena);
+
+    let (first, cache) = read_with(&go, StackCache::default());
+    assert_eq!((first.reused, first.walked), (0, NGS));
+    assert_eq!(first.goroutines, fresh(&go));
+    let (second, cache) = read_with(&go, cache);
+    assert_eq!((second.reused, second.walked), (NGS, 0));
+    assert_eq!(second.goroutines, fresh(&go));
+
+    // g 1 parked elsewhere: a new pc, and a frame chain with another caller.
+    arena[word_of(1, o.sched_pc)] = 0x405000;
+    arena[STACKS + 64 + 17] = 0x406000;
+    // g 2 reused by a new goroutine, parked at the same place.
+    arena[word_of(2, o.goid)] = 999;
+    // g 3 ran and parked again at the same place, whose caller changed meanwhile: only
+    // trackingSeq tells.
+    arena[word_of(3, G_TRACKING_SEQ)] = 1;
+    arena[STACKS + 3 * 64 + 17] = 0x407000;
+    // g 4 exited.
+    arena[word_of(4, o.atomicstatus)] = 6;
+    // g 5's stack copied by the GC (new bounds, sp and bp; same frames).
+    let moved = STACKS + 5 * 64;
+    arena[word_of(5, o.sched_sp)] = addr(moved + 24);
+    arena[word_of(5, o.sched_bp)] = addr(moved + 32);
+    arena[moved + 32] = 0;
+    arena[moved + 33] = 0x404000;
+
+    let (third, cache) = read_with(&go, cache);
+    assert_eq!(third.goroutines, fresh(&go));
+    assert_eq!((third.reused, third.walked), (NGS - 5, 4));
+    let stack_of = |goid: u64| {
+        third
+            .goroutines
+            .iter()
+            .find(|g| g.goid == goid)
+            .map(|g| g.stack.clone())
+    };
+    assert_eq!(stack_of(101), Some(vec![0x405000, 0x406000, 0x404000]));
+    assert_eq!(stack_of(999), Some(vec![0x401000, 0x403000, 0x404000]));
+    assert_eq!(stack_of(103), Some(vec![0x401000, 0x407000, 0x404000]));
+    assert_eq!(stack_of(104), None);
+    assert_eq!(stack_of(105), Some(vec![0x401000, 0x404000]));
+    // The exited one is forgotten.
+    assert_eq!(cache.len(), NGS - 1);
+}
+
+#[test]
+fn a_goroutine_that_did_not_run_keeps_its_walk_even_if_its_stack_memory_changed() {
+    // What makes the cache pay: the stack is not read again. A parked goroutine's frame chain
+    // does not change while it does not run, so this is only seen with a fake runtime.
+    let mut arena = vec![0u64; WORDS];
+    healthy(&mut arena);
+    let go = tracking_process(&arena);
+    let (_, cache) = read_with(&go, StackCache::default());
+    arena[STACKS + 17] = 0x409000;
+    let (again, _) = read_with(&go, cache);
+    assert_eq!(
+        again.goroutines[0].stack,
+        vec![0x401000, 0x403000, 0x404000]
+    );
+    assert_eq!(fresh(&go)[0].stack, vec![0x401000, 0x409000, 0x404000]);
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn corrupted_memory_between_incremental_reads_never_panics(words in corruptions()) {
+        let mut arena = vec![0u64; WORDS];
+        healthy(&mut arena);
+        let base = arena.as_ptr() as u64;
+        let go = tracking_process(&arena);
+        let (_, cache) = read_with(&go, StackCache::default());
+        for &(word, kind, raw) in &words {
+            arena[word] = corrupt_value(kind, raw, base);
+        }
+        let listed = arena[ALLGLEN] as usize;
+        match go.start_snapshot_after(cache) {
+            Ok(mut read) => {
+                let mut goroutines = Vec::new();
+                while !go.continue_snapshot(&mut read, |g| goroutines.push(g)) {}
+                let (snapshot, _) = read.finish_keeping();
+                prop_assert!(goroutines.len() + snapshot.torn + snapshot.dead <= listed);
+                prop_assert!(snapshot.reused + snapshot.walked <= goroutines.len());
+                for g in &goroutines {
+                    prop_assert!(g.stack.len() <= 16);
+                }
+            }
+            Err(e) => {
+                let message = format!("{e:#}");
+                prop_assert!(!message.is_empty());
+            }
+        }
+    }
+}

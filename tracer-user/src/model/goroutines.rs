@@ -203,7 +203,9 @@ pub struct GoroutineModel {
     /// The target was started by leaktrace: every goroutine was created during the trace.
     pub target_started_by_trace: bool,
     pub latest: Vec<Goroutine>,
-    pub seen: HashMap<u64, Seen>,
+    /// By goid. foldhash: every goroutine of every snapshot is looked up and inserted (100k a
+    /// read), where SipHash was a tenth of a read's CPU (perf, 100k parked goroutines).
+    pub seen: foldhash::HashMap<u64, Seen>,
     /// Total live goroutines per snapshot.
     pub total: Vec<CountAt>,
     /// Group sizes per snapshot (a group absent from a snapshot had 0).
@@ -218,6 +220,30 @@ pub struct GoroutineModel {
     /// Goroutines seen to leave a place ([`place_of`]) during the trace (moved on or exited):
     /// how long that place holds goroutines it lets go.
     pub released: HashMap<String, Exits>,
+    /// How far apart the reads were spaced to keep their cost within budget; set by the
+    /// collector, not recorded (a replay has none).
+    pub read_spacing: Option<ReadSpacing>,
+}
+
+/// How the collector spaced its reads of all goroutines: a read costing more than
+/// `budget_percent` of one core over the time to the next read pushes the next one out (never
+/// sooner than 1 s, never later than a cap), so a target with 100k goroutines is read less
+/// often instead of losing a core's share to leaktrace.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReadSpacing {
+    /// The interval after the last read (ns): the one in use when the trace ended.
+    pub interval_ns: u64,
+    /// The longest interval used during the trace (ns).
+    pub longest_interval_ns: u64,
+    /// leaktrace's CPU time (ns, its thread's) for the last read: copying the gs and the stacks
+    /// that changed, walking and symbolizing them, and the model's update.
+    pub last_read_cpu_ns: u64,
+    /// The share of one core the reads may take (2: 2%).
+    pub budget_percent: u64,
+    /// Goroutines of the last read whose stack was reused from the read before (they had not
+    /// moved: goruntime::incremental), and whose stack was read and walked.
+    pub last_read_reused: usize,
+    pub last_read_walked: usize,
 }
 
 /// Goroutines seen to exit (by `go` statement) or to leave (by place).
@@ -316,8 +342,10 @@ impl GoroutineModel {
                 keys.by_value.insert((*seen.key).clone(), seen.key.clone());
             }
         }
-        let mut counts: HashMap<*const GroupKey, (Arc<GroupKey>, usize)> = HashMap::new();
-        let mut seen = HashMap::with_capacity(goroutines.len());
+        let mut counts: foldhash::HashMap<*const GroupKey, (Arc<GroupKey>, usize)> =
+            foldhash::HashMap::default();
+        let mut seen =
+            foldhash::HashMap::with_capacity_and_hasher(goroutines.len(), Default::default());
         for goroutine in &goroutines {
             let key = keys.key_of(goroutine);
             counts
@@ -444,7 +472,7 @@ impl GoroutineModel {
 /// goroutine of the snapshot is alive while it is applied, so an address is not reused.
 #[derive(Default)]
 struct KeyInterner<'a> {
-    by_inputs: HashMap<KeyInputs<'a>, Arc<GroupKey>>,
+    by_inputs: foldhash::HashMap<KeyInputs<'a>, Arc<GroupKey>>,
     by_value: HashMap<GroupKey, Arc<GroupKey>>,
     places: HashMap<*const GroupKey, String>,
 }
