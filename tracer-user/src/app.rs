@@ -156,15 +156,7 @@ fn trace(cli: Cli, recording: Option<&std::path::Path>) -> Result<()> {
             })
     });
     let rendered = render(
-        Traced {
-            model: &outcome.model,
-            target: info,
-            started_ns: outcome.started_ns,
-            ended_ns: outcome.ended_ns,
-            end: outcome.end,
-            min_blocked_ns: settings.min_blocked_ns,
-            reported_wait_sites: REPORTED_WAIT_SITES,
-        },
+        Traced::of(&outcome, info, settings.min_blocked_ns),
         // Measured after the analysis, which it includes.
         || tracer(own_usage()),
         format,
@@ -222,6 +214,21 @@ struct Traced<'a> {
     reported_wait_sites: usize,
 }
 
+impl<'a> Traced<'a> {
+    /// A live trace's outcome, as the one-shot run and the agent report it.
+    fn of(outcome: &'a collect::Outcome, target: TargetInfo, min_blocked_ns: u64) -> Self {
+        Traced {
+            model: &outcome.model,
+            target,
+            started_ns: outcome.started_ns,
+            ended_ns: outcome.ended_ns,
+            end: outcome.end,
+            min_blocked_ns,
+            reported_wait_sites: REPORTED_WAIT_SITES,
+        }
+    }
+}
+
 /// The report of one agent interval: the same analysis as a one-shot trace's ([`report_of`]),
 /// with leaktrace's own resource use, `notes` (the probes', the target's, the trace's) and the
 /// `--ignore` rules applied.
@@ -238,15 +245,7 @@ pub fn build_report(
         notes.push("interrupted: reporting what was seen until then".into());
     }
     report_of(
-        Traced {
-            model: &outcome.model,
-            target: info,
-            started_ns: outcome.started_ns,
-            ended_ns: outcome.ended_ns,
-            end: outcome.end,
-            min_blocked_ns,
-            reported_wait_sites: REPORTED_WAIT_SITES,
-        },
+        Traced::of(outcome, info, min_blocked_ns),
         || {
             let usage = own_usage();
             TracerInfo {

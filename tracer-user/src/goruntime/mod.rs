@@ -787,6 +787,7 @@ impl GoProcess {
             Some(layout) => waits::channels(&self.memory, layout, &sudogs),
             None => vec![Vec::new(); live.len()],
         };
+        let mut walked = Vec::with_capacity(live.len());
         for ((((mut g, at), &(base, len)), waits_on), (index, parked_at, from_cache)) in live
             .into_iter()
             .zip(stack_at)
@@ -795,7 +796,8 @@ impl GoProcess {
             .zip(walks)
         {
             if from_cache {
-                each(g);
+                // Not checked below (nothing was walked), but handed on in allgs order.
+                walked.push((g, index, None, false, true));
                 continue;
             }
             g.waits_on = std::mem::take(waits_on);
@@ -807,14 +809,96 @@ impl GoProcess {
                 };
                 g.stack = self.walk(&g, base, &stack_buf[at..at + len]);
             }
+            walked.push((g, index, parked_at, len > 0, false));
+        }
+        // A goroutine that ran between the read of its g and the read of its stack was walked
+        // over frames it was changing: its walk is trusted (and kept for the next read) only if
+        // its g still reads as it did. Those that moved are read alone until they hold still.
+        let ranges: Vec<(u64, usize)> = walked
+            .iter()
+            .map(|(g, _, _, stack_read, _)| (g.g_addr, if *stack_read { g_len } else { 0 }))
+            .collect();
+        let (check_buf, check_at) = self.memory.read_coalesced(&ranges, G_MERGE_GAP);
+        for ((mut g, index, mut parked_at, stack_read, from_cache), at) in
+            walked.into_iter().zip(check_at)
+        {
+            if from_cache {
+                each(g);
+                continue;
+            }
+            if stack_read {
+                let still = at.is_some_and(|at| self.holds_still(&g, &check_buf[at..at + g_len]));
+                if !still {
+                    match self.read_settled(g.g_addr, g_len) {
+                        Some(settled) => {
+                            // Its channels are not read again: the walk is what the group
+                            // rests on, and a moved goroutine's channels are not kept.
+                            let waits_on = std::mem::take(&mut g.waits_on);
+                            g = settled;
+                            g.waits_on = waits_on;
+                            parked_at = None;
+                        }
+                        None => {
+                            torn += 1;
+                            continue;
+                        }
+                    }
+                }
+            }
             match parked_at {
                 Some(parked_at) => cache.keep(index, parked_at, &g.stack, &g.waits_on),
-                None if len > 0 => cache.walked_uncached(),
+                None if stack_read => cache.walked_uncached(),
                 None => {}
             }
             each(g);
         }
         (torn, dead)
+    }
+
+    /// Whether the g read again into `buf` is still parked where `g` was read: the same
+    /// status, `g.sched` (rewritten by every park, runtime/proc.go `gopark` -> `mcall`) and,
+    /// where the layout has it, `trackingSeq` (moved by every exit from running, `casgstatus`).
+    fn holds_still(&self, g: &GoroutineState, buf: &[u8]) -> bool {
+        let Decoded::Live(now) = self.decode_g(g.g_addr, buf) else {
+            return false;
+        };
+        let tracking_seq = self
+            .wait_layout
+            .as_ref()
+            .ok()
+            .and_then(|layout| buf.get(layout.g_tracking_seq as usize).copied());
+        now.goid == g.goid
+            && now.status == g.status
+            && (now.sched_pc, now.sched_sp, now.sched_bp) == (g.sched_pc, g.sched_sp, g.sched_bp)
+            && (g.tracking_seq.is_none() || tracking_seq == g.tracking_seq)
+    }
+
+    /// One goroutine read on its own (g, then stack, then g again) until it holds still
+    /// across its own read, a few times at most; None if it never does (it is counted torn).
+    fn read_settled(&self, g_addr: u64, g_len: usize) -> Option<GoroutineState> {
+        const TRIES: usize = 3;
+        for _ in 0..TRIES {
+            let buf = self.memory.read_vec(g_addr, g_len).ok()?;
+            let Decoded::Live(mut g) = self.decode_g(g_addr, &buf) else {
+                return None;
+            };
+            if let Ok(layout) = self.wait_layout.as_ref() {
+                g.tracking_seq = buf.get(layout.g_tracking_seq as usize).copied();
+            }
+            if !g.status.is_parked() {
+                return Some(g);
+            }
+            let len = (g.stack_hi - g.sched_sp).min(STACK_READ_BYTES) as usize;
+            let Ok(stack) = self.memory.read_vec(g.sched_sp, len) else {
+                continue;
+            };
+            g.stack = self.walk(&g, g.sched_sp, &stack);
+            let again = self.memory.read_vec(g_addr, g_len).ok()?;
+            if self.holds_still(&g, &again) {
+                return Some(g);
+            }
+        }
+        None
     }
 
     /// The addresses of all gs (runtime.allgs), dead ones included.

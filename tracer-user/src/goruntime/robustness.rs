@@ -309,6 +309,39 @@ fn a_goroutine_that_did_not_run_keeps_its_walk_even_if_its_stack_memory_changed(
     assert_eq!(fresh(&go)[0].stack, vec![0x401000, 0x409000, 0x404000]);
 }
 
+#[test]
+fn a_goroutine_that_moved_while_its_stack_was_read_is_read_again_until_it_holds_still() {
+    let mut arena = vec![0u64; WORDS];
+    healthy(&mut arena);
+    let o = offsets::table(27).expect("Go 1.27 layout");
+    let go = tracking_process(&arena);
+    let g_len = o
+        .read_len()
+        .max(go.wait_layout.as_ref().unwrap().g_read_len());
+    let before = fresh(&go).remove(0);
+    let g_bytes = |go: &GoProcess| go.memory.read_vec(before.g_addr, g_len).unwrap();
+    assert!(go.holds_still(&before, &g_bytes(&go)));
+
+    // It ran and parked elsewhere after its g was read: the walk made then is not trusted...
+    arena[GS + o.sched_pc as usize / 8] = 0x405000;
+    arena[GS + G_TRACKING_SEQ as usize / 8] = 1;
+    arena[STACKS + 17] = 0x406000;
+    assert!(!go.holds_still(&before, &g_bytes(&go)));
+    // ... it is read again on its own, and walked where it is now.
+    let settled = go
+        .read_settled(before.g_addr, g_len)
+        .expect("it holds still now");
+    assert_eq!(settled.stack, vec![0x405000, 0x406000, 0x404000]);
+    assert_eq!(settled.goid, before.goid);
+    // Only trackingSeq moved (it ran and parked at the very same place): not the same walk.
+    let mut same_place = before.clone();
+    same_place.tracking_seq = Some(1);
+    same_place.sched_pc = 0x405000;
+    assert!(go.holds_still(&same_place, &g_bytes(&go)));
+    arena[GS + G_TRACKING_SEQ as usize / 8] = 2;
+    assert!(!go.holds_still(&same_place, &g_bytes(&go)));
+}
+
 proptest! {
     #![proptest_config(config())]
 
