@@ -811,44 +811,34 @@ impl GoProcess {
             }
             walked.push((g, index, parked_at, len > 0, false));
         }
-        // A goroutine that ran between the read of its g and the read of its stack was walked
-        // over frames it was changing: its walk is trusted (and kept for the next read) only if
-        // its g still reads as it did. Those that moved are read alone until they hold still.
+        // A goroutine that ran between the read of its g and the read of its stack may have been
+        // walked over frames it was changing: its walk is handed on as read (the next read
+        // walks it again), but kept for reuse only if its g still reads as it did, so that a
+        // torn walk is never taken for the goroutine's place in later reads. (Reading the
+        // goroutines that moved again, on their own, was tried: on a target whose goroutines
+        // run every millisecond it made every read slow and showed them as running.)
         let ranges: Vec<(u64, usize)> = walked
             .iter()
-            .map(|(g, _, _, stack_read, _)| (g.g_addr, if *stack_read { g_len } else { 0 }))
+            .map(|(g, _, parked_at, _, _)| (g.g_addr, if parked_at.is_some() { g_len } else { 0 }))
             .collect();
         let (check_buf, check_at) = self.memory.read_coalesced(&ranges, G_MERGE_GAP);
-        for ((mut g, index, mut parked_at, stack_read, from_cache), at) in
-            walked.into_iter().zip(check_at)
+        for ((g, index, parked_at, stack_read, from_cache), at) in walked.into_iter().zip(check_at)
         {
             if from_cache {
                 each(g);
                 continue;
             }
-            if stack_read {
-                let still = at.is_some_and(|at| self.holds_still(&g, &check_buf[at..at + g_len]));
-                if !still {
-                    match self.read_settled(g.g_addr, g_len) {
-                        Some(settled) => {
-                            // Its channels are not read again: the walk is what the group
-                            // rests on, and a moved goroutine's channels are not kept.
-                            let waits_on = std::mem::take(&mut g.waits_on);
-                            g = settled;
-                            g.waits_on = waits_on;
-                            parked_at = None;
-                        }
-                        None => {
-                            torn += 1;
-                            continue;
-                        }
-                    }
-                }
-            }
+            // Only the kept ones were read again (the others' ranges are empty).
+            let still = parked_at.is_some()
+                && at.is_some_and(|at| {
+                    check_buf
+                        .get(at..at + g_len)
+                        .is_some_and(|buf| self.holds_still(&g, buf))
+                });
             match parked_at {
-                Some(parked_at) => cache.keep(index, parked_at, &g.stack, &g.waits_on),
-                None if stack_read => cache.walked_uncached(),
-                None => {}
+                Some(parked_at) if still => cache.keep(index, parked_at, &g.stack, &g.waits_on),
+                _ if stack_read => cache.walked_uncached(),
+                _ => {}
             }
             each(g);
         }
@@ -871,34 +861,6 @@ impl GoProcess {
             && now.status == g.status
             && (now.sched_pc, now.sched_sp, now.sched_bp) == (g.sched_pc, g.sched_sp, g.sched_bp)
             && (g.tracking_seq.is_none() || tracking_seq == g.tracking_seq)
-    }
-
-    /// One goroutine read on its own (g, then stack, then g again) until it holds still
-    /// across its own read, a few times at most; None if it never does (it is counted torn).
-    fn read_settled(&self, g_addr: u64, g_len: usize) -> Option<GoroutineState> {
-        const TRIES: usize = 3;
-        for _ in 0..TRIES {
-            let buf = self.memory.read_vec(g_addr, g_len).ok()?;
-            let Decoded::Live(mut g) = self.decode_g(g_addr, &buf) else {
-                return None;
-            };
-            if let Ok(layout) = self.wait_layout.as_ref() {
-                g.tracking_seq = buf.get(layout.g_tracking_seq as usize).copied();
-            }
-            if !g.status.is_parked() {
-                return Some(g);
-            }
-            let len = (g.stack_hi - g.sched_sp).min(STACK_READ_BYTES) as usize;
-            let Ok(stack) = self.memory.read_vec(g.sched_sp, len) else {
-                continue;
-            };
-            g.stack = self.walk(&g, g.sched_sp, &stack);
-            let again = self.memory.read_vec(g_addr, g_len).ok()?;
-            if self.holds_still(&g, &again) {
-                return Some(g);
-            }
-        }
-        None
     }
 
     /// The addresses of all gs (runtime.allgs), dead ones included.
