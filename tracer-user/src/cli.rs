@@ -360,13 +360,13 @@ pub struct TraceOptions {
     #[arg(long, value_name = "DURATION", default_value = "10ms", value_parser = humantime::parse_duration)]
     pub stack_after: Duration,
 
-    /// How long the syscall tracepoints stay attached. `low`: in short probe windows (the first
-    /// 2 s, then 250 ms at most every 5 s and at most 5% of the time, detaching included; less
-    /// often under a storm of events; one when a new stuck thread shows up), the rest from
-    /// /proc and the target's memory: other processes pay nothing between windows. `full`:
-    /// every probe for the whole trace (every wait and wake counted; every process on the host
-    /// pays for the syscall tracepoints meanwhile). Default: full, until low gives the same
-    /// findings in every test and its windows detach fast enough (README, "Cost and detail").
+    /// How long syscalls are watched. `low`: in short probe windows (the first 2 s, then
+    /// 250 ms at most every 5 s and at most 5% of the time; less often under a storm of events;
+    /// one when a new stuck thread shows up), the rest from /proc and the target's memory:
+    /// other processes pay nothing between windows, so this is the mode to leave running on a
+    /// shared host. `full`: every probe for the whole trace (every wait and wake counted; every
+    /// process on the host pays for the syscall tracepoints meanwhile). Default: full, until
+    /// low gives the same findings in every test (README, "Cost and detail").
     #[arg(long, value_enum, default_value = "full")]
     pub detail: crate::attach::Detail,
 
