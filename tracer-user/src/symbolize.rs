@@ -35,6 +35,9 @@ pub struct Symbolizer {
     go: Option<GoLines>,
     /// The target's executable file mappings as last read while it was alive.
     mapped: Vec<MappedFile>,
+    /// When `mapped` was last read: addresses outside every file mapping (the vdso, JIT code,
+    /// a garbled return address) would otherwise re-read the maps at each lookup.
+    mapped_at: std::time::Instant,
 }
 
 /// An executable mapping of a file, with the file held open so that it can still be read after
@@ -98,6 +101,7 @@ impl Symbolizer {
             kernel: HashMap::new(),
             go: None,
             mapped: Vec::new(),
+            mapped_at: std::time::Instant::now(),
         };
         // Now, not at the first lookup: a target can exit before its first stack is looked up.
         symbolizer.read_mappings();
@@ -105,15 +109,17 @@ impl Symbolizer {
     }
 
     /// Re-reads the executable mappings if one of `addrs` is outside those known (a library
-    /// loaded since, or the first lookup); keeps the old ones when the target cannot be read.
+    /// loaded since), at most once a second; keeps the old ones when the target cannot be read.
     fn refresh_mappings(&mut self, addrs: &[u64]) {
+        const AT_MOST_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
         let known = |addr: u64| self.mapped.iter().any(|m| (m.start..m.end).contains(&addr));
-        if !addrs.iter().all(|&addr| known(addr)) {
+        if self.mapped_at.elapsed() >= AT_MOST_EVERY && !addrs.iter().all(|&addr| known(addr)) {
             self.read_mappings();
         }
     }
 
     fn read_mappings(&mut self) {
+        self.mapped_at = std::time::Instant::now();
         let Ok(maps) = crate::unwind::read_maps(self.pid) else {
             return;
         };
