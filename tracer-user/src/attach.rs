@@ -283,10 +283,18 @@ const TRACEPOINTS: &[(&str, &str, Subsystem, Need)] = &[
 pub enum Detail {
     /// Syscall tracepoints in short probe windows; the rest of the evidence from /proc and
     /// the target's memory.
+    #[default]
     Low,
     /// Every probe for the whole trace.
-    #[default]
     Full,
+}
+
+impl Detail {
+    /// What a trace recorded before `--detail` existed was: every probe all the time. Serde's
+    /// default for the field in old recordings and reports, whatever the CLI's default is.
+    pub fn before_the_field_existed() -> Self {
+        Detail::Full
+    }
 }
 
 /// What a probe sees: the status line's counts by subsystem, and (with the category) the

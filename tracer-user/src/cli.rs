@@ -364,10 +364,10 @@ pub struct TraceOptions {
     /// 250 ms at most every 5 s and at most 5% of the time; less often under a storm of events;
     /// one when a new stuck thread shows up), the rest from /proc and the target's memory:
     /// other processes pay nothing between windows, so this is the mode to leave running on a
-    /// shared host. `full`: every probe for the whole trace (every wait and wake counted; every
-    /// process on the host pays for the syscall tracepoints meanwhile). Default: full, until
-    /// low gives the same findings in every test (README, "Cost and detail").
-    #[arg(long, value_enum, default_value = "full")]
+    /// shared host, and the default. `full`: every probe for the whole trace (every wait and
+    /// wake counted, every completed wait in the histograms; every process on the host pays for
+    /// the syscall tracepoints meanwhile): for a short investigation (README, "Cost and detail").
+    #[arg(long, value_enum, default_value = "low")]
     pub detail: crate::attach::Detail,
 
     /// Deepest user stack taken from a blocked thread.
@@ -428,15 +428,15 @@ mod tests {
     }
 
     #[test]
-    fn detail_is_full_unless_low_is_asked_for() {
+    fn detail_is_low_unless_full_is_asked_for() {
         let parse = |args: &[&str]| Cli::try_parse_from(args).map(|cli| cli.trace.detail);
         assert_eq!(
             parse(&["leaktrace", "--pid", "1"]).unwrap(),
-            crate::attach::Detail::Full
+            crate::attach::Detail::Low
         );
         assert_eq!(
-            parse(&["leaktrace", "--pid", "1", "--detail", "low"]).unwrap(),
-            crate::attach::Detail::Low
+            parse(&["leaktrace", "--pid", "1", "--detail", "full"]).unwrap(),
+            crate::attach::Detail::Full
         );
         assert!(parse(&["leaktrace", "--pid", "1", "--detail", "some"]).is_err());
     }
@@ -591,7 +591,7 @@ mod tests {
             assert_eq!(trace.min_blocked, Duration::from_secs(1));
             assert_eq!(trace.stack_after, Duration::from_millis(10));
             assert_eq!(trace.max_frames, 64);
-            assert_eq!(trace.detail, crate::attach::Detail::Full);
+            assert_eq!(trace.detail, crate::attach::Detail::Low);
             assert!(!trace.debug_probes, "the probes log only when asked to");
             assert!(parse(&["--max-frames", "0"]).is_err());
             assert!(parse(&["--max-frames", "513"]).is_err());

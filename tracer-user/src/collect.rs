@@ -123,10 +123,23 @@ const GOROUTINES_AT_LEAST_EVERY: Duration = Duration::from_secs(10);
 const GOROUTINE_READ_SLICE: Duration = Duration::from_millis(70);
 
 /// The report's note on the windows: how much of the trace they covered, and what that means
-/// for the event-based evidence.
-fn window_note(summary: &WindowSummary, windows: &windows::Windows) -> String {
+/// for the event-based evidence. `attached` is `Probes::attached`: on a kernel without
+/// `task:task_newtask` thread creations are seen only in the windows (the clone/fork exits),
+/// and the note must say so rather than claim them throughout.
+fn window_note(summary: &WindowSummary, windows: &windows::Windows, attached: &[String]) -> String {
+    let has = |probe: &str| attached.iter().any(|a| a == probe);
+    let creations = if has("task:task_newtask") {
+        "thread creations from task_newtask throughout"
+    } else {
+        "thread creations only in the windows (the clone/fork exits: this kernel has no task:task_newtask)"
+    };
+    let exits = if has("sched:sched_process_exit") {
+        "exits from sched_process_exit throughout"
+    } else {
+        "no thread exit events (this kernel has no sched:sched_process_exit)"
+    };
     format!(
-        "low detail: syscall tracepoints attached in {} probe window(s) ({} for new suspects, {} closed early by a storm of records; period now {} s) covering {} of {} ({:.1}%): completed-wait histograms, wake counts, epoll and timerfd activity are samples from the windows; blocked threads, their waits, wake-ups (context switch counts), epoll sets and timerfd states come from /proc scans every 500 ms, goroutines and Go timers from the target's memory, thread creations and exits from task_newtask and sched_process_exit throughout (--detail full attaches everything for the whole trace)",
+        "low detail: syscall tracepoints attached in {} probe window(s) ({} for new suspects, {} closed early by a storm of records; period now {} s) covering {} of {} ({:.1}%): completed-wait histograms, wake counts, epoll and timerfd activity are samples from the windows; blocked threads, their waits, wake-ups (context switch counts), epoll sets and timerfd states come from /proc scans every 500 ms, goroutines and Go timers from the target's memory, {creations}, {exits} (--detail full attaches everything for the whole trace)",
         summary.count,
         summary.suspect,
         summary.storms,
@@ -391,6 +404,7 @@ pub async fn trace(
         collector.notes.push(window_note(
             summary,
             collector.windows.as_ref().expect("some"),
+            &collector.probes.attached,
         ));
     }
     let Collector {

@@ -458,14 +458,18 @@ fn a_thread_leak_is_new_then_growing_and_the_fixed_twin_has_no_candidate() {
     assert!(written["candidates"].is_array());
 
     let held = held_ids(agent.child.id());
+    // Per target, in the default low mode: the three lifecycle tracepoints, the two raw
+    // sys_enter/sys_exit window programs and the pthread_create uprobe, and at least the three
+    // lifecycle links (the window links come and go).
     assert!(
-        held.0.len() >= 40 && held.1.len() >= 40,
+        held.0.len() >= 12 && held.1.len() >= 6,
         "the agent holds too few programs/links to trace two targets: {held:?}"
     );
     let (status, took) = agent.terminate();
     assert!(status.success(), "the agent ended with {status}");
-    // Detaching is the kernel's work, about 3 s here for two targets (tracepoints unregister
-    // one by one); the margin is for a loaded machine.
+    // Detaching is the kernel's work (per-syscall tracepoints unregister one by one, ~3 s for
+    // two targets in --detail full; the low mode's raw links go in under a millisecond); the
+    // margin is for a loaded machine.
     assert!(took < Duration::from_secs(10), "SIGTERM took {took:?}");
     assert_detached(&held, &binary);
     let _ = std::fs::remove_dir_all(&reports);
@@ -486,7 +490,8 @@ fn the_agent_goes_on_when_its_target_exits_mid_interval() {
     });
     // Picked up means probes are being loaded: wait until they are attached.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while held_ids(agent.child.id()).1.len() < 20 {
+    // The lifecycle tracepoints' three links are attached at load in either mode.
+    while held_ids(agent.child.id()).1.len() < 3 {
         assert!(
             Instant::now() < deadline,
             "the agent never attached its probes"

@@ -17,12 +17,14 @@ use common::*;
 use serde_json::Value;
 
 /// Whether a program name (as the kernel shows it: 15 bytes) is one of leaktrace's: its
-/// tracepoint programs are named after their tracepoints, its uprobes `pthread_create_entry`,
-/// `go_newproc` and `go_timer_start`.
+/// tracepoint programs are named after their tracepoints, the low mode's window programs
+/// `raw_sys_enter` and `raw_sys_exit`, its uprobes `pthread_create_entry`, `go_newproc` and
+/// `go_timer_start`.
 fn is_ours(name: &str) -> bool {
     [
         "sys_enter_",
         "sys_exit_",
+        "raw_sys_",
         "sched_process",
         "task_rename",
         "go_newproc",
@@ -127,10 +129,12 @@ fn assert_nothing_left(held: &(BTreeSet<u64>, BTreeSet<u64>), baseline: u64, tar
     );
 }
 
-/// A leaktrace started on `pid` with no duration; returns once it says it is tracing.
-fn start_leaktrace(pid: u32) -> (Child, std::sync::mpsc::Receiver<String>) {
+/// A leaktrace started on `pid` with no duration and `--detail detail`; returns once it says
+/// it is tracing.
+fn start_leaktrace(pid: u32, detail: &str) -> (Child, std::sync::mpsc::Receiver<String>) {
     let mut child = leaktrace()
         .args(["--pid", &pid.to_string(), "--format", "json"])
+        .args(["--detail", detail])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -185,24 +189,49 @@ enum End {
     TargetExits,
 }
 
+/// The names of the programs leaktrace holds (`held`'s program ids).
+fn names_of(held: &BTreeSet<u64>) -> BTreeSet<String> {
+    bpftool_list("prog")
+        .into_iter()
+        .filter(|(id, _)| held.contains(id))
+        .map(|(_, name)| name)
+        .collect()
+}
+
 /// Traces a Go target that creates goroutines all the time (so the Go uprobes' windows open
-/// and close), ends the trace `how`, and checks the kernel is left clean.
-fn probes_are_removed(how: End) {
+/// and close) with `--detail detail`, ends the trace `how`, and checks the kernel is left
+/// clean.
+fn probes_are_removed(how: End, detail: &str) {
     require_root();
     let binary = build_go("g01_chan_recv", "1.27", &[]);
     let mut fixture = Fixture::start(&binary, &["-rate", "500"]);
     let baseline = max_program_id();
-    let (child, _stderr) = start_leaktrace(fixture.pid());
+    let (child, _stderr) = start_leaktrace(fixture.pid(), detail);
     // Several probe windows (100 ms a second) open and close meanwhile.
     std::thread::sleep(Duration::from_millis(2500));
     let held = held_ids(child.id());
-    // Every program is loaded for the whole trace; in the default low mode the syscall
-    // tracepoints' links come and go with the probe windows, and the lifecycle tracepoints
-    // (task_newtask, sched_process_exit, task_rename) stay linked throughout.
+    let names = names_of(&held.0);
+    // The lifecycle tracepoints (task_newtask, sched_process_exit, task_rename) stay linked
+    // throughout in both modes. The low mode loads the two raw window programs (their links
+    // come and go with the windows) instead of the ~40 per-syscall tracepoint programs of the
+    // full mode.
+    let lifecycle = ["task_newtask", "sched_process_e", "task_rename"];
     assert!(
-        held.0.len() >= 20 && held.1.len() >= 3,
-        "leaktrace holds too few programs/links to be tracing: {held:?}"
+        lifecycle.iter().all(|p| names.contains(*p)) && held.1.len() >= 3,
+        "leaktrace holds too few programs/links to be tracing: {names:?} {held:?}"
     );
+    match detail {
+        "low" => assert!(
+            names.contains("raw_sys_enter")
+                && names.contains("raw_sys_exit")
+                && !names.iter().any(|n| n.starts_with("sys_enter_")),
+            "the low mode watches syscalls through the two raw programs only: {names:?}"
+        ),
+        _ => assert!(
+            held.0.len() >= 20 && names.contains("sys_exit_futex"),
+            "the full mode holds every tracepoint program: {names:?}"
+        ),
+    }
     match how {
         End::Signal(signal) => {
             // SAFETY: signalling the leaktrace this test started, which is running.
@@ -234,22 +263,27 @@ fn probes_are_removed(how: End) {
 
 #[test]
 fn every_probe_is_removed_on_ctrl_c() {
-    probes_are_removed(End::Signal(libc::SIGINT));
+    probes_are_removed(End::Signal(libc::SIGINT), "low");
+}
+
+#[test]
+fn every_probe_is_removed_on_ctrl_c_in_full_detail() {
+    probes_are_removed(End::Signal(libc::SIGINT), "full");
 }
 
 #[test]
 fn every_probe_is_removed_on_sigterm() {
-    probes_are_removed(End::Signal(libc::SIGTERM));
+    probes_are_removed(End::Signal(libc::SIGTERM), "low");
 }
 
 #[test]
 fn every_probe_is_removed_when_leaktrace_is_killed() {
-    probes_are_removed(End::Signal(libc::SIGKILL));
+    probes_are_removed(End::Signal(libc::SIGKILL), "low");
 }
 
 #[test]
 fn every_probe_is_removed_when_the_target_exits() {
-    probes_are_removed(End::TargetExits);
+    probes_are_removed(End::TargetExits, "low");
 }
 
 #[test]
@@ -258,10 +292,22 @@ fn every_probe_is_removed_when_attaching_fails() {
     let fixture = Fixture::start(&build_c("condvar_never_signalled"), &["1", "0"]);
     let baseline = max_program_id();
     let pid = fixture.pid().to_string();
-    // sys_exit_futex is required: without it no wait can be timed.
+    // sys_exit_futex is required: without it no wait can be timed. Full detail, because it
+    // attaches the per-syscall tracepoints, which a tracefs mount can take away; the low
+    // mode's raw sys_enter/sys_exit programs are attached by the kernel's tracepoint name
+    // (BPF_RAW_TRACEPOINT_OPEN), which nothing outside leaktrace can make fail.
     let output = common::tracefs::leaktrace_without(
         &["syscalls/sys_exit_futex"],
-        &["--pid", &pid, "--duration", "2s", "--format", "json"],
+        &[
+            "--pid",
+            &pid,
+            "--duration",
+            "2s",
+            "--format",
+            "json",
+            "--detail",
+            "full",
+        ],
     );
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "leaktrace must fail: {stderr}");
@@ -308,7 +354,7 @@ fn run_traced(binary: &Path, args: &[&str]) -> (String, Value) {
         .expect("start the fixture");
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     assert_eq!(lines.next().and_then(|l| l.ok()).as_deref(), Some("READY"));
-    let (tracer, _stderr) = start_leaktrace(child.id());
+    let (tracer, _stderr) = start_leaktrace(child.id(), "low");
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     let status = child.wait().expect("wait for the fixture");
     assert!(

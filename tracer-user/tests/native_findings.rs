@@ -65,10 +65,15 @@ fn assert_one_leak_with_its_past(c: &Value) {
     assert_eq!(c["timerfd"]["pattern"], "fd_leak", "{c:#}");
     let before = c["timerfd"]["open_before_trace"].as_u64().unwrap();
     assert!(before >= 10, "2 s of leaks before the trace: {c:#}");
-    assert!(c["count"].as_u64().unwrap() >= before + 20, "{c:#}");
+    // ~10 a second: the default (low) mode sees ~20 made in its first probe window (2 s of the
+    // 3 s trace); the ones made after it are found in the fd table and counted in `before`.
+    assert!(c["count"].as_u64().unwrap() >= before + 10, "{c:#}");
     let text = c.to_string();
     assert!(!text.contains("never armed"), "{c:#}");
-    assert!(text.contains("disarmed when tracing started"), "{c:#}");
+    assert!(
+        text.contains("disarmed, nothing pending) whose creation no probe saw"),
+        "{c:#}"
+    );
     let timers = c["timerfd"]["timers"].as_array().unwrap();
     assert!(timers.iter().any(|t| t["seen_at_attach"] == true), "{c:#}");
 }

@@ -94,7 +94,9 @@ fn an_event_loop_that_gets_events_is_healthy() {
         0,
         "{report:#}"
     );
-    assert!(report["counters"]["epoll_waits"].as_u64().unwrap() >= 20);
+    // ~10 wake-ups a second, counted while syscalls are watched: the first probe window (2 s)
+    // of the default (low) mode, the whole 3 s in --detail full.
+    assert!(report["counters"]["epoll_waits"].as_u64().unwrap() >= 10);
 }
 
 #[test]
@@ -110,7 +112,9 @@ fn a_heartbeat_rearmed_before_expiry_never_fires() {
     );
     let timer = &c["timerfd"]["timers"][0];
     assert_eq!(timer["fired"], 0);
-    assert!(timer["pushed_back"].as_u64().unwrap() >= 10);
+    // Re-armed every 200 ms, seen while syscalls are watched: the first probe window (2 s) in
+    // the default (low) mode.
+    assert!(timer["pushed_back"].as_u64().unwrap() >= 5);
     assert!(timer["next_expiry_ns"].as_u64().unwrap() <= 1_000_000_000);
 }
 
@@ -147,5 +151,7 @@ fn a_periodic_timerfd_read_every_time_is_healthy() {
         0,
         "{report:#}"
     );
-    assert!(report["counters"]["timerfd_reads"].as_u64().unwrap() >= 20);
+    // Read every 100 ms, counted while syscalls are watched: the first probe window (2 s) in the
+    // default (low) mode.
+    assert!(report["counters"]["timerfd_reads"].as_u64().unwrap() >= 10);
 }

@@ -1,6 +1,8 @@
 //! timerfd misuse (N5, N6), by creation site: created but never armed, re-armed before expiry
 //! every time (never fires), fired but never read (expirations pile up), and more and more of
 //! them open (fd leak).
+use std::collections::BTreeSet;
+
 use serde::Serialize;
 
 use super::{innermost_own_function, Context, Detail, Finding, Findings, Percentiles};
@@ -57,8 +59,10 @@ pub struct TimerfdDetail {
     pub created_during_trace: u64,
     pub closed_during_trace: u64,
     pub growth_per_s: f64,
-    /// Of `open`'s timers counted here, those open since before tracing started that look like
-    /// this site's (same clock, disarmed, unused): their creation stack is unknown.
+    /// Of `open`'s timers counted here, those whose creation no probe saw (open since before
+    /// tracing started, or opened between `--detail low` windows) that look like this site's
+    /// (same clock and interval, armed alike, nothing pending, unused): their creation stack is
+    /// unknown. The name is the JSON contract's, from before the low mode.
     pub open_before_trace: u64,
     pub timers: Vec<TimerfdInfo>,
 }
@@ -85,22 +89,40 @@ fn info(timer: &Timer, end_ns: u64) -> TimerfdInfo {
 /// True for a timerfd open since before tracing started that was disarmed then, and that
 /// nobody armed, read or saw fire during the trace: all we know is its state at attach.
 fn idle_since_attach(timer: &Timer) -> bool {
-    let disarmed = |s: &crate::model::timerfd::TimerfdState| s.it_value_ns == 0 && s.ticks == 0;
-    timer.created_ns.is_none()
+    origin_unseen(timer)
         && timer.state_at_attach.as_ref().is_some_and(disarmed)
         && timer.state.as_ref().is_some_and(disarmed)
-        && timer.arms == 0
-        && timer.reads == 0
 }
 
-/// Whether `timers` (a growing site's) end the way an idle timerfd seen at attach is: same
-/// clock, disarmed, nothing pending.
-fn ends_like(timers: &[&Timer], idle: &Timer) -> bool {
+fn disarmed(state: &crate::model::timerfd::TimerfdState) -> bool {
+    state.it_value_ns == 0 && state.ticks == 0
+}
+
+/// A timerfd whose creation no probe saw, and that no probe saw armed or read since: open
+/// before the trace, or (`--detail low`) opened between probe windows and found in the fd
+/// table by a scan (`collect::native::timerfd`). What made it is unknown.
+fn origin_unseen(timer: &Timer) -> bool {
+    timer.created_ns.is_none() && timer.arms == 0 && timer.reads == 0
+}
+
+/// Whether `other`, a timerfd of unseen origin with nothing pending, ends the way most of
+/// `timers` (a growing site's) do: same clock and interval, armed or disarmed alike, nothing
+/// pending. A leak that began before the trace, or went on between the low mode's windows,
+/// then counts the members no probe saw being made.
+fn ends_like(timers: &[&Timer], other: &Timer) -> bool {
     let state = |x: &Timer| x.state.unwrap_or_default();
-    let like = timers
-        .iter()
-        .filter(|x| x.clockid == idle.clockid && state(x).it_value_ns == 0 && state(x).ticks == 0)
-        .count();
+    let shape = |x: &Timer| {
+        (
+            x.clockid,
+            state(x).it_interval_ns,
+            state(x).it_value_ns == 0,
+            state(x).ticks == 0,
+        )
+    };
+    if state(other).ticks != 0 {
+        return false;
+    }
+    let like = timers.iter().filter(|x| shape(x) == shape(other)).count();
     like * 2 > timers.len()
 }
 
@@ -116,11 +138,12 @@ fn candidates(model: &Model, end_ns: u64, min_blocked_ns: u64) -> Vec<Finding> {
     let t = &model.timerfds;
     let started = model.started_ns.unwrap_or(end_ns);
     let mut out = Vec::new();
-    // Timerfds open since before the trace, disarmed then and unused since: what they were is
-    // unknown ("never armed" would be a guess, and a wrong one for a leak of fired timers), so
-    // they join a growing leak they look like, or stand on their own when there are many.
-    let idle: Vec<&Timer> = t.open.values().filter(|x| idle_since_attach(x)).collect();
-    let mut idle_taken = false;
+    // Timerfds whose creation was not seen (open since before the trace, or opened between the
+    // low mode's windows) and unused since: what they were is unknown ("never armed" would be a
+    // guess, and a wrong one for a leak of fired timers), so they join a growing leak they look
+    // like; the disarmed ones stand on their own when there are many.
+    let unseen: Vec<&Timer> = t.open.values().filter(|x| origin_unseen(x)).collect();
+    let mut taken: BTreeSet<i32> = BTreeSet::new();
     let mut leaks: Vec<(usize, Vec<&Timer>)> = Vec::new();
     for (site_id, site) in t.sites.iter().enumerate() {
         let timers: Vec<&Timer> = t
@@ -179,13 +202,14 @@ fn candidates(model: &Model, end_ns: u64, min_blocked_ns: u64) -> Vec<Finding> {
         std::cmp::Reverse(site.created.saturating_sub(site.closed))
     });
     for (site_id, mut timers) in leaks {
-        let before = if !idle_taken && idle.first().is_some_and(|x| ends_like(&timers, x)) {
-            idle_taken = true;
-            timers.extend(idle.iter().copied());
-            idle.len()
-        } else {
-            0
-        };
+        let joining: Vec<&Timer> = unseen
+            .iter()
+            .copied()
+            .filter(|x| !taken.contains(&x.fd) && ends_like(&timers, x))
+            .collect();
+        taken.extend(joining.iter().map(|x| x.fd));
+        let before = joining.len();
+        timers.extend(joining);
         out.push(candidate(
             model,
             site_id,
@@ -196,7 +220,12 @@ fn candidates(model: &Model, end_ns: u64, min_blocked_ns: u64) -> Vec<Finding> {
             end_ns,
         ));
     }
-    if !idle_taken && idle.len() as u64 >= MIN_LEAKED {
+    let idle: Vec<&Timer> = unseen
+        .iter()
+        .copied()
+        .filter(|x| idle_since_attach(x) && !taken.contains(&x.fd))
+        .collect();
+    if idle.len() as u64 >= MIN_LEAKED {
         out.push(candidate(
             model,
             0,
@@ -260,7 +289,7 @@ fn candidate(
                 "{} timerfd(s) created in {where_} and never closed: +{net} during the trace ({growth_per_s:.1}/s){}",
                 timers.len(),
                 if open_before_trace > 0 {
-                    format!(", {open_before_trace} more from before tracing")
+                    format!(", {open_before_trace} more whose creation was not seen")
                 } else {
                     String::new()
                 }
@@ -326,7 +355,12 @@ fn candidate(
     };
     if open_before_trace > 0 && pattern == TimerfdPattern::FdLeak {
         reasons.push(format!(
-            "{open_before_trace} more open since before tracing started, like these (same clock, disarmed when tracing started, unused during the trace): counted with this site, though their creation stack is unknown"
+            "{open_before_trace} more like these (same clock and interval, {}, nothing pending) whose creation no probe saw (open before tracing started, or opened between probe windows): counted with this site, though their creation stack is unknown",
+            if timers.last().and_then(|x| x.state).is_some_and(|s| s.it_value_ns > 0) {
+                "armed"
+            } else {
+                "disarmed"
+            }
         ));
     }
     if !creation_known {
@@ -489,6 +523,55 @@ mod tests {
             (TimerfdPattern::FdLeak, 10)
         );
         assert!(c[0].reasons.iter().all(|r| !r.contains("never armed")));
+    }
+
+    #[test]
+    fn armed_timers_found_between_windows_join_the_armed_leak_they_look_like() {
+        // A per-request leak of timerfds armed for an hour: 20 seen made in a probe window,
+        // then 10 more found in the fd table between windows (creation unseen), armed alike.
+        let mut m = model();
+        for fd in 3..23 {
+            let at = (fd as u64 - 3) * 50 * MS;
+            m.apply(&created(at, fd, "make_timer"));
+            m.apply(&set(at, fd, 3600 * S, 0));
+        }
+        for fd in 23..33 {
+            m.apply(&existing(fd, 3590 * S));
+        }
+        // One found disarmed is not like them.
+        m.apply(&existing(40, 0));
+        // The scan's states: every one of the leak armed, nothing pending.
+        let armed = |fd| {
+            let it_value_ns = if fd == 40 { 0 } else { 3590 * S };
+            let state = TimerfdState {
+                clockid: 1,
+                ticks: 0,
+                it_value_ns,
+                it_interval_ns: 0,
+            };
+            (fd, state)
+        };
+        m.apply(&Event::Timerfd(TimerfdEvent::Snapshot {
+            at_ns: 3 * S,
+            fds: (3..33).chain([40]).map(armed).collect(),
+        }));
+        let c = candidates(&m, 3 * S, S);
+        assert_eq!(c.len(), 1, "{c:#?}");
+        assert_eq!(c[0].count, 30);
+        let Detail::Timerfd { detail: d, .. } = &c[0].detail else {
+            panic!("{c:#?}");
+        };
+        assert_eq!(
+            (d.pattern, d.open_before_trace),
+            (TimerfdPattern::FdLeak, 10)
+        );
+        assert!(
+            c[0].reasons.iter().any(|r| r.contains("10 more like these")
+                && r.contains("armed,")
+                && r.contains("between probe windows")),
+            "{:#?}",
+            c[0].reasons
+        );
     }
 
     #[test]

@@ -31,8 +31,8 @@ pub struct TracerInfo {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub slowest_goroutine_read: Option<GoroutineRead>,
     /// `--detail`: "low" (syscall tracepoints in probe windows) or "full" (all the time).
-    /// Recordings made before the field existed were full.
-    #[serde(default)]
+    /// Recordings made before the field existed were full (not the CLI's default, low).
+    #[serde(default = "crate::attach::Detail::before_the_field_existed")]
     pub detail: crate::attach::Detail,
     /// Low detail: how many probe windows, and how much of the trace they covered.
     #[serde(default, skip_serializing_if = "Option::is_none")]

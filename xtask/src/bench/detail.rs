@@ -15,7 +15,8 @@ use anyhow::{bail, Context as _, Result};
 
 use super::{compile, compile_go, median, read_elapsed, run_untraced, Build, Run, Workload};
 
-/// The busy targets of the budget: futex loop ≤ x1.10, Go HTTP server ≤ x1.01.
+/// The busy targets of the budget: futex loop ≤ x1.10, epoll loop ≤ x1.05, thread spawn
+/// ≤ x1.02, Go HTTP server ≤ x1.01.
 const LONG_WORKLOADS: &[Workload] = &[
     Workload {
         name: "futex loop (FUTEX_WAIT returning EAGAIN + FUTEX_WAKE, no sleeping)",
@@ -23,6 +24,20 @@ const LONG_WORKLOADS: &[Workload] = &[
         args: &["2000000"],
         ops: 2_000_000,
         op_name: "futex call",
+    },
+    Workload {
+        name: "epoll: eventfd write + epoll_wait + read",
+        build: Build::C("bench/epoll_rounds"),
+        args: &["500000"],
+        ops: 500_000,
+        op_name: "round",
+    },
+    Workload {
+        name: "thread spawn: create + join, one thread after another",
+        build: Build::C("bench/spawn_threads"),
+        args: &["20000"],
+        ops: 20_000,
+        op_name: "thread",
     },
     Workload {
         name: "Go: loopback HTTP server, 8 clients",
