@@ -36,7 +36,7 @@ pub fn run(mut cli: Cli) -> Result<()> {
 
 /// A one-shot trace, also written to `recording` when given (`leaktrace record`).
 fn trace(cli: Cli, recording: Option<&std::path::Path>) -> Result<()> {
-    let format = cli.report_format();
+    let format = cli.report_format()?;
     let flag = if recording.is_some() {
         "--report"
     } else {
@@ -312,7 +312,7 @@ fn report_of(
 
 /// `leaktrace report FILE`: the report of a recording.
 fn report_recording(args: &ReplayArgs) -> Result<()> {
-    let format = args.report_format();
+    let format = args.report_format()?;
     check_not_binary_to_terminal(
         format,
         args.output.is_some(),
