@@ -20,8 +20,17 @@ const REPORTED_WAIT_SITES: usize = 20;
 /// Traces the target the command line names and writes the report.
 pub fn run(mut cli: Cli) -> Result<()> {
     match cli.subcommand.take() {
-        Some(Command::Diff { old, new }) => {
-            return write_out(None, None, crate::report::diff::run(&old, &new)?.as_bytes());
+        Some(Command::Diff { old, new, format }) => {
+            let diff = crate::report::diff::run(&old, &new)?;
+            let out = match format {
+                crate::cli::DiffFormat::Text => diff.to_text(),
+                crate::cli::DiffFormat::Json => diff.to_json(),
+            };
+            write_out(None, None, out.as_bytes())?;
+            return match diff.is_worse() {
+                true => Err(crate::report::diff::Worse.into()),
+                false => Ok(()),
+            };
         }
         Some(Command::Record(args)) => {
             let (cli, recording) = args.into_trace();

@@ -104,11 +104,21 @@ impl Format {
     }
 }
 
+/// `leaktrace diff --format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DiffFormat {
+    Text,
+    Json,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Compare two JSON reports (--format json) of the same program: candidates and goroutine
     /// groups that are new, grown, shrunk, resolved or unchanged, matched by their fingerprint
     /// (kind, creation site and blocking site: stable across runs and restarts).
+    ///
+    /// Exit status, as diff(1)'s: 0 when no candidate is new or grown (candidates suppressed
+    /// by --ignore rules aside), 1 when one is, 2 when the reports cannot be compared.
     ///
     /// Example: leaktrace diff before.json after.json
     Diff {
@@ -116,6 +126,10 @@ pub enum Command {
         old: PathBuf,
         /// The later report.
         new: PathBuf,
+        /// `json`: one object with the lists `new`, `grown`, `shrunk`, `resolved`, `unchanged`
+        /// (and `warning` for reports of different programs), for CI.
+        #[arg(long, value_enum, default_value = "text")]
+        format: DiffFormat,
     },
     /// Trace like a one-shot run and also write everything the analysis was fed to a recording
     /// (gzip-compressed JSON lines: the events, the goroutine snapshots, the settings), to
@@ -566,7 +580,22 @@ mod tests {
     #[test]
     fn diff_is_a_subcommand_and_tracing_needs_none() {
         let cli = Cli::try_parse_from(["leaktrace", "diff", "a.json", "b.json"]).unwrap();
-        assert!(matches!(cli.subcommand, Some(Command::Diff { .. })));
+        assert!(matches!(
+            cli.subcommand,
+            Some(Command::Diff {
+                format: DiffFormat::Text,
+                ..
+            })
+        ));
+        let json = Cli::try_parse_from(["leaktrace", "diff", "a", "b", "--format", "json"]);
+        assert!(matches!(
+            json.unwrap().subcommand,
+            Some(Command::Diff {
+                format: DiffFormat::Json,
+                ..
+            })
+        ));
+        assert!(Cli::try_parse_from(["leaktrace", "diff", "a", "b", "--format", "pprof"]).is_err());
         assert!(Cli::try_parse_from(["leaktrace", "--pid", "3", "diff", "a", "b"]).is_err());
         assert!(Cli::try_parse_from(["leaktrace", "diff", "a.json"]).is_err());
         assert!(Cli::try_parse_from(["leaktrace", "--pid", "3"])

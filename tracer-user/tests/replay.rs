@@ -227,3 +227,69 @@ fn what_is_not_a_recording_is_refused_with_an_error_not_a_panic() {
     assert!(stderr.contains("is a leaktrace JSON report"), "{stderr}");
     assert!(stderr.contains("leaktrace diff OLD NEW"), "{stderr}");
 }
+
+#[test]
+fn the_diff_command_exits_like_diff_1_and_names_a_recording() {
+    let report = |name: &str| {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(format!("tests/recordings/{name}.json"))
+            .to_str()
+            .unwrap()
+            .to_string()
+    };
+    let (epoll, leak) = (report("epoll_stuck"), report("thread_leak"));
+    let diff = |args: &[&str]| {
+        let output = run_leaktrace(&[&["diff"][..], args].concat(), Duration::from_secs(60));
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        (output.status.code(), stdout, stderr)
+    };
+    // The same report: nothing new or grown.
+    let (code, stdout, stderr) = diff(&[&leak, &leak]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout.starts_with("0 new, 0 grown, 0 shrunk, 0 resolved, 1 unchanged"),
+        "{stdout}"
+    );
+    // Another program's report: its candidates are new.
+    let (code, stdout, _) = diff(&[&epoll, &leak]);
+    assert_eq!(code, Some(1), "{stdout}");
+    assert!(stdout.contains("NEW "), "{stdout}");
+    // The other way round, for CI: one JSON object, the change lists by kind.
+    let (code, stdout, _) = diff(&[&leak, &epoll, "--format", "json"]);
+    assert_eq!(code, Some(1), "the epoll loop is new: {stdout}");
+    let json: Value = serde_json::from_str(&stdout).expect("one JSON object");
+    assert!(json["warning"]
+        .as_str()
+        .unwrap()
+        .contains("different programs"));
+    assert_eq!(
+        json["new"][0]["fingerprint"]
+            .as_str()
+            .unwrap()
+            .split(':')
+            .next(),
+        Some("epoll_wait")
+    );
+    assert_eq!(
+        json["resolved"][0]["fingerprint"]
+            .as_str()
+            .unwrap()
+            .split(':')
+            .next(),
+        Some("thread_leak")
+    );
+    // A recording where a report belongs: named, with the command that makes its report; 2 as
+    // for any trouble.
+    let file = recording("epoll_stuck");
+    let (code, _, stderr) = diff(&[file.to_str().unwrap(), &leak]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("epoll_stuck.jsonl.gz is a leaktrace recording, not a JSON report"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("leaktrace report "), "{stderr}");
+    let (code, _, stderr) = diff(&[&leak, "/nonexistent/report.json"]);
+    assert_eq!(code, Some(2), "{stderr}");
+}
