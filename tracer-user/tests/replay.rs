@@ -293,3 +293,27 @@ fn the_diff_command_exits_like_diff_1_and_names_a_recording() {
     let (code, _, stderr) = diff(&[&leak, "/nonexistent/report.json"]);
     assert_eq!(code, Some(2), "{stderr}");
 }
+
+#[test]
+fn timerfd_ages_and_one_shot_timers_are_worded_as_what_they_are() {
+    let render = |name: &str, format: Format| {
+        String::from_utf8(
+            tracer_user::app::render_recording(&recording(name), format, None).unwrap(),
+        )
+        .unwrap()
+    };
+    let text = render("timerfd_per_request", Format::Text);
+    assert!(text.contains("\n   age: p50 "), "{text}");
+    assert!(!text.contains("blocked: p50"), "{text}");
+    assert!(text.contains("next 59m5"), "{text}");
+    assert!(text.contains(", one-shot\n"), "{text}");
+    assert!(!text.contains("interval 0ns"), "{text}");
+    let html = render("timerfd_per_request", Format::Html);
+    assert!(
+        html.contains("data-label=\"age\""),
+        "timerfd ages are no blocked time"
+    );
+    // Threads do block.
+    assert!(render("abba_deadlock", Format::Text).contains("\n   blocked: p50 "));
+    assert!(render("abba_deadlock", Format::Html).contains("data-label=\"blocked time\""));
+}
