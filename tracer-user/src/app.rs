@@ -330,13 +330,30 @@ fn report_recording(args: &ReplayArgs) -> Result<()> {
     )?;
     let ignore = args.ignore.as_deref().map(IgnoreRules::load).transpose()?;
     let output = create_output(args.output.as_deref())?;
-    let rendered = render_recording(&args.recording, format, ignore.as_ref())?;
-    write_out(output, args.output.as_deref(), &rendered)
+    let replay = replay::load(&args.recording)?;
+    let cut_short = replay.cut_short.clone();
+    let rendered = render_replay(replay, format, ignore.as_ref())?;
+    write_out(output, args.output.as_deref(), &rendered)?;
+    // As gzip -d does with a truncated file: what was there is out, and the exit status says
+    // it is not all (the report's notes say so too).
+    match cut_short {
+        Some(why) => bail!("{}: {why}", args.recording.display()),
+        None => Ok(()),
+    }
 }
 
-/// The report of the recording at `path`, as `leaktrace report` renders it.
+/// The report of the recording at `path`, as `leaktrace report` renders it (one cut short:
+/// the report of its events up to the cut, which its notes say).
 pub fn render_recording(
     path: &std::path::Path,
+    format: Format,
+    ignore: Option<&IgnoreRules>,
+) -> Result<Vec<u8>> {
+    render_replay(replay::load(path)?, format, ignore)
+}
+
+fn render_replay(
+    replay: replay::Replay,
     format: Format,
     ignore: Option<&IgnoreRules>,
 ) -> Result<Vec<u8>> {
@@ -344,7 +361,8 @@ pub fn render_recording(
         header,
         model,
         trailer,
-    } = replay::load(path)?;
+        ..
+    } = replay;
     render(
         Traced {
             model: &model,

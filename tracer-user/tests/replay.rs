@@ -200,7 +200,7 @@ fn what_is_not_a_recording_is_refused_with_an_error_not_a_panic() {
     std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
     for (path, says) in [
         (report.as_path(), "not a leaktrace recording"),
-        (truncated.as_path(), "not usable"),
+        (truncated.as_path(), "was cut short"),
         (
             Path::new("/nonexistent/recording"),
             "cannot read the recording",
@@ -221,6 +221,24 @@ fn what_is_not_a_recording_is_refused_with_an_error_not_a_panic() {
         assert!(stderr.contains(says), "{}: {stderr}", path.display());
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
+    // Cut short: the report of what was there on stdout, saying so, and the exit status too.
+    let output = leaktrace().arg("report").arg(&truncated).output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stdout.starts_with("leaktrace report for pid "), "{stdout}");
+    let note = stdout
+        .lines()
+        .find(|l| l.starts_with("note: the recording was cut short"))
+        .unwrap_or_else(|| panic!("no note in {stdout}"));
+    assert!(note.contains("it cannot be read past line "), "{note}");
+    assert!(note.contains("this report covers its first "), "{note}");
+    assert!(
+        stderr.contains("truncated.jsonl.gz: the recording was cut short"),
+        "{stderr}"
+    );
     // A JSON report is the likeliest wrong file: named as one, with the commands for it.
     let output = leaktrace().arg("report").arg(&report).output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
