@@ -160,6 +160,7 @@ fn trace(cli: Cli, recording: Option<&std::path::Path>) -> Result<()> {
                 end: outcome.end,
                 started_ns: outcome.started_ns,
                 ended_ns: outcome.ended_ns,
+                started_unix_ns: Some(crate::clock::monotonic_to_realtime(outcome.started_ns)),
                 events: 0,
                 tracer: tracer(own_usage()),
             })
@@ -221,6 +222,8 @@ struct Traced<'a> {
     end: EndReason,
     min_blocked_ns: u64,
     reported_wait_sites: usize,
+    /// When the trace started, wall clock (ns since the Unix epoch), where known.
+    started_unix_ns: Option<u64>,
 }
 
 impl<'a> Traced<'a> {
@@ -234,6 +237,7 @@ impl<'a> Traced<'a> {
             end: outcome.end,
             min_blocked_ns,
             reported_wait_sites: REPORTED_WAIT_SITES,
+            started_unix_ns: Some(crate::clock::monotonic_to_realtime(outcome.started_ns)),
         }
     }
 }
@@ -316,6 +320,7 @@ fn report_of(
     if let Some(rules) = ignore {
         report.apply_ignore_rules(rules);
     }
+    report.started_unix_ns = traced.started_unix_ns;
     report
 }
 
@@ -372,6 +377,7 @@ fn render_replay(
             end: trailer.end,
             min_blocked_ns: header.settings.min_blocked_ns,
             reported_wait_sites: header.settings.reported_wait_sites,
+            started_unix_ns: trailer.started_unix_ns,
         },
         || trailer.tracer,
         format,

@@ -75,6 +75,10 @@ pub struct Trailer {
     /// When the trace started and ended (CLOCK_MONOTONIC ns).
     pub started_ns: u64,
     pub ended_ns: u64,
+    /// When the trace started, wall clock (ns since the Unix epoch): the pprof's `time_nanos`.
+    /// None in recordings made before the field existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_unix_ns: Option<u64>,
     /// How many events the file holds (a check that none went missing).
     pub events: u64,
     /// The tracer's probes, notes and resource use as the live report had them (the resource
@@ -373,6 +377,8 @@ fn cut_short(header: Header, model: Model, events: u64, why: String) -> Replay {
             end: EndReason::Interrupted,
             started_ns,
             ended_ns,
+            // The header's time is when recording began, not the trace's start.
+            started_unix_ns: None,
             events,
             tracer: TracerInfo {
                 notes: vec![why.clone()],
@@ -470,6 +476,7 @@ mod tests {
             end: EndReason::Duration,
             started_ns: 1_000,
             ended_ns: 5_000,
+            started_unix_ns: Some(1_764_500_000_000_000_000),
             events: 0,
             tracer: TracerInfo::default(),
         }
@@ -533,6 +540,11 @@ mod tests {
         assert!(looks_like_recording(&bytes[..]));
         let replay = read_bytes(&bytes).unwrap();
         assert_eq!(replay.trailer.events, 4);
+        assert_eq!(
+            replay.trailer.started_unix_ns,
+            Some(1_764_500_000_000_000_000),
+            "the trace's wall-clock start, for the pprof's time"
+        );
         assert_eq!(replay.header.target.comm, "fixture");
         assert_eq!(replay.model.futex.blocked, live.futex.blocked);
         assert_eq!(replay.model.started_ns, Some(1_000));
@@ -640,6 +652,21 @@ mod tests {
             }
         }
         assert!(partial > 0, "some cuts keep whole events");
+    }
+
+    #[test]
+    fn a_trailer_without_the_wall_clock_start_still_reads() {
+        // As recordings made before the field existed have it.
+        let mut old = serde_json::to_value(Entry::Trailer(Box::new(trailer()))).unwrap();
+        old["trailer"]
+            .as_object_mut()
+            .unwrap()
+            .remove("started_unix_ns")
+            .expect("written when known");
+        let Entry::Trailer(read) = serde_json::from_value(old).unwrap() else {
+            panic!("a trailer");
+        };
+        assert_eq!(read.started_unix_ns, None);
     }
 
     #[test]
