@@ -20,8 +20,17 @@ const REPORTED_WAIT_SITES: usize = 20;
 /// Traces the target the command line names and writes the report.
 pub fn run(mut cli: Cli) -> Result<()> {
     match cli.subcommand.take() {
-        Some(Command::Diff { old, new }) => {
-            return write_out(None, None, crate::report::diff::run(&old, &new)?.as_bytes());
+        Some(Command::Diff { old, new, format }) => {
+            let diff = crate::report::diff::run(&old, &new)?;
+            let out = match format {
+                crate::cli::DiffFormat::Text => diff.to_text(),
+                crate::cli::DiffFormat::Json => diff.to_json(),
+            };
+            write_out(None, None, out.as_bytes())?;
+            return match diff.is_worse() {
+                true => Err(crate::report::diff::Worse.into()),
+                false => Ok(()),
+            };
         }
         Some(Command::Record(args)) => {
             let (cli, recording) = args.into_trace();
@@ -36,7 +45,7 @@ pub fn run(mut cli: Cli) -> Result<()> {
 
 /// A one-shot trace, also written to `recording` when given (`leaktrace record`).
 fn trace(cli: Cli, recording: Option<&std::path::Path>) -> Result<()> {
-    let format = cli.report_format();
+    let format = cli.report_format()?;
     let flag = if recording.is_some() {
         "--report"
     } else {
@@ -151,6 +160,7 @@ fn trace(cli: Cli, recording: Option<&std::path::Path>) -> Result<()> {
                 end: outcome.end,
                 started_ns: outcome.started_ns,
                 ended_ns: outcome.ended_ns,
+                started_unix_ns: Some(crate::clock::monotonic_to_realtime(outcome.started_ns)),
                 events: 0,
                 tracer: tracer(own_usage()),
             })
@@ -212,6 +222,8 @@ struct Traced<'a> {
     end: EndReason,
     min_blocked_ns: u64,
     reported_wait_sites: usize,
+    /// When the trace started, wall clock (ns since the Unix epoch), where known.
+    started_unix_ns: Option<u64>,
 }
 
 impl<'a> Traced<'a> {
@@ -225,6 +237,7 @@ impl<'a> Traced<'a> {
             end: outcome.end,
             min_blocked_ns,
             reported_wait_sites: REPORTED_WAIT_SITES,
+            started_unix_ns: Some(crate::clock::monotonic_to_realtime(outcome.started_ns)),
         }
     }
 }
@@ -307,12 +320,13 @@ fn report_of(
     if let Some(rules) = ignore {
         report.apply_ignore_rules(rules);
     }
+    report.started_unix_ns = traced.started_unix_ns;
     report
 }
 
 /// `leaktrace report FILE`: the report of a recording.
 fn report_recording(args: &ReplayArgs) -> Result<()> {
-    let format = args.report_format();
+    let format = args.report_format()?;
     check_not_binary_to_terminal(
         format,
         args.output.is_some(),
@@ -321,13 +335,30 @@ fn report_recording(args: &ReplayArgs) -> Result<()> {
     )?;
     let ignore = args.ignore.as_deref().map(IgnoreRules::load).transpose()?;
     let output = create_output(args.output.as_deref())?;
-    let rendered = render_recording(&args.recording, format, ignore.as_ref())?;
-    write_out(output, args.output.as_deref(), &rendered)
+    let replay = replay::load(&args.recording)?;
+    let cut_short = replay.cut_short.clone();
+    let rendered = render_replay(replay, format, ignore.as_ref())?;
+    write_out(output, args.output.as_deref(), &rendered)?;
+    // As gzip -d does with a truncated file: what was there is out, and the exit status says
+    // it is not all (the report's notes say so too).
+    match cut_short {
+        Some(why) => bail!("{}: {why}", args.recording.display()),
+        None => Ok(()),
+    }
 }
 
-/// The report of the recording at `path`, as `leaktrace report` renders it.
+/// The report of the recording at `path`, as `leaktrace report` renders it (one cut short:
+/// the report of its events up to the cut, which its notes say).
 pub fn render_recording(
     path: &std::path::Path,
+    format: Format,
+    ignore: Option<&IgnoreRules>,
+) -> Result<Vec<u8>> {
+    render_replay(replay::load(path)?, format, ignore)
+}
+
+fn render_replay(
+    replay: replay::Replay,
     format: Format,
     ignore: Option<&IgnoreRules>,
 ) -> Result<Vec<u8>> {
@@ -335,7 +366,8 @@ pub fn render_recording(
         header,
         model,
         trailer,
-    } = replay::load(path)?;
+        ..
+    } = replay;
     render(
         Traced {
             model: &model,
@@ -345,6 +377,7 @@ pub fn render_recording(
             end: trailer.end,
             min_blocked_ns: header.settings.min_blocked_ns,
             reported_wait_sites: header.settings.reported_wait_sites,
+            started_unix_ns: trailer.started_unix_ns,
         },
         || trailer.tracer,
         format,

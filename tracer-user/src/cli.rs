@@ -26,31 +26,89 @@ pub enum Format {
 }
 
 impl Cli {
-    /// --format, else the format -o's extension names, else text.
-    pub fn report_format(&self) -> Format {
-        self.format
-            .or_else(|| self.output.as_deref().and_then(Format::from_extension))
-            .unwrap_or(Format::Text)
+    /// --format, else the format -o's extension names, else text (see [`report_format`]).
+    pub fn report_format(&self) -> anyhow::Result<Format> {
+        report_format(self.format, self.output.as_deref())
     }
 }
 
+/// The extensions a report file may have without --format, and the format each asks for.
+/// Text is also written to a file without an extension (`-o report`, `-o /dev/stdout`).
+const EXTENSIONS: &[(&str, Format)] = &[
+    (".txt", Format::Text),
+    (".text", Format::Text),
+    (".log", Format::Text),
+    (".json", Format::Json),
+    (".pb.gz", Format::Pprof),
+    // What `go test -cpuprofile` and most pprof tooling name the same gzipped profile.proto.
+    (".pprof", Format::Pprof),
+    (".prof", Format::Pprof),
+    (".folded", Format::Folded),
+    (".svg", Format::Flamegraph),
+    (".html", Format::Html),
+    (".htm", Format::Html),
+];
+
+/// `--format` if given, else the format the report file's extension names, else (no file)
+/// text. Errors, before any tracing, on a file whose extension names no format: text written
+/// to `x.pprof` or `x.json.bak` is not what was asked for, and `x.gz` alone would be a gzip
+/// file that is not one (only pprof is written gzipped: `.pb.gz`).
+pub fn report_format(
+    format: Option<Format>,
+    output: Option<&std::path::Path>,
+) -> anyhow::Result<Format> {
+    let (Some(path), None) = (output, format) else {
+        return Ok(format.unwrap_or(Format::Text));
+    };
+    Format::from_extension(path).ok_or_else(|| {
+        // Grouped by format, in the order of --format's values.
+        let known: Vec<String> = Format::value_variants()
+            .iter()
+            .filter_map(|format| {
+                let exts: Vec<&str> = EXTENSIONS
+                    .iter()
+                    .filter(|(_, f)| f == format)
+                    .map(|(ext, _)| *ext)
+                    .collect();
+                let name = format.to_possible_value()?;
+                let none = if *format == Format::Text {
+                    " or none"
+                } else {
+                    ""
+                };
+                (!exts.is_empty()).then(|| format!("{}: {}{none}", name.get_name(), exts.join(" ")))
+            })
+            .collect();
+        anyhow::anyhow!(
+            "cannot tell the report format from the file name {}: the extensions leaktrace knows \
+             are {}; or give --format",
+            path.display(),
+            known.join("; ")
+        )
+    })
+}
+
 impl Format {
-    /// The format a report file's name asks for, where the extension is unambiguous.
+    /// The format a report file's name asks for ([`EXTENSIONS`]; no extension: text), None
+    /// when its extension names none.
     pub fn from_extension(path: &std::path::Path) -> Option<Format> {
         let name = path.file_name()?.to_str()?.to_ascii_lowercase();
-        [
-            (".pb.gz", Format::Pprof),
-            (".svg", Format::Flamegraph),
-            (".html", Format::Html),
-            (".htm", Format::Html),
-            (".folded", Format::Folded),
-            (".json", Format::Json),
-            (".txt", Format::Text),
-        ]
-        .into_iter()
-        .find(|(ext, _)| name.ends_with(ext))
-        .map(|(_, format)| format)
+        // A leading dot starts a hidden file's name, not an extension.
+        if !name.trim_start_matches('.').contains('.') {
+            return Some(Format::Text);
+        }
+        EXTENSIONS
+            .iter()
+            .find(|(ext, _)| name.ends_with(ext))
+            .map(|&(_, format)| format)
     }
+}
+
+/// `leaktrace diff --format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DiffFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -59,12 +117,19 @@ pub enum Command {
     /// groups that are new, grown, shrunk, resolved or unchanged, matched by their fingerprint
     /// (kind, creation site and blocking site: stable across runs and restarts).
     ///
+    /// Exit status, as diff(1)'s: 0 when no candidate is new or grown (candidates suppressed
+    /// by --ignore rules aside), 1 when one is, 2 when the reports cannot be compared.
+    ///
     /// Example: leaktrace diff before.json after.json
     Diff {
         /// The earlier report.
         old: PathBuf,
         /// The later report.
         new: PathBuf,
+        /// `json`: one object with the lists `new`, `grown`, `shrunk`, `resolved`, `unchanged`
+        /// (and `warning` for reports of different programs), for CI.
+        #[arg(long, value_enum, default_value = "text")]
+        format: DiffFormat,
     },
     /// Trace like a one-shot run and also write everything the analysis was fed to a recording
     /// (gzip-compressed JSON lines: the events, the goroutine snapshots, the settings), to
@@ -171,11 +236,9 @@ pub struct ReplayArgs {
 }
 
 impl ReplayArgs {
-    /// --format, else the format -o's extension names, else text.
-    pub fn report_format(&self) -> Format {
-        self.format
-            .or_else(|| self.output.as_deref().and_then(Format::from_extension))
-            .unwrap_or(Format::Text)
+    /// --format, else the format -o's extension names, else text (see [`report_format`]).
+    pub fn report_format(&self) -> anyhow::Result<Format> {
+        report_format(self.format, self.output.as_deref())
     }
 }
 
@@ -317,8 +380,9 @@ pub struct Cli {
     #[command(flatten)]
     pub trace: TraceOptions,
 
-    /// Report format. Default: from the -o file's extension (.txt, .json, .pb.gz pprof, .folded,
-    /// .svg flame graph, .html), else text.
+    /// Report format. Default: from the -o file's extension (.txt/.text/.log or none text,
+    /// .json, .pb.gz/.pprof/.prof pprof, .folded, .svg flame graph, .html/.htm); another
+    /// extension is refused before tracing unless --format is given.
     #[arg(long, value_enum)]
     pub format: Option<Format>,
 
@@ -446,19 +510,92 @@ mod tests {
         let parse = |args: &[&str]| {
             Cli::try_parse_from(["leaktrace", "--pid", "1"].iter().chain(args)).unwrap()
         };
-        assert_eq!(parse(&[]).report_format(), Format::Text);
-        assert_eq!(parse(&["-o", "r.pb.gz"]).report_format(), Format::Pprof);
-        assert_eq!(parse(&["-o", "R.HTML"]).report_format(), Format::Html);
-        assert_eq!(parse(&["-o", "f.svg"]).report_format(), Format::Flamegraph);
-        assert_eq!(parse(&["-o", "x.gz"]).report_format(), Format::Text);
+        let format = |args: &[&str]| parse(args).report_format().unwrap();
+        assert_eq!(format(&[]), Format::Text);
+        assert_eq!(format(&["-o", "r.pb.gz"]), Format::Pprof);
+        assert_eq!(format(&["-o", "cpu.pprof"]), Format::Pprof);
+        assert_eq!(format(&["-o", "R.HTML"]), Format::Html);
+        assert_eq!(format(&["-o", "f.svg"]), Format::Flamegraph);
+        for text in [
+            "r.txt",
+            "r.text",
+            "run.LOG",
+            "report",
+            "/dev/stdout",
+            "dir.d/.report",
+        ] {
+            assert_eq!(format(&["-o", text]), Format::Text, "{text}");
+        }
         let explicit = parse(&["-o", "r.json", "--format", "goroutines"]);
-        assert_eq!(explicit.report_format(), Format::Goroutines);
+        assert_eq!(explicit.report_format().unwrap(), Format::Goroutines);
+        assert_eq!(
+            format(&["-o", "x.pb", "--format", "pprof"]),
+            Format::Pprof,
+            "--format names what an unknown extension cannot"
+        );
+    }
+
+    #[test]
+    fn an_output_extension_that_names_no_format_is_refused_with_the_known_ones() {
+        // `x.gz` alone is no format: leaktrace gzips pprof only, and text in a .gz file is a
+        // gzip file that is not one.
+        for unknown in ["x.pb", "x.txt.bak", "x.gz", "report.2024-01-01"] {
+            let cli = Cli::try_parse_from(["leaktrace", "--pid", "1", "-o", unknown]).unwrap();
+            let err = cli.report_format().expect_err(unknown).to_string();
+            assert!(err.contains(&format!("file name {unknown}")), "{err}");
+            for known in [
+                "text: .txt .text .log or none;",
+                "json: .json;",
+                "pprof: .pb.gz .pprof .prof;",
+                "flamegraph: .svg;",
+            ] {
+                assert!(err.contains(known), "{err}");
+            }
+            assert!(err.contains("--format"), "{err}");
+            // The same for `record --report` and `report -o`.
+            let record = Cli::try_parse_from([
+                "leaktrace",
+                "record",
+                "-o",
+                "t.jsonl.gz",
+                "--report",
+                unknown,
+                "--pid",
+                "1",
+            ])
+            .unwrap();
+            let Some(Command::Record(args)) = record.subcommand else {
+                panic!("record is a subcommand");
+            };
+            assert!(args.into_trace().0.report_format().is_err(), "{unknown}");
+            let replay =
+                Cli::try_parse_from(["leaktrace", "report", "t.jsonl.gz", "-o", unknown]).unwrap();
+            let Some(Command::Report(args)) = replay.subcommand else {
+                panic!("report is a subcommand");
+            };
+            assert!(args.report_format().is_err(), "{unknown}");
+        }
     }
 
     #[test]
     fn diff_is_a_subcommand_and_tracing_needs_none() {
         let cli = Cli::try_parse_from(["leaktrace", "diff", "a.json", "b.json"]).unwrap();
-        assert!(matches!(cli.subcommand, Some(Command::Diff { .. })));
+        assert!(matches!(
+            cli.subcommand,
+            Some(Command::Diff {
+                format: DiffFormat::Text,
+                ..
+            })
+        ));
+        let json = Cli::try_parse_from(["leaktrace", "diff", "a", "b", "--format", "json"]);
+        assert!(matches!(
+            json.unwrap().subcommand,
+            Some(Command::Diff {
+                format: DiffFormat::Json,
+                ..
+            })
+        ));
+        assert!(Cli::try_parse_from(["leaktrace", "diff", "a", "b", "--format", "pprof"]).is_err());
         assert!(Cli::try_parse_from(["leaktrace", "--pid", "3", "diff", "a", "b"]).is_err());
         assert!(Cli::try_parse_from(["leaktrace", "diff", "a.json"]).is_err());
         assert!(Cli::try_parse_from(["leaktrace", "--pid", "3"])
@@ -489,7 +626,7 @@ mod tests {
         let (trace, recording) = args.into_trace();
         assert_eq!(recording, PathBuf::from("t.jsonl.gz"));
         assert_eq!(trace.command, vec!["sleep", "5"]);
-        assert_eq!(trace.report_format(), Format::Json);
+        assert_eq!(trace.report_format().unwrap(), Format::Json);
         assert!(Cli::try_parse_from(["leaktrace", "record", "--pid", "1"]).is_err());
         assert!(
             Cli::try_parse_from(["leaktrace", "record", "-o", "t", "--pid", "1", "--", "x"])
@@ -500,7 +637,7 @@ mod tests {
         let Some(Command::Report(args)) = cli.subcommand else {
             panic!("report is a subcommand");
         };
-        assert_eq!(args.report_format(), Format::Html);
+        assert_eq!(args.report_format().unwrap(), Format::Html);
         assert!(Cli::try_parse_from(["leaktrace", "report"]).is_err());
     }
 

@@ -24,6 +24,12 @@ pub fn realtime_offset_ns() -> i128 {
     clock_ns(libc::CLOCK_REALTIME) - clock_ns(libc::CLOCK_MONOTONIC)
 }
 
+/// A CLOCK_MONOTONIC time in ns as a wall-clock time (ns since the Unix epoch), by the
+/// offset of the clocks now.
+pub fn monotonic_to_realtime(monotonic_ns: u64) -> u64 {
+    (monotonic_ns as i128 + realtime_offset_ns()).max(0) as u64
+}
+
 /// A CLOCK_REALTIME time in ns put on CLOCK_MONOTONIC, given [`realtime_offset_ns`]; 0 for a
 /// time before boot.
 pub fn realtime_to_monotonic(realtime_ns: u64, offset_ns: i128) -> u64 {
@@ -46,5 +52,12 @@ mod tests {
         let mapped = realtime_to_monotonic(now_real, offset);
         assert!(mapped.abs_diff(monotonic_ns()) < 1_000_000_000, "{mapped}");
         assert_eq!(realtime_to_monotonic(5, 10), 0);
+        let mono = monotonic_ns();
+        let back = realtime_to_monotonic(monotonic_to_realtime(mono), offset);
+        assert!(back.abs_diff(mono) < 1_000_000_000, "{back} {mono}");
+        assert!(
+            monotonic_to_realtime(mono) > 1_700_000_000_000_000_000,
+            "after 2023"
+        );
     }
 }

@@ -11,7 +11,9 @@
 //! - then `{"event": Event}` for every [`Event`] in the order the model applied it, goroutine
 //!   snapshots included (`{"event": {"Goroutines": {...}}}`);
 //! - last: `{"trailer": Trailer}`: why and when the trace ended, the tracer's probes, notes and
-//!   resource use. A file without a trailer was cut short and is refused.
+//!   resource use. A file without a trailer was cut short (leaktrace killed while recording, a
+//!   full disk, a partial copy): its complete events up to the cut are replayed, and the replay
+//!   says so ([`Replay::cut_short`]).
 //!
 //! The event format is `model::Event`'s serde form: a change to `Event` or the types in it is a
 //! change of the recording format (bump [`FORMAT_VERSION`] when old files cannot be read any
@@ -73,6 +75,10 @@ pub struct Trailer {
     /// When the trace started and ended (CLOCK_MONOTONIC ns).
     pub started_ns: u64,
     pub ended_ns: u64,
+    /// When the trace started, wall clock (ns since the Unix epoch): the pprof's `time_nanos`.
+    /// None in recordings made before the field existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_unix_ns: Option<u64>,
     /// How many events the file holds (a check that none went missing).
     pub events: u64,
     /// The tracer's probes, notes and resource use as the live report had them (the resource
@@ -203,13 +209,20 @@ impl EventSink for Recorder {
 pub struct Replay {
     pub header: Header,
     pub model: Model,
+    /// The recording's trailer, or for one cut short a trailer made up from its events: the
+    /// trace as ending at its last event, the tracer's facts unknown but for a note that says
+    /// so.
     pub trailer: Trailer,
+    /// Why and where the recording was cut short (no trailer): its report covers the events
+    /// before the cut only. None for a whole recording.
+    pub cut_short: Option<String>,
 }
 
 /// Reads the recording at `path` and applies its events to a new model.
 ///
 /// Errors: the file cannot be read, is not a recording (first line), was written by a format
-/// this leaktrace does not read, has a line that is not an entry, or ends without its trailer.
+/// this leaktrace does not read, has a line that is not an entry, or was cut short before its
+/// first event. One cut short later is read up to the cut ([`Replay::cut_short`]).
 pub fn load(path: &Path) -> Result<Replay> {
     let file = File::open(path)
         .with_context(|| format!("cannot read the recording {}", path.display()))?;
@@ -253,9 +266,28 @@ pub fn read(mut input: impl BufRead) -> Result<Replay> {
     let mut trailer: Option<Trailer> = None;
     let mut model = Model::new();
     let mut events = 0u64;
-    for (index, line) in lines.lines().enumerate() {
-        let number = index + 1;
-        let line = line.with_context(|| format!("cannot read line {number}"))?;
+    // Where a recording cut short ends: a read error (a gzip stream that stops or is damaged)
+    // or a last line without its newline that is no entry. Everything before is whole.
+    let mut cut: Option<String> = None;
+    let mut lines = lines;
+    let mut line = String::new();
+    let mut number = 0;
+    loop {
+        number += 1;
+        line.clear();
+        match lines.read_line(&mut line) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(err) if header.is_some() && trailer.is_none() => {
+                cut = Some(format!(
+                    "it cannot be read past line {} ({err})",
+                    number - 1
+                ));
+                break;
+            }
+            Err(err) => return Err(err).with_context(|| format!("cannot read line {number}")),
+        }
+        let ends_line = line.ends_with('\n');
         if line.trim().is_empty() {
             continue;
         }
@@ -263,6 +295,13 @@ pub fn read(mut input: impl BufRead) -> Result<Replay> {
             Ok(entry) => entry,
             Err(err) if header.is_none() => {
                 bail!("not a leaktrace recording (line 1 is not its header: {err})")
+            }
+            Err(_) if !ends_line && trailer.is_none() => {
+                cut = Some(format!(
+                    "it ends in the middle of line {number}, after line {}",
+                    number - 1
+                ));
+                break;
             }
             Err(err) => bail!("line {number} is not a recording entry: {err}"),
         };
@@ -298,9 +337,12 @@ pub fn read(mut input: impl BufRead) -> Result<Replay> {
         bail!("not a leaktrace recording (it is empty)");
     };
     let Some(trailer) = trailer else {
-        bail!(
-            "the recording ends without its trailer after {events} events: it was cut short (leaktrace stopped while recording, or the file was truncated)"
-        );
+        let cut =
+            cut.unwrap_or_else(|| format!("it ends after line {} without its trailer", number - 1));
+        if events == 0 {
+            bail!("the recording was cut short before its first event ({cut}): nothing to report");
+        }
+        return Ok(cut_short(header, model, events, cut));
     };
     if trailer.events != events {
         bail!(
@@ -312,7 +354,40 @@ pub fn read(mut input: impl BufRead) -> Result<Replay> {
         header,
         model,
         trailer,
+        cut_short: None,
     })
+}
+
+/// The replay of a recording cut short after `events` whole events (`why`: where and how it
+/// ends): the trace as ending at its last event, and a note in the report that says what it
+/// covers and what the missing trailer held.
+fn cut_short(header: Header, model: Model, events: u64, why: String) -> Replay {
+    let ended_ns = model.last_seen_ns;
+    let started_ns = model.started_ns.unwrap_or(ended_ns).min(ended_ns);
+    let why = format!(
+        "the recording was cut short (leaktrace stopped while recording, or the file was \
+         truncated): {why}; this report covers its first {events} events, the first {} of the \
+         trace; how the trace ended, its probes, notes, --detail and resource use were in the \
+         missing trailer",
+        crate::units::human_ns(ended_ns - started_ns)
+    );
+    Replay {
+        header,
+        trailer: Trailer {
+            end: EndReason::Interrupted,
+            started_ns,
+            ended_ns,
+            // The header's time is when recording began, not the trace's start.
+            started_unix_ns: None,
+            events,
+            tracer: TracerInfo {
+                notes: vec![why.clone()],
+                ..TracerInfo::default()
+            },
+        },
+        model,
+        cut_short: Some(why),
+    }
 }
 
 fn check_format(header: &Header) -> Result<()> {
@@ -401,6 +476,7 @@ mod tests {
             end: EndReason::Duration,
             started_ns: 1_000,
             ended_ns: 5_000,
+            started_unix_ns: Some(1_764_500_000_000_000_000),
             events: 0,
             tracer: TracerInfo::default(),
         }
@@ -464,6 +540,11 @@ mod tests {
         assert!(looks_like_recording(&bytes[..]));
         let replay = read_bytes(&bytes).unwrap();
         assert_eq!(replay.trailer.events, 4);
+        assert_eq!(
+            replay.trailer.started_unix_ns,
+            Some(1_764_500_000_000_000_000),
+            "the trace's wall-clock start, for the pprof's time"
+        );
         assert_eq!(replay.header.target.comm, "fixture");
         assert_eq!(replay.model.futex.blocked, live.futex.blocked);
         assert_eq!(replay.model.started_ns, Some(1_000));
@@ -489,6 +570,103 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(owned, borrowed);
+    }
+
+    #[test]
+    fn a_recording_cut_short_is_read_up_to_the_cut_and_says_where() {
+        let whole = record(|model| {
+            model.apply(&Event::TraceStarted { at_ns: 1_000 });
+            for i in 0..200u64 {
+                model.apply(&Event::Blocked {
+                    at_ns: 1_000_000 * (i + 1),
+                    threads: vec![crate::model::tests::blocked(
+                        3 + i as u32,
+                        0x10,
+                        BlockedSince::BeforeTrace,
+                        &["main", "worker"],
+                    )],
+                });
+            }
+        });
+        assert!(read_bytes(&whole).unwrap().cut_short.is_none());
+        let mut plain = String::new();
+        MultiGzDecoder::new(&whole[..])
+            .read_to_string(&mut plain)
+            .unwrap();
+        let lines: Vec<&str> = plain.lines().collect();
+        assert_eq!(lines.len(), 203, "header, 201 events, trailer");
+
+        // Without its trailer: every event, and the trace as ending at the last.
+        let no_trailer = lines[..202].join("\n") + "\n";
+        let replay = read_bytes(no_trailer.as_bytes()).unwrap();
+        let why = replay.cut_short.expect("cut short");
+        assert!(
+            why.contains("it ends after line 202 without its trailer"),
+            "{why}"
+        );
+        assert!(
+            why.contains("covers its first 201 events, the first 200.0ms"),
+            "{why}"
+        );
+        assert_eq!(replay.trailer.tracer.notes, [why]);
+        assert_eq!(replay.trailer.events, 201);
+        assert_eq!(
+            (replay.trailer.started_ns, replay.trailer.ended_ns),
+            (1_000, 200_000_000)
+        );
+        assert_eq!(replay.trailer.end, EndReason::Interrupted);
+        let full = read_bytes(&whole).unwrap().model;
+        assert_eq!(replay.model.futex.blocked, full.futex.blocked);
+        assert_eq!(replay.model.last_seen_ns, full.last_seen_ns);
+
+        // Cut in the middle of a line: the lines before it.
+        let mid_line = &plain[..plain.find(lines[101]).unwrap() + 20];
+        let why = read_bytes(mid_line.as_bytes()).unwrap().cut_short.unwrap();
+        assert!(
+            why.contains("it ends in the middle of line 102, after line 101"),
+            "{why}"
+        );
+        assert!(why.contains("covers its first 100 events"), "{why}");
+
+        // Cut anywhere in the gzip stream: up to the cut, or refused when no event is whole;
+        // never a panic, never a silent success.
+        let mut partial = 0;
+        for len in (0..whole.len()).step_by(97) {
+            match read_bytes(&whole[..len]) {
+                Ok(replay) => {
+                    let why = replay.cut_short.expect("a cut recording says so");
+                    assert!(why.contains("cut short"), "{why}");
+                    assert!(replay.trailer.events <= 201);
+                    partial += 1;
+                }
+                Err(err) => {
+                    let err = format!("{err:#}");
+                    assert!(
+                        err.contains("before its first event")
+                            || err.contains("empty")
+                            || err.contains("cannot read line 1")
+                            || err.contains("not a leaktrace recording"),
+                        "{len}: {err}"
+                    );
+                }
+            }
+        }
+        assert!(partial > 0, "some cuts keep whole events");
+    }
+
+    #[test]
+    fn a_trailer_without_the_wall_clock_start_still_reads() {
+        // As recordings made before the field existed have it.
+        let mut old = serde_json::to_value(Entry::Trailer(Box::new(trailer()))).unwrap();
+        old["trailer"]
+            .as_object_mut()
+            .unwrap()
+            .remove("started_unix_ns")
+            .expect("written when known");
+        let Entry::Trailer(read) = serde_json::from_value(old).unwrap() else {
+            panic!("a trailer");
+        };
+        assert_eq!(read.started_unix_ns, None);
     }
 
     #[test]

@@ -49,10 +49,7 @@ impl Report {
             Format::Pprof => pprof::render(self)?,
             Format::Goroutines => match &self.goroutine_snapshot {
                 Some(snapshot) => goroutines::render(snapshot).into_bytes(),
-                None => anyhow::bail!(
-                    "no goroutine dump: pid {} is not a Go program leaktrace could read (see the notes of --format text)",
-                    self.target.pid
-                ),
+                None => anyhow::bail!("{}", goroutines::no_dump(self)),
             },
             Format::Folded => folded::render(self).into_bytes(),
             Format::Flamegraph => folded::flamegraph(self)?.into_bytes(),

@@ -200,7 +200,7 @@ fn what_is_not_a_recording_is_refused_with_an_error_not_a_panic() {
     std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
     for (path, says) in [
         (report.as_path(), "not a leaktrace recording"),
-        (truncated.as_path(), "not usable"),
+        (truncated.as_path(), "was cut short"),
         (
             Path::new("/nonexistent/recording"),
             "cannot read the recording",
@@ -221,9 +221,117 @@ fn what_is_not_a_recording_is_refused_with_an_error_not_a_panic() {
         assert!(stderr.contains(says), "{}: {stderr}", path.display());
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
+    // Cut short: the report of what was there on stdout, saying so, and the exit status too.
+    let output = leaktrace().arg("report").arg(&truncated).output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+    );
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stdout.starts_with("leaktrace report for pid "), "{stdout}");
+    let note = stdout
+        .lines()
+        .find(|l| l.starts_with("note: the recording was cut short"))
+        .unwrap_or_else(|| panic!("no note in {stdout}"));
+    assert!(note.contains("it cannot be read past line "), "{note}");
+    assert!(note.contains("this report covers its first "), "{note}");
+    assert!(
+        stderr.contains("truncated.jsonl.gz: the recording was cut short"),
+        "{stderr}"
+    );
     // A JSON report is the likeliest wrong file: named as one, with the commands for it.
     let output = leaktrace().arg("report").arg(&report).output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("is a leaktrace JSON report"), "{stderr}");
     assert!(stderr.contains("leaktrace diff OLD NEW"), "{stderr}");
+}
+
+#[test]
+fn the_diff_command_exits_like_diff_1_and_names_a_recording() {
+    let report = |name: &str| {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(format!("tests/recordings/{name}.json"))
+            .to_str()
+            .unwrap()
+            .to_string()
+    };
+    let (epoll, leak) = (report("epoll_stuck"), report("thread_leak"));
+    let diff = |args: &[&str]| {
+        let output = run_leaktrace(&[&["diff"][..], args].concat(), Duration::from_secs(60));
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        (output.status.code(), stdout, stderr)
+    };
+    // The same report: nothing new or grown.
+    let (code, stdout, stderr) = diff(&[&leak, &leak]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout.starts_with("0 new, 0 grown, 0 shrunk, 0 resolved, 1 unchanged"),
+        "{stdout}"
+    );
+    // Another program's report: its candidates are new.
+    let (code, stdout, _) = diff(&[&epoll, &leak]);
+    assert_eq!(code, Some(1), "{stdout}");
+    assert!(stdout.contains("NEW "), "{stdout}");
+    // The other way round, for CI: one JSON object, the change lists by kind.
+    let (code, stdout, _) = diff(&[&leak, &epoll, "--format", "json"]);
+    assert_eq!(code, Some(1), "the epoll loop is new: {stdout}");
+    let json: Value = serde_json::from_str(&stdout).expect("one JSON object");
+    assert!(json["warning"]
+        .as_str()
+        .unwrap()
+        .contains("different programs"));
+    assert_eq!(
+        json["new"][0]["fingerprint"]
+            .as_str()
+            .unwrap()
+            .split(':')
+            .next(),
+        Some("epoll_wait")
+    );
+    assert_eq!(
+        json["resolved"][0]["fingerprint"]
+            .as_str()
+            .unwrap()
+            .split(':')
+            .next(),
+        Some("thread_leak")
+    );
+    // A recording where a report belongs: named, with the command that makes its report; 2 as
+    // for any trouble.
+    let file = recording("epoll_stuck");
+    let (code, _, stderr) = diff(&[file.to_str().unwrap(), &leak]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("epoll_stuck.jsonl.gz is a leaktrace recording, not a JSON report"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("leaktrace report "), "{stderr}");
+    let (code, _, stderr) = diff(&[&leak, "/nonexistent/report.json"]);
+    assert_eq!(code, Some(2), "{stderr}");
+}
+
+#[test]
+fn timerfd_ages_and_one_shot_timers_are_worded_as_what_they_are() {
+    let render = |name: &str, format: Format| {
+        String::from_utf8(
+            tracer_user::app::render_recording(&recording(name), format, None).unwrap(),
+        )
+        .unwrap()
+    };
+    let text = render("timerfd_per_request", Format::Text);
+    assert!(text.contains("\n   age: p50 "), "{text}");
+    assert!(!text.contains("blocked: p50"), "{text}");
+    assert!(text.contains("next 59m5"), "{text}");
+    assert!(text.contains(", one-shot\n"), "{text}");
+    assert!(!text.contains("interval 0ns"), "{text}");
+    let html = render("timerfd_per_request", Format::Html);
+    assert!(
+        html.contains("data-label=\"age\""),
+        "timerfd ages are no blocked time"
+    );
+    // Threads do block.
+    assert!(render("abba_deadlock", Format::Text).contains("\n   blocked: p50 "));
+    assert!(render("abba_deadlock", Format::Html).contains("data-label=\"blocked time\""));
 }

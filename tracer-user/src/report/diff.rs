@@ -2,6 +2,9 @@
 //! (see `analyze::fingerprint`): candidates and goroutine groups that are new, grown, shrunk,
 //! resolved or unchanged. Reads the JSON only, so it compares reports of different runs,
 //! machines and restarts of the target.
+//!
+//! Exit status, like diff(1)'s so that CI can gate on it: 0 when no candidate is new or grown
+//! (suppressed ones aside), 1 when one is ([`Worse`]), 2 when the reports cannot be compared.
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
@@ -49,21 +52,99 @@ pub struct Changed {
     pub new_candidate: bool,
     /// The fingerprint when a candidate in either report, else the group's label.
     pub label: String,
+    /// Suppressed by an `--ignore` rule in the new report (in the old one when resolved).
+    pub suppressed: bool,
 }
 
-/// Reads both reports and renders the comparison as text, led by a warning (also on stderr)
-/// when they are reports of different programs.
-pub fn run(old: &Path, new: &Path) -> Result<String> {
+impl Changed {
+    /// A candidate of the new report that is new or grew and no rule suppresses: what makes
+    /// `diff` exit 1.
+    pub fn is_worse(&self) -> bool {
+        matches!(self.change, Change::New | Change::Grown) && self.new_candidate && !self.suppressed
+    }
+}
+
+/// `leaktrace diff`'s output for `--format json`: the changes by kind, each list in the text's
+/// order, and the warning when the reports are of different programs.
+#[derive(Debug, Serialize)]
+pub struct DiffJson<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warning: Option<&'a str>,
+    pub new: Vec<&'a Changed>,
+    pub grown: Vec<&'a Changed>,
+    pub shrunk: Vec<&'a Changed>,
+    pub resolved: Vec<&'a Changed>,
+    pub unchanged: Vec<&'a Changed>,
+}
+
+/// The error `leaktrace diff` ends with when a candidate is new or grown, after its output:
+/// main exits 1 on it, printing nothing more (the output said which).
+#[derive(Debug)]
+pub struct Worse;
+
+impl std::fmt::Display for Worse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a candidate is new or grown")
+    }
+}
+
+impl std::error::Error for Worse {}
+
+/// A comparison of two reports.
+#[derive(Debug)]
+pub struct Diff {
+    /// When the reports are of different programs (see [`different_programs`]).
+    pub warning: Option<String>,
+    /// As [`compare`] orders them.
+    pub changes: Vec<Changed>,
+}
+
+impl Diff {
+    /// Whether a candidate is new or grown ([`Changed::is_worse`]).
+    pub fn is_worse(&self) -> bool {
+        self.changes.iter().any(Changed::is_worse)
+    }
+
+    /// The text: the warning first, then [`render`].
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        if let Some(warning) = &self.warning {
+            let _ = writeln!(out, "{warning}");
+        }
+        out.push_str(&render(&self.changes));
+        out
+    }
+
+    /// One JSON object ([`DiffJson`]), pretty-printed.
+    pub fn to_json(&self) -> String {
+        let of = |change| self.changes.iter().filter(|c| c.change == change).collect();
+        let json = DiffJson {
+            warning: self.warning.as_deref(),
+            new: of(Change::New),
+            grown: of(Change::Grown),
+            shrunk: of(Change::Shrunk),
+            resolved: of(Change::Resolved),
+            unchanged: of(Change::Unchanged),
+        };
+        // Plain data serializes.
+        serde_json::to_string_pretty(&json).expect("the diff serializes") + "\n"
+    }
+}
+
+/// Reads both reports and compares them; the warning, when they are reports of different
+/// programs, also goes to stderr.
+pub fn run(old: &Path, new: &Path) -> Result<Diff> {
     let (old_report, new_report) = (read(old)?, read(new)?);
     let old_entries = entries(&old_report).with_context(|| format!("in {}", old.display()))?;
     let new_entries = entries(&new_report).with_context(|| format!("in {}", new.display()))?;
-    let mut out = String::new();
-    if let Some(warning) = different_programs(&old_report, &new_report) {
+    let warning = different_programs(&old_report, &new_report);
+    if let Some(warning) = &warning {
         eprintln!("leaktrace: {warning}");
-        let _ = writeln!(out, "{warning}");
     }
-    out.push_str(&render(&compare(&old_entries, &new_entries)));
-    Ok(out)
+    Ok(Diff {
+        warning,
+        changes: compare(&old_entries, &new_entries),
+    })
 }
 
 /// A warning when the reports' targets are different programs (`comm` or `exe` differ; an
@@ -89,9 +170,19 @@ pub fn different_programs(old: &Value, new: &Value) -> Option<String> {
 }
 
 fn read(path: &Path) -> Result<Value> {
-    let text = std::fs::read_to_string(path)
+    let bytes = std::fs::read(path)
         .with_context(|| format!("cannot read the report {}", path.display()))?;
-    serde_json::from_str(&text).with_context(|| {
+    // A recording is the likeliest wrong file (both come out of leaktrace), as a JSON report is
+    // for `leaktrace report` (replay.rs).
+    if crate::replay::looks_like_recording(&bytes[..]) {
+        bail!(
+            "{} is a leaktrace recording, not a JSON report: `leaktrace diff` compares JSON \
+             reports; make one from it with `leaktrace report {} -o REPORT.json` first",
+            path.display(),
+            path.display()
+        );
+    }
+    serde_json::from_slice(&bytes).with_context(|| {
         format!(
             "{} is not a JSON report (make one with --format json)",
             path.display()
@@ -149,7 +240,9 @@ pub fn entries(report: &Value) -> Result<Vec<Entry>> {
 }
 
 /// Entries matched by fingerprint (counts of repeated fingerprints add up), in the order
-/// new, grown, shrunk, resolved, unchanged, largest change first.
+/// new, grown, shrunk, resolved, unchanged, largest change first, then largest count, then by
+/// summary (where it sits, what created it) and fingerprint: the fingerprints' hashes alone
+/// would list equal changes, all the unchanged ones, in an order that reads as random.
 pub fn compare(old: &[Entry], new: &[Entry]) -> Vec<Changed> {
     let index = |entries: &[Entry]| {
         let mut map: BTreeMap<String, Entry> = BTreeMap::new();
@@ -158,6 +251,7 @@ pub fn compare(old: &[Entry], new: &[Entry]) -> Vec<Changed> {
                 .and_modify(|m| {
                     m.count += e.count;
                     m.candidate |= e.candidate;
+                    m.suppressed &= e.suppressed;
                 })
                 .or_insert_with(|| e.clone());
         }
@@ -193,13 +287,21 @@ pub fn compare(old: &[Entry], new: &[Entry]) -> Vec<Changed> {
                 }
                 _ => fingerprint.clone(),
             },
+            suppressed: n.or(o).is_some_and(|e| e.suppressed),
         });
     }
-    out.sort_by_key(|c| {
-        (
-            c.change,
-            std::cmp::Reverse(c.new_count.abs_diff(c.old_count)),
-        )
+    out.sort_by(|a, b| {
+        let key = |c: &Changed| {
+            (
+                c.change,
+                std::cmp::Reverse(c.new_count.abs_diff(c.old_count)),
+                std::cmp::Reverse(c.new_count.max(c.old_count)),
+            )
+        };
+        key(a)
+            .cmp(&key(b))
+            .then_with(|| a.summary.cmp(&b.summary))
+            .then_with(|| a.fingerprint.cmp(&b.fingerprint))
     });
     out
 }
@@ -348,13 +450,136 @@ mod tests {
         let (a, b) = (dir.join("a.json"), dir.join("b.json"));
         std::fs::write(&a, server.to_string()).unwrap();
         std::fs::write(&b, other.to_string()).unwrap();
-        let text = run(&a, &b).unwrap();
+        let text = run(&a, &b).unwrap().to_text();
         assert!(
             text.starts_with("warning: the reports are of different programs"),
             "{text}"
         );
         std::fs::write(&b, server.to_string()).unwrap();
-        assert!(run(&a, &b).unwrap().starts_with("0 new, 0 grown"));
+        assert!(run(&a, &b).unwrap().to_text().starts_with("0 new, 0 grown"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn equal_changes_are_listed_by_count_then_by_what_they_are() {
+        let group = |sits: &str, count: u64| json!({"created_at": "main.pool (m.go:5)", "sits_at": sits, "state": "select", "count": count});
+        let mut r = report(10, 4, None);
+        r["goroutines"]["other_groups"] = json!([
+            group("main.b (m.go:1)", 2),
+            group("main.c (m.go:1)", 7),
+            group("main.a (m.go:1)", 2),
+            group("main.d (m.go:1)", 30),
+        ]);
+        let entries = entries(&r).unwrap();
+        let order = |changes: &[Changed]| -> Vec<String> {
+            changes
+                .iter()
+                .filter(|c| c.change == Change::Unchanged)
+                .map(|c| {
+                    let at = c
+                        .summary
+                        .split_whitespace()
+                        .find(|w| w.starts_with("main."));
+                    format!("{} {}", c.new_count, at.unwrap_or(&c.summary))
+                })
+                .collect()
+        };
+        let expected = ["30 main.d", "10 leak", "7 main.c", "2 main.a", "2 main.b"];
+        assert_eq!(order(&compare(&entries, &entries)), expected);
+        // Whatever order the report lists them in.
+        let mut reversed = entries.clone();
+        reversed.reverse();
+        assert_eq!(order(&compare(&reversed, &reversed)), expected);
+    }
+
+    #[test]
+    fn only_a_new_or_grown_candidate_no_rule_suppresses_makes_it_worse() {
+        let diff = |old: &Value, new: &Value| Diff {
+            warning: None,
+            changes: compare(&entries(old).unwrap(), &entries(new).unwrap()),
+        };
+        let base = report(10, 4, None);
+        assert!(!diff(&base, &base).is_worse(), "unchanged");
+        assert!(diff(&base, &report(11, 4, None)).is_worse(), "grown");
+        assert!(diff(&base, &report(10, 4, Some(1))).is_worse(), "new");
+        assert!(!diff(&report(10, 4, Some(1)), &base).is_worse(), "resolved");
+        assert!(!diff(&report(12, 4, None), &base).is_worse(), "shrunk");
+        assert!(
+            !diff(&base, &report(10, 40, None)).is_worse(),
+            "a group that is no candidate"
+        );
+        let mut suppressed = report(30, 4, None);
+        suppressed["candidates"][0]["suppressed_by"] =
+            json!({"line": 1, "rule": "kind goroutine_leak"});
+        let grown = diff(&base, &suppressed);
+        assert!(!grown.is_worse(), "{:?}", grown.changes);
+        assert!(grown.changes[0].suppressed && grown.changes[0].change == Change::Grown);
+    }
+
+    #[test]
+    fn the_json_output_lists_each_kind_of_change() {
+        let diff = Diff {
+            warning: Some("warning: different".into()),
+            changes: compare(
+                &entries(&report(10, 4, Some(2))).unwrap(),
+                &entries(&report(25, 4, None)).unwrap(),
+            ),
+        };
+        let json: Value = serde_json::from_str(&diff.to_json()).unwrap();
+        assert_eq!(json["warning"], "warning: different");
+        assert_eq!(json["new"], json!([]));
+        assert_eq!(json["shrunk"], json!([]));
+        let grown = &json["grown"][0];
+        assert_eq!(grown["change"], "grown");
+        assert_eq!(
+            (grown["old_count"].as_u64(), grown["new_count"].as_u64()),
+            (Some(10), Some(25))
+        );
+        assert_eq!(grown["new_candidate"], true);
+        assert!(grown["fingerprint"]
+            .as_str()
+            .unwrap()
+            .starts_with("goroutine_leak:"));
+        assert_eq!(json["resolved"][0]["fingerprint"], "futex_wait:1");
+        assert_eq!(json["unchanged"].as_array().unwrap().len(), 1);
+        let none = Diff {
+            warning: None,
+            ..diff
+        };
+        let json: Value = serde_json::from_str(&none.to_json()).unwrap();
+        assert!(json.get("warning").is_none(), "{json}");
+    }
+
+    #[test]
+    fn a_recording_is_named_as_one_with_the_command_that_makes_its_report() {
+        let dir = std::env::temp_dir().join(format!("leaktrace-diff-rec-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (recording, report_file) = (dir.join("trace.jsonl.gz"), dir.join("r.json"));
+        std::fs::copy(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/recordings/epoll_stuck.jsonl.gz"),
+            &recording,
+        )
+        .unwrap();
+        std::fs::write(&report_file, report(1, 1, None).to_string()).unwrap();
+        for (old, new) in [(&recording, &report_file), (&report_file, &recording)] {
+            let err = format!("{:#}", run(old, new).unwrap_err());
+            assert!(
+                err.contains("trace.jsonl.gz is a leaktrace recording, not a JSON report"),
+                "{err}"
+            );
+            assert!(
+                err.contains(&format!(
+                    "leaktrace report {} -o REPORT.json",
+                    recording.display()
+                )),
+                "{err}"
+            );
+        }
+        // Text that is no JSON is still only "not a JSON report".
+        std::fs::write(&recording, "kind goroutine_leak\n").unwrap();
+        let err = format!("{:#}", run(&recording, &report_file).unwrap_err());
+        assert!(err.contains("is not a JSON report"), "{err}");
+        assert!(!err.contains("recording"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

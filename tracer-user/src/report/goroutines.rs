@@ -73,6 +73,36 @@ pub fn is_system_goroutine(g: &Goroutine) -> bool {
     })
 }
 
+/// Why a report has no goroutine dump: the trace's notes about the Go runtime when it has
+/// any (a Go program whose goroutines could not be read says why there: an unsupported
+/// version, an unreadable runtime, failed reads), else that the program is not Go (a live run
+/// refuses that before tracing; a recording of one gets here).
+pub fn no_dump(report: &super::Report) -> String {
+    let t = &report.target;
+    let go_notes: Vec<&str> = report
+        .tracer
+        .notes
+        .iter()
+        .filter(|note| note.contains("goroutine"))
+        .map(String::as_str)
+        .collect();
+    if go_notes.is_empty() {
+        format!(
+            "no goroutine dump: pid {} ({}, {}) is not a Go program (no goroutines were read); \
+             use --format text, json or another format",
+            t.pid, t.comm, t.exe
+        )
+    } else {
+        format!(
+            "no goroutine dump: the goroutines of pid {} ({}, {}) were never read: {}",
+            t.pid,
+            t.comm,
+            t.exe,
+            go_notes.join("; ")
+        )
+    }
+}
+
 /// The dump: user goroutines in id order, each block ending with an empty line, as Go does.
 pub fn render(snapshot: &Snapshot) -> String {
     let mut out = String::new();
@@ -137,6 +167,31 @@ fn write_frame(out: &mut String, frame: &Frame, prefix: &str, suffix: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_dump_says_why_from_what_the_trace_knows() {
+        // A C program's report: no notes about goroutines, and none to point to.
+        let mut report = crate::report::tests::report();
+        let error = format!(
+            "{:#}",
+            report.render(crate::cli::Format::Goroutines).unwrap_err()
+        );
+        assert!(
+            error.contains("pid 10 (abba, /tmp/abba) is not a Go program"),
+            "{error}"
+        );
+        assert!(!error.contains("notes"), "{error}");
+        // A Go program leaktrace could not read: the notes that say why, in the error itself.
+        report.tracer.notes = vec![
+            "cannot read lock owners: permission denied".into(),
+            "goroutines are not analysed: Go 1.99 is newer than leaktrace knows; threads are"
+                .into(),
+        ];
+        let error = no_dump(&report);
+        assert!(error.contains("the goroutines of pid 10 (abba, /tmp/abba) were never read: goroutines are not analysed: Go 1.99"), "{error}");
+        assert!(!error.contains("lock owners"), "{error}");
+        assert!(!error.contains("not a Go program"), "{error}");
+    }
 
     fn frame(function: &str, file: &str, line: u32) -> Frame {
         Frame {

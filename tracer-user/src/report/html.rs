@@ -68,7 +68,7 @@ window.onerror = function (msg, src, line) {
     var keys = ['p50', 'p90', 'p99', 'max'];
     var w = 360, row = 18;
     var svg = el('svg', {width: w, height: row * keys.length + 22});
-    svg.appendChild(el('text', {x: 4, y: 12, 'font-size': 11}, 'blocked time' + (p.at_least ? ' (at least)' : '')));
+    svg.appendChild(el('text', {x: 4, y: 12, 'font-size': 11}, div.dataset.label + (p.at_least ? ' (at least)' : '')));
     var max = Math.max(p.max, 1);
     keys.forEach(function (k, i) {
       var y = 18 + i * row;
@@ -180,7 +180,12 @@ fn write_candidate(out: &mut String, rank: usize, c: &ReportedCandidate) {
     }
     let _ = writeln!(out, "</ul><div class=\"charts\">");
     if c.blocked_ns.max > 0 {
-        percentiles(out, &c.blocked_ns);
+        // A timerfd's are its ages since creation (analyze/timerfd.rs): it blocks nothing.
+        let label = match c.detail {
+            Detail::Timerfd { .. } => "age",
+            _ => "blocked time",
+        };
+        percentiles(out, &c.blocked_ns, label);
     }
     let mut group_chart = |g: &GoroutineGroup| {
         chart(
@@ -230,10 +235,11 @@ fn chart(out: &mut String, title: &str, history: &[CountAt]) {
     );
 }
 
-fn percentiles(out: &mut String, p: &Percentiles) {
+fn percentiles(out: &mut String, p: &Percentiles, label: &str) {
     let _ = writeln!(
         out,
-        "<div class=\"pct\" data-percentiles=\"{}\"></div>",
+        "<div class=\"pct\" data-label=\"{}\" data-percentiles=\"{}\"></div>",
+        esc(label),
         esc(&serde_json::to_string(p).unwrap_or_default())
     );
 }

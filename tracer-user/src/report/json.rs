@@ -75,6 +75,10 @@ pub struct Report {
     /// are gone in this one.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub resolved: Vec<String>,
+    /// When the trace started, wall clock (ns since the Unix epoch), where known (a recording
+    /// made before its trailer held it: not). Not in the JSON, whose `duration_ns` says how long.
+    #[serde(skip)]
+    pub started_unix_ns: Option<u64>,
     /// Go targets: the last goroutine snapshot, for the `goroutines` dump and pprof's groups
     /// that are not candidates (not in the JSON; see [`Report::keep_goroutine_snapshot`]).
     #[serde(skip)]
@@ -143,6 +147,7 @@ impl Report {
             go_timers: analysis.go_timers,
             native_io: analysis.native_io,
             resolved: Vec::new(),
+            started_unix_ns: None,
             goroutine_snapshot: None,
         }
     }

@@ -93,7 +93,7 @@ pub fn write_detail(out: &mut String, c: &Finding) {
                 }
                 let _ = writeln!(
                     out,
-                    "   fd {}: armed {} time(s) (pushed back {}), fired {}, read {} time(s), pending {}, next {}, interval {}",
+                    "   fd {}: armed {} time(s) (pushed back {}), fired {}, read {} time(s), pending {}, next {}, {}",
                     timer.fd,
                     timer.arms,
                     timer.pushed_back,
@@ -101,7 +101,12 @@ pub fn write_detail(out: &mut String, c: &Finding) {
                     timer.reads,
                     timer.pending_expirations,
                     timer.next_expiry_ns.map_or("disarmed".to_string(), human_ns),
-                    human_ns(timer.interval_ns),
+                    // it_interval 0 (timerfd_settime(2)): it fires once per arming.
+                    match (timer.interval_ns, timer.arms) {
+                        (0, 0) => "no interval".to_string(),
+                        (0, _) => "one-shot".to_string(),
+                        (ns, _) => format!("interval {}", human_ns(ns)),
+                    },
                 );
             }
             if d.timers.len() > 5 {
@@ -183,6 +188,58 @@ mod tests {
                 expirations_read: 0,
             },
         }
+    }
+
+    #[test]
+    fn a_timerfd_without_an_interval_is_one_shot_and_its_ages_are_no_blocked_time() {
+        let timer = |fd: i32, arms: u64, interval_ns: u64| crate::analyze::timerfd::TimerfdInfo {
+            fd,
+            clockid: 1,
+            arms,
+            pushed_back: 0,
+            fired: 0,
+            reads: 0,
+            expirations_read: 0,
+            pending_expirations: 0,
+            next_expiry_ns: Some(3_600_000_000_000),
+            interval_ns,
+            armed_value_ns: 3_600_000_000_000,
+            age_ns: Some(2_000_000_000),
+            seen_at_attach: false,
+        };
+        let mut c = timerfd(TimerfdPattern::FdLeak, 3, 3);
+        c.blocked_ns = Percentiles {
+            p50: 1_000_000_000,
+            p90: 2_000_000_000,
+            p99: 2_000_000_000,
+            max: 2_000_000_000,
+            at_least: false,
+        };
+        if let Detail::Timerfd { detail, .. } = &mut c.detail {
+            detail.timers = vec![timer(13, 1, 0), timer(14, 2, 500_000_000), timer(15, 0, 0)];
+        }
+        let mut out = String::new();
+        crate::report::text::write_candidate(&mut out, 1, &c);
+        assert!(out.contains("fd 13: armed 1 time(s)"), "{out}");
+        assert!(out.contains("next 60m00s, one-shot\n"), "{out}");
+        assert!(out.contains("next 60m00s, interval 500.0ms\n"), "{out}");
+        assert!(out.contains("fd 15: armed 0 time(s) (pushed back 0), fired 0, read 0 time(s), pending 0, next 60m00s, no interval\n"), "{out}");
+        assert!(!out.contains("interval 0ns"), "{out}");
+        assert!(
+            out.contains("   age: p50 1.00s  p90 2.00s  p99 2.00s  max 2.00s\n"),
+            "{out}"
+        );
+        assert!(!out.contains("blocked"), "{out}");
+        if let Detail::Timerfd { detail, .. } = &mut c.detail {
+            detail.timers.clear();
+        }
+        c.blocked_ns.at_least = true;
+        let mut out = String::new();
+        crate::report::text::write_candidate(&mut out, 1, &c);
+        assert!(
+            out.contains("max 2.00s (at least: some open since before tracing)\n"),
+            "{out}"
+        );
     }
 
     #[test]

@@ -166,9 +166,9 @@ fn profile(report: &Report) -> proto::Profile {
     });
     b.profile.period = 1;
     b.profile.duration_nanos = report.duration_ns as i64;
-    b.profile.time_nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as i64 - report.duration_ns as i64);
+    // When the trace started, not when this was rendered (a replay is rendered later); 0, which
+    // pprof leaves out, where a recording does not say.
+    b.profile.time_nanos = report.started_unix_ns.map_or(0, |ns| ns as i64);
     let exe = b.string(&report.target.exe);
     // Frames are symbolized already: one mapping over everything, marked as such, keeps pprof
     // from trying to symbolize them again.
@@ -291,6 +291,17 @@ mod tests {
             inlined,
             ..Frame::unknown(addr)
         }
+    }
+
+    #[test]
+    fn the_profile_time_is_when_the_trace_started_not_when_it_was_rendered() {
+        let mut report = crate::report::tests::report();
+        report.started_unix_ns = Some(1_764_500_000_123_456_789);
+        assert_eq!(profile(&report).time_nanos, 1_764_500_000_123_456_789);
+        assert_eq!(profile(&report).duration_nanos, report.duration_ns as i64);
+        // Unknown (a recording from before its trailer held it): left out, not made up.
+        report.started_unix_ns = None;
+        assert_eq!(profile(&report).time_nanos, 0);
     }
 
     #[test]

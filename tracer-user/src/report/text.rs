@@ -165,7 +165,7 @@ impl Report {
     }
 }
 
-fn write_candidate(out: &mut String, rank: usize, c: &Finding) {
+pub(super) fn write_candidate(out: &mut String, rank: usize, c: &Finding) {
     let kind = match c.kind() {
         FindingKind::Deadlock => "DEADLOCK",
         FindingKind::FutexWait => "STUCK",
@@ -176,17 +176,23 @@ fn write_candidate(out: &mut String, rank: usize, c: &Finding) {
         FindingKind::GoTimer => "GO TIMER",
     };
     let _ = writeln!(out, "#{rank} {kind}: {} (score {:.0})", c.summary, c.score);
-    let at_least = if c.blocked_ns.at_least {
+    // A timerfd blocks nothing: its percentiles are the timerfds' ages since creation
+    // (analyze/timerfd.rs), which "blocked" would misname.
+    let (label, at_least) = match (c.kind(), c.blocked_ns.at_least) {
+        (FindingKind::Timerfd, true) => ("age", " (at least: some open since before tracing)"),
+        (FindingKind::Timerfd, false) => ("age", ""),
         // Before tracing started, or (in the low mode) before the /proc scan that found it.
-        " (at least: blocked since before leaktrace first saw it)"
-    } else {
-        ""
+        (_, true) => (
+            "blocked",
+            " (at least: blocked since before leaktrace first saw it)",
+        ),
+        (_, false) => ("blocked", ""),
     };
     // Pending timers block nothing: their deadlines are shown instead.
     if c.kind() != FindingKind::GoTimer || c.blocked_ns.max > 0 {
         let _ = writeln!(
             out,
-            "   blocked: p50 {}  p90 {}  p99 {}  max {}{at_least}",
+            "   {label}: p50 {}  p90 {}  p99 {}  max {}{at_least}",
             human_ns(c.blocked_ns.p50),
             human_ns(c.blocked_ns.p90),
             human_ns(c.blocked_ns.p99),
