@@ -123,8 +123,19 @@ pub mod counter {
     pub const GO_TIMER_STARTS: u32 = 26;
     /// ... of which had their creator's stack taken.
     pub const GO_TIMER_STACKS: u32 = 27;
+    /// The target's syscalls while a `--detail low` probe window was attached (each ran both
+    /// window programs past their tgid compare on the traced slow path): what a window costs
+    /// the target, which userspace holds against [`super::STORM_CALLS_PER_S`].
+    pub const WINDOW_CALLS: u32 = 29;
     pub const COUNT: u32 = 32;
 }
+
+/// The target's syscalls a second in a `--detail low` probe window beyond which the window is
+/// a storm and closes at once (`collect::windows`): each costs the target ~0.3-0.6 µs while the
+/// window programs are attached (`cargo xtask bench`: +1.6 µs an epoll round of 3 syscalls), so
+/// 30,000 a second is ~1-2% of a CPU, more than the low mode's whole budget. A busy event loop
+/// or server is watched in windows cut at their first check and spaced out (up to a minute).
+pub const STORM_CALLS_PER_S: u64 = 30_000;
 
 /// Ring buffer record kinds: the first `u32` of every record, each the `kind` field of one
 /// record type (written as `EventKind::X as u32`).

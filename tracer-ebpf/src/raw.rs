@@ -22,10 +22,10 @@ use aya_ebpf::{
     maps::Array,
     programs::RawTracePointContext,
 };
-use tracer_common::{native_call, window_group};
+use tracer_common::{counter, native_call, window_group};
 
 use crate::syscall::{Raw, Syscall as _};
-use crate::{epoll, futex, target_thread, task, timerfd};
+use crate::{count, epoll, futex, target_thread, task, timerfd};
 
 #[map(name = "WINDOW_GROUPS")]
 static WINDOW_GROUPS: Array<u32> = Array::with_max_entries(1, 0);
@@ -78,6 +78,9 @@ pub fn raw_sys_enter(ctx: RawTracePointContext) -> u32 {
     if target_thread().is_none() {
         return 0;
     }
+    // Every syscall of the target pays for the window, watched or not: counted so that a
+    // window on a busy target closes as a storm (userspace, `collect::windows`).
+    count(counter::WINDOW_CALLS);
     let (s, nr) = Raw::enter(ctx);
     if !watched(nr) {
         return 0;

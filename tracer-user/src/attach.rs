@@ -933,6 +933,16 @@ impl Probes {
         true
     }
 
+    /// The target's syscalls while a low-mode window was attached, so far (cumulative;
+    /// `counter::WINDOW_CALLS`). Not in [`KernelCounters`]: it paces the windows and is no
+    /// fact of the report.
+    pub fn window_calls(&self) -> u64 {
+        self.counters
+            .get(&counter::WINDOW_CALLS, 0)
+            .map(|values| values.iter().sum())
+            .unwrap_or(0)
+    }
+
     pub fn counters(&self) -> KernelCounters {
         let sum = |index: u32| -> u64 {
             self.counters

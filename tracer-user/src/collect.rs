@@ -67,7 +67,7 @@ pub struct WindowSummary {
     pub count: u64,
     /// Of those, opened for a new suspect (narrowed to its syscalls).
     pub suspect: u64,
-    /// Of those, closed early by a storm of records.
+    /// Of those, closed early by a storm (of records, or of the target's syscalls).
     pub storms: u64,
     /// Time the windows covered, and the trace's length (ns).
     pub covered_ns: u64,
@@ -139,7 +139,7 @@ fn window_note(summary: &WindowSummary, windows: &windows::Windows, attached: &[
         "no thread exit events (this kernel has no sched:sched_process_exit)"
     };
     format!(
-        "low detail: syscall tracepoints attached in {} probe window(s) ({} for new suspects, {} closed early by a storm of records; period now {} s) covering {} of {} ({:.1}%): completed-wait histograms, wake counts, epoll and timerfd activity are samples from the windows; blocked threads, their waits, wake-ups (context switch counts), epoll sets and timerfd states come from /proc scans every 500 ms, goroutines and Go timers from the target's memory, {creations}, {exits} (--detail full attaches everything for the whole trace)",
+        "low detail: syscall tracepoints attached in {} probe window(s) ({} for new suspects, {} closed early by a storm of records or of the target's syscalls; period now {} s) covering {} of {} ({:.1}%): completed-wait histograms, wake counts, epoll and timerfd activity are samples from the windows; blocked threads, their waits, wake-ups (context switch counts), epoll sets and timerfd states come from /proc scans every 500 ms, goroutines and Go timers from the target's memory, {creations}, {exits} (--detail full attaches everything for the whole trace)",
         summary.count,
         summary.suspect,
         summary.storms,
@@ -257,7 +257,7 @@ pub async fn trace(
         .attach(collector.probes, &mut collector.model, started_ns);
     if collector.probes.detail() == Detail::Low {
         // The first window was opened when the probes were attached.
-        let records = collector.records();
+        let records = collector.window_load();
         let mut windows = windows::Windows::started(Instant::now(), started_ns, records);
         windows.attached(collector.probes.window_tracepoints());
         collector.windows = Some(windows);
@@ -696,10 +696,14 @@ impl Collector<'_> {
         }
     }
 
-    /// Records sent or lost by the kernel so far.
-    fn records(&self) -> u64 {
+    /// What the kernel counted so far that an open window is judged by: records sent or lost,
+    /// and the target's syscalls while windows were attached.
+    fn window_load(&self) -> windows::Load {
         let counters = self.probes.counters();
-        counters.events_sent + counters.events_lost
+        windows::Load {
+            records: counters.events_sent + counters.events_lost,
+            calls: self.probes.window_calls(),
+        }
     }
 
     /// Opens or closes a probe window as the schedule says (low mode).
@@ -718,7 +722,7 @@ impl Collector<'_> {
         if self.go_probes.as_ref().is_some_and(|p| p.is_open()) {
             return;
         }
-        let records = self.records();
+        let records = self.window_load();
         let windows = self.windows.as_mut().expect("checked");
         match windows.change(Instant::now(), records, ends) {
             Some(windows::Change::Close) => self.probes.close_window(),
@@ -761,7 +765,7 @@ impl Collector<'_> {
         self.probes.clear_slots(&stale);
         self.held_slots.clear();
         self.native.resync_tracked_fds(self.probes);
-        let records = self.records();
+        let records = self.window_load();
         match self.probes.open_window(groups) {
             Ok(()) => {
                 if let Some(windows) = self.windows.as_mut() {

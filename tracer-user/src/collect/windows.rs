@@ -22,9 +22,10 @@
 //! one was attached times (1 / [`DUTY_CYCLE`] - 1) after it closed.
 //!
 //! A window that brings more than [`STORM_RECORDS_PER_S`] records a second (a futex or I/O
-//! storm, which is what costs most while attached) closes at once, and the next ones come twice
-//! as rarely, up to [`MAX_PERIOD`]; a window without a storm brings the period back to
-//! [`PERIOD`]. Everything between windows comes from state: /proc (which syscall a thread is
+//! storm), or in which the target makes more than [`STORM_CALLS_PER_S`] syscalls a second (a
+//! busy event loop or server: each of its syscalls pays for the window programs), closes at
+//! once, and the next ones come twice as rarely, up to [`MAX_PERIOD`]; a window without a
+//! storm brings the period back to [`PERIOD`]. Everything between windows comes from state: /proc (which syscall a thread is
 //! blocked in, its arguments, its context switch counts, fdinfo) and the target's memory.
 use std::time::Duration;
 
@@ -42,6 +43,9 @@ pub const MIN_WINDOW: Duration = Duration::from_millis(50);
 /// Records a second (sent or lost) beyond which a window is a storm: 10,000 a second is ~3 µs
 /// of the target's time per ms in probes alone, more than the whole budget of the low mode.
 pub const STORM_RECORDS_PER_S: u64 = 10_000;
+/// The target's syscalls a second beyond which a window is a storm (see
+/// [`tracer_common::STORM_CALLS_PER_S`] for why this many).
+pub const STORM_CALLS_PER_S: u64 = tracer_common::STORM_CALLS_PER_S;
 /// The share of the trace the syscall tracepoints may be attached after the first window.
 pub const DUTY_CYCLE: f64 = 0.05;
 /// What detaching one window program takes, with margin (measured here: 0.2-0.3 ms for both
@@ -49,6 +53,15 @@ pub const DUTY_CYCLE: f64 = 0.05;
 pub const DETACH_EACH: Duration = Duration::from_millis(5);
 /// How often an open window checks for a storm.
 pub const CHECK_EVERY: Duration = Duration::from_millis(25);
+
+/// What the kernel counted so far (cumulative), against which an open window is judged.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Load {
+    /// Records sent or lost.
+    pub records: u64,
+    /// The target's syscalls while a window was attached (`counter::WINDOW_CALLS`).
+    pub calls: u64,
+}
 
 /// What the schedule wants done now.
 #[derive(Debug, PartialEq, Eq)]
@@ -67,7 +80,7 @@ struct Open {
     since: Instant,
     since_ns: u64,
     length: Duration,
-    records_at_open: u64,
+    at_open: Load,
 }
 
 pub struct Windows {
@@ -91,8 +104,8 @@ pub struct Windows {
 
 impl Windows {
     /// The schedule of a trace whose first window was opened at attach (`Probes::load_with`).
-    /// `records`: what the kernel had sent or lost when the window opened.
-    pub fn started(now: Instant, now_ns: u64, records: u64) -> Self {
+    /// `load`: what the kernel had counted when the window opened.
+    pub fn started(now: Instant, now_ns: u64, load: Load) -> Self {
         Windows {
             open: Some(Open {
                 closing: false,
@@ -100,7 +113,7 @@ impl Windows {
                 since: now,
                 since_ns: now_ns,
                 length: FIRST_WINDOW,
-                records_at_open: records,
+                at_open: load,
             }),
             next_open: now + PERIOD,
             period: PERIOD,
@@ -155,17 +168,20 @@ impl Windows {
         }
     }
 
-    /// What to do now, given the records the kernel sent or lost so far (cumulative), and when
-    /// the trace ends (a window whose detaching would not finish before then stays open: closing
-    /// it would spare the host nothing and hold the kernel's event_mutex meanwhile).
-    pub fn change(&mut self, now: Instant, records: u64, ends: Option<Instant>) -> Option<Change> {
+    /// What to do now, given what the kernel counted so far (cumulative), and when the trace
+    /// ends (a window whose detaching would not finish before then stays open: closing it would
+    /// spare the host nothing).
+    pub fn change(&mut self, now: Instant, load: Load, ends: Option<Instant>) -> Option<Change> {
         match &mut self.open {
             Some(open) if open.closing => None,
             Some(open) => {
                 let elapsed = now.duration_since(open.since);
-                let seen = records.saturating_sub(open.records_at_open);
-                let allowed = STORM_RECORDS_PER_S as f64 * elapsed.as_secs_f64();
-                let storm = elapsed >= MIN_WINDOW && seen as f64 > allowed;
+                let over = |seen: u64, at_open: u64, per_s: u64| {
+                    seen.saturating_sub(at_open) as f64 > per_s as f64 * elapsed.as_secs_f64()
+                };
+                let storm = elapsed >= MIN_WINDOW
+                    && (over(load.records, open.at_open.records, STORM_RECORDS_PER_S)
+                        || over(load.calls, open.at_open.calls, STORM_CALLS_PER_S));
                 let ends_first = ends.is_some_and(|end| end <= now + open.detach);
                 if storm || (elapsed >= open.length && !ends_first) {
                     if storm {
@@ -195,7 +211,7 @@ impl Windows {
     }
 
     /// The window was opened (after [`Change::Open`]).
-    pub fn opened(&mut self, now: Instant, now_ns: u64, records: u64) {
+    pub fn opened(&mut self, now: Instant, now_ns: u64, load: Load) {
         self.count += 1;
         if log_windows() {
             eprintln!("leaktrace: window {} open at {now_ns} ns", self.count);
@@ -206,7 +222,7 @@ impl Windows {
             since: now,
             since_ns: now_ns,
             length: WINDOW,
-            records_at_open: records,
+            at_open: load,
         });
     }
 
@@ -263,21 +279,28 @@ mod tests {
 
     impl Windows {
         fn change3(&mut self, now: Instant, records: u64) -> Option<Change> {
-            self.change(now, records, None)
+            self.change(now, self::records(records), None)
         }
+    }
+
+    fn records(records: u64) -> Load {
+        Load { records, calls: 0 }
     }
 
     #[test]
     fn a_window_stays_open_when_the_trace_ends_before_its_detaching_would() {
         let t0 = Instant::now();
-        let mut w = Windows::started(t0, 0, 0);
+        let mut w = Windows::started(t0, 0, Load::default());
         w.attached(20);
         // Ends before the 20 programs' detaching would be done.
         let end = t0 + FIRST_WINDOW + DETACH_EACH * 10;
-        assert_eq!(w.change(t0 + FIRST_WINDOW, 0, Some(end)), None);
+        assert_eq!(
+            w.change(t0 + FIRST_WINDOW, Load::default(), Some(end)),
+            None
+        );
         let later = t0 + Duration::from_secs(10);
         assert_eq!(
-            w.change(t0 + FIRST_WINDOW, 0, Some(later)),
+            w.change(t0 + FIRST_WINDOW, Load::default(), Some(later)),
             Some(Change::Close)
         );
     }
@@ -285,7 +308,7 @@ mod tests {
     #[test]
     fn the_first_window_closes_after_its_length_then_windows_come_every_period() {
         let t0 = Instant::now();
-        let mut w = Windows::started(t0, 0, 0);
+        let mut w = Windows::started(t0, 0, Load::default());
         assert!(w.is_open());
         assert_eq!(w.change3(t0 + Duration::from_secs(1), 100), None);
         assert_eq!(w.change3(t0 + FIRST_WINDOW, 200), Some(Change::Close));
@@ -295,7 +318,7 @@ mod tests {
         assert_eq!(w.change3(t0 + Duration::from_secs(4), 200), None);
         let open_at = t0 + PERIOD;
         assert!(matches!(w.change3(open_at, 200), Some(Change::Open(_))));
-        w.opened(open_at, 5_000_000_000, 200);
+        w.opened(open_at, 5_000_000_000, records(200));
         assert_eq!(w.change3(open_at + WINDOW, 300), Some(Change::Close));
         assert!(w.is_closing());
         assert_eq!(w.change3(open_at + WINDOW, 300), None);
@@ -313,7 +336,7 @@ mod tests {
     #[test]
     fn a_storm_closes_the_window_and_stretches_the_period() {
         let t0 = Instant::now();
-        let mut w = Windows::started(t0, 0, 0);
+        let mut w = Windows::started(t0, 0, Load::default());
         let at = t0 + Duration::from_millis(100);
         // 100 ms: 1,000 records allowed; 50,000 seen.
         assert_eq!(w.change3(at, 50_000), Some(Change::Close));
@@ -323,16 +346,39 @@ mod tests {
         let next = t0 + PERIOD * 2;
         assert_eq!(w.change3(next - Duration::from_millis(1), 50_000), None);
         assert!(matches!(w.change3(next, 50_000), Some(Change::Open(_))));
-        w.opened(next, 0, 50_000);
+        w.opened(next, 0, records(50_000));
         // A quiet window brings the period back.
         assert_eq!(w.change3(next + WINDOW, 50_010), Some(Change::Close));
         assert_eq!(w.period(), PERIOD);
     }
 
     #[test]
+    fn a_window_on_a_target_making_syscalls_all_the_time_is_a_storm() {
+        let t0 = Instant::now();
+        let mut w = Windows::started(t0, 0, Load::default());
+        let at = t0 + Duration::from_millis(100);
+        // 100 ms: 3,000 of the target's syscalls allowed; few records, 120,000 calls (a busy
+        // epoll loop).
+        let busy = Load {
+            records: 10,
+            calls: 120_000,
+        };
+        assert_eq!(w.change(at, busy, None), Some(Change::Close));
+        w.closed(at, 100_000_000);
+        assert_eq!((w.storms, w.period()), (1, PERIOD * 2));
+        // A target making a few hundred syscalls a second keeps its window.
+        let mut w = Windows::started(t0, 0, Load::default());
+        let calm = Load {
+            records: 10,
+            calls: 500,
+        };
+        assert_eq!(w.change(t0 + Duration::from_secs(1), calm, None), None);
+    }
+
+    #[test]
     fn a_suspect_window_opens_at_once_but_at_most_once_a_period() {
         let t0 = Instant::now();
-        let mut w = Windows::started(t0, 0, 0);
+        let mut w = Windows::started(t0, 0, Load::default());
         assert_eq!(w.change3(t0 + FIRST_WINDOW, 0), Some(Change::Close));
         w.closed(t0 + FIRST_WINDOW, 0);
         let at = t0 + Duration::from_secs(3);
@@ -342,7 +388,7 @@ mod tests {
             w.change3(at, 0),
             Some(Change::Open(Some(vec![Group::Futex])))
         );
-        w.opened(at, 1_000, 0);
+        w.opened(at, 1_000, records(0));
         assert_eq!(w.change3(at + WINDOW, 0), Some(Change::Close));
         // Attached 250 ms: no window of any kind for 19 times that.
         w.closed(at + WINDOW, 1_000 + 250_000_000);
