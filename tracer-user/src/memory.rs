@@ -270,4 +270,29 @@ mod tests {
             0x1122_3344_5566_7788
         );
     }
+
+    #[test]
+    fn a_kept_buffer_is_reused_and_only_what_was_read_is_handed_on() {
+        let a: Vec<u8> = (0..64).collect();
+        let b: Vec<u8> = (100..164).collect();
+        let memory = Memory::open(std::process::id()).unwrap();
+        // Left long and full of stale bytes by an earlier batch.
+        let mut buf = vec![0xee; 4096];
+        let ranges = [
+            (a.as_ptr() as u64 + 8, 16),
+            (8, 16), // unmapped: retried alone, and flagged
+            (b.as_ptr() as u64, 32),
+            (a.as_ptr() as u64 + 40, 8), // merged with the first range's block
+        ];
+        let offsets = memory.read_coalesced_into(&ranges, 64, &mut buf);
+        let got = |i: usize| offsets[i].map(|at| buf[at..at + ranges[i].1].to_vec());
+        assert_eq!(got(0), Some(a[8..24].to_vec()));
+        assert_eq!(got(1), None);
+        assert_eq!(got(2), Some(b[..32].to_vec()));
+        assert_eq!(got(3), Some(a[40..48].to_vec()));
+        // The next batch, shorter, in the same buffer: its own bytes, not the last batch's.
+        let offsets = memory.read_ranges_into(&[(b.as_ptr() as u64 + 32, 4)], &mut buf);
+        let at = offsets[0].expect("readable");
+        assert_eq!(&buf[at..at + 4], &b[32..36]);
+    }
 }
