@@ -148,6 +148,7 @@ fn trace(cli: Cli, recording: Option<&std::path::Path>) -> Result<()> {
         probes: attached.clone(),
         notes: notes.clone(),
         slowest_goroutine_read,
+        goroutine_read_setup_ns: outcome.goroutine_read_setup.map(|d| d.as_nanos() as u64),
         detail: cli.trace.detail,
         windows: outcome.windows,
     };
@@ -272,6 +273,7 @@ pub fn build_report(
                         goroutines,
                     },
                 ),
+                goroutine_read_setup_ns: outcome.goroutine_read_setup.map(|d| d.as_nanos() as u64),
                 detail,
                 windows: outcome.windows,
             }

@@ -306,11 +306,16 @@ fn goroutine_snapshot(leaktrace: &Path, root: &Path, work: &Path) -> Result<()> 
     }
     let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report_path)?)?;
     let read = &report["tracer"]["slowest_goroutine_read"];
+    let ms = |ns: &serde_json::Value| ns.as_u64().unwrap_or(0) as f64 / 1e6;
+    // leaktrace's user+system CPU (getrusage, start-up and report included) per second traced.
+    let trace_s = report["duration_ns"].as_u64().unwrap_or(0) as f64 / 1e9;
+    let cpu_per_s = ms(&report["tracer"]["cpu_ns"]) / trace_s.max(1e-9);
     println!(
-        "Go: reading all goroutines of a process with {PARKED_GOROUTINES} parked: slowest of {} reads {:.1} ms for {} goroutines (target not paused)",
+        "Go: reading all goroutines of a process with {PARKED_GOROUTINES} parked: slowest of {} reads {:.1} ms for {} goroutines (target not paused); one-time setup at attach {:.1} ms (runtime layout, line table, symbols); leaktrace CPU {cpu_per_s:.0} ms per second of trace",
         report["goroutines"]["snapshots"],
-        read["elapsed_ns"].as_u64().unwrap_or(0) as f64 / 1e6,
-        read["goroutines"]
+        ms(&read["elapsed_ns"]),
+        read["goroutines"],
+        ms(&report["tracer"]["goroutine_read_setup_ns"]),
     );
     Ok(())
 }

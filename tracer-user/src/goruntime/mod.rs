@@ -62,7 +62,10 @@ pub const DEFAULT_MAX_FRAMES: usize = 64;
 const STACK_READ_BYTES: u64 = 4096;
 /// gs closer than this are read in one copy (they sit side by side in their heap spans).
 const G_MERGE_GAP: u64 = 1024;
-/// Stacks closer than this are read in one copy.
+/// Stacks closer than this are read in one copy. Small stacks sit 2 KiB apart, so this keeps
+/// one range per stack: merging them (a 2 KiB gap, copying whole stacks in 1 MiB blocks) trades
+/// the kernel's per-range cost for copying ~7x the bytes, and made no difference measured at
+/// 100k goroutines (issue 9, with the batch buffers kept), so it is not done.
 const STACK_MERGE_GAP: u64 = 256;
 /// More goroutines than this in allgs means we read garbage.
 const MAX_GOROUTINES: u64 = 50_000_000;
@@ -242,6 +245,18 @@ pub struct SnapshotRead {
     elapsed: Duration,
     /// The last read's walks, and this one's.
     cache: StackCache,
+    /// Read buffers kept from one batch to the next.
+    buffers: ReadBuffers,
+}
+
+/// The buffers a read copies gs, stacks and sudogs into, kept across its batches: allocating
+/// them afresh for each batch cost a 100k-goroutine read more in page faults and zeroing than
+/// the copies themselves (issue 9's profile). A few MiB: one batch's worth each.
+#[derive(Default)]
+struct ReadBuffers {
+    gs: Vec<u8>,
+    stacks: Vec<u8>,
+    sudogs: Vec<u8>,
 }
 
 impl SnapshotRead {
@@ -673,6 +688,7 @@ impl GoProcess {
             taken_at_ns,
             elapsed: started.elapsed(),
             cache,
+            buffers: ReadBuffers::default(),
         })
     }
 
@@ -690,6 +706,7 @@ impl GoProcess {
             &read.gs[read.next..end],
             read.next,
             &mut read.cache,
+            &mut read.buffers,
             &mut each,
         );
         read.next = end;
@@ -708,13 +725,17 @@ impl GoProcess {
         gs: &[u64],
         first_index: usize,
         cache: &mut StackCache,
+        buffers: &mut ReadBuffers,
         each: &mut impl FnMut(GoroutineState),
     ) -> (usize, usize) {
         let o = &self.offsets;
         let layout = self.wait_layout.as_ref().ok();
         let g_len = o.read_len().max(layout.map_or(0, |l| l.g_read_len()));
         let ranges: Vec<(u64, usize)> = gs.iter().map(|&g| (g, g_len)).collect();
-        let (g_buf, g_at) = self.memory.read_coalesced(&ranges, G_MERGE_GAP);
+        let g_at = self
+            .memory
+            .read_coalesced_into(&ranges, G_MERGE_GAP, &mut buffers.gs);
+        let g_buf = &buffers.gs;
         let mut torn = 0;
         let mut dead = 0;
         let mut live = Vec::with_capacity(gs.len());
@@ -782,9 +803,12 @@ impl GoProcess {
                 }
             })
             .collect();
-        let (stack_buf, stack_at) = self.memory.read_coalesced(&stack_ranges, STACK_MERGE_GAP);
+        let stack_at =
+            self.memory
+                .read_coalesced_into(&stack_ranges, STACK_MERGE_GAP, &mut buffers.stacks);
+        let stack_buf = &buffers.stacks;
         let mut waits_on = match layout {
-            Some(layout) => waits::channels(&self.memory, layout, &sudogs),
+            Some(layout) => waits::channels(&self.memory, layout, &sudogs, &mut buffers.sudogs),
             None => vec![Vec::new(); live.len()],
         };
         let mut walked = Vec::with_capacity(live.len());
@@ -821,7 +845,11 @@ impl GoProcess {
             .iter()
             .map(|(g, _, parked_at, _, _)| (g.g_addr, if parked_at.is_some() { g_len } else { 0 }))
             .collect();
-        let (check_buf, check_at) = self.memory.read_coalesced(&ranges, G_MERGE_GAP);
+        // Into the gs' buffer: the first read of them is decoded by now.
+        let check_at = self
+            .memory
+            .read_coalesced_into(&ranges, G_MERGE_GAP, &mut buffers.gs);
+        let check_buf = &buffers.gs;
         for ((g, index, parked_at, stack_read, from_cache), at) in walked.into_iter().zip(check_at)
         {
             if from_cache {

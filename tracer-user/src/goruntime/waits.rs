@@ -85,6 +85,7 @@ pub(crate) fn channels(
     memory: &Memory,
     layout: &WaitLayout,
     first: &[(u64, u64)],
+    buf: &mut Vec<u8>,
 ) -> Vec<Vec<u64>> {
     let mut result = vec![Vec::new(); first.len()];
     let mut next: Vec<u64> = first.iter().map(|&(_, sudog)| sudog).collect();
@@ -97,7 +98,7 @@ pub(crate) fn channels(
         if ranges.iter().all(|r| r.1 == 0) {
             break;
         }
-        let (buf, at) = memory.read_coalesced(&ranges, SUDOG_MERGE_GAP);
+        let at = memory.read_coalesced_into(&ranges, SUDOG_MERGE_GAP, buf);
         for (i, (at, &(_, len))) in at.into_iter().zip(&ranges).enumerate() {
             next[i] = 0;
             let Some(at) = at.filter(|_| len > 0) else {

@@ -30,6 +30,11 @@ pub struct TracerInfo {
     /// Go targets: the slowest read of all goroutines (the target is never paused for it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub slowest_goroutine_read: Option<GoroutineRead>,
+    /// Go targets: wall ns of what goroutine reads need once, done at attach before the first
+    /// read and not counted in `slowest_goroutine_read` (the runtime layout and `.gopclntab`
+    /// from the executable, and the symbolizer's load of its symbols and DWARF).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub goroutine_read_setup_ns: Option<u64>,
     /// `--detail`: "low" (syscall tracepoints in probe windows) or "full" (all the time).
     /// Recordings made before the field existed were full (not the CLI's default, low).
     #[serde(default = "crate::attach::Detail::before_the_field_existed")]
