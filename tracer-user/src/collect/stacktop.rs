@@ -58,4 +58,23 @@ impl UserStacks<'_> {
             _ => ips,
         })
     }
+
+    /// For a creation stack `ips` (as [`Self::get`] gave it): the innermost ip (after the
+    /// syscall) and where, in bytes above the stack top's sp, the return address into the first
+    /// frame outside the innermost frame's file lies: the caller of the C library's creating
+    /// function. None without a stack top, without such a frame, or when it lies beyond the top.
+    pub fn caller_slot(&mut self, tid: u32, id: i32, ips: &[u64]) -> Option<(u64, u64)> {
+        let top = self.tops.by_stack.get(&(tid, id))?;
+        let unwinder = self.unwinder.as_deref()?;
+        let ip = *ips.first()?;
+        let caller = ips
+            .iter()
+            .skip(1)
+            .find(|&&pc| !unwinder.same_file(ip, pc))?;
+        let read = (top.words_read as usize).min(top.words.len());
+        // The first copy above sp: a stale copy lower down would only make the kernel's key
+        // vary, which costs stacks, never findings.
+        let index = top.words[..read].iter().position(|w| w == caller)?;
+        Some((ip, index as u64 * 8))
+    }
 }
