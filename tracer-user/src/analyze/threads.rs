@@ -50,6 +50,11 @@ pub struct ThreadGroup {
     /// members are blocked: counted with the leak (in `alive`), since they are most likely its
     /// older members, rather than reported again as a separate futex group.
     pub existed_before_trace: u64,
+    /// Threads created during the trace without their creator's stack (`--detail low`: their
+    /// site's stack budget of that second was spent) blocked where the leak's members are
+    /// blocked: counted with the leak (in `alive`) like `existed_before_trace`.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub created_without_stack: u64,
     /// Where the alive members are now, most common first.
     pub blocked_in: Vec<BlockedIn>,
     pub members: Vec<GroupMember>,
@@ -205,6 +210,7 @@ fn candidates(model: &Model, end_ns: u64) -> (Vec<Finding>, BTreeSet<u32>) {
                 growth_per_s,
                 grew: true,
                 existed_before_trace: 0,
+                created_without_stack: 0,
                 blocked_in,
                 members: listed,
             }),
@@ -213,18 +219,45 @@ fn candidates(model: &Model, end_ns: u64) -> (Vec<Finding>, BTreeSet<u32>) {
     (out, member_tids)
 }
 
-/// Counts `older` (threads stuck exactly where `leak`'s members are, alive before tracing
-/// started, so their creation was not seen) with the leak: they are most likely its older
-/// members, and reporting them again as a separate group would count the same leak twice.
-pub fn absorb_older(leak: &mut Finding, older: &[(u32, String)]) {
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// Alive threads whose creation this trace saw without the creator's stack (`--detail low`
+/// over a site's stack budget): at the unknown creation site with a creation time.
+pub fn created_without_stack(model: &Model) -> BTreeSet<u32> {
+    model
+        .threads
+        .alive
+        .values()
+        .filter(|t| t.site == UNKNOWN_SITE && t.created_ns.is_some())
+        .map(|t| t.tid)
+        .collect()
+}
+
+/// Counts `older` (threads stuck exactly where `leak`'s members are whose creation stack is
+/// not known: alive before tracing started, or created without a stack, those in
+/// `created_without_stack`) with the leak: they are most likely its members, and reporting
+/// them again as a separate group would count the same leak twice.
+pub fn absorb_older(
+    leak: &mut Finding,
+    older: &[(u32, String)],
+    created_without_stack: &BTreeSet<u32>,
+) {
     let Detail::ThreadLeak(group) = &mut leak.detail else {
         return;
     };
     if older.is_empty() {
         return;
     }
+    let unsampled = older
+        .iter()
+        .filter(|(tid, _)| created_without_stack.contains(tid))
+        .count();
+    let before_trace = older.len() - unsampled;
     group.alive += older.len() as u64;
-    group.existed_before_trace += older.len() as u64;
+    group.existed_before_trace += before_trace as u64;
+    group.created_without_stack += unsampled as u64;
     let room = LISTED_MEMBERS.saturating_sub(group.members.len());
     group
         .members
@@ -239,11 +272,18 @@ pub fn absorb_older(leak: &mut Finding, older: &[(u32, String)]) {
     if let Some(rest) = leak.summary.strip_prefix(&format!("{before} thread(s)")) {
         leak.summary = format!("{} thread(s){rest}", leak.count);
     }
-    leak.reasons.push(format!(
-        "{} more thread(s) blocked at the same place were alive before tracing started (their \
-         creation was not seen): counted with this leak",
-        older.len()
-    ));
+    if before_trace > 0 {
+        leak.reasons.push(format!(
+            "{before_trace} more thread(s) blocked at the same place were alive before tracing \
+             started (their creation was not seen): counted with this leak"
+        ));
+    }
+    if unsampled > 0 {
+        leak.reasons.push(format!(
+            "{unsampled} more thread(s) blocked at the same place were created during the trace \
+             without their creator's stack (creation stacks are a sample): counted with this leak"
+        ));
+    }
 }
 
 #[cfg(test)]
@@ -314,7 +354,11 @@ mod tests {
     #[test]
     fn older_threads_absorbed_by_a_leak_count_with_it_once() {
         let mut leak = run(false, S / 10).remove(0);
-        absorb_older(&mut leak, &[(50, "w".into()), (51, "w".into())]);
+        absorb_older(
+            &mut leak,
+            &[(50, "w".into()), (51, "w".into())],
+            &BTreeSet::new(),
+        );
         assert_eq!(leak.count, 12);
         assert!(
             leak.summary
