@@ -412,16 +412,17 @@ pub struct WaitDone {
     pub kernel_stack_id: i32,
 }
 
-/// Words of the user stack copied from the stack pointer up in a [`UserStackTop`]: 1 KiB,
+/// Words of the user stack copied from the stack pointer up in a [`UserStackTop`]: 512 bytes,
 /// deeper than the frames of the libc functions that make syscalls (glibc's
-/// `__futex_abstimed_wait_common` and `pthread_cond_wait` take under 200 bytes; from clone3 up
-/// to the caller of `pthread_create`, whose own frame is 336 bytes in glibc 2.36, about 600,
-/// which `--detail low` needs: it unwinds creations from the clone3 syscall, without the
-/// pthread_create uprobe). Tops are sent only with stacks taken, which are rare or budgeted.
-pub const STACK_TOP_WORDS: usize = 128;
+/// `__futex_abstimed_wait_common` and `pthread_cond_wait` take under 200 bytes). From clone3
+/// up to the caller of `pthread_create` (whose own frame is 336 bytes in glibc 2.36) takes
+/// about 600: `--detail low`, which unwinds creations from the clone3 syscall without the
+/// pthread_create uprobe, sends a second top, the next 512 bytes, right after the first
+/// (its `sp` is the first's plus 512; userspace joins them).
+pub const STACK_TOP_WORDS: usize = 64;
 /// The copy is made in chunks of this many words, so that a stack top near the end of its
 /// mapping still yields the chunks below the end.
-pub const STACK_TOP_CHUNK_WORDS: usize = 16;
+pub const STACK_TOP_CHUNK_WORDS: usize = 8;
 
 /// Ring buffer record: the user registers and top of the user stack at the moment the kernel took
 /// user stack `stack_id` of thread `tid` with its frame-pointer walk (`perf_callchain_user`,

@@ -56,6 +56,13 @@ pub fn user_ip_sp() -> Option<(u64, u64)> {
 /// Sends the current thread's user sp, bp and the words above sp for user stack `stack_id`.
 #[inline(always)]
 pub fn send(stack_id: i32) {
+    send_from(stack_id, 0);
+}
+
+/// As [`send`], the words from `skip` words above sp (the record's `sp` is where they start):
+/// with `skip` [`STACK_TOP_WORDS`], the continuation of a top sent just before.
+#[inline(always)]
+pub fn send_from(stack_id: i32, skip: usize) {
     if stack_id < 0 {
         return;
     }
@@ -66,7 +73,7 @@ pub fn send(stack_id: i32) {
         count(counter::STACK_ERRORS);
         return;
     }
-    let sp = kernel_u64(regs + PT_REGS_SP);
+    let sp = kernel_u64(regs + PT_REGS_SP).wrapping_add(skip as u64 * 8);
     let bp = kernel_u64(regs + PT_REGS_BP);
     let Some(mut entry) = EVENTS.reserve::<UserStackTop>(0) else {
         count(counter::EVENTS_LOST);

@@ -152,7 +152,11 @@ pub fn task_newtask(ctx: TracePointContext) -> u32 {
             send(tid, pending, i64::from(child), 0, stack);
         }
         None if creation_stack_allowed() => {
-            send(tid, pending, i64::from(child), 0, user_stack(&ctx))
+            let stack = user_stack(&ctx);
+            // From clone3 up to pthread_create's caller is more than one top (see
+            // STACK_TOP_WORDS): the next 512 bytes follow.
+            crate::stacktop::send_from(stack, tracer_common::STACK_TOP_WORDS);
+            send(tid, pending, i64::from(child), 0, stack)
         }
         // Over the site's budget: the creation still counts and is sent, without a stack.
         None => {
