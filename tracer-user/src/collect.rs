@@ -1,7 +1,7 @@
 //! The tracing loop: turns what the kernel and /proc show into model events, while the target
 //! runs, until the duration ends, the user interrupts, or the target exits.
-pub mod decode;
 mod creation_slots;
+pub mod decode;
 mod gocreation;
 mod native;
 mod stacktop;

@@ -234,7 +234,10 @@ fn a_thread_leak_under_a_creation_storm_is_found_with_its_site_in_the_low_mode()
     let leaks = of_kind(&report, "thread_leak");
     assert_eq!(leaks.len(), 1, "{:#?}", candidates(&report));
     let site = functions(&leaks[0]["creation_stack"]);
-    assert!(site.iter().any(|f| f == "leak_one"), "creation stack {site:?}");
+    assert!(
+        site.iter().any(|f| f == "leak_one"),
+        "creation stack {site:?}"
+    );
     assert!(
         !site.iter().any(|f| f == "churn_batch"),
         "creation stack {site:?}"
@@ -251,9 +254,10 @@ fn a_thread_leak_under_a_creation_storm_is_found_with_its_site_in_the_low_mode()
     }
     let notes = report["tracer"]["notes"].as_array().expect("tracer.notes");
     assert!(
-        notes
-            .iter()
-            .any(|n| n.as_str().unwrap_or("").contains("creation stacks are a sample")),
+        notes.iter().any(|n| n
+            .as_str()
+            .unwrap_or("")
+            .contains("creation stacks are a sample")),
         "{notes:#?}"
     );
     assert_rss_bounded(&report);

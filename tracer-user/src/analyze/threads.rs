@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 
 use super::{innermost_own_function, Context, Detail, Finding, Findings, Percentiles};
-use crate::model::threads::UNKNOWN_SITE;
+use crate::model::threads::{ThreadState, UNKNOWN_SITE};
 use crate::model::{new_histogram, record, Frame, Model};
 use crate::units::human_ns;
 
@@ -77,12 +77,13 @@ fn candidates(model: &Model, end_ns: u64) -> (Vec<Finding>, BTreeSet<u32>) {
         (end_ns.saturating_sub(model.started_ns.unwrap_or(end_ns)) as f64 / 1e9).max(1e-3);
     let mut out = Vec::new();
     let mut member_tids = BTreeSet::new();
+    let states: BTreeMap<u32, &ThreadState> = threads.snapshot.iter().map(|s| (s.tid, s)).collect();
     for (site_id, site) in threads.sites.iter().enumerate() {
         if site_id == UNKNOWN_SITE {
             continue;
         }
         let net = site.created.saturating_sub(site.exited);
-        let members: Vec<_> = threads
+        let mut members: Vec<_> = threads
             .alive
             .values()
             .filter(|t| t.site == site_id)
@@ -101,6 +102,24 @@ fn candidates(model: &Model, end_ns: u64) -> (Vec<Finding>, BTreeSet<u32>) {
         if created_over < MIN_CREATION_SPREAD_NS.min(trace_ns / 3) {
             continue;
         }
+        // Threads created during the trace without a creation stack (`--detail low`, over the
+        // site's stack budget) blocked in the same call on the same first argument (futex
+        // word, fd) as a member are this leak's members whose stacks were not sampled.
+        let place = |tid: u32| {
+            states
+                .get(&tid)
+                .filter(|s| s.state != "running")
+                .map(|s| (s.state.as_str(), s.args.first().copied()))
+        };
+        let places: BTreeSet<_> = members.iter().filter_map(|m| place(m.tid)).collect();
+        let unsampled: Vec<_> = threads
+            .alive
+            .values()
+            .filter(|t| t.site == UNKNOWN_SITE && t.created_ns.is_some())
+            .filter(|t| place(t.tid).is_some_and(|p| places.contains(&p)))
+            .collect();
+        let without_stack = unsampled.len();
+        members.extend(unsampled);
         // Where are they now?
         let mut by_state: BTreeMap<String, Vec<u32>> = BTreeMap::new();
         let mut histogram = new_histogram(3);
@@ -170,6 +189,13 @@ fn candidates(model: &Model, end_ns: u64) -> (Vec<Finding>, BTreeSet<u32>) {
         if max > 0 {
             reasons.push(format!("blocked for up to {} now", human_ns(max)));
         }
+        if without_stack > 0 {
+            reasons.push(format!(
+                "{without_stack} of them were created during the trace without their creator's \
+                 stack (creation stacks are a sample) and are blocked in the same call on the \
+                 same futex word or fd as the others: counted with this site"
+            ));
+        }
         let score = 60.0
             + (net as f64).min(20.0)
             + if blocked_members == members.len() {
@@ -210,7 +236,7 @@ fn candidates(model: &Model, end_ns: u64) -> (Vec<Finding>, BTreeSet<u32>) {
                 growth_per_s,
                 grew: true,
                 existed_before_trace: 0,
-                created_without_stack: 0,
+                created_without_stack: without_stack as u64,
                 blocked_in,
                 members: listed,
             }),

@@ -27,8 +27,7 @@ impl CreationSlots {
             done.call.call,
             native_call::CLONE | native_call::CLONE3 | native_call::FORK | native_call::VFORK
         );
-        if !creating || done.ret <= 0 || done.user_stack_id < 0 || self.tried.len() >= MAX_SITES
-        {
+        if !creating || done.ret <= 0 || done.user_stack_id < 0 || self.tried.len() >= MAX_SITES {
             return;
         }
         let Some(ips) = stacks.get(done.tid, done.user_stack_id) else {
