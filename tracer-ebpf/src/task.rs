@@ -89,13 +89,13 @@ fn creation_stack_allowed() -> bool {
     };
     let mut site = ip;
     // SAFETY: the value is copied out at once.
-    if let Some(&slot) = unsafe { CREATION_CALLER_SLOTS.get(&ip) } {
+    if let Some(&slot) = unsafe { CREATION_CALLER_SLOTS.get(ip) } {
         // SAFETY: bpf_probe_read_user validates the user pointer.
         let caller = unsafe { bpf_probe_read_user(sp.wrapping_add(slot) as *const u64) };
         site = ip ^ caller.unwrap_or(0).rotate_left(17);
     }
     let second = now_ns() / 1_000_000_000;
-    match CREATION_BUDGET.get_ptr_mut(&site) {
+    match CREATION_BUDGET.get_ptr_mut(site) {
         // SAFETY: the map value stays valid for the program's run; racing creators of one site
         // may lose an update, which at worst lets a second take a stack or two more.
         Some(entry) => unsafe {
@@ -110,7 +110,7 @@ fn creation_stack_allowed() -> bool {
             true
         },
         None => {
-            let _ = CREATION_BUDGET.insert(&site, &((second << 32) | 1), 0);
+            let _ = CREATION_BUDGET.insert(site, (second << 32) | 1, 0);
             true
         }
     }
