@@ -378,6 +378,53 @@ mod tests {
     }
 
     #[test]
+    fn threads_created_without_a_stack_join_the_site_blocked_on_the_same_word() {
+        let mut model = Model::new();
+        model.apply(&Event::TraceStarted { at_ns: 0 });
+        let blocked = |tid: u32, word: u64| ThreadState {
+            tid,
+            name: "w".into(),
+            state: "futex".into(),
+            args: vec![word, 0],
+            in_state_since_ns: Some(S),
+            user_stack: vec![],
+        };
+        let mut states = Vec::new();
+        // 5 with the site's stack, 7 without (over the budget) on the same futex word, 2
+        // without on another word: those are not the leak's.
+        for tid in 100..114u32 {
+            let stack = if tid < 105 {
+                vec![frame("pthread_create"), frame("spawn_task")]
+            } else {
+                vec![]
+            };
+            model.apply(&Event::Thread(ThreadEvent::Created {
+                at_ns: u64::from(tid - 100) * S / 4,
+                creator: 1,
+                tid,
+                flags: CLONE_THREAD,
+                stack,
+            }));
+            states.push(blocked(tid, if tid < 112 { 0x1000 } else { 0x2000 }));
+        }
+        model.apply(&Event::Thread(ThreadEvent::Snapshot {
+            at_ns: 4 * S,
+            threads: states,
+        }));
+        let leaks = candidates(&model, 4 * S).0;
+        assert_eq!(leaks.len(), 1);
+        assert_eq!(leaks[0].count, 12);
+        let Detail::ThreadLeak(group) = &leaks[0].detail else {
+            panic!("a thread group");
+        };
+        assert_eq!(group.created_without_stack, 7);
+        assert!(leaks[0]
+            .reasons
+            .iter()
+            .any(|r| r.contains("without their creator's stack")));
+    }
+
+    #[test]
     fn older_threads_absorbed_by_a_leak_count_with_it_once() {
         let mut leak = run(false, S / 10).remove(0);
         absorb_older(
