@@ -20,6 +20,8 @@ pub mod names {
     pub const TARGET_TGID: &str = "TARGET_TGID";
     pub const LONG_WAIT_NS: &str = "LONG_WAIT_NS";
     pub const CREATIONS_AT_NEWTASK: &str = "CREATIONS_AT_NEWTASK";
+    pub const CREATION_BUDGET: &str = "CREATION_BUDGET";
+    pub const CREATION_CALLER_SLOTS: &str = "CREATION_CALLER_SLOTS";
     pub const DEBUG_PROBES: &str = "DEBUG_PROBES";
     pub const PENDING_CALLS: &str = "PENDING_CALLS";
     pub const TRACKED_FDS: &str = "TRACKED_FDS";
@@ -123,6 +125,9 @@ pub mod counter {
     pub const GO_TIMER_STARTS: u32 = 26;
     /// ... of which had their creator's stack taken.
     pub const GO_TIMER_STACKS: u32 = 27;
+    /// Thread creations sent without the creator's stack in `--detail low`: their creation
+    /// site had spent its [`super::CREATION_STACKS_PER_SITE_PER_S`] for that second.
+    pub const CREATION_STACKS_SKIPPED: u32 = 28;
     /// The target's syscalls while a `--detail low` probe window was attached (each ran both
     /// window programs past their tgid compare on the traced slow path): what a window costs
     /// the target, which userspace holds against [`super::STORM_CALLS_PER_S`].
@@ -136,6 +141,15 @@ pub mod counter {
 /// 30,000 a second is ~1-2% of a CPU, more than the low mode's whole budget. A busy event loop
 /// or server is watched in windows cut at their first check and spaced out (up to a minute).
 pub const STORM_CALLS_PER_S: u64 = 30_000;
+
+/// In `--detail low`, the creator stacks taken per creation site (and per syscall site when
+/// the caller is not known yet) per second of `CLOCK_MONOTONIC`: a site creating threads all
+/// the time pays for this many stacks a second and no more, while a site creating a few threads a
+/// second (a leak) keeps all of its stacks. Creations over it are still sent, without a stack.
+pub const CREATION_STACKS_PER_SITE_PER_S: u64 = 10;
+
+/// Entries of the per-site stack budget (an LRU map: sites not seen for long are forgotten).
+pub const CREATION_BUDGET_SITES: u32 = 1024;
 
 /// Ring buffer record kinds: the first `u32` of every record, each the `kind` field of one
 /// record type (written as `EventKind::X as u32`).
@@ -411,7 +425,11 @@ pub struct WaitDone {
 
 /// Words of the user stack copied from the stack pointer up in a [`UserStackTop`]: 512 bytes,
 /// deeper than the frames of the libc functions that make syscalls (glibc's
-/// `__futex_abstimed_wait_common` and `pthread_cond_wait` take under 200 bytes).
+/// `__futex_abstimed_wait_common` and `pthread_cond_wait` take under 200 bytes). From clone3
+/// up to the caller of `pthread_create` (whose own frame is 336 bytes in glibc 2.36) takes
+/// about 600: `--detail low`, which unwinds creations from the clone3 syscall without the
+/// pthread_create uprobe, sends a second top, the next 512 bytes, right after the first
+/// (its `sp` is the first's plus 512; userspace joins them).
 pub const STACK_TOP_WORDS: usize = 64;
 /// The copy is made in chunks of this many words, so that a stack top near the end of its
 /// mapping still yields the chunks below the end.

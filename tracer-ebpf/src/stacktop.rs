@@ -20,6 +20,7 @@ use crate::{count, EVENTS};
 /// r15 r14 r13 r12 bp bx r11 r10 r9 r8 ax cx dx si di orig_ax ip cs flags sp ss).
 const PT_REGS_BP: usize = 4 * 8;
 const PT_REGS_SP: usize = 19 * 8;
+const PT_REGS_IP: usize = 16 * 8;
 
 /// Reads one u64 of kernel memory at `addr`; 0 when it cannot.
 #[inline(always)]
@@ -40,9 +41,28 @@ fn kernel_u64(addr: usize) -> u64 {
     }
 }
 
+/// The current thread's user ip and sp (at a syscall: the instruction after it and the stack
+/// pointer there), or None when the registers cannot be had.
+#[inline(always)]
+pub fn user_ip_sp() -> Option<(u64, u64)> {
+    // SAFETY: as in `send`.
+    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as usize;
+    if regs == 0 {
+        return None;
+    }
+    Some((kernel_u64(regs + PT_REGS_IP), kernel_u64(regs + PT_REGS_SP)))
+}
+
 /// Sends the current thread's user sp, bp and the words above sp for user stack `stack_id`.
 #[inline(always)]
 pub fn send(stack_id: i32) {
+    send_from(stack_id, 0);
+}
+
+/// As [`send`], the words from `skip` words above sp (the record's `sp` is where they start):
+/// with `skip` [`STACK_TOP_WORDS`], the continuation of a top sent just before.
+#[inline(always)]
+pub fn send_from(stack_id: i32, skip: usize) {
     if stack_id < 0 {
         return;
     }
@@ -53,7 +73,7 @@ pub fn send(stack_id: i32) {
         count(counter::STACK_ERRORS);
         return;
     }
-    let sp = kernel_u64(regs + PT_REGS_SP);
+    let sp = kernel_u64(regs + PT_REGS_SP).wrapping_add(skip as u64 * 8);
     let bp = kernel_u64(regs + PT_REGS_BP);
     let Some(mut entry) = EVENTS.reserve::<UserStackTop>(0) else {
         count(counter::EVENTS_LOST);

@@ -8,10 +8,13 @@
 use aya_ebpf::{
     helpers::bpf_probe_read_user,
     macros::{map, tracepoint, uprobe},
-    maps::HashMap,
+    maps::{HashMap, LruHashMap},
     programs::{ProbeContext, TracePointContext},
 };
-use tracer_common::{counter, native_call, EventKind, ThreadExit, ThreadRename};
+use tracer_common::{
+    counter, native_call, EventKind, ThreadExit, ThreadRename, CREATION_BUDGET_SITES,
+    CREATION_STACKS_PER_SITE_PER_S,
+};
 
 use crate::calls::{begin, finish, now_ns, send, user_stack};
 use crate::syscall::Syscall;
@@ -58,6 +61,61 @@ pub fn pthread_create_entry(ctx: ProbeContext) -> u32 {
 #[map(name = "NEW_TASKS")]
 static NEW_TASKS: HashMap<u32, u32> = HashMap::with_max_entries(4096, 0);
 
+/// Where, above the user stack pointer at a creating syscall, the return address into the code
+/// that called the C library's creating function lies, by the user ip after that syscall (one
+/// entry per syscall site: pthread_create's clone3, fork, ...), in bytes. Userspace learns it
+/// from the first creation stack it unwinds at that site (`collect::creation_slots`): the C
+/// library's frames between that caller and the syscall have fixed sizes.
+#[map(name = "CREATION_CALLER_SLOTS")]
+static CREATION_CALLER_SLOTS: HashMap<u64, u64> = HashMap::with_max_entries(256, 0);
+
+/// Creator stacks taken this second per creation site (`--detail low`): the value is the second
+/// (CLOCK_MONOTONIC) in the high 32 bits and the stacks taken in it in the low 32 bits.
+#[map(name = "CREATION_BUDGET")]
+static CREATION_BUDGET: LruHashMap<u64, u64> =
+    LruHashMap::with_max_entries(CREATION_BUDGET_SITES, 0);
+
+/// Whether this creation may take the creator's stack: each creation site (the syscall's user
+/// ip and, once userspace has learned where it lies, the caller of the C library's creating
+/// function) has [`CREATION_STACKS_PER_SITE_PER_S`]. A stack with its stack top costs ~1-2 us
+/// here plus the userspace unwind; a site creating thousands of threads a second pays that a
+/// few times a second, and a site leaking a thread now and then keeps every stack. The
+/// per-site key, not one global bucket, is what keeps a leak's stacks under a storm elsewhere:
+/// a global bucket would give the leak a share proportional to its (small) rate.
+#[inline(always)]
+fn creation_stack_allowed() -> bool {
+    let Some((ip, sp)) = crate::stacktop::user_ip_sp() else {
+        return true;
+    };
+    let mut site = ip;
+    // SAFETY: the value is copied out at once.
+    if let Some(&slot) = unsafe { CREATION_CALLER_SLOTS.get(ip) } {
+        // SAFETY: bpf_probe_read_user validates the user pointer.
+        let caller = unsafe { bpf_probe_read_user(sp.wrapping_add(slot) as *const u64) };
+        site = ip ^ caller.unwrap_or(0).rotate_left(17);
+    }
+    let second = now_ns() / 1_000_000_000;
+    match CREATION_BUDGET.get_ptr_mut(site) {
+        // SAFETY: the map value stays valid for the program's run; racing creators of one site
+        // may lose an update, which at worst lets a second take a stack or two more.
+        Some(entry) => unsafe {
+            if *entry >> 32 != second {
+                *entry = (second << 32) | 1;
+                return true;
+            }
+            if *entry & 0xffff_ffff >= CREATION_STACKS_PER_SITE_PER_S {
+                return false;
+            }
+            *entry += 1;
+            true
+        },
+        None => {
+            let _ = CREATION_BUDGET.insert(site, (second << 32) | 1, 0);
+            true
+        }
+    }
+}
+
 /// Fires in the creator inside clone/fork (kernel/fork.c `copy_process`), with the child's id in
 /// the initial pid namespace. In the low-cost mode it sends the creation itself.
 #[tracepoint(category = "task", name = "task_newtask")]
@@ -93,7 +151,18 @@ pub fn task_newtask(ctx: TracePointContext) -> u32 {
             let _ = CREATE_SITES.remove(tid);
             send(tid, pending, i64::from(child), 0, stack);
         }
-        None => send(tid, pending, i64::from(child), 0, user_stack(&ctx)),
+        None if creation_stack_allowed() => {
+            let stack = user_stack(&ctx);
+            // From clone3 up to pthread_create's caller is more than one top (see
+            // STACK_TOP_WORDS): the next 512 bytes follow.
+            crate::stacktop::send_from(stack, tracer_common::STACK_TOP_WORDS);
+            send(tid, pending, i64::from(child), 0, stack)
+        }
+        // Over the site's budget: the creation still counts and is sent, without a stack.
+        None => {
+            count(counter::CREATION_STACKS_SKIPPED);
+            send(tid, pending, i64::from(child), 0, -1)
+        }
     }
     0
 }

@@ -140,6 +140,7 @@ pub fn analyze(model: &Model, now_ns: u64, min_blocked_ns: u64, max_sites: usize
         &mut futex.candidates,
         &thread_leaks.overview,
         &mut thread_leaks.candidates,
+        &threads::created_without_stack(model),
     );
     timers::take_callbacks(
         &mut goroutines.candidates,
@@ -285,6 +286,7 @@ fn fold_into_thread_leaks(
     candidates: &mut Vec<Finding>,
     leaked: &BTreeSet<u32>,
     leaks: &mut [Finding],
+    created_without_stack: &BTreeSet<u32>,
 ) {
     let place = |c: &Finding| c.blocking_stack.iter().map(|f| f.addr).collect::<Vec<_>>();
     candidates.retain_mut(|candidate| {
@@ -302,7 +304,7 @@ fn fold_into_thread_leaks(
                 .filter(|t| !leaked.contains(&t.tid))
                 .map(|t| (t.tid, t.name.clone()))
                 .collect();
-            threads::absorb_older(leak, &older);
+            threads::absorb_older(leak, &older, created_without_stack);
             return false;
         }
         let in_leak = candidate
@@ -574,12 +576,22 @@ mod tests {
             analyze(&model_with(vec![same(1), same(2), other]), 13 * S, S, 10).candidates;
         assert_eq!(candidates.len(), 2);
         // Partly leaked: kept, with a word on it.
-        fold_into_thread_leaks(&mut candidates, &BTreeSet::from([1]), &mut []);
+        fold_into_thread_leaks(
+            &mut candidates,
+            &BTreeSet::from([1]),
+            &mut [],
+            &BTreeSet::new(),
+        );
         assert_eq!(candidates.len(), 2);
         let group = candidates.iter().find(|c| c.count == 2).unwrap();
         assert!(group.reasons.iter().any(|r| r.contains("thread leak")));
         // Wholly leaked: reported with the leak only.
-        fold_into_thread_leaks(&mut candidates, &BTreeSet::from([1, 2]), &mut []);
+        fold_into_thread_leaks(
+            &mut candidates,
+            &BTreeSet::from([1, 2]),
+            &mut [],
+            &BTreeSet::new(),
+        );
         assert_eq!(candidates.len(), 1);
         assert_eq!(candidates[0].threads()[0].tid, 3);
     }

@@ -444,6 +444,8 @@ pub struct Probes {
     tracked_fds: Array<MapData, u32>,
     epoll_stats: HashMap<MapData, FdKey, EpollStats>,
     go_stack_budget: Array<MapData, u64>,
+    /// See `task.rs`'s `CREATION_CALLER_SLOTS`.
+    creation_caller_slots: HashMap<MapData, u64, u64>,
     go_layout: Array<MapData, u64>,
     /// The Go uprobes (goroutine creation, timer starts) while a window is open.
     go_links: Vec<(&'static str, UProbeLinkId)>,
@@ -621,8 +623,17 @@ impl Probes {
             }
         }
 
-        match attach_pthread_create(&mut ebpf, target_tgid) {
+        // Low mode with task_newtask: no pthread_create uprobe. Its trap costs every creation
+        // ~2-3 us, and task_newtask's stack with its stack top already gives the caller of
+        // pthread_create by CFI (README "Thread creations in the low mode").
+        let uprobe = if detail == Detail::Low && newtask {
+            Err(anyhow::anyhow!("not attached in the low mode"))
+        } else {
+            attach_pthread_create(&mut ebpf, target_tgid)
+        };
+        match uprobe {
             Ok(library) => attached.push(format!("uprobe:{library}:pthread_create")),
+            Err(_) if detail == Detail::Low && newtask => {}
             // A Go program without cgo has no C library and needs none: its threads are
             // the runtime's clone calls, whose stacks are complete (frame pointers).
             Err(_) if libc_path(target_tgid).is_none() && runs_go(target_tgid) => {}
@@ -646,6 +657,7 @@ impl Probes {
             tracked_fds: Array::try_from(take(names::TRACKED_FDS)?)?,
             epoll_stats: HashMap::try_from(take(names::EPOLL_STATS)?)?,
             go_stack_budget: Array::try_from(take(names::GO_STACK_BUDGET)?)?,
+            creation_caller_slots: HashMap::try_from(take(names::CREATION_CALLER_SLOTS)?)?,
             go_layout: Array::try_from(take(names::GO_LAYOUT)?)?,
             go_links: Vec::new(),
             go_loaded: Vec::new(),
@@ -965,11 +977,21 @@ impl Probes {
             go_creation_stacks: sum(counter::GO_CREATION_STACKS),
             go_timer_starts: sum(counter::GO_TIMER_STARTS),
             go_timer_stacks: sum(counter::GO_TIMER_STACKS),
+            creation_stacks_skipped: sum(counter::CREATION_STACKS_SKIPPED),
             tracked_fds_full: sum(counter::TRACKED_FDS_FULL),
             epoll_stats_full: sum(counter::EPOLL_STATS_FULL),
             epoll_waits: sum(counter::EPOLL_WAITS),
             timerfd_reads: sum(counter::TIMERFD_READS),
         }
+    }
+
+    /// Tells the kernel where the caller of the C library's creating function lies above the
+    /// stack pointer at the creating syscall whose user ip is `ip` (bytes), so that its
+    /// creation stack budget is per caller (`task.rs`, `creation_stack_allowed`).
+    pub fn learn_creation_slot(&mut self, ip: u64, offset: u64) -> Result<()> {
+        self.creation_caller_slots
+            .insert(ip, offset, 0)
+            .context("writing a creation caller slot")
     }
 
     /// Which of `tids` are inside a tracked call (epoll waits among them).

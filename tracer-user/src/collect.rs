@@ -1,5 +1,6 @@
 //! The tracing loop: turns what the kernel and /proc show into model events, while the target
 //! runs, until the duration ends, the user interrupts, or the target exits.
+mod creation_slots;
 pub mod decode;
 mod gocreation;
 mod native;
@@ -200,6 +201,7 @@ struct Collector<'a> {
     native: native::Native,
     /// Stack tops of user stacks taken in the kernel, until their records come.
     stack_tops: stacktop::StackTops,
+    creation_slots: creation_slots::CreationSlots,
     /// The Go runtime's timers.
     go_timers: timers::TimerReads,
     /// The last goroutine snapshot's symbolized stacks and `go` statements, reused by the next.
@@ -244,6 +246,7 @@ pub async fn trace(
         goroutine_read: None,
         native: native::Native::new(pid),
         stack_tops: stacktop::StackTops::default(),
+        creation_slots: creation_slots::CreationSlots::default(),
         go_timers: timers::TimerReads::default(),
         shared_frames: SharedLookups::default(),
         stack_cache: goruntime::StackCache::default(),
@@ -348,6 +351,17 @@ pub async fn trace(
         collector.scan(true);
     }
     collector.read_counters();
+    let skipped = collector.model.counters.creation_stacks_skipped;
+    if skipped > 0 {
+        collector.notes.push(format!(
+            "thread creation stacks are a sample: {skipped} of {} thread creations were recorded \
+             without their creator's stack (their site had taken its {} stacks of that second); \
+             they are counted at the unknown creation site, and those still blocked where a \
+             leak's members are blocked are counted with that leak",
+            collector.model.counters.threads_created,
+            tracer_common::CREATION_STACKS_PER_SITE_PER_S,
+        ));
+    }
     if let Some(go_probes) = collector.go_probes.as_ref() {
         let counters = collector.model.counters;
         collector.notes.push(format!(
@@ -931,6 +945,7 @@ impl Collector<'_> {
                     self.model.apply(&event);
                 }
                 Record::CallDone(done) => {
+                    self.creation_slots.observe(&done, &mut stacks);
                     self.native
                         .call_done(&done, &mut stacks, &mut self.symbolizer, &mut self.model)
                 }
@@ -938,6 +953,7 @@ impl Collector<'_> {
                 Record::ThreadRename(rename) => self.native.thread_rename(&rename, &mut self.model),
             }
         }
+        self.creation_slots.flush(self.probes);
     }
 
     /// Watches long waits, snapshots the threads blocked long enough to matter, and reads wake

@@ -179,6 +179,10 @@ pub struct KernelCounters {
     /// Go timer starts seen by the timer-start probe, and starter stacks it took.
     pub go_timer_starts: u64,
     pub go_timer_stacks: u64,
+    /// `--detail low`: thread creations sent without their creator's stack (the site's
+    /// stack budget for that second was spent).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub creation_stacks_skipped: u64,
     #[serde(default)]
     pub tracked_fds_full: u64,
     #[serde(default)]
@@ -187,6 +191,10 @@ pub struct KernelCounters {
     pub epoll_waits: u64,
     #[serde(default)]
     pub timerfd_reads: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A histogram that grows to whatever range it is fed.

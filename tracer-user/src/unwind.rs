@@ -234,7 +234,21 @@ impl RemoteUnwinder {
             } else {
                 regs.pc.checked_sub(1)?
             };
-            let row = self.cfi_row(lookup_pc)?;
+            let Some(row) = self.cfi_row(lookup_pc) else {
+                if !innermost {
+                    return None;
+                }
+                // A syscall stub whose CFI ends before its syscall (glibc's clone3,
+                // sysdeps/unix/sysv/linux/x86_64/clone3.S: `cfi_endproc` then `syscall`) is a
+                // frameless leaf there: its return address is at sp, and rbp is untouched.
+                let caller = self.leaf_step(regs.sp)?;
+                frames.push(caller.pc);
+                regs = Regs {
+                    fp: regs.fp,
+                    ..caller
+                };
+                continue;
+            };
             if matches!(row.cfa_base, CfaBase::Rbp) && regs.fp == Some(bp) {
                 // This frame's base is where the kernel's walk started: its caller is ips[1].
                 frames.extend(ips.iter().skip(1).copied());
@@ -394,6 +408,14 @@ impl RemoteUnwinder {
                 .is_some_and(|target| self.is_executable(target)),
             Some(Call::Indirect) => true,
             None => false,
+        }
+    }
+
+    /// Whether `a` and `b` lie in the same mapped file (a library or the executable).
+    pub fn same_file(&self, a: u64, b: u64) -> bool {
+        match (self.mapping(a), self.mapping(b)) {
+            (Some(x), Some(y)) => x.path.is_some() && x.path == y.path,
+            _ => false,
         }
     }
 

@@ -214,6 +214,55 @@ fn a_hundred_thousand_short_lived_threads_leave_a_bounded_report() {
     assert_rss_bounded(&report);
 }
 
+/// `--detail low` budgets creator stacks per creation site: a site creating threads all the
+/// time gets a few stacks a second, the leak's site, creating one thread every 100 ms, keeps
+/// its stacks; every creation is still counted, and the report says the stacks were a sample.
+#[test]
+fn a_thread_leak_under_a_creation_storm_is_found_with_its_site_in_the_low_mode() {
+    require_root();
+    let fixture = Lines::start(&build_c("storm"), &["1500", "leakstorm", "6000"]);
+    let tracer = Tracer::start(fixture.pid(), &["--detail", "low", "--duration", "5s"]);
+    let (report, _) = tracer.report(Duration::from_secs(120), Instant::now());
+    let created = counter(&report, "threads_created");
+    let skipped = counter(&report, "creation_stacks_skipped");
+    println!("{created} creations, {skipped} without a stack");
+    assert!(created >= 5_000, "no storm happened: {created} creations");
+    assert!(
+        skipped * 2 > created,
+        "the storm's site kept its stacks: {skipped} of {created} skipped"
+    );
+    let leaks = of_kind(&report, "thread_leak");
+    assert_eq!(leaks.len(), 1, "{:#?}", candidates(&report));
+    let site = functions(&leaks[0]["creation_stack"]);
+    assert!(
+        site.iter().any(|f| f == "leak_one"),
+        "creation stack {site:?}"
+    );
+    assert!(
+        !site.iter().any(|f| f == "churn_batch"),
+        "creation stack {site:?}"
+    );
+    // About 10 leaked a second during the 5 s trace, all still blocked.
+    let count = leaks[0]["count"].as_u64().unwrap();
+    assert!((20..=120).contains(&count), "leak count {count}");
+    for candidate in candidates(&report) {
+        let text = candidate.to_string();
+        assert!(
+            !text.contains("churn_batch") && !text.contains("short_lived"),
+            "the joined storm is reported: {candidate:#}"
+        );
+    }
+    let notes = report["tracer"]["notes"].as_array().expect("tracer.notes");
+    assert!(
+        notes.iter().any(|n| n
+            .as_str()
+            .unwrap_or("")
+            .contains("creation stacks are a sample")),
+        "{notes:#?}"
+    );
+    assert_rss_bounded(&report);
+}
+
 #[test]
 fn a_futex_storm_loses_nothing_silently() {
     require_root();

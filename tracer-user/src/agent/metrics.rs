@@ -506,6 +506,7 @@ mod tests {
                 growth_per_s: 0.0,
                 grew: false,
                 existed_before_trace: 0,
+                created_without_stack: 0,
                 blocked_in: Vec::new(),
                 members: Vec::new(),
             }),

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 
 use super::{innermost_own_function, Context, Detail, Finding, Findings, Percentiles};
-use crate::model::threads::UNKNOWN_SITE;
+use crate::model::threads::{ThreadState, UNKNOWN_SITE};
 use crate::model::{new_histogram, record, Frame, Model};
 use crate::units::human_ns;
 
@@ -50,6 +50,11 @@ pub struct ThreadGroup {
     /// members are blocked: counted with the leak (in `alive`), since they are most likely its
     /// older members, rather than reported again as a separate futex group.
     pub existed_before_trace: u64,
+    /// Threads created during the trace without their creator's stack (`--detail low`: their
+    /// site's stack budget of that second was spent) blocked where the leak's members are
+    /// blocked: counted with the leak (in `alive`) like `existed_before_trace`.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub created_without_stack: u64,
     /// Where the alive members are now, most common first.
     pub blocked_in: Vec<BlockedIn>,
     pub members: Vec<GroupMember>,
@@ -72,12 +77,13 @@ fn candidates(model: &Model, end_ns: u64) -> (Vec<Finding>, BTreeSet<u32>) {
         (end_ns.saturating_sub(model.started_ns.unwrap_or(end_ns)) as f64 / 1e9).max(1e-3);
     let mut out = Vec::new();
     let mut member_tids = BTreeSet::new();
+    let states: BTreeMap<u32, &ThreadState> = threads.snapshot.iter().map(|s| (s.tid, s)).collect();
     for (site_id, site) in threads.sites.iter().enumerate() {
         if site_id == UNKNOWN_SITE {
             continue;
         }
         let net = site.created.saturating_sub(site.exited);
-        let members: Vec<_> = threads
+        let mut members: Vec<_> = threads
             .alive
             .values()
             .filter(|t| t.site == site_id)
@@ -96,6 +102,24 @@ fn candidates(model: &Model, end_ns: u64) -> (Vec<Finding>, BTreeSet<u32>) {
         if created_over < MIN_CREATION_SPREAD_NS.min(trace_ns / 3) {
             continue;
         }
+        // Threads created during the trace without a creation stack (`--detail low`, over the
+        // site's stack budget) blocked in the same call on the same first argument (futex
+        // word, fd) as a member are this leak's members whose stacks were not sampled.
+        let place = |tid: u32| {
+            states
+                .get(&tid)
+                .filter(|s| s.state != "running")
+                .map(|s| (s.state.as_str(), s.args.first().copied()))
+        };
+        let places: BTreeSet<_> = members.iter().filter_map(|m| place(m.tid)).collect();
+        let unsampled: Vec<_> = threads
+            .alive
+            .values()
+            .filter(|t| t.site == UNKNOWN_SITE && t.created_ns.is_some())
+            .filter(|t| place(t.tid).is_some_and(|p| places.contains(&p)))
+            .collect();
+        let without_stack = unsampled.len();
+        members.extend(unsampled);
         // Where are they now?
         let mut by_state: BTreeMap<String, Vec<u32>> = BTreeMap::new();
         let mut histogram = new_histogram(3);
@@ -165,6 +189,13 @@ fn candidates(model: &Model, end_ns: u64) -> (Vec<Finding>, BTreeSet<u32>) {
         if max > 0 {
             reasons.push(format!("blocked for up to {} now", human_ns(max)));
         }
+        if without_stack > 0 {
+            reasons.push(format!(
+                "{without_stack} of them were created during the trace without their creator's \
+                 stack (creation stacks are a sample) and are blocked in the same call on the \
+                 same futex word or fd as the others: counted with this site"
+            ));
+        }
         let score = 60.0
             + (net as f64).min(20.0)
             + if blocked_members == members.len() {
@@ -205,6 +236,7 @@ fn candidates(model: &Model, end_ns: u64) -> (Vec<Finding>, BTreeSet<u32>) {
                 growth_per_s,
                 grew: true,
                 existed_before_trace: 0,
+                created_without_stack: without_stack as u64,
                 blocked_in,
                 members: listed,
             }),
@@ -213,18 +245,45 @@ fn candidates(model: &Model, end_ns: u64) -> (Vec<Finding>, BTreeSet<u32>) {
     (out, member_tids)
 }
 
-/// Counts `older` (threads stuck exactly where `leak`'s members are, alive before tracing
-/// started, so their creation was not seen) with the leak: they are most likely its older
-/// members, and reporting them again as a separate group would count the same leak twice.
-pub fn absorb_older(leak: &mut Finding, older: &[(u32, String)]) {
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// Alive threads whose creation this trace saw without the creator's stack (`--detail low`
+/// over a site's stack budget): at the unknown creation site with a creation time.
+pub fn created_without_stack(model: &Model) -> BTreeSet<u32> {
+    model
+        .threads
+        .alive
+        .values()
+        .filter(|t| t.site == UNKNOWN_SITE && t.created_ns.is_some())
+        .map(|t| t.tid)
+        .collect()
+}
+
+/// Counts `older` (threads stuck exactly where `leak`'s members are whose creation stack is
+/// not known: alive before tracing started, or created without a stack, those in
+/// `created_without_stack`) with the leak: they are most likely its members, and reporting
+/// them again as a separate group would count the same leak twice.
+pub fn absorb_older(
+    leak: &mut Finding,
+    older: &[(u32, String)],
+    created_without_stack: &BTreeSet<u32>,
+) {
     let Detail::ThreadLeak(group) = &mut leak.detail else {
         return;
     };
     if older.is_empty() {
         return;
     }
+    let unsampled = older
+        .iter()
+        .filter(|(tid, _)| created_without_stack.contains(tid))
+        .count();
+    let before_trace = older.len() - unsampled;
     group.alive += older.len() as u64;
-    group.existed_before_trace += older.len() as u64;
+    group.existed_before_trace += before_trace as u64;
+    group.created_without_stack += unsampled as u64;
     let room = LISTED_MEMBERS.saturating_sub(group.members.len());
     group
         .members
@@ -239,11 +298,18 @@ pub fn absorb_older(leak: &mut Finding, older: &[(u32, String)]) {
     if let Some(rest) = leak.summary.strip_prefix(&format!("{before} thread(s)")) {
         leak.summary = format!("{} thread(s){rest}", leak.count);
     }
-    leak.reasons.push(format!(
-        "{} more thread(s) blocked at the same place were alive before tracing started (their \
-         creation was not seen): counted with this leak",
-        older.len()
-    ));
+    if before_trace > 0 {
+        leak.reasons.push(format!(
+            "{before_trace} more thread(s) blocked at the same place were alive before tracing \
+             started (their creation was not seen): counted with this leak"
+        ));
+    }
+    if unsampled > 0 {
+        leak.reasons.push(format!(
+            "{unsampled} more thread(s) blocked at the same place were created during the trace \
+             without their creator's stack (creation stacks are a sample): counted with this leak"
+        ));
+    }
 }
 
 #[cfg(test)]
@@ -312,9 +378,60 @@ mod tests {
     }
 
     #[test]
+    fn threads_created_without_a_stack_join_the_site_blocked_on_the_same_word() {
+        let mut model = Model::new();
+        model.apply(&Event::TraceStarted { at_ns: 0 });
+        let blocked = |tid: u32, word: u64| ThreadState {
+            tid,
+            name: "w".into(),
+            state: "futex".into(),
+            args: vec![word, 0],
+            in_state_since_ns: Some(S),
+            user_stack: vec![],
+        };
+        let mut states = Vec::new();
+        // 5 with the site's stack, 7 without (over the budget) on the same futex word, 2
+        // without on another word: those are not the leak's.
+        for tid in 100..114u32 {
+            let stack = if tid < 105 {
+                vec![frame("pthread_create"), frame("spawn_task")]
+            } else {
+                vec![]
+            };
+            model.apply(&Event::Thread(ThreadEvent::Created {
+                at_ns: u64::from(tid - 100) * S / 4,
+                creator: 1,
+                tid,
+                flags: CLONE_THREAD,
+                stack,
+            }));
+            states.push(blocked(tid, if tid < 112 { 0x1000 } else { 0x2000 }));
+        }
+        model.apply(&Event::Thread(ThreadEvent::Snapshot {
+            at_ns: 4 * S,
+            threads: states,
+        }));
+        let leaks = candidates(&model, 4 * S).0;
+        assert_eq!(leaks.len(), 1);
+        assert_eq!(leaks[0].count, 12);
+        let Detail::ThreadLeak(group) = &leaks[0].detail else {
+            panic!("a thread group");
+        };
+        assert_eq!(group.created_without_stack, 7);
+        assert!(leaks[0]
+            .reasons
+            .iter()
+            .any(|r| r.contains("without their creator's stack")));
+    }
+
+    #[test]
     fn older_threads_absorbed_by_a_leak_count_with_it_once() {
         let mut leak = run(false, S / 10).remove(0);
-        absorb_older(&mut leak, &[(50, "w".into()), (51, "w".into())]);
+        absorb_older(
+            &mut leak,
+            &[(50, "w".into()), (51, "w".into())],
+            &BTreeSet::new(),
+        );
         assert_eq!(leak.count, 12);
         assert!(
             leak.summary
