@@ -458,11 +458,12 @@ fn a_thread_leak_is_new_then_growing_and_the_fixed_twin_has_no_candidate() {
     assert!(written["candidates"].is_array());
 
     let held = held_ids(agent.child.id());
-    // Per target, in the default low mode: the three lifecycle tracepoints, the two raw
-    // sys_enter/sys_exit window programs and the pthread_create uprobe, and at least the three
-    // lifecycle links (the window links come and go).
+    // Per target, in the default low mode: the three lifecycle tracepoints and the two raw
+    // sys_enter/sys_exit window programs (task_newtask takes the creation stacks: no
+    // pthread_create uprobe), and at least the three lifecycle links (the window links come
+    // and go).
     assert!(
-        held.0.len() >= 12 && held.1.len() >= 6,
+        held.0.len() >= 10 && held.1.len() >= 6,
         "the agent holds too few programs/links to trace two targets: {held:?}"
     );
     let (status, took) = agent.terminate();

@@ -402,11 +402,13 @@ fn print_table(tools: &Tools, results: &[Results]) {
         let name = match row {
             Row::Untraced => "untraced".to_string(),
             Row::UntracedAgain => "untraced again (noise floor)".to_string(),
-            Row::Leaktrace if tools.has_detail => "leaktrace `--detail low`".to_string(),
+            Row::Leaktrace if tools.has_detail => {
+                "leaktrace `--detail low` (the default)".to_string()
+            }
             Row::Leaktrace => {
                 "leaktrace (default; this build has no `--detail`: full tracing)".to_string()
             }
-            Row::LeaktraceFull => "leaktrace `--detail full` (the default)".to_string(),
+            Row::LeaktraceFull => "leaktrace `--detail full`".to_string(),
             Row::PprofGoroutine => {
                 "`curl /debug/pprof/goroutine?debug=2` once a second".to_string()
             }
