@@ -673,7 +673,7 @@ impl Collector<'_> {
         let interval = if self.model.goroutines.snapshots <= 1 {
             GOROUTINES_EVERY
         } else {
-            read_interval(cost)
+            read_interval_within(cost, self.settings.duration)
         };
         self.next_goroutine_read = read_started + interval;
         let spacing = self.model.goroutines.read_spacing.get_or_insert_default();
@@ -1184,6 +1184,27 @@ fn read_interval(cost: Duration) -> Duration {
         .clamp(GOROUTINES_EVERY, GOROUTINES_AT_LEAST_EVERY)
 }
 
+/// Reads a trace of `duration` takes at the least, whatever they cost: a group is judged by
+/// goroutines seen staying between reads, so a short trace spaced to the budget (an 8 s trace
+/// of a costly target read at 0 s, 1 s and its end) could not see a leak that began after its
+/// second read stay anywhere. A trace with a duration (a one-shot `--duration`, an agent's
+/// interval) is bounded, and this many reads over it cost what they cost; a trace until Ctrl-C
+/// keeps to the budget alone. With 100k goroutines (~200-400 ms of CPU a read) an agent
+/// interval of 30 s is read every 7.5 s, where the budget alone would say 7.5-10 s.
+const GOROUTINE_READS_PER_TRACE: u32 = 4;
+
+/// [`read_interval`], no longer than a trace of `duration` allows for
+/// [`GOROUTINE_READS_PER_TRACE`] reads (and never under [`GOROUTINES_EVERY`]).
+fn read_interval_within(cost: Duration, duration: Option<Duration>) -> Duration {
+    let budgeted = read_interval(cost);
+    match duration {
+        Some(duration) => {
+            budgeted.min((duration / GOROUTINE_READS_PER_TRACE).max(GOROUTINES_EVERY))
+        }
+        None => budgeted,
+    }
+}
+
 #[cfg(test)]
 mod read_interval_tests {
     use super::*;
@@ -1196,6 +1217,21 @@ mod read_interval_tests {
         // 150 ms over the free part at 2%: 7.5 s.
         assert_eq!(read_interval(ms(200)), ms(7500));
         assert_eq!(read_interval(ms(2000)), GOROUTINES_AT_LEAST_EVERY);
+    }
+
+    #[test]
+    fn a_bounded_trace_gets_its_reads_whatever_they_cost() {
+        let ms = Duration::from_millis;
+        let s = Duration::from_secs;
+        // 8 s: every 2 s at the most; 3 s: every second; 60 s or unbounded: the budget.
+        assert_eq!(read_interval_within(ms(2000), Some(s(8))), s(2));
+        assert_eq!(read_interval_within(ms(2000), Some(s(3))), GOROUTINES_EVERY);
+        assert_eq!(read_interval_within(ms(200), Some(s(60))), ms(7500));
+        assert_eq!(
+            read_interval_within(ms(2000), None),
+            GOROUTINES_AT_LEAST_EVERY
+        );
+        assert_eq!(read_interval_within(ms(3), Some(s(60))), GOROUTINES_EVERY);
     }
 }
 

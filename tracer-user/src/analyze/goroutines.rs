@@ -21,7 +21,7 @@ use std::collections::{BTreeSet, HashMap};
 use serde::Serialize;
 
 use crate::analyze::{Context, Detail, Finding, Findings, Percentiles};
-use crate::model::goroutines::{place_of, CountAt, Goroutine, GoroutineModel, GroupKey};
+use crate::model::goroutines::{place_of, CountAt, GoStatus, Goroutine, GoroutineModel, GroupKey};
 use crate::model::{new_histogram, record, Frame};
 use crate::units::human_ns;
 
@@ -187,11 +187,28 @@ pub(super) fn analyze(
         // their age (a busy goroutine is old but moves).
         let stayers = evidence.stayers;
         let long_lived = stayers >= (members.len() / STAYERS_SHARE).max(1);
-        let score = if long_lived { evidence.score } else { 0.0 };
+        // On a CPU or ready for one is not blocked: goroutines seen at one place in running
+        // state across reads are a loop that never parks, or were starved of CPU on an
+        // overloaded machine (runnable, not run, between two reads: the same g each time).
+        // Only growth tells a spinning leak from a fixed set of busy or starved goroutines.
+        let starved_or_busy = key.state == GoStatus::Running.as_str() && !evidence.grew;
+        let score = if long_lived && !starved_or_busy {
+            evidence.score
+        } else {
+            0.0
+        };
         if score >= CANDIDATE_SCORE {
             candidates.push(candidate(model, key, group, &members, evidence, now));
         } else {
-            let why = if long_lived {
+            let why = if long_lived && starved_or_busy {
+                format!(
+                    "running, not blocked: {stayers} of them were seen at this place for {} or \
+                     more without parking (a loop that never parks, or ready to run and waiting \
+                     for a CPU), and the group did not grow ({})",
+                    human_ns(min_blocked_ns),
+                    evidence.missing.join("; ")
+                )
+            } else if long_lived {
                 format!(
                     "no evidence of a leak: {} (score {score:.0} < {CANDIDATE_SCORE:.0})",
                     evidence.missing.join("; ")
@@ -971,6 +988,38 @@ mod tests {
             .not_a_candidate
             .unwrap()
             .starts_with("busy, not stuck"));
+    }
+
+    #[test]
+    fn goroutines_starved_of_cpu_at_one_place_are_not_stuck() {
+        // 300 goroutines created over time, each caught ready to run at the same place in
+        // every read (an overloaded machine: runnable, not run, between reads), none more of
+        // them later: busy or starved, not a leak. Parked at that place, they would be one.
+        let starved = |id: u64| {
+            let mut g = goroutine(id, "main.main", &["main.mover"], "");
+            g.wait_reason = None;
+            g.status = GoStatus::Running;
+            g
+        };
+        let snapshots: Vec<Vec<Goroutine>> = (0..5)
+            .map(|_| (0..300u64).map(|i| starved(10 + i * 7)).collect())
+            .collect();
+        let model = traced(&snapshots);
+        let (candidates, overview) = analyze(&model, S, S);
+        assert!(candidates.is_empty(), "{candidates:#?}");
+        let group = overview
+            .unwrap()
+            .other_groups
+            .into_iter()
+            .find(|g| g.sits_at.starts_with("main.mover"))
+            .unwrap();
+        assert!(
+            group
+                .not_a_candidate
+                .as_deref()
+                .is_some_and(|why| why.starts_with("running, not blocked")),
+            "{group:#?}"
+        );
     }
 
     #[test]
