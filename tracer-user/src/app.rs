@@ -149,7 +149,7 @@ fn trace(cli: Cli, recording: Option<&std::path::Path>) -> Result<()> {
         notes: notes.clone(),
         slowest_goroutine_read,
         goroutine_read_setup_ns: outcome.goroutine_read_setup.map(|d| d.as_nanos() as u64),
-        detail: cli.trace.detail,
+        detail: Some(cli.trace.detail),
         windows: outcome.windows,
     };
     // A recording that could not be written fails the run, after the report is out.
@@ -274,7 +274,7 @@ pub fn build_report(
                     },
                 ),
                 goroutine_read_setup_ns: outcome.goroutine_read_setup.map(|d| d.as_nanos() as u64),
-                detail,
+                detail: Some(detail),
                 windows: outcome.windows,
             }
         },

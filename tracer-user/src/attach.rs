@@ -292,8 +292,8 @@ pub enum Detail {
 impl Detail {
     /// What a trace recorded before `--detail` existed was: every probe all the time. Serde's
     /// default for the field in old recordings and reports, whatever the CLI's default is.
-    pub fn before_the_field_existed() -> Self {
-        Detail::Full
+    pub fn before_the_field_existed() -> Option<Self> {
+        Some(Detail::Full)
     }
 }
 

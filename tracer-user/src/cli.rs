@@ -330,9 +330,11 @@ fn parse_interval(text: &str) -> Result<Duration, String> {
 /// nobody signals, leaked threads, event loops that never wake, timerfds that never fire, and,
 /// in Go programs, leaked goroutines, with their stacks, how long, and whether they pile up.
 ///
-/// leaktrace attaches eBPF probes (futex, thread creation and exit, epoll and timerfd system
-/// calls) that act only for the one process traced, reads its threads from /proc, and, for a Go
-/// program, reads every goroutine from the Go runtime in its memory about once a second. The
+/// leaktrace attaches eBPF probes that act only for the one process traced: thread creation and
+/// exit all the time, and its futex, epoll and timerfd system calls in short probe windows
+/// (`--detail low`, the default: the rest of the host pays nothing between windows; `--detail
+/// full` watches them for the whole trace). It reads the target's threads from /proc and, for a
+/// Go program, every goroutine from the Go runtime in its memory about once a second. The
 /// target is not stopped, restarted or modified, and every probe is removed when leaktrace
 /// exits, also on Ctrl-C and on errors. Needs root (or CAP_BPF, CAP_PERFMON and
 /// CAP_SYS_PTRACE).

@@ -382,6 +382,7 @@ fn cut_short(header: Header, model: Model, events: u64, why: String) -> Replay {
             events,
             tracer: TracerInfo {
                 notes: vec![why.clone()],
+                detail: None,
                 ..TracerInfo::default()
             },
         },

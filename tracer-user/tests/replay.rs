@@ -239,6 +239,18 @@ fn what_is_not_a_recording_is_refused_with_an_error_not_a_panic() {
         stderr.contains("truncated.jsonl.gz: the recording was cut short"),
         "{stderr}"
     );
+    // --detail was in the lost trailer: unknown, not the CLI's default.
+    assert!(
+        stdout.contains("\ndetail unknown: the recording was cut short"),
+        "{stdout}"
+    );
+    let json = leaktrace()
+        .args(["report", "--format", "json"])
+        .arg(&truncated)
+        .output()
+        .unwrap();
+    let cut: Value = serde_json::from_slice(&json.stdout).expect("a JSON report");
+    assert!(cut["tracer"].get("detail").is_none(), "{}", cut["tracer"]);
     // A JSON report is the likeliest wrong file: named as one, with the commands for it.
     let output = leaktrace().arg("report").arg(&report).output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
@@ -334,4 +346,23 @@ fn timerfd_ages_and_one_shot_timers_are_worded_as_what_they_are() {
     // Threads do block.
     assert!(render("abba_deadlock", Format::Text).contains("\n   blocked: p50 "));
     assert!(render("abba_deadlock", Format::Html).contains("data-label=\"blocked time\""));
+}
+
+#[test]
+fn the_html_report_shows_every_thread_of_a_deadlock_and_the_detail_mode() {
+    let html = String::from_utf8(
+        tracer_user::app::render_recording(&recording("abba_deadlock"), Format::Html, None)
+            .unwrap(),
+    )
+    .unwrap();
+    // Both tellers, each at its own place, as in the text report.
+    for function in ["transfer_a_to_b", "transfer_b_to_a"] {
+        assert!(html.contains(function), "{function} missing from the HTML");
+    }
+    assert_eq!(html.matches("waits on futex 0x").count(), 2, "{html}");
+    // Recorded before --detail existed: full.
+    assert!(
+        html.contains("detail full: every probe attached for the whole trace"),
+        "the HTML says which mode traced"
+    );
 }

@@ -103,6 +103,11 @@ pub fn render(report: &Report, flamegraph_svg: &str) -> Result<String> {
         report.lost_events,
         human_ns(report.min_blocked_ns)
     );
+    let _ = writeln!(
+        out,
+        "<p class=\"note\">{}</p>",
+        esc(&report.tracer.detail_line())
+    );
     let _ = writeln!(out, "<div id=\"script-errors\"></div>");
     for note in &report.tracer.notes {
         let _ = writeln!(out, "<p class=\"note\">note: {}</p>", esc(note));
@@ -202,7 +207,26 @@ fn write_candidate(out: &mut String, rank: usize, c: &ReportedCandidate) {
         _ => {}
     }
     let _ = writeln!(out, "</div>");
-    stack(out, "blocking stack", &c.blocking_stack);
+    match &c.detail {
+        // A deadlock's threads wait at different places: each one's stack, as the text report
+        // lists them, not the first thread's alone.
+        Detail::Deadlock { threads, .. } => {
+            for t in threads {
+                let owner = t
+                    .owner_tid
+                    .map(|o| format!(", held by thread {o}"))
+                    .unwrap_or_default();
+                let title = format!(
+                    "thread {} ({}) waits on futex {:#x}{owner}",
+                    t.tid,
+                    esc(&t.name),
+                    t.futex_addr
+                );
+                stack(out, &title, &t.blocking_stack);
+            }
+        }
+        _ => stack(out, "blocking stack", &c.blocking_stack),
+    }
     if let Some(creation) = &c.creation_stack {
         stack(out, "created by", creation);
     }

@@ -36,12 +36,40 @@ pub struct TracerInfo {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub goroutine_read_setup_ns: Option<u64>,
     /// `--detail`: "low" (syscall tracepoints in probe windows) or "full" (all the time).
-    /// Recordings made before the field existed were full (not the CLI's default, low).
-    #[serde(default = "crate::attach::Detail::before_the_field_existed")]
-    pub detail: crate::attach::Detail,
+    /// Recordings made before the field existed were full (not the CLI's default, low); None
+    /// (the field absent) only for a recording cut short before its trailer, where it is
+    /// unknown.
+    #[serde(
+        default = "crate::attach::Detail::before_the_field_existed",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub detail: Option<crate::attach::Detail>,
     /// Low detail: how many probe windows, and how much of the trace they covered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub windows: Option<crate::collect::WindowSummary>,
+}
+
+impl TracerInfo {
+    /// One line on how long the syscall probes were attached (`--detail`), for the text and
+    /// HTML reports.
+    pub fn detail_line(&self) -> String {
+        use crate::attach::Detail;
+        use crate::units::human_ns;
+        match (self.detail, &self.windows) {
+            (Some(Detail::Low), Some(w)) => format!(
+                "detail low: syscall probes attached in {} window(s) covering {} of {} ({:.1}%); the rest from /proc and the target's memory",
+                w.count,
+                human_ns(w.covered_ns),
+                human_ns(w.trace_ns),
+                w.covered_ns as f64 * 100.0 / w.trace_ns.max(1) as f64
+            ),
+            (Some(Detail::Low), None) => {
+                "detail low: syscall probes in windows (their coverage was not recorded); the rest from /proc and the target's memory".into()
+            }
+            (Some(Detail::Full), _) => "detail full: every probe attached for the whole trace".into(),
+            (None, _) => "detail unknown: the recording was cut short before its trailer".into(),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]

@@ -43,17 +43,7 @@ impl Report {
             self.lost_events,
             human_ns(self.min_blocked_ns),
         );
-        let _ = match &self.tracer.windows {
-            Some(w) => writeln!(
-                out,
-                "detail low: syscall probes attached in {} window(s) covering {} of {} ({:.1}%); the rest from /proc and the target's memory",
-                w.count,
-                human_ns(w.covered_ns),
-                human_ns(w.trace_ns),
-                w.covered_ns as f64 * 100.0 / w.trace_ns.max(1) as f64
-            ),
-            None => writeln!(out, "detail full: every probe attached for the whole trace"),
-        };
+        let _ = writeln!(out, "{}", self.tracer.detail_line());
         for note in &self.tracer.notes {
             let _ = writeln!(out, "note: {note}");
         }
