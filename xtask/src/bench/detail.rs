@@ -15,38 +15,16 @@ use anyhow::{bail, Context as _, Result};
 
 use super::{compile, compile_go, median, read_elapsed, run_untraced, Build, Run, Workload};
 
-/// The busy targets of the budget: futex loop ≤ x1.10, epoll loop ≤ x1.05, thread spawn
-/// ≤ x1.02, Go HTTP server ≤ x1.01.
-const LONG_WORKLOADS: &[Workload] = &[
-    Workload {
-        name: "futex loop (FUTEX_WAIT returning EAGAIN + FUTEX_WAKE, no sleeping)",
-        build: Build::C("bench/futex_loop"),
-        args: &["2000000"],
-        ops: 2_000_000,
-        op_name: "futex call",
-    },
-    Workload {
-        name: "epoll: eventfd write + epoll_wait + read",
-        build: Build::C("bench/epoll_rounds"),
-        args: &["500000"],
-        ops: 500_000,
-        op_name: "round",
-    },
-    Workload {
-        name: "thread spawn: create + join, one thread after another",
-        build: Build::C("bench/spawn_threads"),
-        args: &["20000"],
-        ops: 20_000,
-        op_name: "thread",
-    },
-    Workload {
-        name: "Go: loopback HTTP server, 8 clients",
-        build: Build::Go("bench/server"),
-        args: &["40000"],
-        ops: 40_000,
-        op_name: "request",
-    },
-];
+/// The busy targets of the budget, by the start of their names among the short
+/// workloads (`super::WORKLOADS`), run here for longer: futex loop ≤ x1.10, epoll loop ≤ x1.05,
+/// thread spawn ≤ x1.02, Go HTTP server ≤ x1.01.
+const LONG_WORKLOADS: [&str; 4] = ["futex loop", "epoll:", "thread spawn:", "Go: loopback HTTP"];
+
+fn long_workloads() -> impl Iterator<Item = &'static Workload> {
+    super::WORKLOADS
+        .iter()
+        .filter(|w| LONG_WORKLOADS.iter().any(|name| w.name.starts_with(name)))
+}
 
 fn env_number(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -74,7 +52,7 @@ pub fn target_cost(leaktrace: &Path, root: &Path, work: &Path) -> Result<()> {
         "--detail low vs full on a busy target: each workload run for ~{seconds} s, {reps} times each untraced, untraced again, low and full, rotating; medians\n"
     );
     let fixtures = root.join("tracer-user/tests/fixtures");
-    for workload in LONG_WORKLOADS {
+    for workload in long_workloads() {
         let binary = match workload.build {
             Build::C(name) => compile(&fixtures, work, name)?,
             Build::Go(dir) => compile_go(root, work, dir)?,
