@@ -453,11 +453,7 @@ mod tests {
     #[test]
     fn per_request_timers_never_closed_are_an_fd_leak_and_periodic_reads_are_healthy() {
         let mut m = model();
-        for fd in 10..30 {
-            let at = (fd as u64 - 10) * 50 * MS;
-            m.apply(&created(at, fd, "handle_request"));
-            m.apply(&set(at, fd, 3600 * S, 0));
-        }
+        per_request_leak(&mut m, 10..30, "handle_request");
         m.apply(&created(0, 5, "periodic"));
         m.apply(&set(0, 5, 100 * MS, 100 * MS));
         for i in 1..20 {
@@ -485,6 +481,16 @@ mod tests {
         assert_eq!(c.len(), 1, "{c:#?}");
         assert_eq!(c[0].count, 20);
         assert!(c[0].summary.contains("handle_request"));
+    }
+
+    /// Timerfds `fds` made at `site` every 50 ms, each armed for an hour and never closed.
+    fn per_request_leak(m: &mut Model, fds: std::ops::Range<i32>, site: &str) {
+        let first = fds.start;
+        for fd in fds {
+            let at = (fd - first) as u64 * 50 * MS;
+            m.apply(&created(at, fd, site));
+            m.apply(&set(at, fd, 3600 * S, 0));
+        }
     }
 
     fn existing(fd: i32, it_value_ns: u64) -> Event {
@@ -530,11 +536,7 @@ mod tests {
         // A per-request leak of timerfds armed for an hour: 20 seen made in a probe window,
         // then 10 more found in the fd table between windows (creation unseen), armed alike.
         let mut m = model();
-        for fd in 3..23 {
-            let at = (fd as u64 - 3) * 50 * MS;
-            m.apply(&created(at, fd, "make_timer"));
-            m.apply(&set(at, fd, 3600 * S, 0));
-        }
+        per_request_leak(&mut m, 3..23, "make_timer");
         for fd in 23..33 {
             m.apply(&existing(fd, 3590 * S));
         }
