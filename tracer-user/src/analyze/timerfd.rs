@@ -483,6 +483,19 @@ mod tests {
         assert!(c[0].summary.contains("handle_request"));
     }
 
+    /// `c` is one fd leak of `count` timerfds, `open_before_trace` of them of unseen origin.
+    fn assert_one_fd_leak(c: &[Finding], count: usize, open_before_trace: u64) {
+        assert_eq!(c.len(), 1, "{c:#?}");
+        assert_eq!(c[0].count, count);
+        let Detail::Timerfd { detail: d, .. } = &c[0].detail else {
+            panic!("{c:#?}");
+        };
+        assert_eq!(
+            (d.pattern, d.open_before_trace),
+            (TimerfdPattern::FdLeak, open_before_trace)
+        );
+    }
+
     /// Timerfds `fds` made at `site` every 50 ms, each armed for an hour and never closed.
     fn per_request_leak(m: &mut Model, fds: std::ops::Range<i32>, site: &str) {
         let first = fds.start;
@@ -519,15 +532,7 @@ mod tests {
             m.apply(&set(at + 2 * MS, fd, 0, 0));
         }
         let c = candidates(&m, 3 * S, S);
-        assert_eq!(c.len(), 1, "{c:#?}");
-        assert_eq!(c[0].count, 30);
-        let Detail::Timerfd { detail: d, .. } = &c[0].detail else {
-            panic!("{c:#?}");
-        };
-        assert_eq!(
-            (d.pattern, d.open_before_trace),
-            (TimerfdPattern::FdLeak, 10)
-        );
+        assert_one_fd_leak(&c, 30, 10);
         assert!(c[0].reasons.iter().all(|r| !r.contains("never armed")));
     }
 
@@ -558,15 +563,7 @@ mod tests {
             fds: (3..33).chain([40]).map(armed).collect(),
         }));
         let c = candidates(&m, 3 * S, S);
-        assert_eq!(c.len(), 1, "{c:#?}");
-        assert_eq!(c[0].count, 30);
-        let Detail::Timerfd { detail: d, .. } = &c[0].detail else {
-            panic!("{c:#?}");
-        };
-        assert_eq!(
-            (d.pattern, d.open_before_trace),
-            (TimerfdPattern::FdLeak, 10)
-        );
+        assert_one_fd_leak(&c, 30, 10);
         assert!(
             c[0].reasons.iter().any(|r| r.contains("10 more like these")
                 && r.contains("armed,")
