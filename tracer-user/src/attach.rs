@@ -949,19 +949,25 @@ impl Probes {
     /// `counter::WINDOW_CALLS`). Not in [`KernelCounters`]: it paces the windows and is no
     /// fact of the report.
     pub fn window_calls(&self) -> u64 {
+        self.counter(counter::WINDOW_CALLS)
+    }
+
+    /// Records sent or lost by the kernel so far (`counter::EVENTS_SENT` + `EVENTS_LOST`),
+    /// without reading every other counter: the window schedule asks every 25 ms.
+    pub fn records(&self) -> u64 {
+        self.counter(counter::EVENTS_SENT) + self.counter(counter::EVENTS_LOST)
+    }
+
+    /// One kernel counter (`tracer_common::counter`), summed over the CPUs.
+    fn counter(&self, index: u32) -> u64 {
         self.counters
-            .get(&counter::WINDOW_CALLS, 0)
+            .get(&index, 0)
             .map(|values| values.iter().sum())
             .unwrap_or(0)
     }
 
     pub fn counters(&self) -> KernelCounters {
-        let sum = |index: u32| -> u64 {
-            self.counters
-                .get(&index, 0)
-                .map(|values| values.iter().sum())
-                .unwrap_or(0)
-        };
+        let sum = |index: u32| self.counter(index);
         KernelCounters {
             waits_started: sum(counter::WAITS_STARTED),
             waits_finished: sum(counter::WAITS_FINISHED),

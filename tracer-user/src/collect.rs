@@ -731,9 +731,8 @@ impl Collector<'_> {
     /// What the kernel counted so far that an open window is judged by: records sent or lost,
     /// and the target's syscalls while windows were attached.
     fn window_load(&self) -> windows::Load {
-        let counters = self.probes.counters();
         windows::Load {
-            records: counters.events_sent + counters.events_lost,
+            records: self.probes.records(),
             calls: self.probes.window_calls(),
         }
     }
